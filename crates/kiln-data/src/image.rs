@@ -1,0 +1,173 @@
+//! Images whose layout and colour order live in the type.
+//!
+//! OpenCV (and most datasets and Caffe-era weights) hand out **HWC, BGR** bytes; PyTorch models
+//! want **CHW, RGB** floats. Mixing the two up gives a model that trains but sees the wrong colours.
+//! kiln makes the pair part of the type: `Image<Hwc, Bgr>` and `Image<Chw, Rgb>` are different
+//! types, and only named conversions (in kiln-transforms) go from one to the other.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::DataError;
+
+/// A memory layout of pixel data.
+pub trait Layout: Send + Sync + Clone + fmt::Debug + 'static {
+    /// Short name (`"HWC"`, `"CHW"`), for messages and reports.
+    const NAME: &'static str;
+}
+
+/// A channel order.
+pub trait ColorOrder: Send + Sync + Clone + fmt::Debug + 'static {
+    /// Number of channels.
+    const CHANNELS: usize;
+    /// Short name (`"BGR"`, `"RGB"`, `"Gray"`).
+    const NAME: &'static str;
+}
+
+/// Height × width × channels, channels interleaved (OpenCV's layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hwc;
+/// Channels × height × width, planar (PyTorch's layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chw;
+/// Blue, green, red (OpenCV's and Caffe's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bgr;
+/// Red, green, blue (torchvision's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rgb;
+/// One grey channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gray;
+
+impl Layout for Hwc {
+    const NAME: &'static str = "HWC";
+}
+impl Layout for Chw {
+    const NAME: &'static str = "CHW";
+}
+impl ColorOrder for Bgr {
+    const CHANNELS: usize = 3;
+    const NAME: &'static str = "BGR";
+}
+impl ColorOrder for Rgb {
+    const CHANNELS: usize = 3;
+    const NAME: &'static str = "RGB";
+}
+impl ColorOrder for Gray {
+    const CHANNELS: usize = 1;
+    const NAME: &'static str = "Gray";
+}
+
+/// An 8-bit image with layout `L` and colour order `C` in its type.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Image<L: Layout, C: ColorOrder> {
+    height: usize,
+    width: usize,
+    data: Vec<u8>,
+    _marker: PhantomData<(L, C)>,
+}
+
+impl<L: Layout, C: ColorOrder> Image<L, C> {
+    /// Wraps `data` as an image of `height` × `width` in layout `L` and order `C`.
+    ///
+    /// # Errors
+    ///
+    /// [`DataError::ImageSize`] when `data.len() != height * width * C::CHANNELS`.
+    pub fn new(height: usize, width: usize, data: Vec<u8>) -> Result<Self, DataError> {
+        let expected = height * width * C::CHANNELS;
+        if data.len() != expected {
+            return Err(DataError::ImageSize {
+                height,
+                width,
+                channels: C::CHANNELS,
+                expected,
+                found: data.len(),
+            });
+        }
+        Ok(Self {
+            height,
+            width,
+            data,
+            _marker: PhantomData,
+        })
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Number of channels (from the colour order).
+    pub fn channels(&self) -> usize {
+        C::CHANNELS
+    }
+
+    /// Shape in the order of the layout's name is *not* implied: this is always `[H, W, C]`.
+    pub fn hwc_shape(&self) -> [usize; 3] {
+        [self.height, self.width, C::CHANNELS]
+    }
+
+    /// The raw bytes in layout `L`.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Consumes the image and returns its bytes in layout `L`.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.data
+    }
+}
+
+impl<L: Layout, C: ColorOrder> fmt::Debug for Image<L, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Image<{}, {}>({}x{}x{} u8)",
+            L::NAME,
+            C::NAME,
+            self.height,
+            self.width,
+            C::CHANNELS
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_is_checked_against_the_colour_order() {
+        assert!(Image::<Hwc, Gray>::new(2, 3, vec![0; 6]).is_ok());
+        let err = Image::<Hwc, Bgr>::new(2, 3, vec![0; 6]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::ImageSize {
+                    expected: 18,
+                    found: 6,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn debug_shows_layout_and_order() {
+        let img = Image::<Hwc, Bgr>::new(1, 2, vec![0; 6]).unwrap();
+        assert_eq!(format!("{img:?}"), "Image<HWC, BGR>(1x2x3 u8)");
+    }
+}
+
+/// A dataset item that is one labelled image (the classification case).
+pub trait LabeledImage<C: ColorOrder> {
+    /// The image and its class index.
+    fn into_parts(self) -> (Image<Hwc, C>, u32);
+}

@@ -1,0 +1,38 @@
+//! The error type of kiln-models.
+
+/// A model config or input that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// A config field with an unusable value.
+    #[error("invalid model config: {field} = {value}: {reason}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// Its value, printed.
+        value: String,
+        /// Why it cannot work.
+        reason: &'static str,
+    },
+
+    /// Input of a shape the model was not built for.
+    #[error("{model} expects input [N, {expected_chw:?}] (N, C, H, W) but got {found:?}")]
+    InputShape {
+        /// The model's name.
+        model: &'static str,
+        /// `[C, H, W]` the model was configured for.
+        expected_chw: [usize; 3],
+        /// The shape received.
+        found: Vec<usize>,
+    },
+
+    /// Saving or loading weights failed.
+    #[error("cannot {action} weights at {path}: {reason}")]
+    Weights {
+        /// `"save"` or `"load"`.
+        action: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error, printed.
+        reason: String,
+    },
+}

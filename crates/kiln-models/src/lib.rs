@@ -1,0 +1,34 @@
+//! # kiln-models
+//!
+//! Models that train well by default: BatchNorm after every conv/linear and before the activation,
+//! biases dropped where BatchNorm follows (its β is the bias), and PyTorch-exact Kaiming init.
+//!
+//! * [`classifier`] — the [`Classifier`] trait the training loop drives.
+//! * [`init`] — named initialisation schemes with PyTorch's formulas ([`InitScheme`]).
+//! * [`reference_cnn`] — the reference CNN for 28×28 grey images ([`ReferenceCnn`]).
+//!
+//! Invariants: no I/O except explicit save/load; every model is built from a serialisable config
+//! whose `init` validates it and returns [`ModelError`] instead of panicking; each model checks its
+//! input shape with [`ReferenceCnn::check_input`] before a run starts.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use kiln_models::ReferenceCnnConfig;
+//!
+//! let device = Device::flex();
+//! let model = ReferenceCnnConfig::new().init(&device)?;
+//! let logits = model.forward(Tensor::zeros([2, 1, 28, 28], &device));
+//! assert_eq!(logits.dims(), [2, 10]);
+//! # Ok::<(), kiln_models::ModelError>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod classifier;
+pub mod error;
+pub mod init;
+pub mod reference_cnn;
+
+pub use classifier::Classifier;
+pub use error::ModelError;
+pub use init::InitScheme;
+pub use reference_cnn::{ReferenceCnn, ReferenceCnnConfig};

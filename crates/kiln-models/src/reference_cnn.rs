@@ -1,0 +1,223 @@
+//! The reference CNN for 28×28 grey images (Fashion-MNIST, MNIST).
+//!
+//! ```text
+//! Conv3×3(C→32, no bias) → BatchNorm → ReLU → MaxPool2
+//! Conv3×3(32→64, no bias) → BatchNorm → ReLU → MaxPool2
+//! Flatten → Linear(64·H/4·W/4 → 128, no bias) → BatchNorm1d → ReLU
+//! Linear(128 → classes)
+//! ```
+//!
+//! Identical to `Net` in `shared/bench/torch_fmnist.py` (the PyTorch peer), so their accuracy and
+//! speed compare like for like.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use crate::{InitScheme, ModelError};
+
+/// Configuration of [`ReferenceCnn`].
+#[derive(Config, Debug, PartialEq)]
+pub struct ReferenceCnnConfig {
+    /// Number of output classes.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// Input channels (1 for grey images).
+    #[config(default = 1)]
+    pub in_channels: usize,
+    /// Input height in pixels.
+    #[config(default = 28)]
+    pub height: usize,
+    /// Input width in pixels.
+    #[config(default = 28)]
+    pub width: usize,
+    /// Width of the hidden linear layer.
+    #[config(default = 128)]
+    pub hidden: usize,
+    /// Weight initialisation.
+    #[config(default = "InitScheme::KaimingNormalFanOutRelu")]
+    pub init: InitScheme,
+}
+
+/// The reference CNN; see the [module docs](self).
+#[derive(Module, Debug)]
+pub struct ReferenceCnn {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    fc1: Linear,
+    bn3: BatchNorm,
+    fc2: Linear,
+    pool: MaxPool2d,
+    in_channels: usize,
+    height: usize,
+    width: usize,
+}
+
+impl ReferenceCnnConfig {
+    /// Checks the config and builds the model on `device` (parameters are drawn lazily, on first
+    /// use, from the device's seeded generator).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidConfig`] for fewer than two classes, zero channels or hidden units, or an
+    /// input smaller than 4×4 (two 2×2 poolings).
+    pub fn init(&self, device: &Device) -> Result<ReferenceCnn, ModelError> {
+        let invalid = |field, value: usize, reason| {
+            Err(ModelError::InvalidConfig {
+                field,
+                value: value.to_string(),
+                reason,
+            })
+        };
+        if self.num_classes < 2 {
+            return invalid(
+                "num_classes",
+                self.num_classes,
+                "a classifier needs at least 2 classes",
+            );
+        }
+        if self.in_channels == 0 {
+            return invalid("in_channels", 0, "must be at least 1");
+        }
+        if self.hidden == 0 {
+            return invalid("hidden", 0, "must be at least 1");
+        }
+        if self.height < 4 {
+            return invalid("height", self.height, "must be at least 4 (two 2x2 max-pools)");
+        }
+        if self.width < 4 {
+            return invalid("width", self.width, "must be at least 4 (two 2x2 max-pools)");
+        }
+        let w_init = self.init.weight_initializer();
+        let conv = |c_in, c_out| {
+            Conv2dConfig::new([c_in, c_out], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
+                .with_initializer(w_init.clone())
+                .init(device)
+        };
+        let flat = 64 * (self.height / 4) * (self.width / 4);
+        let mut fc2 = LinearConfig::new(self.hidden, self.num_classes)
+            .with_initializer(w_init.clone())
+            .init(device);
+        if self.init.zero_bias() {
+            fc2.bias = Some(Initializer::Zeros.init([self.num_classes], device));
+        }
+        Ok(ReferenceCnn {
+            conv1: conv(self.in_channels, 32),
+            bn1: BatchNormConfig::new(32).init(device),
+            conv2: conv(32, 64),
+            bn2: BatchNormConfig::new(64).init(device),
+            fc1: LinearConfig::new(flat, self.hidden)
+                .with_bias(false)
+                .with_initializer(w_init)
+                .init(device),
+            bn3: BatchNormConfig::new(self.hidden).init(device),
+            fc2,
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            in_channels: self.in_channels,
+            height: self.height,
+            width: self.width,
+        })
+    }
+}
+
+impl ReferenceCnn {
+    /// Logits for a batch of images.
+    ///
+    /// # Shapes
+    ///
+    /// `[N, C, H, W]` → `[N, classes]`.
+    ///
+    /// # Panics
+    ///
+    /// On an input of another shape (Burn's layers assert); call [`ReferenceCnn::check_input`]
+    /// first on anything a user supplies.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.pool.forward(relu(self.bn1.forward(self.conv1.forward(x))));
+        let x = self.pool.forward(relu(self.bn2.forward(self.conv2.forward(x))));
+        let x = x.flatten::<2>(1, 3);
+        let x = relu(self.bn3.forward(self.fc1.forward(x)));
+        self.fc2.forward(x)
+    }
+
+    /// Checks that `dims` is `[N, C, H, W]` with the configured C, H and W and N ≥ 1.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InputShape`] otherwise.
+    pub fn check_input(&self, dims: &[usize]) -> Result<(), ModelError> {
+        let expected = [self.in_channels, self.height, self.width];
+        if dims.len() == 4 && dims[0] > 0 && dims[1..] == expected {
+            Ok(())
+        } else {
+            Err(ModelError::InputShape {
+                model: "ReferenceCnn",
+                expected_chw: expected,
+                found: dims.to_vec(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_count_matches_pytorch() {
+        // sum(p.numel() for p in Net().parameters()) for Net in shared/bench/torch_fmnist.py:
+        // 288 + 64 + 18432 + 128 + 401408 + 256 + 1280 + 10 = 421,866. PyTorch keeps BatchNorm's
+        // running mean/var as buffers; Burn's num_params counts them too: + 2·(32 + 64 + 128).
+        let model = ReferenceCnnConfig::new().init(&Device::flex()).unwrap();
+        assert_eq!(model.num_params(), 421_866 + 448);
+    }
+
+    #[test]
+    fn kaiming_fan_out_std_on_conv2() {
+        // torch: w = torch.empty(64, 32, 3, 3); nn.init.kaiming_normal_(w, mode="fan_out",
+        // nonlinearity="relu"); w.std() ≈ sqrt(2 / (64·9)) = 0.0589
+        let device = Device::flex();
+        device.seed(1);
+        let model = ReferenceCnnConfig::new().init(&device).unwrap();
+        let w = model.conv2.weight.val().flatten::<1>(0, 3);
+        let std = w.clone().var(0).sqrt().into_scalar::<f32>();
+        let mean = w.mean().into_scalar::<f32>();
+        let want = (2.0f32 / (64.0 * 9.0)).sqrt();
+        // 18,432 draws: the sample std is within ~1% of the true one; 5% leaves no flakiness.
+        assert!((std - want).abs() / want < 0.05, "std {std} vs {want}");
+        assert!(mean.abs() < 0.003, "mean {mean}");
+        let bias = model
+            .fc2
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(bias.iter().all(|&b| b == 0.0), "zeroed bias: {bias:?}");
+    }
+
+    #[test]
+    fn invalid_configs_and_inputs_are_errors() {
+        let d = Device::flex();
+        assert!(matches!(
+            ReferenceCnnConfig::new().with_num_classes(1).init(&d),
+            Err(ModelError::InvalidConfig {
+                field: "num_classes",
+                ..
+            })
+        ));
+        let m = ReferenceCnnConfig::new().init(&d).unwrap();
+        assert!(m.check_input(&[8, 1, 28, 28]).is_ok());
+        let err = m.check_input(&[8, 3, 32, 32]).unwrap_err();
+        assert!(err.to_string().contains("[8, 3, 32, 32]"), "{err}");
+    }
+}

@@ -1,0 +1,206 @@
+//! Run-time device choice.
+//!
+//! `Device::default()` would pick CUDA whenever it is compiled in, even on a machine without a GPU;
+//! kiln never calls it. The user names the device (`--device`, default `flex`), and a device whose
+//! backend was not compiled in is a [`DeviceError::NotCompiled`] that says which feature to enable.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::prelude::Device;
+use serde::{Deserialize, Serialize};
+
+/// A device named by the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum DeviceSpec {
+    /// Burn's pure-Rust CPU backend (feature `flex`, the default).
+    #[default]
+    Flex,
+    /// The default wgpu adapter: Vulkan, Metal or DX12 (feature `wgpu`).
+    Wgpu,
+    /// The CUDA GPU with this index (feature `cuda`).
+    Cuda(usize),
+    /// The deprecated ndarray CPU backend (feature `ndarray`).
+    Ndarray,
+}
+
+/// A device name that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// Not one of the known device names.
+    #[error("unknown device `{given}`: expected one of flex, wgpu, cuda, cuda:N, ndarray")]
+    Unknown {
+        /// The name as given.
+        given: String,
+    },
+    /// A known device whose backend is not in this build.
+    #[error(
+        "device `{spec}` is not available: kiln was built without the `{feature}` feature\n  hint: rebuild with `--features {feature}`, e.g. `cargo run --release --features {feature} -- --device {spec}`\n  backends in this build: {compiled}"
+    )]
+    NotCompiled {
+        /// The device asked for.
+        spec: DeviceSpec,
+        /// The cargo feature that provides it.
+        feature: &'static str,
+        /// The backends this build has, comma-separated.
+        compiled: String,
+    },
+}
+
+impl DeviceSpec {
+    /// The cargo feature (of kiln and kiln-train) that compiles this backend in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            DeviceSpec::Flex => "flex",
+            DeviceSpec::Wgpu => "wgpu",
+            DeviceSpec::Cuda(_) => "cuda",
+            DeviceSpec::Ndarray => "ndarray",
+        }
+    }
+
+    /// Whether this build can create the device.
+    pub fn is_compiled(self) -> bool {
+        compiled_features().contains(&self.feature())
+    }
+
+    /// Creates the (plain, non-autodiff) device.
+    ///
+    /// # Errors
+    ///
+    /// [`DeviceError::NotCompiled`] when the backend's feature is off in this build.
+    pub fn device(self) -> Result<Device, DeviceError> {
+        match self {
+            #[cfg(feature = "flex")]
+            DeviceSpec::Flex => Ok(Device::flex()),
+            #[cfg(feature = "wgpu")]
+            DeviceSpec::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(index) => Ok(Device::cuda(index)),
+            #[cfg(feature = "ndarray")]
+            DeviceSpec::Ndarray => {
+                #[allow(deprecated)] // opt-in only; kept for comparisons
+                Ok(Device::ndarray())
+            }
+            #[allow(unreachable_patterns)] // every arm above can be compiled in
+            spec => Err(DeviceError::NotCompiled {
+                spec,
+                feature: spec.feature(),
+                compiled: compiled_features().join(", "),
+            }),
+        }
+    }
+}
+
+/// The backend features compiled into this build, in a fixed order.
+pub fn compiled_features() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(feature = "flex") {
+        v.push("flex");
+    }
+    if cfg!(feature = "wgpu") {
+        v.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        v.push("cuda");
+    }
+    if cfg!(feature = "ndarray") {
+        v.push("ndarray");
+    }
+    v
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Flex => f.write_str("flex"),
+            DeviceSpec::Wgpu => f.write_str("wgpu"),
+            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+            DeviceSpec::Ndarray => f.write_str("ndarray"),
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = DeviceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let unknown = || DeviceError::Unknown { given: s.to_string() };
+        match s.trim().to_ascii_lowercase().as_str() {
+            "flex" | "cpu" => Ok(DeviceSpec::Flex),
+            "wgpu" => Ok(DeviceSpec::Wgpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            "ndarray" => Ok(DeviceSpec::Ndarray),
+            other => match other.strip_prefix("cuda:") {
+                Some(index) => index.parse().map(DeviceSpec::Cuda).map_err(|_| unknown()),
+                None => Err(unknown()),
+            },
+        }
+    }
+}
+
+impl From<DeviceSpec> for String {
+    fn from(d: DeviceSpec) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for DeviceSpec {
+    type Error = DeviceError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!("flex".parse::<DeviceSpec>().unwrap(), DeviceSpec::Flex);
+        assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Flex);
+        assert_eq!("WGPU".parse::<DeviceSpec>().unwrap(), DeviceSpec::Wgpu);
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(3));
+        assert_eq!("ndarray".parse::<DeviceSpec>().unwrap(), DeviceSpec::Ndarray);
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", ""] {
+            assert!(
+                matches!(bad.parse::<DeviceSpec>(), Err(DeviceError::Unknown { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
+    }
+
+    #[test]
+    fn serde_uses_the_command_line_names() {
+        let json = serde_json::to_string(&DeviceSpec::Cuda(1)).unwrap();
+        assert_eq!(json, "\"cuda:1\"");
+        assert_eq!(
+            serde_json::from_str::<DeviceSpec>(&json).unwrap(),
+            DeviceSpec::Cuda(1)
+        );
+        assert!(serde_json::from_str::<DeviceSpec>("\"tpu\"").is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_names_the_feature() {
+        let err = DeviceSpec::Cuda(0).device().unwrap_err();
+        assert!(matches!(err, DeviceError::NotCompiled { feature: "cuda", .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`cuda` feature") && msg.contains("--features cuda"),
+            "{msg}"
+        );
+        assert!(!DeviceSpec::Cuda(0).is_compiled());
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_is_available_by_default() {
+        assert!(DeviceSpec::Flex.device().is_ok());
+        assert!(compiled_features().contains(&"flex"));
+    }
+}

@@ -1,0 +1,64 @@
+//! The error type of kiln-train.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Reading the data failed.
+    #[error(transparent)]
+    Data(#[from] kiln_data::DataError),
+    /// A transform did not fit the data.
+    #[error(transparent)]
+    Transform(#[from] kiln_transforms::TransformError),
+    /// The model config or input shape is wrong.
+    #[error(transparent)]
+    Model(#[from] kiln_models::ModelError),
+    /// The device cannot be used.
+    #[error(transparent)]
+    Device(#[from] crate::DeviceError),
+
+    /// A training setting with an unusable value.
+    #[error("invalid training config: {field} = {value}: {reason}")]
+    InvalidConfig {
+        /// The setting.
+        field: &'static str,
+        /// Its value, printed.
+        value: String,
+        /// Why it cannot work.
+        reason: String,
+    },
+
+    /// The loss became NaN or infinite.
+    #[error(
+        "loss is {loss} at epoch {epoch}, step {step} (batch of {batch} samples); training stopped\n  hint: lower the learning rate (now {lr}), check the input normalization, or clip gradients"
+    )]
+    NonFiniteLoss {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// The loss value.
+        loss: f32,
+        /// Samples in the batch.
+        batch: usize,
+        /// The learning rate in use.
+        lr: f64,
+    },
+
+    /// A file or directory of the run could not be written.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error, printed.
+        reason: String,
+    },
+
+    /// A run directory that already holds files.
+    #[error("output directory {path} is not empty; choose another --out or remove it")]
+    OutputExists {
+        /// The directory.
+        path: PathBuf,
+    },
+}

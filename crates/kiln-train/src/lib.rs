@@ -1,0 +1,34 @@
+//! # kiln-train
+//!
+//! The explicit training loop — forward, cross-entropy on logits with integer labels, mean loss,
+//! backward, optimizer step — with the guards a careful practitioner adds by hand:
+//!
+//! * [`device`] — the device is chosen at run time ([`DeviceSpec`]: `flex`, `wgpu`, `cuda[:N]`,
+//!   `ndarray`); a backend that was not compiled in is an error naming the cargo feature, never a
+//!   panic and never a silent fallback to another backend.
+//! * [`source`] — a dataset plus its normalization, served as float batches ([`BatchSource`]).
+//! * [`fit`](mod@fit) — the loop ([`fit()`], [`evaluate`]) with PyTorch's SGD semantics (momentum
+//!   0.9, **dampening 0**, coupled weight decay), evaluation each epoch through `model.valid()`
+//!   (BatchNorm in eval mode, no autodiff), a NaN/inf loss stopping the run with the step that
+//!   produced it, and a progress bar showing loss and images/s.
+//! * [`run`] — the run directory: `config.json`, `metrics.jsonl` (one line per epoch, flushed as it
+//!   is written), `model.bpk`.
+//!
+//! Why there is no `zero_grad`: Burn's `loss.backward()` returns a fresh gradient set each step and
+//! the optimizer consumes it, so stale gradients cannot accumulate by accident.
+//!
+//! Invariant: library code returns [`TrainError`]; it prints nothing except the progress bar
+//! (drawn only on a terminal).
+#![deny(missing_docs)]
+
+pub mod device;
+pub mod error;
+pub mod fit;
+pub mod run;
+pub mod source;
+
+pub use device::{DeviceError, DeviceSpec};
+pub use error::TrainError;
+pub use fit::{EpochRecord, EvalMetrics, FitOutputs, FitResult, TrainConfig, evaluate, fit};
+pub use run::{MetricsLog, RunDir};
+pub use source::{BatchSource, ClassificationSource};

@@ -1,0 +1,224 @@
+//! The run directory and its metrics log.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use serde::Serialize;
+
+use crate::{EpochRecord, TrainError};
+
+/// A directory that holds one run's outputs: `config.json`, `metrics.jsonl`, `model.bpk`,
+/// `summary.json`.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `path` (and its parents); an existing directory must be empty, so a run never
+    /// mixes its files with an earlier one's.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::OutputExists`] for a non-empty directory, [`TrainError::Write`] when it cannot
+    /// be created.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, TrainError> {
+        let path = path.as_ref();
+        let write_err = |e: std::io::Error| TrainError::Write {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        if path.exists() {
+            let mut entries = std::fs::read_dir(path).map_err(write_err)?;
+            if entries.next().is_some() {
+                return Err(TrainError::OutputExists {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        std::fs::create_dir_all(path).map_err(write_err)?;
+        let path = std::fs::canonicalize(path).map_err(write_err)?;
+        Ok(Self { path })
+    }
+
+    /// A fresh directory under `parent` named after the current UTC time (`run-20261128-161530`),
+    /// with a numeric suffix if that name is taken.
+    ///
+    /// # Errors
+    ///
+    /// As [`RunDir::create`].
+    pub fn timestamped(parent: impl AsRef<Path>) -> Result<Self, TrainError> {
+        let stamp = utc_stamp(std::time::SystemTime::now());
+        let base = parent.as_ref().join(format!("run-{stamp}"));
+        let mut candidate = base.clone();
+        let mut n = 1;
+        while candidate.exists() {
+            n += 1;
+            candidate = PathBuf::from(format!("{}-{n}", base.display()));
+        }
+        Self::create(candidate)
+    }
+
+    /// The directory's absolute path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `value` as pretty JSON to `name` inside the run directory.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Write`] on any I/O or serialisation failure.
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<PathBuf, TrainError> {
+        let path = self.path.join(name);
+        let err = |reason: String| TrainError::Write {
+            path: path.clone(),
+            reason,
+        };
+        let text = serde_json::to_string_pretty(value).map_err(|e| err(e.to_string()))?;
+        std::fs::write(&path, text + "\n").map_err(|e| err(e.to_string()))?;
+        Ok(path)
+    }
+
+    /// Saves `model`'s weights as `<name>.bpk` (Burn's burnpack format).
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Write`] when the file cannot be written.
+    pub fn save_model<M: Module>(&self, model: &M, name: &str) -> Result<PathBuf, TrainError> {
+        let path = self.path.join(format!("{name}.bpk"));
+        model.clone().save_file(&path).map_err(|e| TrainError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(path)
+    }
+
+    /// Opens `metrics.jsonl` for appending.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Write`] when it cannot be opened.
+    pub fn metrics_log(&self) -> Result<MetricsLog, TrainError> {
+        MetricsLog::open(self.path.join("metrics.jsonl"))
+    }
+}
+
+/// `metrics.jsonl`: one JSON object per epoch, flushed as it is written, so a crashed run keeps
+/// every finished epoch.
+#[derive(Debug)]
+pub struct MetricsLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl MetricsLog {
+    /// Opens (creating if needed) `path` for appending.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Write`] when it cannot be opened.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, TrainError> {
+        let path = path.into();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| TrainError::Write {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self { path, file })
+    }
+
+    /// Appends one record as a line and flushes it.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Write`] on an I/O failure (a full disk, say).
+    pub fn append(&mut self, record: &EpochRecord) -> Result<(), TrainError> {
+        let err = |reason: String| TrainError::Write {
+            path: self.path.clone(),
+            reason,
+        };
+        let mut line = serde_json::to_string(record).map_err(|e| err(e.to_string()))?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| err(e.to_string()))?;
+        self.file.flush().map_err(|e| err(e.to_string()))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC (Howard Hinnant's civil-from-days algorithm).
+fn utc_stamp(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn utc_stamp_matches_date() {
+        // date -u -d @1795824000 +%Y%m%d-%H%M%S -> 20261128-000000
+        assert_eq!(
+            utc_stamp(UNIX_EPOCH + Duration::from_secs(1_795_824_000)),
+            "20261128-000000"
+        );
+        assert_eq!(
+            utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661)),
+            "20000229-010101"
+        );
+    }
+
+    #[test]
+    fn refuses_a_non_empty_directory_and_appends_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path().join("a/b")).unwrap();
+        let mut log = run.metrics_log().unwrap();
+        let rec = EpochRecord {
+            epoch: 1,
+            train_loss: 0.5,
+            train_acc: 0.8,
+            val_loss: None,
+            val_acc: None,
+            lr: 0.1,
+            train_images_per_s: 100.0,
+            seconds: 1.0,
+        };
+        log.append(&rec).unwrap();
+        log.append(&EpochRecord { epoch: 2, ..rec }).unwrap();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let lines: Vec<EpochRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(matches!(
+            RunDir::create(run.path()),
+            Err(TrainError::OutputExists { .. })
+        ));
+    }
+}

@@ -1,0 +1,61 @@
+//! The error type of kiln-transforms.
+
+use crate::{ChannelOrder, Scale};
+
+/// A transform applied to data it does not fit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransformError {
+    /// A normalization for one scale applied to data of the other.
+    #[error(
+        "normalization `{name}` expects {expected:?}-scale input but the batch is on the {found:?} scale; convert with Scale::{expected:?}"
+    )]
+    ScaleMismatch {
+        /// The normalization's name.
+        name: String,
+        /// The scale the normalization was defined on.
+        expected: Scale,
+        /// The scale of the data.
+        found: Scale,
+    },
+
+    /// A normalization for one channel order applied to data of another.
+    #[error("normalization `{name}` expects {expected:?} channels but the batch is {found:?}")]
+    OrderMismatch {
+        /// The normalization's name.
+        name: String,
+        /// The channel order of the normalization.
+        expected: ChannelOrder,
+        /// The channel order of the data.
+        found: ChannelOrder,
+    },
+
+    /// A normalization whose mean/std lengths do not match its channel order.
+    #[error("normalization `{name}`: {what} has {found} values, expected {expected} for {order:?}")]
+    ChannelCount {
+        /// The normalization's name.
+        name: String,
+        /// `"mean"` or `"std"`.
+        what: &'static str,
+        /// Channel order of the normalization.
+        order: ChannelOrder,
+        /// Number of channels expected.
+        expected: usize,
+        /// Number of values found.
+        found: usize,
+    },
+
+    /// A zero, negative or non-finite std (division by it would give inf/NaN).
+    #[error("normalization `{name}`: std[{channel}] = {value} must be finite and > 0")]
+    BadStd {
+        /// The normalization's name.
+        name: String,
+        /// The channel.
+        channel: usize,
+        /// The value found.
+        value: f32,
+    },
+
+    /// Statistics asked of an empty dataset.
+    #[error("cannot compute statistics of zero pixels")]
+    NoPixels,
+}

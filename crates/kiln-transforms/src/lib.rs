@@ -1,0 +1,37 @@
+//! # kiln-transforms
+//!
+//! From typed u8 images to normalised float batches, with the scale and colour order checked.
+//!
+//! * [`convert`] — HWC u8 (any [`ColorOrder`](kiln_data::ColorOrder)) → CHW f32 in the model's
+//!   colour order (BGR becomes RGB, grey stays grey), on an explicit [`Scale`]: unit (`x/255`,
+//!   torchvision) or byte (`0..255`, Caffe/mmdetection). The scale travels with the data.
+//! * [`normalize`] — a [`Normalization`] (mean, std, **scale** and **channel order**) that refuses
+//!   data of the other scale or order instead of silently producing garbage.
+//! * [`stats`] — per-channel mean and std of a dataset, accumulated exactly (integer sums) and
+//!   reported in f64, which is where the Fashion-MNIST preset's numbers come from.
+//!
+//! Invariant: no I/O here. Tensors are created only at the very end ([`ChwBatch::into_tensors`]).
+//!
+//! ```
+//! use kiln_data::{collate, Gray, Hwc, Image};
+//! use kiln_transforms::{to_chw, Normalization, Scale};
+//!
+//! let img = Image::<Hwc, Gray>::new(1, 2, vec![0, 255])?;
+//! let batch = collate([(img, 3)])?;
+//! let x = to_chw(&batch, Scale::Unit);
+//! let norm = Normalization::fashion_mnist();
+//! let y = norm.apply(x)?;
+//! assert!((y.data[0] - (0.0 - 0.2860406) / 0.3530242).abs() < 1e-5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod convert;
+pub mod error;
+pub mod normalize;
+pub mod stats;
+
+pub use convert::{ChwBatch, ModelColor, Scale, to_chw};
+pub use error::TransformError;
+pub use normalize::{ChannelOrder, Normalization};
+pub use stats::ChannelStats;

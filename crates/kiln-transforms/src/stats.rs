@@ -1,0 +1,123 @@
+//! Per-channel statistics of a dataset, accumulated exactly.
+//!
+//! Sums of `x` and `x²` of u8 pixels are kept in `u64` (exact for any dataset under ~2.8·10¹⁴
+//! pixels), so the mean and population std are as precise as f64 allows, independent of order —
+//! chunks accumulated in parallel and [`ChannelStats::merge`]d give bit-identical results.
+
+use kiln_data::ImageBatch;
+
+use crate::{ModelColor, Scale, TransformError};
+
+/// Running per-channel sums over u8 pixels, in the model's channel order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelStats {
+    count: u64,
+    sum: Vec<u64>,
+    sum_sq: Vec<u64>,
+}
+
+impl ChannelStats {
+    /// Empty statistics for `channels` channels.
+    pub fn new(channels: usize) -> Self {
+        Self {
+            count: 0,
+            sum: vec![0; channels],
+            sum_sq: vec![0; channels],
+        }
+    }
+
+    /// Adds interleaved (HWC) pixels with `C::CHANNELS` channels, reordered to the model's order.
+    pub fn add_hwc<C: ModelColor>(&mut self, pixels: &[u8]) {
+        let c = C::CHANNELS;
+        for px in pixels.chunks_exact(c) {
+            for (oc, &src) in C::SOURCE.iter().enumerate() {
+                let v = u64::from(px[src]);
+                self.sum[oc] += v;
+                self.sum_sq[oc] += v * v;
+            }
+        }
+        self.count += (pixels.len() / c) as u64;
+    }
+
+    /// Adds every image of a batch.
+    pub fn add_batch<C: ModelColor>(&mut self, batch: &ImageBatch<C>) {
+        self.add_hwc::<C>(&batch.pixels);
+    }
+
+    /// Combines statistics gathered separately (e.g. by parallel workers).
+    pub fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
+            *a += b;
+        }
+        for (a, b) in self.sum_sq.iter_mut().zip(&other.sum_sq) {
+            *a += b;
+        }
+    }
+
+    /// Pixels seen per channel.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Per-channel `(mean, population std)` on `scale`.
+    ///
+    /// # Errors
+    ///
+    /// [`TransformError::NoPixels`] before any pixel was added.
+    pub fn mean_std(&self, scale: Scale) -> Result<(Vec<f64>, Vec<f64>), TransformError> {
+        if self.count == 0 {
+            return Err(TransformError::NoPixels);
+        }
+        let n = self.count as f64;
+        let f = match scale {
+            Scale::Unit => 1.0 / 255.0,
+            Scale::Byte => 1.0,
+        };
+        let mut means = Vec::with_capacity(self.sum.len());
+        let mut stds = Vec::with_capacity(self.sum.len());
+        for (&s, &s2) in self.sum.iter().zip(&self.sum_sq) {
+            let mean = s as f64 / n;
+            // n·Σx² − (Σx)² is exact in u128, so no catastrophic cancellation.
+            let num = u128::from(s2) * u128::from(self.count) - u128::from(s) * u128::from(s);
+            let var = num as f64 / (n * n);
+            means.push(mean * f);
+            stds.push(var.sqrt() * f);
+        }
+        Ok((means, stds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_data::{Bgr, Gray};
+
+    #[test]
+    fn matches_numpy_on_a_small_example() {
+        // numpy: x = np.array([0, 10, 20, 255]); x.mean(), x.std() -> 71.25, 106.32350398665386
+        let mut s = ChannelStats::new(1);
+        s.add_hwc::<Gray>(&[0, 10, 20, 255]);
+        let (m, sd) = s.mean_std(Scale::Byte).unwrap();
+        assert!((m[0] - 71.25).abs() < 1e-12);
+        assert!((sd[0] - 106.323_503_986_653_86).abs() < 1e-9, "{}", sd[0]);
+        let (mu, su) = s.mean_std(Scale::Unit).unwrap();
+        assert!((mu[0] - 71.25 / 255.0).abs() < 1e-12 && (su[0] - sd[0] / 255.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bgr_is_reported_in_rgb_order_and_merge_is_exact() {
+        let mut a = ChannelStats::new(3);
+        a.add_hwc::<Bgr>(&[1, 2, 3]);
+        let mut b = ChannelStats::new(3);
+        b.add_hwc::<Bgr>(&[1, 2, 5]);
+        a.merge(&b);
+        let (m, _) = a.mean_std(Scale::Byte).unwrap();
+        assert_eq!(m, vec![4.0, 2.0, 1.0]);
+        assert_eq!(a.count(), 2);
+        assert!(matches!(
+            ChannelStats::new(1).mean_std(Scale::Unit),
+            Err(TransformError::NoPixels)
+        ));
+    }
+}

@@ -1,0 +1,237 @@
+//! The `kiln` command line. Glue only: it parses arguments, calls the library crates and prints.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::data::dataset::Dataset;
+use burn::module::Module;
+use clap::{Args, Parser, Subcommand};
+use kiln_data::{MnistDataset, MnistSplit, random_split};
+use kiln_models::ReferenceCnnConfig;
+use kiln_train::{ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, TrainConfig};
+use kiln_transforms::Normalization;
+use serde::Serialize;
+
+/// The vendored Fashion-MNIST subset (10,000 train / 2,000 test images), found from the source
+/// tree so `cargo run` works from any directory.
+const VENDORED_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/fashion-mnist-mini");
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Train image models in Rust, with safe defaults."
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `kiln` with no subcommand is `kiln train`.
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train the reference CNN on Fashion-MNIST (the default command).
+    Train(TrainArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct TrainArgs {
+    /// Directory with the four Fashion-MNIST idx files (gzipped or raw), e.g.
+    /// /usr/share/datasets/fashion-mnist. Default: the vendored subset in data/fashion-mnist-mini.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    epochs: usize,
+    /// Samples per step.
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+    batch_size: usize,
+    /// Learning rate (SGD, momentum 0.9, dampening 0, weight decay 5e-4).
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    lr: f64,
+    /// Seed of initialisation, batch order and the validation split.
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    seed: u64,
+    /// Fraction of the training set held out for validation each epoch.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Device: flex (CPU, default), wgpu, cuda, cuda:N, ndarray.
+    #[arg(long, default_value = "flex")]
+    device: String,
+    /// Directory for the run's outputs (must be empty or absent). Default: runs/run-<UTC time>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// What a run saves as `config.json`: everything needed to repeat it.
+#[derive(Serialize)]
+struct RunConfig<'a> {
+    kiln_version: &'a str,
+    data: &'a Path,
+    device: DeviceSpec,
+    val_fraction: f64,
+    train: &'a TrainConfig,
+    model: &'a ReferenceCnnConfig,
+    normalization: &'a Normalization,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    epochs: usize,
+    train_images: usize,
+    val_images: usize,
+    test_images: usize,
+    train_images_per_s: f64,
+    final_val_acc: Option<f64>,
+    test_loss: f64,
+    test_acc: f64,
+    seconds: f64,
+    model: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Train(a)) => a,
+        None => cli.train,
+    };
+    match train(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    // The device first: a backend that is not compiled in fails before any data is read.
+    let spec: DeviceSpec = args.device.parse()?;
+    let device = spec.device()?;
+    let cfg = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
+    cfg.validate()?;
+    if !(0.0..1.0).contains(&args.val_fraction) {
+        anyhow::bail!("--val-fraction must be in [0, 1), got {}", args.val_fraction);
+    }
+
+    let data_dir = args.data.clone().unwrap_or_else(|| PathBuf::from(VENDORED_DATA));
+    let train_set = MnistDataset::from_dir(&data_dir, MnistSplit::Train)?;
+    let test_set = MnistDataset::from_dir(&data_dir, MnistSplit::Test)?;
+    let data_root = train_set
+        .images_path()
+        .parent()
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    let (train_idx, val_idx) = random_split(train_set.len(), args.val_fraction, args.seed);
+    let norm = Normalization::fashion_mnist();
+    let (n_train, n_val, n_test) = (train_idx.len(), val_idx.len(), test_set.len());
+    let train_src = ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?;
+    let val_src = ClassificationSource::subset(train_set, val_idx, norm.clone())?;
+    let test_src = ClassificationSource::new(test_set, norm.clone());
+
+    let model_cfg = ReferenceCnnConfig::new();
+    let model = model_cfg.init(&device)?;
+    let run = match &args.out {
+        Some(p) => RunDir::create(p)?,
+        None => RunDir::timestamped("runs")?,
+    };
+    run.write_json(
+        "config.json",
+        &RunConfig {
+            kiln_version: env!("CARGO_PKG_VERSION"),
+            data: &data_root,
+            device: spec,
+            val_fraction: args.val_fraction,
+            train: &cfg,
+            model: &model_cfg,
+            normalization: &norm,
+        },
+    )?;
+    println!("kiln train: {} on {spec}", model_cfg_name(&model_cfg));
+    println!(
+        "  data:  {} ({n_train} train / {n_val} val / {n_test} test)",
+        data_root.display()
+    );
+    println!(
+        "  optim: SGD lr={} momentum={} dampening={} weight_decay={} batch={} epochs={} seed={}",
+        cfg.lr, cfg.momentum, cfg.dampening, cfg.weight_decay, cfg.batch_size, cfg.epochs, cfg.seed
+    );
+    println!(
+        "  norm:  {} mean={:?} std={:?} ({:?} scale)",
+        norm.name, norm.mean, norm.std, norm.scale
+    );
+    println!("  run:   {}", run.path().display());
+
+    let mut log = run.metrics_log()?;
+    let epochs = cfg.epochs;
+    let mut print_epoch = |r: &EpochRecord| {
+        let val = match (r.val_loss, r.val_acc) {
+            (Some(l), Some(a)) => format!("val_loss={l:.4} val_acc={a:.4}"),
+            _ => "no validation split".to_string(),
+        };
+        println!(
+            "epoch {}/{epochs}  train_loss={:.4} train_acc={:.4}  {val}  {:.0} img/s  {:.1}s",
+            r.epoch, r.train_loss, r.train_acc, r.train_images_per_s, r.seconds
+        );
+    };
+    let val_opt: Option<&dyn kiln_train::BatchSource> = if n_val > 0 { Some(&val_src) } else { None };
+    let result = kiln_train::fit(
+        model,
+        &train_src,
+        val_opt,
+        &cfg,
+        &device,
+        FitOutputs {
+            log: Some(&mut log),
+            progress: !args.no_progress,
+            on_epoch: Some(&mut print_epoch),
+        },
+    )?;
+
+    let eval_model = result.model.valid();
+    let test = kiln_train::evaluate(&eval_model, &test_src, 1000, &device)?;
+    let model_path = run
+        .save_model(&eval_model, "model")
+        .context("saving the trained model")?;
+    let summary = Summary {
+        epochs,
+        train_images: n_train,
+        val_images: n_val,
+        test_images: n_test,
+        train_images_per_s: result.train_images_per_s,
+        final_val_acc: result.epochs.last().and_then(|r| r.val_acc),
+        test_loss: test.loss,
+        test_acc: test.accuracy,
+        seconds: start.elapsed().as_secs_f64(),
+        model: model_path.clone(),
+    };
+    run.write_json("summary.json", &summary)?;
+    println!("saved: {}", model_path.display());
+    println!(
+        "summary: epochs={epochs} train_images_per_s={:.1} test_loss={:.4} test_acc={:.4} seconds={:.1}",
+        summary.train_images_per_s, summary.test_loss, summary.test_acc, summary.seconds
+    );
+    Ok(())
+}
+
+fn model_cfg_name(cfg: &ReferenceCnnConfig) -> String {
+    format!(
+        "ReferenceCnn({}x{}x{} -> {} classes)",
+        cfg.in_channels, cfg.height, cfg.width, cfg.num_classes
+    )
+}

@@ -1,0 +1,121 @@
+//! The `kiln` binary as a user runs it.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+
+fn kiln() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_is_a_clear_error() {
+    let out = kiln()
+        .args(["--device", "cuda", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`cuda` feature"), "{stderr}");
+    assert!(stderr.contains("--features cuda"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // It fails before touching data or creating a run directory.
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}
+
+#[test]
+fn unknown_device_lists_the_choices() {
+    let out = kiln().args(["train", "--device", "tpu"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown device `tpu`") && stderr.contains("cuda:N"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_data_dir_shows_given_resolved_and_cwd() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = kiln()
+        .current_dir(cwd.path())
+        .args(["--data", "no/such/fmnist"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let cwd_abs = std::fs::canonicalize(cwd.path()).unwrap();
+    assert!(stderr.contains("no/such/fmnist (as given)"), "{stderr}");
+    assert!(
+        stderr.contains(&cwd_abs.join("no/such/fmnist").display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("current directory: {}", cwd_abs.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn trains_on_a_tiny_real_subset_and_writes_the_run() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 256, 64).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let out_dir = runs.path().join("r1");
+    let out = kiln()
+        .args([
+            "train",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--data",
+        ])
+        .arg(data.path())
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("epoch 1/2") && stdout.contains("epoch 2/2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("val_acc="), "{stdout}");
+    let acc: f64 = stdout
+        .split("test_acc=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no test_acc in {stdout}"));
+    assert!((0.0..=1.0).contains(&acc));
+    for f in ["config.json", "metrics.jsonl", "model.bpk", "summary.json"] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    let config = std::fs::read_to_string(out_dir.join("config.json")).unwrap();
+    assert!(
+        config.contains("\"dampening\": 0.0") && config.contains("\"device\": \"flex\""),
+        "{config}"
+    );
+
+    // A second run into the same directory is refused rather than mixed in.
+    let again = kiln()
+        .args(["--no-progress", "--data"])
+        .arg(data.path())
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}

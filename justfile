@@ -1,0 +1,28 @@
+# kiln's everyday commands. `just ci` is exactly what CI runs.
+
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/kiln-target")
+
+# Train the reference CNN on the vendored Fashion-MNIST subset (the main job).
+run *ARGS:
+    cargo run --release -- {{ARGS}}
+
+# Train on the full Fashion-MNIST from Debian's dataset-fashion-mnist package.
+run-full *ARGS:
+    cargo run --release -- --data /usr/share/datasets/fashion-mnist {{ARGS}}
+
+# The whole test suite.
+test:
+    cargo test --workspace
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Exactly what CI runs.
+ci:
+    bash .ci/run
+
+# Training throughput of kiln next to PyTorch on the same machine (needs `pip install torch numpy`).
+bench:
+    bash bench/fmnist.sh

@@ -1,0 +1,40 @@
+//! Helpers shared by the integration tests (included with `mod common;`).
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::{Path, PathBuf};
+
+use kiln_data::idx::{encode_idx, read_idx};
+
+/// The vendored Fashion-MNIST subset in the source tree (found from whichever package includes
+/// this module: the root package or `crates/kiln`).
+pub fn vendored_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("data/fashion-mnist-mini"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("data/fashion-mnist-mini"))
+}
+
+/// Writes the first `n_train` training and `n_test` test samples of the vendored subset into
+/// `dir` as raw (uncompressed) idx files, for tests that need small real data.
+pub fn write_tiny_fashion_mnist(dir: &Path, n_train: usize, n_test: usize) -> anyhow::Result<()> {
+    let src = vendored_data();
+    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
+        let images = read_idx(&src.join(format!("{prefix}-images-idx3-ubyte.gz")))?;
+        let labels = read_idx(&src.join(format!("{prefix}-labels-idx1-ubyte.gz")))?;
+        anyhow::ensure!(
+            images.dims[0] >= n,
+            "vendored subset has only {} {prefix} images",
+            images.dims[0]
+        );
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte")),
+            encode_idx(&[n, 28, 28], &images.data[..n * 784]),
+        )?;
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            encode_idx(&[n], &labels.data[..n]),
+        )?;
+    }
+    Ok(())
+}
