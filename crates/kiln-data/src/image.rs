@@ -138,6 +138,12 @@ impl<L: Layout, C: ColorOrder> fmt::Debug for Image<L, C> {
     }
 }
 
+/// A dataset item that is one labelled image (the classification case).
+pub trait LabeledImage<C: ColorOrder> {
+    /// The image and its class index.
+    fn into_parts(self) -> (Image<Hwc, C>, u32);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,10 +170,4 @@ mod tests {
         let img = Image::<Hwc, Bgr>::new(1, 2, vec![0; 6]).unwrap();
         assert_eq!(format!("{img:?}"), "Image<HWC, BGR>(1x2x3 u8)");
     }
-}
-
-/// A dataset item that is one labelled image (the classification case).
-pub trait LabeledImage<C: ColorOrder> {
-    /// The image and its class index.
-    fn into_parts(self) -> (Image<Hwc, C>, u32);
 }
