@@ -12,11 +12,12 @@ use kiln_data::BatchOrder;
 use kiln_models::Classifier;
 use serde::{Deserialize, Serialize};
 
-use crate::{BatchSource, MetricsLog, TrainError};
+use crate::{BatchSource, LrSchedule, MetricsLog, TrainError};
 
 /// Settings of one training run (saved as part of the run's `config.json`).
 ///
-/// The defaults are PyTorch's SGD recipe for the reference CNN, with PyTorch's semantics:
+/// The defaults are the SGD recipe of the PyTorch peer (`shared/bench/torch_fmnist.py`) with
+/// PyTorch's semantics, plus cosine annealing of the learning rate:
 /// momentum 0.9 with **dampening 0** (Burn's own default is 0.1) and coupled weight decay 5e-4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,8 +26,10 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Samples per optimizer step. The last partial batch of an epoch is dropped.
     pub batch_size: usize,
-    /// Learning rate (constant).
+    /// Base (peak) learning rate.
     pub lr: f64,
+    /// How the learning rate moves over the run (cosine annealing to 0 by default).
+    pub schedule: LrSchedule,
     /// SGD momentum (0 turns it off).
     pub momentum: f64,
     /// Momentum dampening; 0 is PyTorch's default.
@@ -42,9 +45,10 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            epochs: 3,
+            epochs: 5,
             batch_size: 128,
             lr: 0.05,
+            schedule: LrSchedule::Cosine,
             momentum: 0.9,
             dampening: 0.0,
             nesterov: false,
@@ -125,7 +129,7 @@ pub struct EpochRecord {
     pub val_loss: Option<f64>,
     /// Validation accuracy, when there is a validation split.
     pub val_acc: Option<f64>,
-    /// Learning rate used.
+    /// Learning rate of the epoch's first step.
     pub lr: f64,
     /// Training throughput (forward + backward + step), evaluation excluded.
     pub train_images_per_s: f64,
@@ -198,6 +202,7 @@ pub fn fit<M: Classifier>(
     let loss_fn: CrossEntropyLoss = CrossEntropyLossConfig::new().init(&ad);
     let order = BatchOrder::new(train.len(), cfg.batch_size, Some(cfg.seed), true)?;
 
+    let total_steps = order.num_batches() * cfg.epochs;
     let mut records = Vec::with_capacity(cfg.epochs);
     let (mut seen_total, mut train_secs_total) = (0usize, 0f64);
     for epoch in 1..=cfg.epochs {
@@ -206,7 +211,10 @@ pub fn fit<M: Classifier>(
         let bar = progress_bar(progress, batches.len(), epoch, cfg.epochs);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let mut train_secs = 0f64;
+        let first_step = (epoch - 1) * batches.len();
+        let epoch_lr = cfg.schedule.lr_at(cfg.lr, first_step, total_steps);
         for (step, positions) in batches.iter().enumerate() {
+            let lr = cfg.schedule.lr_at(cfg.lr, first_step + step, total_steps);
             let batch = train.batch(positions)?;
             if epoch == 1 && step == 0 {
                 model.check_input(&batch.shape)?;
@@ -223,12 +231,12 @@ pub fn fit<M: Classifier>(
                     step: step + 1,
                     loss: loss_value,
                     batch: n,
-                    lr: cfg.lr,
+                    lr,
                 });
             }
             correct += count_correct(logits.detach(), targets);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(cfg.lr, model, grads);
+            model = optim.step(lr, model, grads);
             train_secs += t.elapsed().as_secs_f64();
             loss_sum += f64::from(loss_value) * n as f64;
             seen += n;
@@ -250,7 +258,7 @@ pub fn fit<M: Classifier>(
             train_acc: correct as f64 / seen as f64,
             val_loss: val_metrics.map(|m| m.loss),
             val_acc: val_metrics.map(|m| m.accuracy),
-            lr: cfg.lr,
+            lr: epoch_lr,
             train_images_per_s: seen as f64 / train_secs.max(1e-9),
             seconds: epoch_start.elapsed().as_secs_f64(),
         };

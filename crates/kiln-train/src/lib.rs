@@ -11,6 +11,7 @@
 //!   0.9, **dampening 0**, coupled weight decay), evaluation each epoch through `model.valid()`
 //!   (BatchNorm in eval mode, no autodiff), a NaN/inf loss stopping the run with the step that
 //!   produced it, and a progress bar showing loss and images/s.
+//! * [`schedule`] — learning-rate schedules as pure functions of the step ([`LrSchedule`]).
 //! * [`run`] — the run directory: `config.json`, `metrics.jsonl` (one line per epoch, flushed as it
 //!   is written), `model.bpk`.
 //!
@@ -25,10 +26,12 @@ pub mod device;
 pub mod error;
 pub mod fit;
 pub mod run;
+pub mod schedule;
 pub mod source;
 
 pub use device::{DeviceError, DeviceSpec};
 pub use error::TrainError;
 pub use fit::{EpochRecord, EvalMetrics, FitOutputs, FitResult, TrainConfig, evaluate, fit};
 pub use run::{MetricsLog, RunDir};
+pub use schedule::LrSchedule;
 pub use source::{BatchSource, ClassificationSource};

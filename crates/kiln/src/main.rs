@@ -10,7 +10,9 @@ use burn::module::Module;
 use clap::{Args, Parser, Subcommand};
 use kiln_data::{MnistDataset, MnistSplit, random_split};
 use kiln_models::ReferenceCnnConfig;
-use kiln_train::{ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, TrainConfig};
+use kiln_train::{
+    ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, LrSchedule, RunDir, TrainConfig,
+};
 use kiln_transforms::Normalization;
 use serde::Serialize;
 
@@ -51,9 +53,12 @@ struct TrainArgs {
     /// Samples per step.
     #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     batch_size: usize,
-    /// Learning rate (SGD, momentum 0.9, dampening 0, weight decay 5e-4).
+    /// Peak learning rate (SGD, momentum 0.9, dampening 0, weight decay 5e-4).
     #[arg(long, default_value_t = TrainConfig::default().lr)]
     lr: f64,
+    /// Learning-rate schedule over the run's steps: cosine (to 0) or constant.
+    #[arg(long, default_value = "cosine", value_parser = ["cosine", "constant"])]
+    schedule: String,
     /// Seed of initialisation, batch order and the validation split.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
@@ -121,6 +126,11 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
+        schedule: if args.schedule == "constant" {
+            LrSchedule::Constant
+        } else {
+            LrSchedule::Cosine
+        },
         seed: args.seed,
         ..TrainConfig::default()
     };
@@ -168,8 +178,15 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         data_root.display()
     );
     println!(
-        "  optim: SGD lr={} momentum={} dampening={} weight_decay={} batch={} epochs={} seed={}",
-        cfg.lr, cfg.momentum, cfg.dampening, cfg.weight_decay, cfg.batch_size, cfg.epochs, cfg.seed
+        "  optim: SGD lr={} ({:?}) momentum={} dampening={} weight_decay={} batch={} epochs={} seed={}",
+        cfg.lr,
+        cfg.schedule,
+        cfg.momentum,
+        cfg.dampening,
+        cfg.weight_decay,
+        cfg.batch_size,
+        cfg.epochs,
+        cfg.seed
     );
     println!(
         "  norm:  {} mean={:?} std={:?} ({:?} scale)",
@@ -185,8 +202,8 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
             _ => "no validation split".to_string(),
         };
         println!(
-            "epoch {}/{epochs}  train_loss={:.4} train_acc={:.4}  {val}  {:.0} img/s  {:.1}s",
-            r.epoch, r.train_loss, r.train_acc, r.train_images_per_s, r.seconds
+            "epoch {}/{epochs}  lr={:.4}  train_loss={:.4} train_acc={:.4}  {val}  {:.0} img/s  {:.1}s",
+            r.epoch, r.lr, r.train_loss, r.train_acc, r.train_images_per_s, r.seconds
         );
     };
     let val_opt: Option<&dyn kiln_train::BatchSource> = if n_val > 0 { Some(&val_src) } else { None };
