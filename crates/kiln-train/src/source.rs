@@ -90,10 +90,11 @@ where
         let items = positions
             .iter()
             .map(|&p| {
-                let index = match &self.indices {
-                    Some(ix) => *ix.get(p).ok_or(DataError::IndexOutOfRange { index: p, len })?,
-                    None => p,
-                };
+                // Checked here: Burn's `Dataset::get` contract allows a panic past the end.
+                if p >= len {
+                    return Err(DataError::IndexOutOfRange { index: p, len });
+                }
+                let index = self.indices.as_ref().map_or(p, |ix| ix[p]);
                 Ok(self.dataset.get(index)?.into_parts())
             })
             .collect::<Result<Vec<_>, DataError>>()?;
@@ -101,5 +102,50 @@ where
         Ok(self
             .normalization
             .apply(to_chw(&batch, self.normalization.scale))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_data::idx::encode_idx;
+    use kiln_data::{MnistDataset, MnistSplit};
+    use kiln_transforms::{ChannelOrder, Scale};
+
+    fn tiny(dir: &std::path::Path) -> MnistDataset {
+        // Image i is filled with the value 10·i; label i.
+        let pixels: Vec<u8> = (0..4u8).flat_map(|i| std::iter::repeat_n(10 * i, 784)).collect();
+        std::fs::write(dir.join("train-images-idx3-ubyte"), encode_idx(&[4, 28, 28], &pixels)).unwrap();
+        std::fs::write(dir.join("train-labels-idx1-ubyte"), encode_idx(&[4], &[0, 1, 2, 3])).unwrap();
+        MnistDataset::from_dir(dir, MnistSplit::Train).unwrap()
+    }
+
+    #[test]
+    fn subset_batches_are_normalised_on_the_normalizations_scale() {
+        let dir = tempfile::tempdir().unwrap();
+        let norm = Normalization::new("t", vec![10.0], vec![5.0], Scale::Byte, ChannelOrder::Gray).unwrap();
+        let src = ClassificationSource::subset(tiny(dir.path()), vec![3, 1], norm).unwrap();
+        assert_eq!(src.len(), 2);
+        let b = src.batch(&[1, 0]).unwrap();
+        assert_eq!(b.labels, vec![1, 3]);
+        assert_eq!(b.shape, [2, 1, 28, 28]);
+        // (10 - 10) / 5 = 0 for image 1, (30 - 10) / 5 = 4 for image 3.
+        assert_eq!((b.data[0], b.data[784]), (0.0, 4.0));
+        assert_eq!(b.scale, Scale::Byte);
+    }
+
+    #[test]
+    fn out_of_range_positions_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let norm = Normalization::fashion_mnist();
+        assert!(matches!(
+            ClassificationSource::subset(tiny(dir.path()), vec![0, 4], norm.clone()),
+            Err(TrainError::Data(DataError::IndexOutOfRange { index: 4, len: 4 }))
+        ));
+        let src = ClassificationSource::subset(tiny(dir.path()), vec![0, 1], norm).unwrap();
+        assert!(matches!(
+            src.batch(&[2]),
+            Err(TrainError::Data(DataError::IndexOutOfRange { index: 2, len: 2 }))
+        ));
     }
 }
