@@ -115,8 +115,16 @@ mod tests {
     fn tiny(dir: &std::path::Path) -> MnistDataset {
         // Image i is filled with the value 10·i; label i.
         let pixels: Vec<u8> = (0..4u8).flat_map(|i| std::iter::repeat_n(10 * i, 784)).collect();
-        std::fs::write(dir.join("train-images-idx3-ubyte"), encode_idx(&[4, 28, 28], &pixels)).unwrap();
-        std::fs::write(dir.join("train-labels-idx1-ubyte"), encode_idx(&[4], &[0, 1, 2, 3])).unwrap();
+        std::fs::write(
+            dir.join("train-images-idx3-ubyte"),
+            encode_idx(&[4, 28, 28], &pixels),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte"),
+            encode_idx(&[4], &[0, 1, 2, 3]),
+        )
+        .unwrap();
         MnistDataset::from_dir(dir, MnistSplit::Train).unwrap()
     }
 
