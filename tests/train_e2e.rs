@@ -53,34 +53,3 @@ fn reference_cnn_loss_falls_on_real_data() -> anyhow::Result<()> {
     );
     Ok(())
 }
-
-#[test]
-fn same_seed_same_run() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    common::write_tiny_fashion_mnist(dir.path(), 96, 16)?;
-    let run = || -> anyhow::Result<Vec<f64>> {
-        let src = ClassificationSource::new(
-            MnistDataset::from_dir(dir.path(), MnistSplit::Train)?,
-            Normalization::fashion_mnist(),
-        );
-        let device = Device::flex();
-        device.seed(11);
-        let model = ReferenceCnnConfig::new().init(&device)?;
-        let cfg = TrainConfig {
-            epochs: 2,
-            batch_size: 32,
-            seed: 11,
-            ..TrainConfig::default()
-        };
-        Ok(fit(model, &src, None, &cfg, &device, FitOutputs::default())?
-            .epochs
-            .iter()
-            .map(|r| r.train_loss)
-            .collect())
-    };
-    let (a, b) = (run()?, run()?);
-    for (x, y) in a.iter().zip(&b) {
-        assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
-    }
-    Ok(())
-}
