@@ -131,7 +131,7 @@ pub struct EpochRecord {
     pub val_acc: Option<f64>,
     /// Learning rate of the epoch's first step.
     pub lr: f64,
-    /// Training throughput (forward + backward + step), evaluation excluded.
+    /// Training throughput (batch assembly + forward + backward + step), evaluation excluded.
     pub train_images_per_s: f64,
     /// Wall time of the epoch, evaluation included.
     pub seconds: f64,
@@ -215,11 +215,12 @@ pub fn fit<M: Classifier>(
         let epoch_lr = cfg.schedule.lr_at(cfg.lr, first_step, total_steps);
         for (step, positions) in batches.iter().enumerate() {
             let lr = cfg.schedule.lr_at(cfg.lr, first_step + step, total_steps);
+            // Throughput counts batch assembly too, as the PyTorch peer's timed loop does.
+            let t = Instant::now();
             let batch = train.batch(positions)?;
             if epoch == 1 && step == 0 {
                 model.check_input(&batch.shape)?;
             }
-            let t = Instant::now();
             let n = batch.labels.len();
             let (images, targets) = batch.into_tensors(&ad);
             let logits = model.logits(images);
