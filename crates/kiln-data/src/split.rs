@@ -10,11 +10,7 @@ use crate::batch::SplitMix64;
 pub fn random_split(len: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let n_val = ((len as f64) * val_fraction.clamp(0.0, 1.0)).round() as usize;
     let mut order: Vec<usize> = (0..len).collect();
-    let mut rng = SplitMix64::new(seed ^ 0x5EED_5EED_5EED_5EED);
-    for i in (1..len).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        order.swap(i, j);
-    }
+    SplitMix64::new(seed ^ 0x5EED_5EED_5EED_5EED).shuffle(&mut order);
     let mut val = order[..n_val].to_vec();
     let mut train = order[n_val..].to_vec();
     val.sort_unstable();
