@@ -53,3 +53,32 @@ fn reference_cnn_loss_falls_on_real_data() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn exploding_loss_stops_the_run_with_where_it_happened() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(dir.path(), 128, 16)?;
+    let src = ClassificationSource::new(
+        MnistDataset::from_dir(dir.path(), MnistSplit::Train)?,
+        Normalization::fashion_mnist(),
+    );
+    let device = Device::flex();
+    let model = ReferenceCnnConfig::new().init(&device)?;
+    // An absurd learning rate: the unnormalised classifier head blows the logits up within a few steps.
+    let cfg = TrainConfig {
+        epochs: 20,
+        batch_size: 32,
+        lr: 1e12,
+        ..TrainConfig::default()
+    };
+    match fit(model, &src, None, &cfg, &device, FitOutputs::default()) {
+        Err(kiln_train::TrainError::NonFiniteLoss {
+            epoch, step, batch, ..
+        }) => {
+            assert!(epoch >= 1 && (1..=4).contains(&step) && batch == 32);
+        }
+        Err(other) => anyhow::bail!("wrong error: {other}"),
+        Ok(r) => anyhow::bail!("training with lr 1e12 finished: {:?}", r.epochs),
+    }
+    Ok(())
+}
