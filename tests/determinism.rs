@@ -5,20 +5,15 @@
 mod common;
 
 use burn::prelude::*;
-use kiln_data::{MnistDataset, MnistSplit};
 use kiln_models::ReferenceCnnConfig;
-use kiln_train::{ClassificationSource, FitOutputs, TrainConfig, fit};
-use kiln_transforms::Normalization;
+use kiln_train::{FitOutputs, TrainConfig, fit};
 
 #[test]
 fn same_seed_same_run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     common::write_tiny_fashion_mnist(dir.path(), 96, 16)?;
     let run = || -> anyhow::Result<Vec<f64>> {
-        let src = ClassificationSource::new(
-            MnistDataset::from_dir(dir.path(), MnistSplit::Train)?,
-            Normalization::fashion_mnist(),
-        );
+        let src = common::fmnist_train_source(dir.path())?;
         let device = Device::flex();
         device.seed(11);
         let model = ReferenceCnnConfig::new().init(&device)?;

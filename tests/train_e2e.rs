@@ -3,21 +3,17 @@
 
 mod common;
 
-use burn::data::dataset::Dataset;
 use burn::module::Module;
 use burn::prelude::*;
-use kiln_data::{MnistDataset, MnistSplit};
 use kiln_models::ReferenceCnnConfig;
-use kiln_train::{ClassificationSource, FitOutputs, TrainConfig, evaluate, fit};
-use kiln_transforms::Normalization;
+use kiln_train::{BatchSource, FitOutputs, TrainConfig, evaluate, fit};
 
 #[test]
 fn reference_cnn_loss_falls_on_real_data() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     common::write_tiny_fashion_mnist(dir.path(), 320, 64)?;
-    let train = MnistDataset::from_dir(dir.path(), MnistSplit::Train)?;
-    assert_eq!(train.len(), 320);
-    let src = ClassificationSource::new(train, Normalization::fashion_mnist());
+    let src = common::fmnist_train_source(dir.path())?;
+    assert_eq!(src.len(), 320);
 
     let device = Device::flex();
     device.seed(7);
@@ -58,10 +54,7 @@ fn reference_cnn_loss_falls_on_real_data() -> anyhow::Result<()> {
 fn exploding_loss_stops_the_run_with_where_it_happened() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     common::write_tiny_fashion_mnist(dir.path(), 128, 16)?;
-    let src = ClassificationSource::new(
-        MnistDataset::from_dir(dir.path(), MnistSplit::Train)?,
-        Normalization::fashion_mnist(),
-    );
+    let src = common::fmnist_train_source(dir.path())?;
     let device = Device::flex();
     let model = ReferenceCnnConfig::new().init(&device)?;
     // An absurd learning rate: the unnormalised classifier head blows the logits up within a few steps.

@@ -38,3 +38,15 @@ pub fn write_tiny_fashion_mnist(dir: &Path, n_train: usize, n_test: usize) -> an
     }
     Ok(())
 }
+
+/// The training split in `dir`, normalised with the Fashion-MNIST preset.
+pub fn fmnist_train_source(
+    dir: &Path,
+) -> anyhow::Result<
+    kiln_train::ClassificationSource<kiln_data::MnistDataset, kiln_data::MnistItem, kiln_data::Gray>,
+> {
+    Ok(kiln_train::ClassificationSource::new(
+        kiln_data::MnistDataset::from_dir(dir, kiln_data::MnistSplit::Train)?,
+        kiln_transforms::Normalization::fashion_mnist(),
+    ))
+}

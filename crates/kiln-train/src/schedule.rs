@@ -31,6 +31,28 @@ impl LrSchedule {
     }
 }
 
+impl std::fmt::Display for LrSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Cosine => "cosine",
+        })
+    }
+}
+
+impl std::str::FromStr for LrSchedule {
+    type Err = String;
+
+    /// `constant` or `cosine` (the names used in configs and on the command line).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "constant" => Ok(LrSchedule::Constant),
+            "cosine" => Ok(LrSchedule::Cosine),
+            other => Err(format!("unknown schedule `{other}`: expected constant or cosine")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +74,18 @@ mod tests {
             assert!((got - w).abs() < 1e-12, "step {step}: {got} vs {w}");
         }
         assert_eq!(LrSchedule::Constant.lr_at(0.1, 3, 4), 0.1);
+    }
+
+    #[test]
+    fn names_round_trip_and_unknown_names_are_refused() {
+        for s in [LrSchedule::Constant, LrSchedule::Cosine] {
+            assert_eq!(s.to_string().parse::<LrSchedule>().unwrap(), s);
+        }
+        assert!(
+            "linear"
+                .parse::<LrSchedule>()
+                .unwrap_err()
+                .contains("constant or cosine")
+        );
     }
 }

@@ -57,8 +57,8 @@ struct TrainArgs {
     #[arg(long, default_value_t = TrainConfig::default().lr)]
     lr: f64,
     /// Learning-rate schedule over the run's steps: cosine (to 0) or constant.
-    #[arg(long, default_value = "cosine", value_parser = ["cosine", "constant"])]
-    schedule: String,
+    #[arg(long, default_value_t = TrainConfig::default().schedule)]
+    schedule: LrSchedule,
     /// Seed of initialisation, batch order and the validation split.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
@@ -126,11 +126,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
-        schedule: if args.schedule == "constant" {
-            LrSchedule::Constant
-        } else {
-            LrSchedule::Cosine
-        },
+        schedule: args.schedule,
         seed: args.seed,
         ..TrainConfig::default()
     };
