@@ -157,4 +157,79 @@ pub enum DataError {
     /// A batch size of zero.
     #[error("batch size must be at least 1, found 0")]
     ZeroBatchSize,
+
+    /// A file whose bytes are not an image format kiln can decode.
+    #[error(
+        "{path}: not a supported image (first bytes {magic:02x?}); kiln decodes JPEG, PNG, BMP, TIFF, PNM and WebP"
+    )]
+    UnknownImageFormat {
+        /// The file.
+        path: PathBuf,
+        /// Its first (up to 8) bytes.
+        magic: Vec<u8>,
+    },
+
+    /// A file in a known image format that failed to decode (truncated, corrupt).
+    #[error("{path}: cannot decode {format} image: {reason}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// The format its first bytes announce.
+        format: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+
+    /// A decodable image whose pixel type has no 8-bit reading (e.g. float TIFF).
+    #[error("{path}: {what} images are not supported; convert to 8- or 16-bit first")]
+    UnsupportedPixels {
+        /// The file.
+        path: PathBuf,
+        /// The pixel type found.
+        what: String,
+    },
+
+    /// A dataset folder laid out wrongly (e.g. images directly under an ImageFolder root).
+    #[error("{root}: {problem}\n  expected layout: {expected}\n  found: {}", .found.join(", "))]
+    Layout {
+        /// The dataset root.
+        root: PathBuf,
+        /// What is wrong, in words.
+        problem: String,
+        /// The layout the format expects.
+        expected: &'static str,
+        /// The first few entries actually found.
+        found: Vec<String>,
+    },
+
+    /// A file or record that does not follow its format (CIFAR binary, COCO JSON, ...).
+    #[error("{path}: {problem}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the record or field it concerns.
+        problem: String,
+    },
+
+    /// A sample that failed to load, with its index in the dataset.
+    #[error("sample {index}: {source}")]
+    Sample {
+        /// The sample's index in the dataset.
+        index: usize,
+        /// Why it failed (names the file where there is one).
+        source: Box<DataError>,
+    },
+
+    /// A loader worker thread that panicked while building a batch.
+    #[error("loader worker panicked while building batch {batch}: {message}")]
+    WorkerPanic {
+        /// The batch being built.
+        batch: usize,
+        /// The panic message.
+        message: String,
+    },
+
+    /// An error raised by a user transform or batcher.
+    #[error("{0}")]
+    Custom(String),
 }

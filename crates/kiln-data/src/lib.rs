@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod decode;
 pub mod error;
 pub mod idx;
 pub mod image;

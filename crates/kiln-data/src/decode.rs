@@ -1,0 +1,410 @@
+//! Image decoding that gives the pixels OpenCV's `cv2.imread` gives.
+//!
+//! Most datasets, pretrained Caffe-era weights and detection code bases were built on OpenCV, so
+//! "the same image" means the same bytes as `cv2.imread(path, cv2.IMREAD_COLOR)`: **HWC, BGR, u8**.
+//! [`imread`] reproduces OpenCV's rules (checked against fixtures written by OpenCV 5.0.0, see
+//! `scripts/make_opencv_fixtures.py`):
+//!
+//! * grey files are expanded to three equal channels; alpha is dropped (not composited);
+//! * 16-bit PNGs keep their high byte (`v >> 8`, libpng's `png_set_strip_16`), other 16-bit files
+//!   are rounded (`round(v / 257)`, OpenCV's TIFF reader);
+//! * EXIF orientation is applied (JPEG, PNG `eXIf`, WebP);
+//! * PNG, BMP, TIFF, PNM and lossless WebP are bit-exact; JPEG goes through zune-jpeg instead of
+//!   libjpeg-turbo, so pixels differ by the decoders' rounding (measured in `docs/data.md`).
+//!
+//! [`imread_gray`] is `cv2.IMREAD_GRAYSCALE`: JPEGs give their luma plane, colour PNGs libpng's
+//! truncating `0.299/0.587/0.114` mix, other colour files OpenCV's fixed-point `cvtColor`.
+//!
+//! ```
+//! # fn main() -> Result<(), kiln_data::DataError> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("cat.png");
+//! # // A 1x2 RGB PNG: one red pixel, one blue pixel.
+//! # image::RgbImage::from_raw(2, 1, vec![255, 0, 0, 0, 0, 255]).unwrap().save(&path).unwrap();
+//! use kiln_data::decode::imread;
+//!
+//! let img = imread(&path)?; // Image<Hwc, Bgr>
+//! assert_eq!(img.hwc_shape(), [1, 2, 3]);
+//! assert_eq!(img.as_bytes(), &[0, 0, 255, 255, 0, 0]); // red is (B, G, R) = (0, 0, 255)
+//! # Ok(()) }
+//! ```
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+
+use crate::DataError;
+use crate::image::{Bgr, Gray, Hwc, Image};
+
+/// How to read an image: OpenCV's `IMREAD_COLOR` or `IMREAD_GRAYSCALE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// Three channels, BGR (`cv2.IMREAD_COLOR`).
+    #[default]
+    Color,
+    /// One channel (`cv2.IMREAD_GRAYSCALE`).
+    Grayscale,
+}
+
+/// Reads `path` as OpenCV's `cv2.imread(path, cv2.IMREAD_COLOR)` does: HWC, BGR, u8.
+///
+/// # Errors
+///
+/// [`DataError::Io`] when the file cannot be read, [`DataError::UnknownImageFormat`],
+/// [`DataError::Decode`] for truncated or corrupt files and [`DataError::UnsupportedPixels`].
+pub fn imread(path: &Path) -> Result<Image<Hwc, Bgr>, DataError> {
+    decode_bgr(&read(path)?, path)
+}
+
+/// Reads `path` as `cv2.imread(path, cv2.IMREAD_GRAYSCALE)` does: HWC with one channel, u8.
+///
+/// # Errors
+///
+/// As [`imread`].
+pub fn imread_gray(path: &Path) -> Result<Image<Hwc, Gray>, DataError> {
+    decode_gray(&read(path)?, path)
+}
+
+/// Decodes in-memory file bytes as [`imread`] does; `path` is only used in errors.
+///
+/// # Errors
+///
+/// As [`imread`], less the I/O error.
+pub fn decode_bgr(bytes: &[u8], path: &Path) -> Result<Image<Hwc, Bgr>, DataError> {
+    let raw = decode(bytes, path, ReadMode::Color)?;
+    Image::new(raw.height, raw.width, raw.data)
+}
+
+/// Decodes in-memory file bytes as [`imread_gray`] does; `path` is only used in errors.
+///
+/// # Errors
+///
+/// As [`imread`], less the I/O error.
+pub fn decode_gray(bytes: &[u8], path: &Path) -> Result<Image<Hwc, Gray>, DataError> {
+    let raw = decode(bytes, path, ReadMode::Grayscale)?;
+    Image::new(raw.height, raw.width, raw.data)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Decoded pixels: `channels` is 3 (BGR) for [`ReadMode::Color`], 1 for grey.
+struct Raw {
+    height: usize,
+    width: usize,
+    channels: usize,
+    data: Vec<u8>,
+}
+
+fn decode(bytes: &[u8], path: &Path, mode: ReadMode) -> Result<Raw, DataError> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return decode_jpeg(bytes, path, mode);
+    }
+    let format = image::guess_format(bytes).map_err(|_| DataError::UnknownImageFormat {
+        path: path.to_path_buf(),
+        magic: bytes[..bytes.len().min(8)].to_vec(),
+    })?;
+    let name = format_name(format);
+    let fail = |e: image::ImageError| DataError::Decode {
+        path: path.to_path_buf(),
+        format: name,
+        reason: e.to_string(),
+    };
+    let mut decoder = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_decoder()
+        .map_err(fail)?;
+    // OpenCV applies EXIF orientation for JPEG, PNG and WebP; its TIFF reader fails on an
+    // orientation tag (OpenCV 5.0.0), so the TIFF tag is left alone here.
+    let orientation = match format {
+        ImageFormat::Png | ImageFormat::WebP => decoder.orientation().map_err(fail)?,
+        _ => Orientation::NoTransforms,
+    };
+    let img = DynamicImage::from_decoder(decoder).map_err(fail)?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let png = format == ImageFormat::Png;
+    let depth = if png { strip16 } else { round16 };
+    let data = match mode {
+        ReadMode::Color => to_bgr(img, path, depth)?,
+        ReadMode::Grayscale => to_gray(img, path, png)?,
+    };
+    let channels = if mode == ReadMode::Color { 3 } else { 1 };
+    Ok(orient(
+        Raw {
+            height,
+            width,
+            channels,
+            data,
+        },
+        orientation,
+    ))
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Png => "PNG",
+        ImageFormat::Bmp => "BMP",
+        ImageFormat::Tiff => "TIFF",
+        ImageFormat::Pnm => "PNM",
+        ImageFormat::WebP => "WebP",
+        ImageFormat::Jpeg => "JPEG",
+        _ => "image",
+    }
+}
+
+fn decode_jpeg(bytes: &[u8], path: &Path, mode: ReadMode) -> Result<Raw, DataError> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+
+    let fail = |reason: String| DataError::Decode {
+        path: path.to_path_buf(),
+        format: "JPEG",
+        reason,
+    };
+    let (out, channels) = match mode {
+        ReadMode::Color => (ColorSpace::BGR, 3),
+        ReadMode::Grayscale => (ColorSpace::Luma, 1),
+    };
+    let options = DecoderOptions::default()
+        .set_max_width(1 << 16)
+        .set_max_height(1 << 16)
+        .jpeg_set_out_colorspace(out);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(|e| fail(format!("{e:?}")))?;
+    // A greyscale JPEG read in colour: decode the luma plane and repeat it (zune-jpeg has no
+    // luma → BGR mapping; libjpeg's is the same repetition).
+    let grey_source = decoder.input_colorspace() == Some(ColorSpace::Luma);
+    let expand = grey_source && channels == 3;
+    if expand {
+        decoder.set_options(options.jpeg_set_out_colorspace(ColorSpace::Luma));
+    }
+    let orientation = decoder
+        .exif()
+        .and_then(|exif| Orientation::from_exif_chunk(exif))
+        .unwrap_or(Orientation::NoTransforms);
+    let info = decoder
+        .info()
+        .ok_or_else(|| fail("no frame header".to_string()))?;
+    let data = decoder.decode().map_err(|e| fail(format!("{e:?}")))?;
+    let (height, width) = (usize::from(info.height), usize::from(info.width));
+    let data = if expand {
+        data.into_iter().flat_map(|v| [v, v, v]).collect()
+    } else {
+        data
+    };
+    if data.len() != height * width * channels {
+        return Err(fail(format!(
+            "decoder returned {} bytes for {height}x{width}x{channels}",
+            data.len()
+        )));
+    }
+    Ok(orient(
+        Raw {
+            height,
+            width,
+            channels,
+            data,
+        },
+        orientation,
+    ))
+}
+
+/// 16-bit samples keep their high byte, as libpng's `png_set_strip_16` (and OpenCV) do.
+fn strip16(v: u16) -> u8 {
+    (v >> 8) as u8
+}
+
+/// 16-bit samples rounded to the nearest 8-bit value, as OpenCV's TIFF reader does.
+fn round16(v: u16) -> u8 {
+    ((u32::from(v) + 128) / 257) as u8
+}
+
+/// Any decoded image as interleaved BGR u8; `depth` maps 16-bit samples to 8 bits.
+fn to_bgr(img: DynamicImage, path: &Path, depth: fn(u16) -> u8) -> Result<Vec<u8>, DataError> {
+    fn grey3(grey: impl Iterator<Item = u8>) -> Vec<u8> {
+        grey.flat_map(|v| [v, v, v]).collect()
+    }
+    fn rgb_to_bgr<T: Copy>(px: &[T], n: usize, f: impl Fn(T) -> u8) -> Vec<u8> {
+        px.chunks_exact(n)
+            .flat_map(|p| [f(p[2]), f(p[1]), f(p[0])])
+            .collect()
+    }
+    Ok(match img {
+        DynamicImage::ImageLuma8(b) => grey3(b.into_raw().into_iter()),
+        DynamicImage::ImageLumaA8(b) => grey3(b.into_raw().chunks_exact(2).map(|p| p[0])),
+        DynamicImage::ImageLuma16(b) => grey3(b.into_raw().into_iter().map(depth)),
+        DynamicImage::ImageLumaA16(b) => grey3(b.into_raw().chunks_exact(2).map(|p| depth(p[0]))),
+        DynamicImage::ImageRgb8(b) => rgb_to_bgr(&b.into_raw(), 3, |v| v),
+        DynamicImage::ImageRgba8(b) => rgb_to_bgr(&b.into_raw(), 4, |v| v),
+        DynamicImage::ImageRgb16(b) => rgb_to_bgr(&b.into_raw(), 3, depth),
+        DynamicImage::ImageRgba16(b) => rgb_to_bgr(&b.into_raw(), 4, depth),
+        other => return Err(unsupported(&other, path)),
+    })
+}
+
+fn unsupported(img: &DynamicImage, path: &Path) -> DataError {
+    DataError::UnsupportedPixels {
+        path: path.to_path_buf(),
+        what: format!("{:?}", img.color()),
+    }
+}
+
+/// OpenCV's `cvtColor(BGR2GRAY)` on u8: fixed point with 14 fractional bits, rounded.
+fn gray_cvtcolor(r: u8, g: u8, b: u8) -> u8 {
+    // 0.299, 0.587, 0.114 × 2^14, as in OpenCV's imgcodecs (icvCvt_BGR2Gray_8u_C3C1R).
+    ((u32::from(r) * 4899 + u32::from(g) * 9617 + u32::from(b) * 1868 + (1 << 13)) >> 14) as u8
+}
+
+/// libpng's `png_set_rgb_to_gray(png, 1, 0.299, 0.587)` (what OpenCV's PNG reader asks for):
+/// 15-bit integer coefficients; 8-bit samples truncate, 16-bit samples round; equal channels pass.
+const PNG_RC: u32 = 29_900 * 32_768 / 100_000;
+const PNG_GC: u32 = 58_700 * 32_768 / 100_000;
+const PNG_BC: u32 = 32_768 - PNG_RC - PNG_GC;
+
+fn gray_png8(r: u8, g: u8, b: u8) -> u8 {
+    if r == g && g == b {
+        return r;
+    }
+    ((PNG_RC * u32::from(r) + PNG_GC * u32::from(g) + PNG_BC * u32::from(b)) >> 15) as u8
+}
+
+fn gray_png16(r: u16, g: u16, b: u16) -> u8 {
+    if r == g && g == b {
+        return strip16(r);
+    }
+    let w = (u64::from(PNG_RC) * u64::from(r)
+        + u64::from(PNG_GC) * u64::from(g)
+        + u64::from(PNG_BC) * u64::from(b)
+        + 16_384)
+        >> 15;
+    strip16(w as u16)
+}
+
+fn to_gray(img: DynamicImage, path: &Path, png: bool) -> Result<Vec<u8>, DataError> {
+    fn mix<T: Copy>(px: &[T], n: usize, f: impl Fn(T, T, T) -> u8) -> Vec<u8> {
+        px.chunks_exact(n).map(|p| f(p[0], p[1], p[2])).collect()
+    }
+    let gray8 = if png { gray_png8 } else { gray_cvtcolor };
+    let depth = if png { strip16 } else { round16 };
+    let gray16 = |r: u16, g: u16, b: u16| {
+        if png {
+            gray_png16(r, g, b)
+        } else {
+            gray_cvtcolor(round16(r), round16(g), round16(b))
+        }
+    };
+    Ok(match img {
+        DynamicImage::ImageLuma8(b) => b.into_raw(),
+        DynamicImage::ImageLumaA8(b) => b.into_raw().chunks_exact(2).map(|p| p[0]).collect(),
+        DynamicImage::ImageLuma16(b) => b.into_raw().into_iter().map(depth).collect(),
+        DynamicImage::ImageLumaA16(b) => b.into_raw().chunks_exact(2).map(|p| depth(p[0])).collect(),
+        DynamicImage::ImageRgb8(b) => mix(&b.into_raw(), 3, gray8),
+        DynamicImage::ImageRgba8(b) => mix(&b.into_raw(), 4, gray8),
+        DynamicImage::ImageRgb16(b) => mix(&b.into_raw(), 3, gray16),
+        DynamicImage::ImageRgba16(b) => mix(&b.into_raw(), 4, gray16),
+        other => return Err(unsupported(&other, path)),
+    })
+}
+
+/// Applies an EXIF orientation as OpenCV's `ExifTransform` does (transpose, then flip).
+fn orient(raw: Raw, orientation: Orientation) -> Raw {
+    let exif = orientation.to_exif();
+    if exif <= 1 || exif > 8 {
+        return raw;
+    }
+    let Raw {
+        height: h,
+        width: w,
+        channels: c,
+        data,
+    } = raw;
+    // Orientations 5–8 transpose first, so the output is w × h.
+    let transpose = exif >= 5;
+    let (oh, ow) = if transpose { (w, h) } else { (h, w) };
+    // After the optional transpose: flip columns (2, 3, 6, 7) and/or rows (3, 4, 7, 8).
+    let flip_x = matches!(exif, 2 | 3 | 6 | 7);
+    let flip_y = matches!(exif, 3 | 4 | 7 | 8);
+    let mut out = vec![0u8; data.len()];
+    for y in 0..oh {
+        let ty = if flip_y { oh - 1 - y } else { y };
+        for x in 0..ow {
+            let tx = if flip_x { ow - 1 - x } else { x };
+            // (ty, tx) is a position in the (possibly transposed) image; map it to the source.
+            let (sy, sx) = if transpose { (tx, ty) } else { (ty, tx) };
+            let src = (sy * w + sx) * c;
+            let dst = (y * ow + x) * c;
+            out[dst..dst + c].copy_from_slice(&data[src..src + c]);
+        }
+    }
+    Raw {
+        height: oh,
+        width: ow,
+        channels: c,
+        data: out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_2x3() -> Raw {
+        // 2 rows × 3 columns, one channel: 0 1 2 / 3 4 5
+        Raw {
+            height: 2,
+            width: 3,
+            channels: 1,
+            data: (0..6).collect(),
+        }
+    }
+
+    #[test]
+    fn exif_orientations_match_opencv_transforms() {
+        // numpy: a = np.arange(6).reshape(2, 3); expected per OpenCV's ExifTransform:
+        // 2 np.fliplr(a), 3 np.flip(a), 4 np.flipud(a), 5 a.T, 6 np.fliplr(a.T) (90° clockwise),
+        // 7 np.flip(a.T), 8 np.flipud(a.T) (90° counter-clockwise).
+        let cases: [(u8, [usize; 2], [u8; 6]); 7] = [
+            (2, [2, 3], [2, 1, 0, 5, 4, 3]),
+            (3, [2, 3], [5, 4, 3, 2, 1, 0]),
+            (4, [2, 3], [3, 4, 5, 0, 1, 2]),
+            (5, [3, 2], [0, 3, 1, 4, 2, 5]),
+            (6, [3, 2], [3, 0, 4, 1, 5, 2]),
+            (7, [3, 2], [5, 2, 4, 1, 3, 0]),
+            (8, [3, 2], [2, 5, 1, 4, 0, 3]),
+        ];
+        for (exif, shape, expected) in cases {
+            let o = orient(raw_2x3(), Orientation::from_exif(exif).unwrap());
+            assert_eq!([o.height, o.width], shape, "orientation {exif}");
+            assert_eq!(o.data, expected, "orientation {exif}");
+        }
+    }
+
+    #[test]
+    fn garbage_and_truncated_bytes_are_typed_errors() {
+        let p = Path::new("x.bin");
+        assert!(matches!(
+            decode_bgr(b"hello world", p),
+            Err(DataError::UnknownImageFormat { .. })
+        ));
+        assert!(matches!(
+            decode_bgr(&[], p),
+            Err(DataError::UnknownImageFormat { .. })
+        ));
+        // A PNG signature and nothing else; a JPEG SOI marker and nothing else.
+        let png = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+        let err = decode_bgr(&png, p).unwrap_err();
+        assert!(matches!(err, DataError::Decode { format: "PNG", .. }), "{err:?}");
+        let err = decode_bgr(&[0xFF, 0xD8, 0xFF, 0xE0], p).unwrap_err();
+        assert!(matches!(err, DataError::Decode { format: "JPEG", .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("x.bin: cannot decode JPEG image"),
+            "{err}"
+        );
+    }
+}
