@@ -16,15 +16,20 @@ pub enum DataError {
 
     /// A dataset root that does not exist (or is not a directory).
     #[error(
-        "dataset root not found: {given} (as given)\n  resolved to: {resolved}\n  current directory: {cwd}\n  hint: pass an absolute path, or a path relative to the current directory"
+        "dataset root not found: {given} (as given)\n  resolved to: {resolved}{}\n  current directory: {cwd}\n  hint: {hint}",
+        .also_tried.iter().map(|p| format!("\n  also tried: {}", p.display())).collect::<String>()
     )]
     RootNotFound {
         /// The path exactly as the user wrote it.
         given: PathBuf,
         /// The absolute path it was resolved to.
         resolved: PathBuf,
+        /// Other places looked at (under `KILN_DATA`).
+        also_tried: Vec<PathBuf>,
         /// The current working directory at the time of resolution.
         cwd: PathBuf,
+        /// What relative paths are relative to, in words.
+        hint: String,
     },
 
     /// A required file is missing from an existing dataset root.

@@ -34,6 +34,7 @@
 pub mod batch;
 pub mod decode;
 pub mod error;
+pub mod folder;
 pub mod idx;
 pub mod image;
 pub mod mnist;
@@ -42,6 +43,7 @@ pub mod split;
 
 pub use batch::{BatchOrder, ImageBatch, collate};
 pub use error::DataError;
+pub use folder::{ImageFolder, ImageFolderItem, ImageFolderOptions};
 pub use image::{Bgr, Chw, ColorOrder, Gray, Hwc, Image, LabeledImage, Layout, Rgb};
 pub use mnist::{FASHION_MNIST_CLASSES, MNIST_NUM_CLASSES, MnistDataset, MnistItem, MnistSplit};
 pub use paths::DatasetRoot;

@@ -1,13 +1,27 @@
 //! Dataset roots as absolute paths.
 //!
-//! A relative dataset path that only works from one directory is a classic bug; kiln resolves every
-//! root against the current directory once, up front, and reports both forms when it is missing.
+//! A relative dataset path that only works from one directory is a classic bug. kiln resolves every
+//! root once, up front, to a canonical absolute path, by these rules:
+//!
+//! 1. `~` and `~/…` expand to the home directory (`$HOME`).
+//! 2. An absolute path is used as is.
+//! 3. A relative path is relative to a **base**: the folder of the config file it was written in
+//!    ([`DatasetRoot::resolve_from`]), or the current directory for a command-line argument
+//!    ([`DatasetRoot::resolve`]).
+//! 4. If that does not exist and the environment variable `KILN_DATA` is set, the relative path is
+//!    also looked up under `$KILN_DATA` (a shared data folder, like torchvision's `root`).
+//!
+//! A missing root is an error that shows the path as given, every place looked at, and the current
+//! directory.
 
 use std::path::{Path, PathBuf};
 
 use crate::DataError;
 
-/// A dataset root directory that exists, held as an absolute path.
+/// The environment variable naming a base folder for relative dataset paths.
+pub const KILN_DATA_ENV: &str = "KILN_DATA";
+
+/// A dataset root directory that exists, held as a canonical absolute path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetRoot {
     given: PathBuf,
@@ -15,7 +29,7 @@ pub struct DatasetRoot {
 }
 
 impl DatasetRoot {
-    /// Resolves `given` against the current directory and checks that it is a directory.
+    /// Resolves `given` against the current directory (rules in the [module docs](self)).
     ///
     /// # Errors
     ///
@@ -23,26 +37,58 @@ impl DatasetRoot {
     /// when it does not exist or is not a directory; [`DataError::Io`] when the current directory
     /// cannot be read.
     pub fn resolve(given: impl AsRef<Path>) -> Result<Self, DataError> {
-        let given = given.as_ref().to_path_buf();
-        let cwd = std::env::current_dir().map_err(|source| DataError::Io {
-            path: PathBuf::from("."),
-            source,
-        })?;
-        let joined = if given.is_absolute() {
-            given.clone()
+        let cwd = current_dir()?;
+        Self::resolve_in(
+            given.as_ref(),
+            &cwd,
+            "relative paths are relative to the current directory",
+        )
+    }
+
+    /// Resolves `given` as written in a config file that lives in `config_dir`: a relative path is
+    /// relative to the config file's folder, not to wherever the program was started.
+    ///
+    /// # Errors
+    ///
+    /// As [`DatasetRoot::resolve`].
+    pub fn resolve_from(given: impl AsRef<Path>, config_dir: &Path) -> Result<Self, DataError> {
+        let base = if config_dir.is_absolute() {
+            config_dir.to_path_buf()
         } else {
-            cwd.join(&given)
+            current_dir()?.join(config_dir)
         };
-        // Canonicalise when possible (removes `..` and symlinks); keep the joined form otherwise so
-        // the error can show where we looked.
-        match std::fs::canonicalize(&joined) {
-            Ok(path) if path.is_dir() => Ok(Self { given, path }),
-            _ => Err(DataError::RootNotFound {
-                given,
-                resolved: joined,
-                cwd,
-            }),
+        let hint = format!(
+            "relative paths in a config file are relative to its folder ({})",
+            base.display()
+        );
+        Self::resolve_in(given.as_ref(), &base, &hint)
+    }
+
+    fn resolve_in(given: &Path, base: &Path, hint: &str) -> Result<Self, DataError> {
+        let cwd = current_dir()?;
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let kiln_data = std::env::var_os(KILN_DATA_ENV).map(PathBuf::from);
+        let candidates = candidates(given, base, home.as_deref(), kiln_data.as_deref());
+        for candidate in &candidates {
+            // Canonicalise (removes `..` and symlinks); keep the joined form for the error.
+            if let Ok(path) = std::fs::canonicalize(candidate)
+                && path.is_dir()
+            {
+                return Ok(Self {
+                    given: given.to_path_buf(),
+                    path,
+                });
+            }
         }
+        let mut candidates = candidates.into_iter();
+        let resolved = candidates.next().unwrap_or_else(|| given.to_path_buf());
+        Err(DataError::RootNotFound {
+            given: given.to_path_buf(),
+            resolved,
+            also_tried: candidates.collect(),
+            cwd,
+            hint: format!("{hint}; pass an absolute path, or set {KILN_DATA_ENV} to a data folder"),
+        })
     }
 
     /// The absolute path of the root.
@@ -59,6 +105,31 @@ impl DatasetRoot {
     pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
         self.path.join(name)
     }
+}
+
+fn current_dir() -> Result<PathBuf, DataError> {
+    std::env::current_dir().map_err(|source| DataError::Io {
+        path: PathBuf::from("."),
+        source,
+    })
+}
+
+/// The places `given` may mean, in the order they are tried.
+fn candidates(given: &Path, base: &Path, home: Option<&Path>, kiln_data: Option<&Path>) -> Vec<PathBuf> {
+    let mut parts = given.components();
+    if parts.next().is_some_and(|c| c.as_os_str() == "~")
+        && let Some(home) = home
+    {
+        return vec![home.join(parts.as_path())];
+    }
+    if given.is_absolute() {
+        return vec![given.to_path_buf()];
+    }
+    let mut out = vec![base.join(given)];
+    if let Some(data) = kiln_data {
+        out.push(data.join(given));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -100,5 +171,55 @@ mod tests {
             DatasetRoot::resolve(file.path()),
             Err(DataError::RootNotFound { .. })
         ));
+    }
+
+    #[test]
+    fn config_relative_paths_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("configs/data/cifar")).unwrap();
+        let root = DatasetRoot::resolve_from("data/cifar", &dir.path().join("configs")).unwrap();
+        assert_eq!(
+            root.path(),
+            dir.path().join("configs/data/cifar").canonicalize().unwrap()
+        );
+        // `..` is fine and canonicalised away.
+        let up = DatasetRoot::resolve_from("../data/cifar", &dir.path().join("configs/data")).unwrap();
+        assert_eq!(up.path(), root.path());
+        let msg = DatasetRoot::resolve_from("nope", &dir.path().join("configs"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("relative to its folder"), "{msg}");
+        assert!(
+            msg.contains(&dir.path().join("configs/nope").display().to_string()),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn candidates_expand_home_and_fall_back_to_kiln_data() {
+        let home = Path::new("/home/ana");
+        let data = Path::new("/srv/data");
+        let base = Path::new("/work");
+        assert_eq!(
+            candidates(Path::new("~/datasets/cifar"), base, Some(home), Some(data)),
+            vec![PathBuf::from("/home/ana/datasets/cifar")]
+        );
+        assert_eq!(
+            candidates(Path::new("~"), base, Some(home), None),
+            vec![PathBuf::from("/home/ana")]
+        );
+        // "~user" is not expanded (no user database lookups), it is a relative name.
+        assert_eq!(
+            candidates(Path::new("~bob/x"), base, Some(home), None),
+            vec![PathBuf::from("/work/~bob/x")]
+        );
+        assert_eq!(
+            candidates(Path::new("cifar"), base, Some(home), Some(data)),
+            vec![PathBuf::from("/work/cifar"), PathBuf::from("/srv/data/cifar")]
+        );
+        assert_eq!(
+            candidates(Path::new("/abs/cifar"), base, Some(home), Some(data)),
+            vec![PathBuf::from("/abs/cifar")]
+        );
     }
 }
