@@ -32,19 +32,23 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod cifar;
 pub mod decode;
 pub mod error;
 pub mod folder;
 pub mod idx;
 pub mod image;
 pub mod mnist;
+pub mod ops;
 pub mod paths;
 pub mod split;
 
 pub use batch::{BatchOrder, ImageBatch, collate};
+pub use cifar::{CIFAR10_CLASSES, Cifar100Label, CifarDataset, CifarItem, CifarSplit};
 pub use error::DataError;
 pub use folder::{ImageFolder, ImageFolderItem, ImageFolderOptions};
 pub use image::{Bgr, Chw, ColorOrder, Gray, Hwc, Image, LabeledImage, Layout, Rgb};
 pub use mnist::{FASHION_MNIST_CLASSES, MNIST_NUM_CLASSES, MnistDataset, MnistItem, MnistSplit};
+pub use ops::{Concat, InMemory, Mapped, Subset, stratified_split};
 pub use paths::DatasetRoot;
 pub use split::random_split;
