@@ -33,6 +33,7 @@
 
 pub mod batch;
 pub mod cifar;
+pub mod coco;
 pub mod decode;
 pub mod error;
 pub mod folder;
@@ -45,6 +46,7 @@ pub mod split;
 
 pub use batch::{BatchOrder, ImageBatch, collate};
 pub use cifar::{CIFAR10_CLASSES, Cifar100Label, CifarDataset, CifarItem, CifarSplit};
+pub use coco::{CocoDetection, DetectionItem};
 pub use error::DataError;
 pub use folder::{ImageFolder, ImageFolderItem, ImageFolderOptions};
 pub use image::{Bgr, Chw, ColorOrder, Gray, Hwc, Image, LabeledImage, Layout, Rgb};

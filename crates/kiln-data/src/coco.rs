@@ -1,0 +1,325 @@
+//! COCO-style detection: an images folder plus an `instances_*.json` annotation file.
+//!
+//! * Boxes are stored as `[x, y, w, h]` in the file and served as **`[x1, y1, x2, y2]`** pixels.
+//! * Category ids (COCO's run 1..90 with gaps) are mapped to **contiguous labels** `0..K`, in
+//!   increasing id order; [`CocoDetection::categories`] gives the names, [`CocoDetection::category_ids`]
+//!   the way back.
+//! * `iscrowd` flags are kept per box (crowd boxes are usually ignored by the loss, not dropped).
+//! * Images are served in increasing image-id order (torchvision's `CocoDetection` order); images
+//!   without annotations are kept, with zero boxes.
+//! * The file is checked when the dataset is built: an annotation pointing at an unknown image or
+//!   category, or a box with a negative or non-finite size, is an error naming the annotation id.
+//!   A decoded image whose size differs from the file's `width`/`height` fails on `get`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::data::dataset::Dataset;
+use serde::Deserialize;
+
+use crate::decode::imread;
+use crate::image::{Bgr, Hwc, Image};
+use crate::{DataError, DatasetRoot};
+
+#[derive(Deserialize)]
+struct CocoFile {
+    images: Vec<CocoImage>,
+    #[serde(default)]
+    annotations: Vec<CocoAnnotation>,
+    categories: Vec<CocoCategory>,
+}
+
+#[derive(Deserialize)]
+struct CocoImage {
+    id: u64,
+    file_name: String,
+    width: usize,
+    height: usize,
+}
+
+#[derive(Deserialize)]
+struct CocoAnnotation {
+    #[serde(default)]
+    id: Option<u64>,
+    image_id: u64,
+    category_id: u64,
+    bbox: Vec<f64>,
+    #[serde(default)]
+    iscrowd: u8,
+}
+
+#[derive(Deserialize)]
+struct CocoCategory {
+    id: u64,
+    name: String,
+}
+
+/// One detection sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionItem {
+    /// HWC, BGR, u8, as `cv2.imread` reads the file.
+    pub image: Image<Hwc, Bgr>,
+    /// Boxes as `[x1, y1, x2, y2]` in pixels.
+    pub boxes: Vec<[f32; 4]>,
+    /// Contiguous class label per box.
+    pub labels: Vec<u32>,
+    /// COCO's `iscrowd` per box.
+    pub crowd: Vec<bool>,
+    /// COCO's image id.
+    pub image_id: u64,
+    /// The image file.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    image_id: u64,
+    path: PathBuf,
+    height: usize,
+    width: usize,
+    boxes: Vec<[f32; 4]>,
+    labels: Vec<u32>,
+    crowd: Vec<bool>,
+}
+
+/// A COCO-format detection dataset; images are decoded on `get`.
+#[derive(Debug, Clone)]
+pub struct CocoDetection {
+    annotations: PathBuf,
+    records: Vec<Record>,
+    categories: Vec<String>,
+    category_ids: Vec<u64>,
+}
+
+impl CocoDetection {
+    /// Reads `annotations` (COCO JSON) for the images under `images_dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`DataError::RootNotFound`], [`DataError::Io`], and [`DataError::Format`] for invalid JSON
+    /// (with line and column) or inconsistent annotations (with the annotation id).
+    pub fn new(images_dir: impl AsRef<Path>, annotations: impl AsRef<Path>) -> Result<Self, DataError> {
+        let root = DatasetRoot::resolve(images_dir)?;
+        let ann_path = annotations.as_ref().to_path_buf();
+        let bytes = std::fs::read(&ann_path).map_err(|source| DataError::Io {
+            path: ann_path.clone(),
+            source,
+        })?;
+        let bad = |problem: String| DataError::Format {
+            path: ann_path.clone(),
+            problem,
+        };
+        let file: CocoFile =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a COCO annotation file: {e}")))?;
+        let mut category_ids: Vec<u64> = file.categories.iter().map(|c| c.id).collect();
+        category_ids.sort_unstable();
+        category_ids.dedup();
+        if category_ids.len() != file.categories.len() {
+            return Err(bad("duplicate category ids".to_string()));
+        }
+        let names: BTreeMap<u64, &str> = file.categories.iter().map(|c| (c.id, c.name.as_str())).collect();
+        let categories = category_ids.iter().map(|id| names[id].to_string()).collect();
+        let mut by_id: BTreeMap<u64, Record> = BTreeMap::new();
+        for img in &file.images {
+            let record = Record {
+                image_id: img.id,
+                path: root.join(&img.file_name),
+                height: img.height,
+                width: img.width,
+                boxes: Vec::new(),
+                labels: Vec::new(),
+                crowd: Vec::new(),
+            };
+            if by_id.insert(img.id, record).is_some() {
+                return Err(bad(format!("duplicate image id {}", img.id)));
+            }
+        }
+        for (n, ann) in file.annotations.iter().enumerate() {
+            let name = ann
+                .id
+                .map_or_else(|| format!("annotation #{n}"), |id| format!("annotation id {id}"));
+            let record = by_id.get_mut(&ann.image_id).ok_or_else(|| {
+                bad(format!(
+                    "{name} refers to image id {}, which is not in \"images\"",
+                    ann.image_id
+                ))
+            })?;
+            let label = category_ids.binary_search(&ann.category_id).map_err(|_| {
+                bad(format!(
+                    "{name} has category id {}, which is not in \"categories\"",
+                    ann.category_id
+                ))
+            })?;
+            let &[x, y, w, h] = ann.bbox.as_slice() else {
+                return Err(bad(format!(
+                    "{name}: bbox has {} numbers, expected 4 ([x, y, width, height])",
+                    ann.bbox.len()
+                )));
+            };
+            if ![x, y, w, h].iter().all(|v| v.is_finite()) || w < 0.0 || h < 0.0 {
+                return Err(bad(format!(
+                    "{name}: bbox [{x}, {y}, {w}, {h}] needs finite values and a non-negative width and height"
+                )));
+            }
+            record
+                .boxes
+                .push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
+            record.labels.push(label as u32);
+            record.crowd.push(ann.iscrowd != 0);
+        }
+        Ok(Self {
+            annotations: ann_path,
+            records: by_id.into_values().collect(),
+            categories,
+            category_ids,
+        })
+    }
+
+    /// Category names, by contiguous label.
+    pub fn categories(&self) -> &[String] {
+        &self.categories
+    }
+
+    /// COCO category id of each contiguous label.
+    pub fn category_ids(&self) -> &[u64] {
+        &self.category_ids
+    }
+
+    /// Number of boxes per image, in index order (nothing decoded).
+    pub fn box_counts(&self) -> Vec<usize> {
+        self.records.iter().map(|r| r.boxes.len()).collect()
+    }
+}
+
+impl Dataset<DetectionItem, DataError> for CocoDetection {
+    fn get(&self, index: usize) -> Result<DetectionItem, DataError> {
+        let r = self.records.get(index).ok_or(DataError::IndexOutOfRange {
+            index,
+            len: self.records.len(),
+        })?;
+        let wrap = |e| DataError::Sample {
+            index,
+            source: Box::new(e),
+        };
+        let image = imread(&r.path).map_err(wrap)?;
+        if [image.height(), image.width()] != [r.height, r.width] {
+            return Err(wrap(DataError::Format {
+                path: r.path.clone(),
+                problem: format!(
+                    "decoded {}x{} (HxW) but {} says {}x{} for image id {}; boxes would not line up",
+                    image.height(),
+                    image.width(),
+                    self.annotations.display(),
+                    r.height,
+                    r.width,
+                    r.image_id
+                ),
+            }));
+        }
+        Ok(DetectionItem {
+            image,
+            boxes: r.boxes.clone(),
+            labels: r.labels.clone(),
+            crowd: r.crowd.clone(),
+            image_id: r.image_id,
+            path: r.path.clone(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(json: &str) -> (tempfile::TempDir, Result<CocoDetection, DataError>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("images")).unwrap();
+        for (name, w, h) in [("a.png", 6, 4), ("b.png", 5, 5)] {
+            image::RgbImage::new(w, h)
+                .save(dir.path().join("images").join(name))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("ann.json"), json).unwrap();
+        let ds = CocoDetection::new(dir.path().join("images"), dir.path().join("ann.json"));
+        (dir, ds)
+    }
+
+    const GOOD: &str = r#"{
+      "images": [{"id": 9, "file_name": "b.png", "width": 5, "height": 5},
+                 {"id": 3, "file_name": "a.png", "width": 6, "height": 4}],
+      "annotations": [
+        {"id": 1, "image_id": 3, "category_id": 90, "bbox": [1, 2, 3, 1.5], "iscrowd": 0},
+        {"id": 2, "image_id": 3, "category_id": 18, "bbox": [0, 0, 6, 4], "iscrowd": 1}],
+      "categories": [{"id": 90, "name": "toothbrush"}, {"id": 18, "name": "dog"}]
+    }"#;
+
+    #[test]
+    fn boxes_become_xyxy_and_categories_contiguous() {
+        let (_dir, ds) = setup(GOOD);
+        let ds = ds.unwrap();
+        assert_eq!(ds.categories(), ["dog", "toothbrush"]);
+        assert_eq!(ds.category_ids(), [18, 90]);
+        assert_eq!(ds.len(), 2);
+        let a = ds.get(0).unwrap(); // image id 3 comes first
+        assert_eq!(a.image_id, 3);
+        assert_eq!(a.image.hwc_shape(), [4, 6, 3]);
+        assert_eq!(a.boxes, vec![[1.0, 2.0, 4.0, 3.5], [0.0, 0.0, 6.0, 4.0]]);
+        assert_eq!(a.labels, vec![1, 0]);
+        assert_eq!(a.crowd, vec![false, true]);
+        let b = ds.get(1).unwrap();
+        assert!(
+            b.boxes.is_empty() && b.labels.is_empty(),
+            "an image without boxes is legal"
+        );
+        assert_eq!(ds.box_counts(), vec![2, 0]);
+    }
+
+    #[test]
+    fn inconsistent_annotations_name_the_annotation() {
+        let cases = [
+            (
+                GOOD.replace(
+                    "\"image_id\": 3, \"category_id\": 90",
+                    "\"image_id\": 4, \"category_id\": 90",
+                ),
+                "annotation id 1 refers to image id 4",
+            ),
+            (
+                GOOD.replace("\"category_id\": 18,", "\"category_id\": 17,"),
+                "annotation id 2 has category id 17",
+            ),
+            (
+                GOOD.replace("[1, 2, 3, 1.5]", "[1, 2, -3, 1.5]"),
+                "annotation id 1: bbox [1, 2, -3, 1.5]",
+            ),
+            (
+                GOOD.replace("[1, 2, 3, 1.5]", "[1, 2, 3]"),
+                "annotation id 1: bbox has 3 numbers",
+            ),
+            (
+                GOOD.replace("\"images\"", "\"imgs\""),
+                "not a COCO annotation file: missing field `images`",
+            ),
+            ("{\"images\": [".to_string(), "line 1 column 12"),
+        ];
+        for (json, expected) in cases {
+            let (_dir, ds) = setup(&json);
+            let msg = ds.unwrap_err().to_string();
+            assert!(msg.contains(expected), "expected {expected:?} in {msg}");
+            assert!(msg.contains("ann.json"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_size_mismatch_with_the_file_fails_on_get() {
+        let (_dir, ds) = setup(&GOOD.replace("\"width\": 6", "\"width\": 7"));
+        let msg = ds.unwrap().get(0).unwrap_err().to_string();
+        assert!(msg.starts_with("sample 0: "), "{msg}");
+        assert!(msg.contains("decoded 4x6 (HxW) but"), "{msg}");
+        assert!(msg.contains("says 4x7 for image id 3"), "{msg}");
+    }
+}
