@@ -237,4 +237,39 @@ pub enum DataError {
     /// An error raised by a user transform or batcher.
     #[error("{0}")]
     Custom(String),
+
+    /// A label outside `0..num_classes` met while building a batch.
+    #[error("sample {index}{}: label {label} is out of range 0..{num_classes}", show_path(.path))]
+    BatchLabel {
+        /// The sample's index in the dataset.
+        index: usize,
+        /// Its file, when it has one.
+        path: Option<PathBuf>,
+        /// The label found.
+        label: u32,
+        /// The batcher's number of classes.
+        num_classes: usize,
+    },
+
+    /// A sample whose size differs from the batch's first sample.
+    #[error(
+        "sample {index}{}: size {found:?} (CxHxW) differs from {expected:?} of the batch's first sample; add a resize or crop transform so every sample has one size",
+        show_path(.path)
+    )]
+    BatchShape {
+        /// The sample's index in the dataset.
+        index: usize,
+        /// Its file, when it has one.
+        path: Option<PathBuf>,
+        /// The first sample's `[C, H, W]`.
+        expected: [usize; 3],
+        /// This sample's `[C, H, W]`.
+        found: [usize; 3],
+    },
+}
+
+fn show_path(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" ({})", p.display()))
+        .unwrap_or_default()
 }

@@ -59,22 +59,39 @@ impl ColorOrder for Gray {
     const NAME: &'static str = "Gray";
 }
 
-/// An 8-bit image with layout `L` and colour order `C` in its type.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Image<L: Layout, C: ColorOrder> {
+/// A pixel value type: `u8` as decoded, `f32` after conversion to the model's scale.
+pub trait Pixel: Copy + Send + Sync + PartialEq + fmt::Debug + 'static {
+    /// Short name (`"u8"`, `"f32"`), for messages.
+    const NAME: &'static str;
+}
+
+impl Pixel for u8 {
+    const NAME: &'static str = "u8";
+}
+
+impl Pixel for f32 {
+    const NAME: &'static str = "f32";
+}
+
+/// An image with layout `L`, colour order `C` and pixel type `T` (default `u8`) in its type.
+///
+/// Loaders hand out `Image<Hwc, Bgr>` (u8); models take `Image<Chw, Rgb, f32>`. A function that
+/// wants one cannot be given the other; kiln-transforms holds the named conversions.
+#[derive(Clone)]
+pub struct Image<L: Layout, C: ColorOrder, T: Pixel = u8> {
     height: usize,
     width: usize,
-    data: Vec<u8>,
+    data: Vec<T>,
     _marker: PhantomData<(L, C)>,
 }
 
-impl<L: Layout, C: ColorOrder> Image<L, C> {
+impl<L: Layout, C: ColorOrder, T: Pixel> Image<L, C, T> {
     /// Wraps `data` as an image of `height` × `width` in layout `L` and order `C`.
     ///
     /// # Errors
     ///
     /// [`DataError::ImageSize`] when `data.len() != height * width * C::CHANNELS`.
-    pub fn new(height: usize, width: usize, data: Vec<u8>) -> Result<Self, DataError> {
+    pub fn new(height: usize, width: usize, data: Vec<T>) -> Result<Self, DataError> {
         let expected = height * width * C::CHANNELS;
         if data.len() != expected {
             return Err(DataError::ImageSize {
@@ -108,11 +125,28 @@ impl<L: Layout, C: ColorOrder> Image<L, C> {
         C::CHANNELS
     }
 
-    /// Shape in the order of the layout's name is *not* implied: this is always `[H, W, C]`.
+    /// `[H, W, C]` whatever the layout (the layout says how the values are ordered, not the size).
     pub fn hwc_shape(&self) -> [usize; 3] {
         [self.height, self.width, C::CHANNELS]
     }
 
+    /// `[C, H, W]` whatever the layout.
+    pub fn chw_shape(&self) -> [usize; 3] {
+        [C::CHANNELS, self.height, self.width]
+    }
+
+    /// The values in layout `L`.
+    pub fn as_slice(&self) -> &[T] {
+        &self.data
+    }
+
+    /// Consumes the image and returns its values in layout `L`.
+    pub fn into_vec(self) -> Vec<T> {
+        self.data
+    }
+}
+
+impl<L: Layout, C: ColorOrder> Image<L, C, u8> {
     /// The raw bytes in layout `L`.
     pub fn as_bytes(&self) -> &[u8] {
         &self.data
@@ -124,16 +158,25 @@ impl<L: Layout, C: ColorOrder> Image<L, C> {
     }
 }
 
-impl<L: Layout, C: ColorOrder> fmt::Debug for Image<L, C> {
+impl<L: Layout, C: ColorOrder, T: Pixel> PartialEq for Image<L, C, T> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.height, self.width) == (other.height, other.width) && self.data == other.data
+    }
+}
+
+impl<L: Layout, C: ColorOrder> Eq for Image<L, C, u8> {}
+
+impl<L: Layout, C: ColorOrder, T: Pixel> fmt::Debug for Image<L, C, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Image<{}, {}>({}x{}x{} u8)",
+            "Image<{}, {}>({}x{}x{} {})",
             L::NAME,
             C::NAME,
             self.height,
             self.width,
-            C::CHANNELS
+            C::CHANNELS,
+            T::NAME
         )
     }
 }

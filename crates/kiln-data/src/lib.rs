@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod batcher;
 pub mod cifar;
 pub mod coco;
 pub mod decode;
@@ -49,7 +50,7 @@ pub use cifar::{CIFAR10_CLASSES, Cifar100Label, CifarDataset, CifarItem, CifarSp
 pub use coco::{CocoDetection, DetectionItem};
 pub use error::DataError;
 pub use folder::{ImageFolder, ImageFolderItem, ImageFolderOptions};
-pub use image::{Bgr, Chw, ColorOrder, Gray, Hwc, Image, LabeledImage, Layout, Rgb};
+pub use image::{Bgr, Chw, ColorOrder, Gray, Hwc, Image, LabeledImage, Layout, Pixel, Rgb};
 pub use mnist::{FASHION_MNIST_CLASSES, MNIST_NUM_CLASSES, MnistDataset, MnistItem, MnistSplit};
 pub use ops::{Concat, InMemory, Mapped, Subset, stratified_split};
 pub use paths::DatasetRoot;
