@@ -55,6 +55,19 @@ pub enum TransformError {
         value: f32,
     },
 
+    /// A resize from or to an empty size.
+    #[error("cannot resize {from:?} (HxW) to {to:?}: sizes must be at least 1x1")]
+    BadSize {
+        /// Input `[H, W]`.
+        from: [usize; 2],
+        /// Requested `[H, W]`.
+        to: [usize; 2],
+    },
+
+    /// A broken invariant inside a transform (a bug in kiln, reported rather than panicking).
+    #[error("internal transform error: {0}")]
+    Internal(String),
+
     /// Statistics asked of an empty dataset.
     #[error("cannot compute statistics of zero pixels")]
     NoPixels,

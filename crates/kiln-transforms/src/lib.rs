@@ -29,9 +29,11 @@
 pub mod convert;
 pub mod error;
 pub mod normalize;
+pub mod sample;
 pub mod stats;
 
 pub use convert::{ChwBatch, ModelColor, Scale, to_chw};
 pub use error::TransformError;
 pub use normalize::{ChannelOrder, Normalization};
+pub use sample::{normalize_image, resize_bilinear};
 pub use stats::ChannelStats;

@@ -1,0 +1,197 @@
+//! Per-sample transforms for the loader: resize, and HWC u8 → normalised CHW f32 in one pass.
+//!
+//! These run inside [`kiln_data::Loader`] workers, one image at a time, so batches never hold
+//! intermediate copies.
+//!
+//! ```
+//! use kiln_data::{Bgr, Hwc, Image};
+//! use kiln_transforms::sample::{normalize_image, resize_bilinear};
+//! use kiln_transforms::{ChannelOrder, Normalization, Scale};
+//!
+//! let bgr = Image::<Hwc, Bgr>::new(2, 2, vec![0, 128, 255].repeat(4))?;
+//! let big = resize_bilinear(&bgr, 4, 4)?;
+//! let norm = Normalization::new("half", vec![0.5; 3], vec![0.5; 3], Scale::Unit, ChannelOrder::Rgb)?;
+//! let chw = normalize_image(&big, &norm)?; // Image<Chw, Rgb, f32>
+//! assert_eq!(chw.chw_shape(), [3, 4, 4]);
+//! assert_eq!(chw.as_slice()[0], 1.0); // red plane first: (255/255 - 0.5) / 0.5
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use kiln_data::{Chw, ColorOrder, Hwc, Image};
+
+use crate::{ModelColor, Normalization, TransformError};
+
+/// HWC u8 in the stored order → CHW f32 in the model's order (BGR → RGB), scaled and normalised:
+/// `(x / divisor − mean) / std`, the same operations, in the same order, as torchvision's
+/// `ToTensor()` then `Normalize(mean, std)`.
+///
+/// # Errors
+///
+/// [`TransformError::OrderMismatch`] when the normalization is for another channel order, and
+/// the errors of [`Normalization::validate`].
+pub fn normalize_image<C: ModelColor>(
+    img: &Image<Hwc, C>,
+    norm: &Normalization,
+) -> Result<Image<Chw, C::Out, f32>, TransformError> {
+    norm.validate()?;
+    if norm.order != C::OUT_ORDER {
+        return Err(TransformError::OrderMismatch {
+            name: norm.name.clone(),
+            expected: norm.order,
+            found: C::OUT_ORDER,
+        });
+    }
+    let (h, w, c) = (img.height(), img.width(), C::CHANNELS);
+    let plane = h * w;
+    let divisor = norm.scale.divisor();
+    let src = img.as_bytes();
+    let mut out = vec![0f32; c * plane];
+    for (oc, &sc) in C::SOURCE.iter().enumerate() {
+        let (m, s) = (norm.mean[oc], norm.std[oc]);
+        // A table of the 256 possible results: exact, and cheaper than dividing per pixel.
+        let table: Vec<f32> = (0..=255u8).map(|v| (f32::from(v) / divisor - m) / s).collect();
+        for (d, px) in out[oc * plane..(oc + 1) * plane]
+            .iter_mut()
+            .zip(src.chunks_exact(c))
+        {
+            *d = table[usize::from(px[sc])];
+        }
+    }
+    Image::new(h, w, out).map_err(|e| TransformError::Internal(e.to_string()))
+}
+
+/// Fixed-point precision of the interpolation weights (OpenCV's `INTER_RESIZE_COEF_BITS`).
+const COEF_BITS: u32 = 11;
+const ONE: i32 = 1 << COEF_BITS;
+
+/// For each output coordinate: the left/top source index and the two fixed-point weights, with
+/// OpenCV's `INTER_LINEAR` geometry (pixel centres aligned, `src = (dst + 0.5)·in/out − 0.5`,
+/// clamped at the borders).
+fn taps(out_len: usize, in_len: usize) -> Vec<(usize, i32, i32)> {
+    let scale = in_len as f64 / out_len as f64;
+    (0..out_len)
+        .map(|d| {
+            let f = (d as f64 + 0.5) * scale - 0.5;
+            let mut s = f.floor() as isize;
+            let mut frac = f - s as f64;
+            if s < 0 {
+                s = 0;
+                frac = 0.0;
+            }
+            if s as usize >= in_len - 1 {
+                s = in_len as isize - 1;
+                frac = 0.0;
+            }
+            let w1 = (frac * f64::from(ONE)).round() as i32;
+            (s as usize, ONE - w1, w1)
+        })
+        .collect()
+}
+
+/// Bilinear resize of an HWC u8 image to `out_h × out_w` (OpenCV's `cv2.resize(..., INTER_LINEAR)`
+/// geometry and 11-bit weights; no antialiasing, like OpenCV and unlike PIL when shrinking).
+///
+/// # Errors
+///
+/// [`TransformError::BadSize`] for an empty input or output.
+pub fn resize_bilinear<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    out_h: usize,
+    out_w: usize,
+) -> Result<Image<Hwc, C>, TransformError> {
+    let (h, w, c) = (img.height(), img.width(), C::CHANNELS);
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
+        return Err(TransformError::BadSize {
+            from: [h, w],
+            to: [out_h, out_w],
+        });
+    }
+    let xs = taps(out_w, w);
+    let ys = taps(out_h, h);
+    let src = img.as_bytes();
+    // Horizontal pass into i32 rows (values × 2^11), then vertical pass with rounding.
+    let mut rows = vec![0i32; h * out_w * c];
+    for y in 0..h {
+        let line = &src[y * w * c..(y + 1) * w * c];
+        let row = &mut rows[y * out_w * c..(y + 1) * out_w * c];
+        for (x, &(sx, w0, w1)) in xs.iter().enumerate() {
+            let sx1 = (sx + 1).min(w - 1);
+            for ch in 0..c {
+                row[x * c + ch] = i32::from(line[sx * c + ch]) * w0 + i32::from(line[sx1 * c + ch]) * w1;
+            }
+        }
+    }
+    let mut out = vec![0u8; out_h * out_w * c];
+    let round = 1i64 << (2 * COEF_BITS - 1);
+    for (y, &(sy, w0, w1)) in ys.iter().enumerate() {
+        let sy1 = (sy + 1).min(h - 1);
+        let (r0, r1) = (
+            &rows[sy * out_w * c..(sy + 1) * out_w * c],
+            &rows[sy1 * out_w * c..(sy1 + 1) * out_w * c],
+        );
+        for ((o, &a), &b) in out[y * out_w * c..(y + 1) * out_w * c].iter_mut().zip(r0).zip(r1) {
+            let v = (i64::from(a) * i64::from(w0) + i64::from(b) * i64::from(w1) + round) >> (2 * COEF_BITS);
+            *o = v.clamp(0, 255) as u8;
+        }
+    }
+    Image::new(out_h, out_w, out).map_err(|e| TransformError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChannelOrder, Scale};
+    use kiln_data::{Bgr, Gray};
+
+    #[test]
+    fn normalize_image_matches_torchvision_to_tensor_then_normalize() {
+        // torchvision: Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])(ToTensor()(rgb))
+        // on the 1x1 RGB pixel (30, 20, 10) gives, in f32:
+        // [(30/255 - 0.485)/0.229, (20/255 - 0.456)/0.224, (10/255 - 0.406)/0.225]
+        let bgr = Image::<Hwc, Bgr>::new(1, 1, vec![10, 20, 30]).unwrap();
+        let norm = Normalization::new(
+            "imagenet",
+            vec![0.485, 0.456, 0.406],
+            vec![0.229, 0.224, 0.225],
+            Scale::Unit,
+            ChannelOrder::Rgb,
+        )
+        .unwrap();
+        let out = normalize_image(&bgr, &norm).unwrap();
+        let want: Vec<f32> = [
+            (30f32, 0.485f32, 0.229f32),
+            (20., 0.456, 0.224),
+            (10., 0.406, 0.225),
+        ]
+        .iter()
+        .map(|&(v, m, s)| (v / 255.0 - m) / s)
+        .collect();
+        assert_eq!(out.as_slice(), want.as_slice());
+        let bgr_norm =
+            Normalization::new("caffe", vec![0.; 3], vec![1.; 3], Scale::Byte, ChannelOrder::Bgr).unwrap();
+        assert!(matches!(
+            normalize_image(&bgr, &bgr_norm),
+            Err(TransformError::OrderMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn resize_matches_opencv_inter_linear() {
+        // cv2.resize(np.array([[0, 100], [200, 255]], np.uint8), (4, 4), interpolation=cv2.INTER_LINEAR)
+        // -> [[0, 25, 75, 100], [50, 72, 117, 139], [150, 167, 200, 216], [200, 214, 241, 255]] (OpenCV 5.0.0)
+        let img = Image::<Hwc, Gray>::new(2, 2, vec![0, 100, 200, 255]).unwrap();
+        let out = resize_bilinear(&img, 4, 4).unwrap();
+        assert_eq!(
+            out.as_bytes(),
+            &[
+                0, 25, 75, 100, 50, 72, 117, 139, 150, 167, 200, 216, 200, 214, 241, 255
+            ]
+        );
+        // Same size is the identity; zero sizes are errors.
+        assert_eq!(resize_bilinear(&img, 2, 2).unwrap(), img);
+        assert!(matches!(
+            resize_bilinear(&img, 0, 2),
+            Err(TransformError::BadSize { .. })
+        ));
+    }
+}
