@@ -2,7 +2,7 @@
 //! what `kiln train` does, without the CLI.
 //!
 //! ```sh
-//! cargo run --release --example train            # 1 epoch on 9,000 images, ~20 s on 2 cores
+//! cargo run --release -p kiln-suite --example train         # 1 epoch on 9,000 images, ~20 s on 2 cores
 //! ```
 
 use burn::data::dataset::Dataset;

@@ -72,6 +72,17 @@ for name in files:
         with open(os.path.join(out, raw), "wb") as f:
             f.write(np.ascontiguousarray(img).tobytes())
         manifest["cases"].append({"file": name, "mode": mode, "shape": list(img.shape), "expected": raw})
+# Resize: cv2.resize(INTER_LINEAR) of a lossless image, shrinking and enlarging, colour and grey.
+manifest["resize"] = []
+for src, flag in (("rgb8.png", cv2.IMREAD_COLOR), ("gray8.png", cv2.IMREAD_GRAYSCALE)):
+    img = cv2.imread(os.path.join(out, src), flag)
+    for (h, w) in ((5, 7), (29, 31), (11, 40)):
+        r = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+        raw = f"{src}.resize{h}x{w}.raw"
+        with open(os.path.join(out, raw), "wb") as f:
+            f.write(np.ascontiguousarray(r).tobytes())
+        manifest["resize"].append({"file": src, "mode": "color" if flag == cv2.IMREAD_COLOR else "gray",
+                                   "shape": list(r.shape), "expected": raw})
 with open(os.path.join(out, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=1)
 print(f"wrote {len(files)} images and {len(manifest['cases'])} OpenCV outputs to {out} (OpenCV {cv2.__version__})")

@@ -167,8 +167,10 @@ fn decode_jpeg(bytes: &[u8], path: &Path, mode: ReadMode) -> Result<Raw, DataErr
         format: "JPEG",
         reason,
     };
+    // Colour is decoded as RGB and swapped: zune-jpeg's YCbCr → RGB conversion has an AVX2 path,
+    // its → BGR conversion is scalar only (measured: the swap is cheaper).
     let (out, channels) = match mode {
-        ReadMode::Color => (ColorSpace::BGR, 3),
+        ReadMode::Color => (ColorSpace::RGB, 3),
         ReadMode::Grayscale => (ColorSpace::Luma, 1),
     };
     let options = DecoderOptions::default()
@@ -195,6 +197,10 @@ fn decode_jpeg(bytes: &[u8], path: &Path, mode: ReadMode) -> Result<Raw, DataErr
     let (height, width) = (usize::from(info.height), usize::from(info.width));
     let data = if expand {
         data.into_iter().flat_map(|v| [v, v, v]).collect()
+    } else if channels == 3 {
+        let mut data = data;
+        data.chunks_exact_mut(3).for_each(|px| px.swap(0, 2));
+        data
     } else {
         data
     };

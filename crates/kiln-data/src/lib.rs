@@ -31,6 +31,7 @@
 //! [`Dataset`]: burn::data::dataset::Dataset
 #![deny(missing_docs)]
 
+pub mod alloc;
 pub mod batch;
 pub mod batcher;
 pub mod cifar;

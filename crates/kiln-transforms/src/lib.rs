@@ -35,5 +35,5 @@ pub mod stats;
 pub use convert::{ChwBatch, ModelColor, Scale, to_chw};
 pub use error::TransformError;
 pub use normalize::{ChannelOrder, Normalization};
-pub use sample::{normalize_image, resize_bilinear};
+pub use sample::{normalize_image, resize_bilinear, resize_normalize};
 pub use stats::ChannelStats;

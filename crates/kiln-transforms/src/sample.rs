@@ -33,23 +33,13 @@ pub fn normalize_image<C: ModelColor>(
     img: &Image<Hwc, C>,
     norm: &Normalization,
 ) -> Result<Image<Chw, C::Out, f32>, TransformError> {
-    norm.validate()?;
-    if norm.order != C::OUT_ORDER {
-        return Err(TransformError::OrderMismatch {
-            name: norm.name.clone(),
-            expected: norm.order,
-            found: C::OUT_ORDER,
-        });
-    }
+    let tables = tables::<C>(norm)?;
     let (h, w, c) = (img.height(), img.width(), C::CHANNELS);
     let plane = h * w;
-    let divisor = norm.scale.divisor();
     let src = img.as_bytes();
     let mut out = vec![0f32; c * plane];
     for (oc, &sc) in C::SOURCE.iter().enumerate() {
-        let (m, s) = (norm.mean[oc], norm.std[oc]);
-        // A table of the 256 possible results: exact, and cheaper than dividing per pixel.
-        let table: Vec<f32> = (0..=255u8).map(|v| (f32::from(v) / divisor - m) / s).collect();
+        let table = &tables[oc];
         for (d, px) in out[oc * plane..(oc + 1) * plane]
             .iter_mut()
             .zip(src.chunks_exact(c))
@@ -99,6 +89,77 @@ pub fn resize_bilinear<C: ColorOrder>(
     out_h: usize,
     out_w: usize,
 ) -> Result<Image<Hwc, C>, TransformError> {
+    let row_len = out_w * C::CHANNELS;
+    let mut out = vec![0u8; out_h * row_len];
+    resize_rows(img, out_h, out_w, |y, row| {
+        out[y * row_len..(y + 1) * row_len].copy_from_slice(row)
+    })?;
+    Image::new(out_h, out_w, out).map_err(|e| TransformError::Internal(e.to_string()))
+}
+
+/// [`resize_bilinear`] then [`normalize_image`], fused: one pass, no intermediate image, the same
+/// values as the two steps (the resized u8 value is looked up in the normalisation table).
+///
+/// # Errors
+///
+/// The errors of both.
+pub fn resize_normalize<C: ModelColor>(
+    img: &Image<Hwc, C>,
+    out_h: usize,
+    out_w: usize,
+    norm: &Normalization,
+) -> Result<Image<Chw, C::Out, f32>, TransformError> {
+    let tables = tables::<C>(norm)?;
+    let c = C::CHANNELS;
+    let plane = out_h * out_w;
+    let mut out = vec![0f32; c * plane];
+    resize_rows(img, out_h, out_w, |y, row| {
+        for (oc, &sc) in C::SOURCE.iter().enumerate() {
+            let table = &tables[oc];
+            let dst = &mut out[oc * plane + y * out_w..oc * plane + (y + 1) * out_w];
+            for (d, px) in dst.iter_mut().zip(row.chunks_exact(c)) {
+                *d = table[usize::from(px[sc])];
+            }
+        }
+    })?;
+    Image::new(out_h, out_w, out).map_err(|e| TransformError::Internal(e.to_string()))
+}
+
+/// Per output channel, the normalised value of each of the 256 input values.
+fn tables<C: ModelColor>(norm: &Normalization) -> Result<Vec<[f32; 256]>, TransformError> {
+    norm.validate()?;
+    if norm.order != C::OUT_ORDER {
+        return Err(TransformError::OrderMismatch {
+            name: norm.name.clone(),
+            expected: norm.order,
+            found: C::OUT_ORDER,
+        });
+    }
+    let divisor = norm.scale.divisor();
+    Ok((0..C::CHANNELS)
+        .map(|oc| {
+            let (m, s) = (norm.mean[oc], norm.std[oc]);
+            let mut t = [0f32; 256];
+            for (v, slot) in t.iter_mut().enumerate() {
+                // The same operations in the same order as ToTensor + Normalize: exact.
+                *slot = (v as f32 / divisor - m) / s;
+            }
+            t
+        })
+        .collect())
+}
+
+/// Runs the resize, handing each finished output row (HWC u8) to `emit` in order.
+///
+/// Vertical pass first (two source rows blended, contiguous and vectorised), then the horizontal
+/// taps on that one row. All arithmetic is exact integer arithmetic with a single rounding at the
+/// end, so the order of the passes does not change the result (OpenCV goes horizontal first).
+fn resize_rows<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    out_h: usize,
+    out_w: usize,
+    mut emit: impl FnMut(usize, &[u8]),
+) -> Result<(), TransformError> {
     let (h, w, c) = (img.height(), img.width(), C::CHANNELS);
     if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
         return Err(TransformError::BadSize {
@@ -106,35 +167,38 @@ pub fn resize_bilinear<C: ColorOrder>(
             to: [out_h, out_w],
         });
     }
-    let xs = taps(out_w, w);
-    let ys = taps(out_h, h);
     let src = img.as_bytes();
-    // Horizontal pass into i32 rows (values × 2^11), then vertical pass with rounding.
-    let mut rows = vec![0i32; h * out_w * c];
-    for y in 0..h {
-        let line = &src[y * w * c..(y + 1) * w * c];
-        let row = &mut rows[y * out_w * c..(y + 1) * out_w * c];
-        for (x, &(sx, w0, w1)) in xs.iter().enumerate() {
-            let sx1 = (sx + 1).min(w - 1);
-            for ch in 0..c {
-                row[x * c + ch] = i32::from(line[sx * c + ch]) * w0 + i32::from(line[sx1 * c + ch]) * w1;
-            }
-        }
-    }
-    let mut out = vec![0u8; out_h * out_w * c];
-    let round = 1i64 << (2 * COEF_BITS - 1);
-    for (y, &(sy, w0, w1)) in ys.iter().enumerate() {
+    let line = w * c;
+    // Per output pixel: the offset of its left source pixel and the two weights. The right pixel is
+    // always `c` further: the blended row carries one padding pixel, which only ever gets weight 0
+    // (at the right border the left tap is clamped to the last pixel with weight 1).
+    let xt: Vec<(usize, i32, i32)> = taps(out_w, w)
+        .into_iter()
+        .map(|(sx, w0, w1)| (sx * c, w0, w1))
+        .collect();
+    let mut blended = vec![0i32; line + c];
+    let mut out = vec![0u8; out_w * c];
+    let round = 1i32 << (2 * COEF_BITS - 1);
+    for (y, (sy, w0, w1)) in taps(out_h, h).into_iter().enumerate() {
         let sy1 = (sy + 1).min(h - 1);
         let (r0, r1) = (
-            &rows[sy * out_w * c..(sy + 1) * out_w * c],
-            &rows[sy1 * out_w * c..(sy1 + 1) * out_w * c],
+            &src[sy * line..(sy + 1) * line],
+            &src[sy1 * line..(sy1 + 1) * line],
         );
-        for ((o, &a), &b) in out[y * out_w * c..(y + 1) * out_w * c].iter_mut().zip(r0).zip(r1) {
-            let v = (i64::from(a) * i64::from(w0) + i64::from(b) * i64::from(w1) + round) >> (2 * COEF_BITS);
-            *o = v.clamp(0, 255) as u8;
+        for ((b, &p0), &p1) in blended[..line].iter_mut().zip(r0).zip(r1) {
+            *b = i32::from(p0) * w0 + i32::from(p1) * w1;
         }
+        // 255·2^11 per blended value, times weights summing to 2^11, plus 2^21: fits an i32.
+        for (o, &(a, wx0, wx1)) in out.chunks_exact_mut(c).zip(&xt) {
+            let p = &blended[a..a + 2 * c];
+            for ch in 0..c {
+                // A convex combination of u8 values: always in 0..=255, no clamp needed.
+                o[ch] = ((p[ch] * wx0 + p[c + ch] * wx1 + round) >> (2 * COEF_BITS)) as u8;
+            }
+        }
+        emit(y, &out);
     }
-    Image::new(out_h, out_w, out).map_err(|e| TransformError::Internal(e.to_string()))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -193,5 +257,23 @@ mod tests {
             resize_bilinear(&img, 0, 2),
             Err(TransformError::BadSize { .. })
         ));
+    }
+
+    #[test]
+    fn fused_resize_normalize_equals_the_two_steps() {
+        let px: Vec<u8> = (0..7 * 5 * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let img = Image::<Hwc, Bgr>::new(7, 5, px).unwrap();
+        let norm = Normalization::new(
+            "n",
+            vec![0.4, 0.5, 0.6],
+            vec![0.2, 0.3, 0.25],
+            Scale::Unit,
+            ChannelOrder::Rgb,
+        )
+        .unwrap();
+        for (h, w) in [(3, 4), (7, 5), (16, 9), (1, 1)] {
+            let two = normalize_image(&resize_bilinear(&img, h, w).unwrap(), &norm).unwrap();
+            assert_eq!(resize_normalize(&img, h, w, &norm).unwrap(), two, "{h}x{w}");
+        }
     }
 }

@@ -1,0 +1,86 @@
+//! Input-pipeline throughput: ImageFolder of JPEGs → decode (as cv2.imread) → resize to 224×224 →
+//! normalised CHW f32 (ImageNet preset) → batches of 64 on the flex device, with N loader workers.
+//!
+//! The peer is `../shared/bench/torch_pipeline.py` (torchvision ImageFolder + DataLoader); run both
+//! side by side with `bash bench/pipeline.sh`. Also the smallest complete use of the loader.
+//!
+//! ```sh
+//! cargo run --release -p kiln-suite --example pipeline -- ROOT [--workers 2] [--batch 64] [--size 224] [--epochs 1]
+//! ```
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::prelude::*;
+use kiln_data::batcher::{ClassSample, ClassificationBatcher};
+use kiln_data::{DataError, ImageFolder, ImageFolderItem, Loader, LoaderConfig, Rgb, SampleRng};
+use kiln_transforms::{ChannelOrder, Normalization, Scale, resize_normalize};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut root = None;
+    let (mut workers, mut batch, mut size, mut epochs) = (2usize, 64usize, 224usize, 1u64);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| -> anyhow::Result<String> {
+            args.next().with_context(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--workers" => workers = value("--workers")?.parse()?,
+            "--batch" => batch = value("--batch")?.parse()?,
+            "--size" => size = value("--size")?.parse()?,
+            "--epochs" => epochs = value("--epochs")?.parse()?,
+            s if s.starts_with("--") => bail!("unknown option {s}"),
+            s => root = Some(s.to_string()),
+        }
+    }
+    // glibc: keep freed batch memory for reuse instead of page-faulting it back in (see
+    // kiln_data::alloc). KILN_DEFAULT_MALLOC=1 measures without it.
+    let tuned = std::env::var_os("KILN_DEFAULT_MALLOC").is_none() && kiln_data::alloc::tune_for_loading();
+    let root = root.context("usage: pipeline ROOT [--workers 2] [--batch 64] [--size 224] [--epochs 1]")?;
+
+    let dataset = ImageFolder::new(&root)?;
+    for w in dataset.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let num_classes = dataset.classes().len();
+    // torchvision's ImageNet preset, on the unit scale, RGB.
+    let norm = Normalization::new(
+        "imagenet-torch",
+        vec![0.485, 0.456, 0.406],
+        vec![0.229, 0.224, 0.225],
+        Scale::Unit,
+        ChannelOrder::Rgb,
+    )?;
+    let transform =
+        move |item: ImageFolderItem, _rng: &mut SampleRng| -> Result<ClassSample<Rgb>, DataError> {
+            // resize_bilinear then normalize_image, fused into one pass.
+            let image = resize_normalize(&item.image, size, size, &norm)
+                .map_err(|e| DataError::Custom(e.to_string()))?;
+            Ok(ClassSample {
+                image,
+                label: item.label,
+                path: Some(item.path),
+            })
+        };
+    let batcher = ClassificationBatcher::new(num_classes, Device::flex());
+    let config = LoaderConfig {
+        batch_size: batch,
+        num_workers: workers,
+        ..LoaderConfig::default()
+    };
+    let loader = Loader::new(dataset, transform, batcher, config)?;
+
+    let start = Instant::now();
+    let mut images = 0usize;
+    for epoch in 0..epochs {
+        for b in loader.epoch(epoch) {
+            images += b?.images.dims()[0];
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "pipeline_images_per_s={:.1} images={images} seconds={secs:.2} workers={workers} malloc_tuned={tuned}",
+        images as f64 / secs
+    );
+    Ok(())
+}
