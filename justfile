@@ -23,6 +23,8 @@ lint:
 ci:
     bash .ci/run
 
-# Training throughput of kiln next to PyTorch on the same machine (needs `pip install torch numpy`).
+# Throughput next to the PyTorch peers on the same machine: training (needs `pip install torch
+# numpy`) and the JPEG input pipeline (needs `pip install torch torchvision pillow scikit-learn`).
 bench:
     bash bench/fmnist.sh
+    bash bench/pipeline.sh

@@ -1,21 +1,24 @@
 //! # kiln-data
 //!
-//! The first wall of kiln: everything that touches files and bytes before a tensor exists.
+//! The first wall of kiln: everything that touches files and bytes, up to the batch on the device.
 //!
-//! * [`image`] — images whose **layout** (HWC/CHW) and **colour order** (BGR/RGB/Gray) are part of the
-//!   type, so a function that wants CHW/RGB cannot be handed HWC/BGR. Loaders emit HWC u8.
-//! * [`idx`] — the MNIST / Fashion-MNIST idx format, gzipped or raw, with typed errors that name the
-//!   file and what was expected versus found.
-//! * [`mnist`] — the MNIST-family datasets (MNIST, Fashion-MNIST) as Burn [`Dataset`]s.
-//! * [`paths`] — dataset roots resolved to absolute paths, with errors that show the path as given,
-//!   as resolved and the current directory (the "works only from one directory" bug).
+//! * [`image`] — images whose **layout** (HWC/CHW), **colour order** (BGR/RGB/Gray) and pixel type
+//!   (u8/f32) are part of the type, so a function that wants CHW/RGB cannot be handed HWC/BGR.
+//! * [`decode`] — `imread`: the pixels `cv2.imread` gives (HWC, BGR, u8), checked against OpenCV.
+//! * Datasets, each a Burn [`Dataset`] with typed errors: [`mnist`] (idx), [`cifar`] (CIFAR-10/100
+//!   binary), [`folder`] (ImageFolder), [`coco`] (COCO detection JSON), [`ops`] (in-memory, subset,
+//!   concatenation, map, stratified split); [`idx`] is the MNIST file format.
+//! * [`paths`] — dataset roots resolved once to canonical paths (`~`, config-relative, `KILN_DATA`),
+//!   with errors that show the path as given, every place tried and the current directory.
 //! * [`split`] — seeded train/validation splits.
-//! * [`batch`] — collate: a list of samples into one batch of bytes plus integer labels, with a
-//!   seeded, deterministic batch order ([`BatchOrder`]).
+//! * [`batch`] — u8 collate and a seeded, deterministic batch order ([`BatchOrder`]).
+//! * [`batcher`] — PyTorch's `collate_fn`, typed: classification and detection batches on the device.
+//! * [`loader`] — a parallel loader whose batches do not depend on the number of workers.
+//! * [`alloc`] — allocator settings that keep batch memory from being page-faulted in every batch.
 //!
-//! Invariants: this crate never creates tensors and never normalises pixels; it hands the next crate
-//! (kiln-transforms) typed u8 images and integer labels. Everything a user's file can break returns a
-//! [`DataError`]; nothing here panics on user data.
+//! Invariants: nothing here normalises pixels (the per-sample transform does, with kiln-transforms);
+//! tensors are created only by batchers. Everything a user's file can break returns a
+//! [`DataError`] naming the file or sample; nothing here panics on user data.
 //!
 //! ```
 //! use kiln_data::idx::{parse_idx, IdxArray};
