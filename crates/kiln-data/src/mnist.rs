@@ -76,7 +76,7 @@ impl MnistDataset {
     /// # Errors
     ///
     /// [`DataError::RootNotFound`] for a missing directory, [`DataError::MissingFile`] when a file is
-    /// absent, the idx errors of [`read_idx`](crate::idx::read_idx), [`DataError::CountMismatch`]
+    /// absent, the idx errors of [`read_idx`], [`DataError::CountMismatch`]
     /// and [`DataError::LabelOutOfRange`].
     pub fn from_dir(root: impl AsRef<Path>, split: MnistSplit) -> Result<Self, DataError> {
         let root = DatasetRoot::resolve(root)?;
