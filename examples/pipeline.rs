@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     }
     // glibc: keep freed batch memory for reuse instead of page-faulting it back in (see
     // kiln_data::alloc). KILN_DEFAULT_MALLOC=1 measures without it.
-    let tuned = std::env::var_os("KILN_DEFAULT_MALLOC").is_none() && kiln_data::alloc::tune_for_loading();
+    let tuned = kiln_data::alloc::tune_for_loading();
     let root = root.context("usage: pipeline ROOT [--workers 2] [--batch 64] [--size 224] [--epochs 1]")?;
 
     let dataset = ImageFolder::new(&root)?;

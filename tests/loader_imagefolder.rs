@@ -53,8 +53,18 @@ fn augment(item: ImageFolderItem, rng: &mut SampleRng) -> Result<ClassSample<Rgb
             px.extend_from_slice(&src[(y * w + sx) * 3..(y * w + sx) * 3 + 3]);
         }
     }
-    let crop = Image::<Hwc, Bgr>::new(4, 4, px)?;
-    let image = normalize_image(&crop, &norm()).map_err(|e| DataError::Custom(e.to_string()))?;
+    finish(item, &Image::<Hwc, Bgr>::new(4, 4, px)?)
+}
+
+/// No augmentation: the image as decoded, normalised (so sizes may differ within a batch).
+fn plain(item: ImageFolderItem, _: &mut SampleRng) -> Result<ClassSample<Rgb>, DataError> {
+    let image = item.image.clone();
+    finish(item, &image)
+}
+
+/// Normalises `image` and keeps `item`'s label and path.
+fn finish(item: ImageFolderItem, image: &Image<Hwc, Bgr>) -> Result<ClassSample<Rgb>, DataError> {
+    let image = normalize_image(image, &norm()).map_err(|e| DataError::Custom(e.to_string()))?;
     Ok(ClassSample {
         image,
         label: item.label,
@@ -62,21 +72,53 @@ fn augment(item: ImageFolderItem, rng: &mut SampleRng) -> Result<ClassSample<Rgb
     })
 }
 
+type Transform = fn(ImageFolderItem, &mut SampleRng) -> Result<ClassSample<Rgb>, DataError>;
+
+/// A loader over the ImageFolder at `root`, in dataset order unless `seed` is given.
+fn loader(
+    root: &Path,
+    transform: Transform,
+    num_classes: usize,
+    batch_size: usize,
+    workers: usize,
+    seed: Option<u64>,
+) -> Result<Loader<ImageFolder, Transform, ClassificationBatcher, ImageFolderItem>> {
+    Ok(Loader::new(
+        ImageFolder::new(root)?,
+        transform,
+        ClassificationBatcher::new(num_classes, Device::flex()),
+        LoaderConfig {
+            batch_size,
+            shuffle: seed.is_some(),
+            seed: seed.unwrap_or(0),
+            num_workers: workers,
+            ..LoaderConfig::default()
+        },
+    )?)
+}
+
+/// The message of the first batch's error (empty if the first batch is fine).
+fn first_error(
+    root: &Path,
+    transform: Transform,
+    classes: usize,
+    batch: usize,
+    workers: usize,
+) -> Result<String> {
+    let loader = loader(root, transform, classes, batch, workers, None)?;
+    Ok(loader
+        .iter()
+        .next()
+        .and_then(|r| r.err())
+        .map(|e| e.to_string())
+        .unwrap_or_default())
+}
+
 /// One batch as plain values: dataset indices, image values, labels.
 type Plain = (Vec<usize>, Vec<f32>, Vec<i64>);
 
 fn epoch(root: &Path, workers: usize, e: u64) -> Result<Vec<Plain>> {
-    let loader = Loader::new(
-        ImageFolder::new(root)?,
-        augment,
-        ClassificationBatcher::new(3, Device::flex()),
-        LoaderConfig {
-            batch_size: 5,
-            num_workers: workers,
-            seed: 11,
-            ..LoaderConfig::default()
-        },
-    )?;
+    let loader = loader(root, augment, 3, 5, workers, Some(11))?;
     loader
         .epoch(e)
         .map(|b| {
@@ -128,17 +170,7 @@ fn a_corrupt_image_surfaces_with_its_index_and_path() -> Result<()> {
     let bytes = std::fs::read(&bad)?;
     std::fs::write(&bad, &bytes[..bytes.len() / 2])?;
     for workers in [0, 2] {
-        let loader = Loader::new(
-            ImageFolder::new(dir.path())?,
-            augment,
-            ClassificationBatcher::new(2, Device::flex()),
-            LoaderConfig {
-                batch_size: 2,
-                shuffle: false,
-                num_workers: workers,
-                ..LoaderConfig::default()
-            },
-        )?;
+        let loader = loader(dir.path(), augment, 2, 2, workers, None)?;
         let results: Vec<_> = loader.iter().collect();
         assert_eq!(results.len(), 3, "two good batches, then the error, then nothing");
         let msg = results[2]
@@ -157,24 +189,7 @@ fn batch_errors_name_the_sample_and_file() -> Result<()> {
     let dir = tempfile::tempdir()?;
     write_folder(dir.path(), 3, 2, 6, 6);
     // Classes 0..3 but a batcher told there are 2: label 2 is out of range.
-    let loader = Loader::new(
-        ImageFolder::new(dir.path())?,
-        augment,
-        ClassificationBatcher::new(2, Device::flex()),
-        LoaderConfig {
-            batch_size: 6,
-            shuffle: false,
-            num_workers: 0,
-            ..LoaderConfig::default()
-        },
-    )?;
-    let msg = loader
-        .iter()
-        .next()
-        .unwrap()
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let msg = first_error(dir.path(), augment, 2, 6, 0)?;
     assert!(msg.starts_with("sample 4 ("), "{msg}");
     assert!(
         msg.contains("class_2/000.png): label 2 is out of range 0..2"),
@@ -184,32 +199,7 @@ fn batch_errors_name_the_sample_and_file() -> Result<()> {
     // Images of two sizes and no resize: the size error names the file and suggests the fix.
     std::fs::remove_dir_all(dir.path().join("class_2"))?;
     image::RgbImage::new(7, 6).save(dir.path().join("class_1/001.png"))?;
-    let no_resize = |item: ImageFolderItem, _: &mut SampleRng| -> Result<ClassSample<Rgb>, DataError> {
-        let image = normalize_image(&item.image, &norm()).map_err(|e| DataError::Custom(e.to_string()))?;
-        Ok(ClassSample {
-            image,
-            label: item.label,
-            path: Some(item.path),
-        })
-    };
-    let loader = Loader::new(
-        ImageFolder::new(dir.path())?,
-        no_resize,
-        ClassificationBatcher::new(2, Device::flex()),
-        LoaderConfig {
-            batch_size: 4,
-            shuffle: false,
-            num_workers: 2,
-            ..LoaderConfig::default()
-        },
-    )?;
-    let msg = loader
-        .iter()
-        .next()
-        .unwrap()
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let msg = first_error(dir.path(), plain, 2, 4, 2)?;
     assert!(msg.starts_with("sample 3 ("), "{msg}");
     assert!(
         msg.contains("class_1/001.png): size [3, 6, 7] (CxHxW) differs from [3, 6, 6]"),
