@@ -55,6 +55,45 @@ impl ModelColor for Rgb {
     const OUT_ORDER: ChannelOrder = ChannelOrder::Rgb;
 }
 
+/// The [`ChannelOrder`] value of a colour-order type.
+pub trait OrderValue: ColorOrder {
+    /// The order as a value.
+    const ORDER: ChannelOrder;
+}
+
+impl OrderValue for Gray {
+    const ORDER: ChannelOrder = ChannelOrder::Gray;
+}
+impl OrderValue for Rgb {
+    const ORDER: ChannelOrder = ChannelOrder::Rgb;
+}
+impl OrderValue for Bgr {
+    const ORDER: ChannelOrder = ChannelOrder::Bgr;
+}
+
+/// A colour order whose channels can be rearranged into order `O` (e.g. BGR kept as BGR for
+/// Caffe-trained weights, or turned into RGB for torchvision-trained ones).
+pub trait ReorderTo<O: ColorOrder>: ColorOrder {
+    /// For each output channel, the input channel it comes from.
+    const MAP: &'static [usize];
+}
+
+impl ReorderTo<Rgb> for Bgr {
+    const MAP: &'static [usize] = &[2, 1, 0];
+}
+impl ReorderTo<Bgr> for Bgr {
+    const MAP: &'static [usize] = &[0, 1, 2];
+}
+impl ReorderTo<Rgb> for Rgb {
+    const MAP: &'static [usize] = &[0, 1, 2];
+}
+impl ReorderTo<Bgr> for Rgb {
+    const MAP: &'static [usize] = &[2, 1, 0];
+}
+impl ReorderTo<Gray> for Gray {
+    const MAP: &'static [usize] = &[0];
+}
+
 /// A batch of CHW float images that knows its scale, channel order and whether it is normalised.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChwBatch {

@@ -68,6 +68,15 @@ pub enum TransformError {
     #[error("internal transform error: {0}")]
     Internal(String),
 
+    /// A preset name that does not exist.
+    #[error("unknown normalization preset `{name}`; known presets: {known}, or custom values")]
+    UnknownPreset {
+        /// The name given.
+        name: String,
+        /// The known names.
+        known: String,
+    },
+
     /// Statistics asked of an empty dataset.
     #[error("cannot compute statistics of zero pixels")]
     NoPixels,

@@ -32,8 +32,10 @@ pub mod normalize;
 pub mod sample;
 pub mod stats;
 
-pub use convert::{ChwBatch, ModelColor, Scale, to_chw};
+pub use convert::{ChwBatch, ModelColor, OrderValue, ReorderTo, Scale, to_chw};
 pub use error::TransformError;
-pub use normalize::{ChannelOrder, Normalization};
-pub use sample::{normalize_image, resize_bilinear, resize_normalize};
+pub use normalize::{ChannelOrder, Normalization, NormalizationSpec};
+pub use sample::{
+    normalize_image, normalize_image_to, resize_bilinear, resize_normalize, resize_normalize_to,
+};
 pub use stats::ChannelStats;

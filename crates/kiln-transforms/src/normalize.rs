@@ -83,6 +83,62 @@ impl Normalization {
         }
     }
 
+    /// torchvision's ImageNet statistics, on the **byte** scale, RGB: mean
+    /// `[123.675, 116.28, 103.53]`, std `[58.395, 57.12, 57.375]` — exactly 255 × torchvision's
+    /// `[0.485, 0.456, 0.406]` / `[0.229, 0.224, 0.225]` (see [`Normalization::torch_imagenet_unit`]).
+    /// For weights trained with torchvision (`ToTensor` + `Normalize`).
+    pub fn torch_imagenet() -> Self {
+        Self {
+            name: "torch-imagenet".into(),
+            mean: vec![123.675, 116.28, 103.53],
+            std: vec![58.395, 57.12, 57.375],
+            scale: Scale::Byte,
+            order: ChannelOrder::Rgb,
+        }
+    }
+
+    /// [`Normalization::torch_imagenet`] on the unit scale: the numbers in torchvision's docs.
+    pub fn torch_imagenet_unit() -> Self {
+        Self {
+            name: "torch-imagenet".into(),
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            scale: Scale::Unit,
+            order: ChannelOrder::Rgb,
+        }
+    }
+
+    /// Caffe's ImageNet preprocessing (the original ResNet/VGG Caffe weights, mmdetection's
+    /// `caffe` style): the ImageNet mean subtracted on the byte scale, std 1, **BGR** order —
+    /// mean `[103.53, 116.28, 123.675]` listed B, G, R. Feed it BGR data
+    /// ([`normalize_image_to::<Bgr, _>`](crate::sample::normalize_image_to)).
+    pub fn caffe_imagenet() -> Self {
+        Self {
+            name: "caffe-imagenet".into(),
+            mean: vec![103.53, 116.28, 123.675],
+            std: vec![1.0, 1.0, 1.0],
+            scale: Scale::Byte,
+            order: ChannelOrder::Bgr,
+        }
+    }
+
+    /// The CIFAR-10 statistics most CIFAR code uses, unit scale, RGB: mean
+    /// `[0.4914, 0.4822, 0.4465]`, std `[0.2023, 0.1994, 0.2010]`.
+    ///
+    /// The means are the training set's; these stds are **not** its per-channel population stds
+    /// (those are about `[0.247, 0.243, 0.261]`; the widely copied numbers are the mean of per-image
+    /// stds). Models trained with this preset expect exactly it, so it is kept as published; compute
+    /// your own with [`ChannelStats`](crate::ChannelStats) for a new model.
+    pub fn cifar10() -> Self {
+        Self {
+            name: "cifar10".into(),
+            mean: vec![0.4914, 0.4822, 0.4465],
+            std: vec![0.2023, 0.1994, 0.2010],
+            scale: Scale::Unit,
+            order: ChannelOrder::Rgb,
+        }
+    }
+
     /// Checks channel counts and std values.
     ///
     /// # Errors
@@ -151,6 +207,87 @@ impl Normalization {
     }
 }
 
+/// A normalization as written in a config, a checkpoint or next to pretrained weights: a preset
+/// name, or custom values with their scale and order.
+///
+/// ```
+/// use kiln_transforms::{Normalization, NormalizationSpec};
+///
+/// let spec: NormalizationSpec = serde_json::from_str(r#"{"preset": "caffe-imagenet"}"#)?;
+/// assert_eq!(spec.resolve()?, Normalization::caffe_imagenet());
+/// let custom: NormalizationSpec = serde_json::from_str(
+///     r#"{"preset": "custom", "mean": [0.5], "std": [0.25], "scale": "unit", "order": "gray"}"#,
+/// )?;
+/// assert_eq!(custom.resolve()?.mean, vec![0.5]);
+/// assert_eq!("cifar10".parse::<NormalizationSpec>()?, NormalizationSpec::Cifar10);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "preset", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum NormalizationSpec {
+    /// [`Normalization::torch_imagenet`] (byte scale, RGB).
+    TorchImagenet,
+    /// [`Normalization::caffe_imagenet`] (byte scale, BGR, std 1).
+    CaffeImagenet,
+    /// [`Normalization::cifar10`] (unit scale, RGB).
+    Cifar10,
+    /// [`Normalization::fashion_mnist`] (unit scale, grey).
+    FashionMnist,
+    /// Your own values, with the scale and order they are on.
+    Custom {
+        /// Per-channel mean.
+        mean: Vec<f32>,
+        /// Per-channel std.
+        std: Vec<f32>,
+        /// The scale of `mean` and `std`.
+        scale: Scale,
+        /// The order `mean` and `std` are listed in.
+        order: ChannelOrder,
+    },
+}
+
+impl NormalizationSpec {
+    /// The preset names [`FromStr`](std::str::FromStr) accepts.
+    pub const PRESETS: [&'static str; 4] = ["torch-imagenet", "caffe-imagenet", "cifar10", "fashion-mnist"];
+
+    /// The normalization this spec names.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`Normalization::new`] for custom values.
+    pub fn resolve(&self) -> Result<Normalization, TransformError> {
+        Ok(match self {
+            NormalizationSpec::TorchImagenet => Normalization::torch_imagenet(),
+            NormalizationSpec::CaffeImagenet => Normalization::caffe_imagenet(),
+            NormalizationSpec::Cifar10 => Normalization::cifar10(),
+            NormalizationSpec::FashionMnist => Normalization::fashion_mnist(),
+            NormalizationSpec::Custom {
+                mean,
+                std,
+                scale,
+                order,
+            } => Normalization::new("custom", mean.clone(), std.clone(), *scale, *order)?,
+        })
+    }
+}
+
+impl std::str::FromStr for NormalizationSpec {
+    type Err = TransformError;
+
+    fn from_str(s: &str) -> Result<Self, TransformError> {
+        match s {
+            "torch-imagenet" => Ok(NormalizationSpec::TorchImagenet),
+            "caffe-imagenet" => Ok(NormalizationSpec::CaffeImagenet),
+            "cifar10" => Ok(NormalizationSpec::Cifar10),
+            "fashion-mnist" => Ok(NormalizationSpec::FashionMnist),
+            other => Err(TransformError::UnknownPreset {
+                name: other.to_string(),
+                known: Self::PRESETS.join(", "),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +353,64 @@ mod tests {
             Normalization::new("x", vec![0.1], vec![0.0], Scale::Unit, ChannelOrder::Gray),
             Err(TransformError::BadStd { channel: 0, .. })
         ));
+    }
+
+    #[test]
+    fn unit_and_byte_imagenet_presets_give_the_same_values() {
+        use crate::sample::normalize_image;
+        // 0.485 · 255 = 123.675 and 0.229 · 255 = 58.395 exactly: the presets are one normalization
+        // on two scales; float rounding differs in the last bits only.
+        let px: Vec<u8> = (0..=255u8).flat_map(|v| [v, 255 - v, v / 2]).collect();
+        let img = Image::<Hwc, Bgr>::new(16, 16, px).unwrap();
+        let byte = normalize_image(&img, &Normalization::torch_imagenet()).unwrap();
+        let unit = normalize_image(&img, &Normalization::torch_imagenet_unit()).unwrap();
+        let worst = byte
+            .as_slice()
+            .iter()
+            .zip(unit.as_slice())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "max difference {worst}");
+        // The unit preset is torchvision's arithmetic: the first pixel's red is 0 (BGR [0, 255, 0]),
+        // Normalize(...)(ToTensor()(...)) gives (0/255 - 0.485)/0.229 for it.
+        assert_eq!(unit.as_slice()[0], (0f32 / 255.0 - 0.485) / 0.229);
+    }
+
+    #[test]
+    fn caffe_preset_takes_bgr_data_on_the_byte_scale() {
+        use crate::sample::{normalize_image, normalize_image_to};
+        // One BGR pixel (b=110, g=120, r=130): Caffe subtracts [103.53, 116.28, 123.675] in B, G, R.
+        let img = Image::<Hwc, Bgr>::new(1, 1, vec![110, 120, 130]).unwrap();
+        let out = normalize_image_to::<Bgr, _>(&img, &Normalization::caffe_imagenet()).unwrap();
+        assert_eq!(out.as_slice(), &[110.0 - 103.53, 120.0 - 116.28, 130.0 - 123.675]);
+        // Converting to RGB first (the torchvision habit) is refused, not silently wrong.
+        assert!(matches!(
+            normalize_image(&img, &Normalization::caffe_imagenet()),
+            Err(TransformError::OrderMismatch {
+                expected: ChannelOrder::Bgr,
+                found: ChannelOrder::Rgb,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn specs_round_trip_and_unknown_presets_list_the_known_ones() {
+        for name in NormalizationSpec::PRESETS {
+            let spec: NormalizationSpec = name.parse().unwrap();
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(json, format!("{{\"preset\":\"{name}\"}}"));
+            assert_eq!(serde_json::from_str::<NormalizationSpec>(&json).unwrap(), spec);
+            assert_eq!(spec.resolve().unwrap().name, name);
+        }
+        let err = "imagenet".parse::<NormalizationSpec>().unwrap_err().to_string();
+        assert!(
+            err.contains("imagenet") && err.contains("torch-imagenet, caffe-imagenet"),
+            "{err}"
+        );
+        let bad =
+            r#"{"preset": "custom", "mean": [0.5, 0.5], "std": [1.0], "scale": "unit", "order": "gray"}"#;
+        let spec: NormalizationSpec = serde_json::from_str(bad).unwrap();
+        assert!(matches!(spec.resolve(), Err(TransformError::ChannelCount { .. })));
     }
 }

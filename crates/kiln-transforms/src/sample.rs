@@ -19,7 +19,8 @@
 
 use kiln_data::{Chw, ColorOrder, Hwc, Image};
 
-use crate::{ModelColor, Normalization, TransformError};
+use crate::convert::{OrderValue, ReorderTo};
+use crate::{ChannelOrder, ModelColor, Normalization, TransformError};
 
 /// HWC u8 in the stored order → CHW f32 in the model's order (BGR → RGB), scaled and normalised:
 /// `(x / divisor − mean) / std`, the same operations, in the same order, as torchvision's
@@ -33,12 +34,34 @@ pub fn normalize_image<C: ModelColor>(
     img: &Image<Hwc, C>,
     norm: &Normalization,
 ) -> Result<Image<Chw, C::Out, f32>, TransformError> {
-    let tables = tables::<C>(norm)?;
+    normalize_with(img, norm, C::SOURCE, C::OUT_ORDER)
+}
+
+/// [`normalize_image`] into an explicit output order `O`: `normalize_image_to::<Bgr, _>` keeps a
+/// BGR image BGR, for Caffe-trained weights and [`Normalization::caffe_imagenet`].
+///
+/// # Errors
+///
+/// As [`normalize_image`], against `O`'s order.
+pub fn normalize_image_to<O: OrderValue, C: ReorderTo<O>>(
+    img: &Image<Hwc, C>,
+    norm: &Normalization,
+) -> Result<Image<Chw, O, f32>, TransformError> {
+    normalize_with(img, norm, C::MAP, O::ORDER)
+}
+
+fn normalize_with<C: ColorOrder, O: ColorOrder>(
+    img: &Image<Hwc, C>,
+    norm: &Normalization,
+    map: &[usize],
+    out_order: ChannelOrder,
+) -> Result<Image<Chw, O, f32>, TransformError> {
+    let tables = tables(norm, out_order)?;
     let (h, w, c) = (img.height(), img.width(), C::CHANNELS);
     let plane = h * w;
     let src = img.as_bytes();
     let mut out = vec![0f32; c * plane];
-    for (oc, &sc) in C::SOURCE.iter().enumerate() {
+    for (oc, &sc) in map.iter().enumerate() {
         let table = &tables[oc];
         for (d, px) in out[oc * plane..(oc + 1) * plane]
             .iter_mut()
@@ -109,12 +132,37 @@ pub fn resize_normalize<C: ModelColor>(
     out_w: usize,
     norm: &Normalization,
 ) -> Result<Image<Chw, C::Out, f32>, TransformError> {
-    let tables = tables::<C>(norm)?;
+    resize_normalize_with(img, out_h, out_w, norm, C::SOURCE, C::OUT_ORDER)
+}
+
+/// [`resize_normalize`] into an explicit output order `O` (see [`normalize_image_to`]).
+///
+/// # Errors
+///
+/// As [`resize_normalize`].
+pub fn resize_normalize_to<O: OrderValue, C: ReorderTo<O>>(
+    img: &Image<Hwc, C>,
+    out_h: usize,
+    out_w: usize,
+    norm: &Normalization,
+) -> Result<Image<Chw, O, f32>, TransformError> {
+    resize_normalize_with(img, out_h, out_w, norm, C::MAP, O::ORDER)
+}
+
+fn resize_normalize_with<C: ColorOrder, O: ColorOrder>(
+    img: &Image<Hwc, C>,
+    out_h: usize,
+    out_w: usize,
+    norm: &Normalization,
+    map: &[usize],
+    out_order: ChannelOrder,
+) -> Result<Image<Chw, O, f32>, TransformError> {
+    let tables = tables(norm, out_order)?;
     let c = C::CHANNELS;
     let plane = out_h * out_w;
     let mut out = vec![0f32; c * plane];
     resize_rows(img, out_h, out_w, |y, row| {
-        for (oc, &sc) in C::SOURCE.iter().enumerate() {
+        for (oc, &sc) in map.iter().enumerate() {
             let table = &tables[oc];
             let dst = &mut out[oc * plane + y * out_w..oc * plane + (y + 1) * out_w];
             for (d, px) in dst.iter_mut().zip(row.chunks_exact(c)) {
@@ -126,17 +174,17 @@ pub fn resize_normalize<C: ModelColor>(
 }
 
 /// Per output channel, the normalised value of each of the 256 input values.
-fn tables<C: ModelColor>(norm: &Normalization) -> Result<Vec<[f32; 256]>, TransformError> {
+fn tables(norm: &Normalization, out_order: ChannelOrder) -> Result<Vec<[f32; 256]>, TransformError> {
     norm.validate()?;
-    if norm.order != C::OUT_ORDER {
+    if norm.order != out_order {
         return Err(TransformError::OrderMismatch {
             name: norm.name.clone(),
             expected: norm.order,
-            found: C::OUT_ORDER,
+            found: out_order,
         });
     }
     let divisor = norm.scale.divisor();
-    Ok((0..C::CHANNELS)
+    Ok((0..out_order.channels())
         .map(|oc| {
             let (m, s) = (norm.mean[oc], norm.std[oc]);
             let mut t = [0f32; 256];
