@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         FitOutputs {
             progress: true,
             on_epoch: Some(&mut print),
+            on_warning: Some(&mut |w: &str| eprintln!("warning: {w}")),
             ..Default::default()
         },
     )?;

@@ -5,8 +5,10 @@ mod common;
 
 use burn::module::Module;
 use burn::prelude::*;
+use kiln_data::{MnistDataset, MnistSplit};
 use kiln_models::ReferenceCnnConfig;
-use kiln_train::{BatchSource, FitOutputs, TrainConfig, evaluate, fit};
+use kiln_train::{BatchSource, ClassificationSource, FitOutputs, TrainConfig, evaluate, fit};
+use kiln_transforms::{ChannelOrder, Normalization, Scale};
 
 #[test]
 fn reference_cnn_loss_falls_on_real_data() -> anyhow::Result<()> {
@@ -31,6 +33,11 @@ fn reference_cnn_loss_falls_on_real_data() -> anyhow::Result<()> {
     let result = fit(model, &src, None, &cfg, &device, FitOutputs::default())?;
     let after = evaluate(&result.model.valid(), &src, 160, &device)?;
 
+    assert!(
+        result.warnings.is_empty(),
+        "the preset fits the data: {:?}",
+        result.warnings
+    );
     let losses: Vec<f64> = result.epochs.iter().map(|r| r.train_loss).collect();
     assert_eq!(losses.len(), 4);
     assert!(losses.iter().all(|l| l.is_finite()));
@@ -73,5 +80,37 @@ fn exploding_loss_stops_the_run_with_where_it_happened() -> anyhow::Result<()> {
         Err(other) => anyhow::bail!("wrong error: {other}"),
         Ok(r) => anyhow::bail!("training with lr 1e12 finished: {:?}", r.epochs),
     }
+    Ok(())
+}
+
+#[test]
+fn a_normalization_that_does_not_fit_the_data_is_reported_on_the_first_batch() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(dir.path(), 64, 16)?;
+    // Statistics of some other dataset (bright images, little spread): Fashion-MNIST's first batch
+    // comes out with a channel mean far below 0.
+    let wrong = Normalization::new("bright", vec![0.9], vec![0.05], Scale::Unit, ChannelOrder::Gray)?;
+    let src = ClassificationSource::new(MnistDataset::from_dir(dir.path(), MnistSplit::Train)?, wrong);
+    let device = Device::flex();
+    let model = ReferenceCnnConfig::new().init(&device)?;
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
+    let mut seen = Vec::new();
+    let mut on_warning = |w: &str| seen.push(w.to_string());
+    let outputs = FitOutputs {
+        on_warning: Some(&mut on_warning),
+        ..FitOutputs::default()
+    };
+    let result = fit(model, &src, None, &cfg, &device, outputs)?;
+    assert_eq!(result.warnings.len(), 1, "{:?}", result.warnings);
+    assert!(
+        result.warnings[0].contains("channel 0 of the first batch has mean"),
+        "{:?}",
+        result.warnings
+    );
+    assert_eq!(seen, result.warnings, "the callback saw it as it happened");
     Ok(())
 }

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_data::BatchOrder;
 use kiln_models::Classifier;
+use kiln_transforms::check::check_batch;
 use serde::{Deserialize, Serialize};
 
 use crate::{BatchSource, LrSchedule, MetricsLog, TrainError};
@@ -146,6 +147,8 @@ pub struct FitOutputs<'a> {
     pub progress: bool,
     /// Called with each epoch's record as it is made (the CLI prints it).
     pub on_epoch: Option<&'a mut dyn FnMut(&EpochRecord)>,
+    /// Called with each warning as it is found (the first-batch check's; the CLI prints them).
+    pub on_warning: Option<&'a mut dyn FnMut(&str)>,
 }
 
 /// The trained model and what the run measured.
@@ -157,6 +160,8 @@ pub struct FitResult<M> {
     pub epochs: Vec<EpochRecord>,
     /// Mean training throughput over all epochs.
     pub train_images_per_s: f64,
+    /// Warnings raised during the run (e.g. by the first-batch normalisation check).
+    pub warnings: Vec<String>,
 }
 
 /// Trains `model` on `train` for `cfg.epochs`, evaluating on `val` after each epoch.
@@ -181,7 +186,9 @@ pub fn fit<M: Classifier>(
         mut log,
         progress,
         mut on_epoch,
+        mut on_warning,
     } = outputs;
+    let mut warnings = Vec::new();
     cfg.validate()?;
     if train.len() < cfg.batch_size {
         return Err(TrainError::InvalidConfig {
@@ -220,6 +227,16 @@ pub fn fit<M: Classifier>(
             let batch = train.batch(positions)?;
             if epoch == 1 && step == 0 {
                 model.check_input(&batch.shape)?;
+                // Does the first batch look normalised? (mean ≈ 0, std ≈ 1 per channel)
+                if let Some(norm) = train.normalization() {
+                    for w in check_batch(&batch.data, batch.shape, norm).warnings {
+                        let w = w.to_string();
+                        if let Some(f) = on_warning.as_deref_mut() {
+                            f(&w);
+                        }
+                        warnings.push(w);
+                    }
+                }
             }
             let n = batch.labels.len();
             let (images, targets) = batch.into_tensors(&ad);
@@ -277,6 +294,7 @@ pub fn fit<M: Classifier>(
         model,
         epochs: records,
         train_images_per_s: seen_total as f64 / train_secs_total.max(1e-9),
+        warnings,
     })
 }
 

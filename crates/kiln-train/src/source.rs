@@ -24,6 +24,11 @@ pub trait BatchSource: Send + Sync {
     ///
     /// Data, collate and transform errors, naming the sample.
     fn batch(&self, positions: &[usize]) -> Result<ChwBatch, TrainError>;
+
+    /// The normalization every batch went through, when there is one (for the first-batch check).
+    fn normalization(&self) -> Option<&Normalization> {
+        None
+    }
 }
 
 /// A classification dataset, optionally restricted to a subset of indices, plus the normalization
@@ -83,6 +88,10 @@ where
 {
     fn len(&self) -> usize {
         self.indices.as_ref().map_or_else(|| self.dataset.len(), Vec::len)
+    }
+
+    fn normalization(&self) -> Option<&Normalization> {
+        Some(&self.normalization)
     }
 
     fn batch(&self, positions: &[usize]) -> Result<ChwBatch, TrainError> {

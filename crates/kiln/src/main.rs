@@ -216,6 +216,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
             log: Some(&mut log),
             progress: !args.no_progress,
             on_epoch: Some(&mut print_epoch),
+            on_warning: Some(&mut |w: &str| eprintln!("warning: {w}")),
         },
     )?;
 
