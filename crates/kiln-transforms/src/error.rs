@@ -64,6 +64,15 @@ pub enum TransformError {
         to: [usize; 2],
     },
 
+    /// A crop window that does not fit in the image.
+    #[error("crop window {window:?} (top, left, height, width) does not fit in a {image:?} (HxW) image")]
+    BadWindow {
+        /// `[top, left, height, width]`.
+        window: [usize; 4],
+        /// The image's `[H, W]`.
+        image: [usize; 2],
+    },
+
     /// A broken invariant inside a transform (a bug in kiln, reported rather than panicking).
     #[error("internal transform error: {0}")]
     Internal(String),

@@ -26,6 +26,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod augment;
 pub mod check;
 pub mod convert;
 pub mod error;

@@ -132,7 +132,7 @@ pub fn resize_normalize<C: ModelColor>(
     out_w: usize,
     norm: &Normalization,
 ) -> Result<Image<Chw, C::Out, f32>, TransformError> {
-    resize_normalize_with(img, out_h, out_w, norm, C::SOURCE, C::OUT_ORDER)
+    resize_normalize_with(img, full(img), out_h, out_w, false, norm, C::SOURCE, C::OUT_ORDER)
 }
 
 /// [`resize_normalize`] into an explicit output order `O` (see [`normalize_image_to`]).
@@ -146,13 +146,26 @@ pub fn resize_normalize_to<O: OrderValue, C: ReorderTo<O>>(
     out_w: usize,
     norm: &Normalization,
 ) -> Result<Image<Chw, O, f32>, TransformError> {
-    resize_normalize_with(img, out_h, out_w, norm, C::MAP, O::ORDER)
+    resize_normalize_with(img, full(img), out_h, out_w, false, norm, C::MAP, O::ORDER)
 }
 
-fn resize_normalize_with<C: ColorOrder, O: ColorOrder>(
+/// The whole image as a window.
+pub(crate) fn full<C: ColorOrder>(img: &Image<Hwc, C>) -> Window {
+    Window {
+        top: 0,
+        left: 0,
+        height: img.height(),
+        width: img.width(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resize_normalize_with<C: ColorOrder, O: ColorOrder>(
     img: &Image<Hwc, C>,
+    window: Window,
     out_h: usize,
     out_w: usize,
+    flip: bool,
     norm: &Normalization,
     map: &[usize],
     out_order: ChannelOrder,
@@ -161,7 +174,7 @@ fn resize_normalize_with<C: ColorOrder, O: ColorOrder>(
     let c = C::CHANNELS;
     let plane = out_h * out_w;
     let mut out = vec![0f32; c * plane];
-    resize_rows(img, out_h, out_w, |y, row| {
+    resize_window(img, window, out_h, out_w, flip, |y, row| {
         for (oc, &sc) in map.iter().enumerate() {
             let table = &tables[oc];
             let dst = &mut out[oc * plane + y * out_w..oc * plane + (y + 1) * out_w];
@@ -206,33 +219,81 @@ fn resize_rows<C: ColorOrder>(
     img: &Image<Hwc, C>,
     out_h: usize,
     out_w: usize,
+    emit: impl FnMut(usize, &[u8]),
+) -> Result<(), TransformError> {
+    let window = Window {
+        top: 0,
+        left: 0,
+        height: img.height(),
+        width: img.width(),
+    };
+    resize_window(img, window, out_h, out_w, false, emit)
+}
+
+/// A rectangle of an image, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// First row.
+    pub top: usize,
+    /// First column.
+    pub left: usize,
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+/// [`resize_rows`] of the `window` of `img`, mirrored left–right when `flip` (a flip is just the
+/// horizontal taps in reverse order, so it costs nothing).
+pub(crate) fn resize_window<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    window: Window,
+    out_h: usize,
+    out_w: usize,
+    flip: bool,
     mut emit: impl FnMut(usize, &[u8]),
 ) -> Result<(), TransformError> {
-    let (h, w, c) = (img.height(), img.width(), C::CHANNELS);
+    let Window {
+        top,
+        left,
+        height: h,
+        width: w,
+    } = window;
+    let c = C::CHANNELS;
     if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
         return Err(TransformError::BadSize {
             from: [h, w],
             to: [out_h, out_w],
         });
     }
-    let src = img.as_bytes();
-    let line = w * c;
+    if top + h > img.height() || left + w > img.width() {
+        return Err(TransformError::BadWindow {
+            window: [top, left, h, w],
+            image: [img.height(), img.width()],
+        });
+    }
+    let (stride, line) = (img.width() * c, w * c);
+    // The window's rows, as slices of the source.
+    let row = |y: usize| {
+        let start = (top + y) * stride + left * c;
+        &img.as_bytes()[start..start + line]
+    };
     // Per output pixel: the offset of its left source pixel and the two weights. The right pixel is
     // always `c` further: the blended row carries one padding pixel, which only ever gets weight 0
     // (at the right border the left tap is clamped to the last pixel with weight 1).
-    let xt: Vec<(usize, i32, i32)> = taps(out_w, w)
+    let mut xt: Vec<(usize, i32, i32)> = taps(out_w, w)
         .into_iter()
         .map(|(sx, w0, w1)| (sx * c, w0, w1))
         .collect();
+    if flip {
+        xt.reverse();
+    }
     let mut blended = vec![0i32; line + c];
     let mut out = vec![0u8; out_w * c];
     let round = 1i32 << (2 * COEF_BITS - 1);
     for (y, (sy, w0, w1)) in taps(out_h, h).into_iter().enumerate() {
         let sy1 = (sy + 1).min(h - 1);
-        let (r0, r1) = (
-            &src[sy * line..(sy + 1) * line],
-            &src[sy1 * line..(sy1 + 1) * line],
-        );
+        let (r0, r1) = (row(sy), row(sy1));
         for ((b, &p0), &p1) in blended[..line].iter_mut().zip(r0).zip(r1) {
             *b = i32::from(p0) * w0 + i32::from(p1) * w1;
         }

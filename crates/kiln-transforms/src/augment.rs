@@ -1,0 +1,344 @@
+//! Random augmentation, seeded by the loader's per-sample generator, with box-aware forms.
+//!
+//! * [`RandomResizedCrop`] — torchvision's parameters: area fraction in `scale` (0.08, 1), aspect
+//!   ratio log-uniform in `ratio` (3/4, 4/3), 10 attempts, then the centre-crop fallback.
+//! * [`random_flip`] — a horizontal flip with probability `p`.
+//! * [`crop_resize`] / [`crop_resize_normalize`] — a window of the image resized (bilinear,
+//!   OpenCV geometry) and optionally mirrored, in one pass; the second also normalises into CHW f32.
+//!   Cropping copies nothing and a flip costs nothing (the taps run backwards).
+//! * [`map_boxes`] — boxes through the same crop, resize and flip: shifted, scaled, mirrored, clipped
+//!   to the output, and dropped (with their labels) when nothing is left of them.
+//!
+//! ```
+//! use kiln_data::{Bgr, Hwc, Image, SampleRng};
+//! use kiln_transforms::augment::{crop_resize_normalize, map_boxes, random_flip, RandomResizedCrop};
+//! use kiln_transforms::Normalization;
+//!
+//! let img = Image::<Hwc, Bgr>::new(100, 80, vec![128; 100 * 80 * 3])?;
+//! let mut rng = SampleRng::new(7); // the loader hands each sample its own
+//! let window = RandomResizedCrop::new(64, 64).sample(img.height(), img.width(), &mut rng);
+//! let flip = random_flip(&mut rng, 0.5);
+//! let x = crop_resize_normalize(&img, window, 64, 64, flip, &Normalization::torch_imagenet_unit())?;
+//! assert_eq!(x.chw_shape(), [3, 64, 64]);
+//! let boxes = map_boxes(&[[10.0, 10.0, 40.0, 50.0]], &[3], window, [64, 64], flip);
+//! assert!(boxes.boxes.len() <= 1); // kept if any of it is inside the crop
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use kiln_data::{Chw, ColorOrder, Hwc, Image, SampleRng};
+
+pub use crate::sample::Window;
+use crate::sample::{resize_normalize_with, resize_window};
+use crate::{ModelColor, Normalization, TransformError};
+
+/// torchvision's `RandomResizedCrop` parameters; `sample` draws a crop window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomResizedCrop {
+    /// Output height.
+    pub height: usize,
+    /// Output width.
+    pub width: usize,
+    /// Range of the crop's area as a fraction of the image's (default `(0.08, 1.0)`).
+    pub scale: (f64, f64),
+    /// Range of the crop's aspect ratio w/h, drawn log-uniformly (default `(3/4, 4/3)`).
+    pub ratio: (f64, f64),
+}
+
+impl RandomResizedCrop {
+    /// torchvision's defaults for an output of `height` × `width`.
+    pub fn new(height: usize, width: usize) -> Self {
+        Self {
+            height,
+            width,
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+        }
+    }
+
+    /// A crop window of an `img_h` × `img_w` image, by torchvision's `get_params`: up to 10 draws of
+    /// (area, log-ratio); the first that fits is placed uniformly; otherwise a centre crop clamped
+    /// to the ratio range.
+    pub fn sample(&self, img_h: usize, img_w: usize, rng: &mut SampleRng) -> Window {
+        let area = (img_h * img_w) as f64;
+        let (lr0, lr1) = (self.ratio.0.ln(), self.ratio.1.ln());
+        for _ in 0..10 {
+            let target = area * rng.uniform_in(self.scale.0, self.scale.1);
+            let aspect = rng.uniform_in(lr0, lr1).exp();
+            let w = (target * aspect).sqrt().round() as usize;
+            let h = (target / aspect).sqrt().round() as usize;
+            if 0 < w && w <= img_w && 0 < h && h <= img_h {
+                let top = rng.below((img_h - h + 1) as u64) as usize;
+                let left = rng.below((img_w - w + 1) as u64) as usize;
+                return Window {
+                    top,
+                    left,
+                    height: h,
+                    width: w,
+                };
+            }
+        }
+        centre_fallback(img_h, img_w, self.ratio)
+    }
+}
+
+/// torchvision's fallback: the whole image, trimmed to the nearest allowed aspect ratio, centred.
+fn centre_fallback(img_h: usize, img_w: usize, ratio: (f64, f64)) -> Window {
+    let in_ratio = img_w as f64 / img_h as f64;
+    let (min_r, max_r) = (ratio.0.min(ratio.1), ratio.0.max(ratio.1));
+    let (h, w) = if in_ratio < min_r {
+        (((img_w as f64) / min_r).round() as usize, img_w)
+    } else if in_ratio > max_r {
+        (img_h, ((img_h as f64) * max_r).round() as usize)
+    } else {
+        (img_h, img_w)
+    };
+    let (h, w) = (h.clamp(1, img_h.max(1)), w.clamp(1, img_w.max(1)));
+    Window {
+        top: (img_h - h) / 2,
+        left: (img_w - w) / 2,
+        height: h,
+        width: w,
+    }
+}
+
+/// True with probability `p` (torchvision's `RandomHorizontalFlip(p)` decision).
+pub fn random_flip(rng: &mut SampleRng, p: f64) -> bool {
+    rng.uniform() < p
+}
+
+/// The `window` of `img`, resized to `out_h × out_w` (bilinear) and mirrored when `flip`.
+///
+/// # Errors
+///
+/// [`TransformError::BadWindow`] when the window does not fit, [`TransformError::BadSize`] for
+/// empty sizes.
+pub fn crop_resize<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    window: Window,
+    out_h: usize,
+    out_w: usize,
+    flip: bool,
+) -> Result<Image<Hwc, C>, TransformError> {
+    let row_len = out_w * C::CHANNELS;
+    let mut out = vec![0u8; out_h * row_len];
+    resize_window(img, window, out_h, out_w, flip, |y, row| {
+        out[y * row_len..(y + 1) * row_len].copy_from_slice(row);
+    })?;
+    Image::new(out_h, out_w, out).map_err(|e| TransformError::Internal(e.to_string()))
+}
+
+/// [`crop_resize`] then [`normalize_image`](crate::normalize_image), in one pass.
+///
+/// # Errors
+///
+/// Those of [`crop_resize`] and of the normalization.
+pub fn crop_resize_normalize<C: ModelColor>(
+    img: &Image<Hwc, C>,
+    window: Window,
+    out_h: usize,
+    out_w: usize,
+    flip: bool,
+    norm: &Normalization,
+) -> Result<Image<Chw, C::Out, f32>, TransformError> {
+    resize_normalize_with(img, window, out_h, out_w, flip, norm, C::SOURCE, C::OUT_ORDER)
+}
+
+/// Boxes after [`map_boxes`], with what was applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedBoxes {
+    /// `[x1, y1, x2, y2]` in output pixels, clipped to the output.
+    pub boxes: Vec<[f32; 4]>,
+    /// The labels of the kept boxes.
+    pub labels: Vec<u32>,
+    /// Index in the input of each kept box.
+    pub kept: Vec<usize>,
+    /// `[output / window]` for height and width.
+    pub scale: [f32; 2],
+}
+
+/// Moves `boxes` (`[x1, y1, x2, y2]` in the image's pixels) through a crop to `window`, a resize to
+/// `out` (`[H, W]`) and an optional horizontal flip. Boxes are clipped to the output; a box with no
+/// area left is dropped with its label.
+pub fn map_boxes(
+    boxes: &[[f32; 4]],
+    labels: &[u32],
+    window: Window,
+    out: [usize; 2],
+    flip: bool,
+) -> MappedBoxes {
+    let sy = out[0] as f32 / window.height.max(1) as f32;
+    let sx = out[1] as f32 / window.width.max(1) as f32;
+    let (w_out, h_out) = (out[1] as f32, out[0] as f32);
+    let mut result = MappedBoxes {
+        boxes: Vec::new(),
+        labels: Vec::new(),
+        kept: Vec::new(),
+        scale: [sy, sx],
+    };
+    for (i, (b, &label)) in boxes.iter().zip(labels).enumerate() {
+        let mut x1 = ((b[0] - window.left as f32) * sx).clamp(0.0, w_out);
+        let mut x2 = ((b[2] - window.left as f32) * sx).clamp(0.0, w_out);
+        let y1 = ((b[1] - window.top as f32) * sy).clamp(0.0, h_out);
+        let y2 = ((b[3] - window.top as f32) * sy).clamp(0.0, h_out);
+        if flip {
+            (x1, x2) = (w_out - x2, w_out - x1);
+        }
+        if x2 > x1 && y2 > y1 {
+            result.boxes.push([x1, y1, x2, y2]);
+            result.labels.push(label);
+            result.kept.push(i);
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChannelOrder, Scale, normalize_image, resize_bilinear};
+    use kiln_data::{Bgr, Gray};
+
+    fn ramp(h: usize, w: usize) -> Image<Hwc, Bgr> {
+        let px = (0..h * w * 3).map(|i| ((i * 7) % 251) as u8).collect();
+        Image::new(h, w, px).unwrap()
+    }
+
+    #[test]
+    fn windows_follow_torchvision_bounds_and_are_seeded() {
+        let rrc = RandomResizedCrop::new(224, 224);
+        let mut fallbacks = 0;
+        for seed in 0..2000 {
+            let win = rrc.sample(256, 300, &mut SampleRng::new(seed));
+            assert!(
+                win.top + win.height <= 256 && win.left + win.width <= 300,
+                "{win:?}"
+            );
+            let frac = (win.height * win.width) as f64 / (256.0 * 300.0);
+            let ratio = win.width as f64 / win.height as f64;
+            // Rounding to whole pixels moves area and ratio slightly past the drawn values.
+            assert!((0.075..=1.0).contains(&frac), "{win:?} area fraction {frac}");
+            assert!((0.73..=1.37).contains(&ratio), "{win:?} ratio {ratio}");
+            if win == centre_fallback(256, 300, rrc.ratio) {
+                fallbacks += 1;
+            }
+        }
+        assert!(
+            fallbacks < 20,
+            "fallback is rare for a near-square image: {fallbacks}"
+        );
+        let a = rrc.sample(256, 300, &mut SampleRng::new(5));
+        assert_eq!(a, rrc.sample(256, 300, &mut SampleRng::new(5)));
+    }
+
+    #[test]
+    fn impossible_draws_fall_back_to_torchvisions_centre_crop() {
+        // scale > 1 can never fit: torchvision's fallback for a 100x400 image (ratio 4 > 4/3) is
+        // h = 100, w = round(100 · 4/3) = 133, at ((100-100)//2, (400-133)//2) = (0, 133).
+        let rrc = RandomResizedCrop {
+            scale: (2.0, 3.0),
+            ..RandomResizedCrop::new(10, 10)
+        };
+        let win = rrc.sample(100, 400, &mut SampleRng::new(1));
+        assert_eq!(
+            win,
+            Window {
+                top: 0,
+                left: 133,
+                height: 100,
+                width: 133
+            }
+        );
+        // A tall 400x100 image: w = 100, h = round(100 / (3/4)) = 133, top (400-133)//2 = 133.
+        let win = rrc.sample(400, 100, &mut SampleRng::new(1));
+        assert_eq!(
+            win,
+            Window {
+                top: 133,
+                left: 0,
+                height: 133,
+                width: 100
+            }
+        );
+    }
+
+    #[test]
+    fn crop_resize_is_resize_of_the_cropped_image_and_flip_mirrors() {
+        let img = ramp(20, 30);
+        let win = Window {
+            top: 3,
+            left: 5,
+            height: 11,
+            width: 17,
+        };
+        // The crop copied out by hand, then resized.
+        let mut px = Vec::new();
+        for y in 3..14 {
+            px.extend_from_slice(&img.as_bytes()[(y * 30 + 5) * 3..(y * 30 + 22) * 3]);
+        }
+        let cropped = Image::<Hwc, Bgr>::new(11, 17, px).unwrap();
+        let want = resize_bilinear(&cropped, 8, 9).unwrap();
+        assert_eq!(crop_resize(&img, win, 8, 9, false).unwrap(), want);
+        let flipped = crop_resize(&img, win, 8, 9, true).unwrap();
+        for y in 0..8 {
+            for x in 0..9 {
+                let a = &flipped.as_bytes()[(y * 9 + x) * 3..(y * 9 + x) * 3 + 3];
+                let b = &want.as_bytes()[(y * 9 + 8 - x) * 3..(y * 9 + 8 - x) * 3 + 3];
+                assert_eq!(a, b, "({y}, {x})");
+            }
+        }
+        let norm = Normalization::torch_imagenet_unit();
+        assert_eq!(
+            crop_resize_normalize(&img, win, 8, 9, true, &norm).unwrap(),
+            normalize_image(&flipped, &norm).unwrap()
+        );
+        let bad = Window { top: 15, ..win };
+        assert!(matches!(
+            crop_resize(&img, bad, 8, 9, false),
+            Err(TransformError::BadWindow { .. })
+        ));
+        let grey = Image::<Hwc, Gray>::new(2, 2, vec![1, 2, 3, 4]).unwrap();
+        let g = Normalization::new("g", vec![0.0], vec![1.0], Scale::Byte, ChannelOrder::Gray).unwrap();
+        let full = Window {
+            top: 0,
+            left: 0,
+            height: 2,
+            width: 2,
+        };
+        assert_eq!(
+            crop_resize_normalize(&grey, full, 2, 2, true, &g)
+                .unwrap()
+                .as_slice(),
+            &[2.0, 1.0, 4.0, 3.0]
+        );
+    }
+
+    #[test]
+    fn boxes_move_scale_flip_clip_and_drop_with_the_image() {
+        // A 100x200 image, crop rows 20..70 and columns 50..150 (50x100), resize to 100x100
+        // (x scale 1, y scale 2), then flip.
+        let win = Window {
+            top: 20,
+            left: 50,
+            height: 50,
+            width: 100,
+        };
+        let boxes = [
+            [60.0, 30.0, 80.0, 40.0],   // inside
+            [0.0, 0.0, 40.0, 10.0],     // entirely outside: dropped
+            [140.0, 60.0, 190.0, 90.0], // partly outside: clipped
+        ];
+        let out = map_boxes(&boxes, &[1, 2, 3], win, [100, 100], false);
+        assert_eq!(out.kept, vec![0, 2]);
+        assert_eq!(out.labels, vec![1, 3]);
+        assert_eq!(out.scale, [2.0, 1.0]);
+        assert_eq!(
+            out.boxes,
+            vec![[10.0, 20.0, 30.0, 40.0], [90.0, 80.0, 100.0, 100.0]]
+        );
+        let flipped = map_boxes(&boxes, &[1, 2, 3], win, [100, 100], true);
+        assert_eq!(
+            flipped.boxes,
+            vec![[70.0, 20.0, 90.0, 40.0], [0.0, 80.0, 10.0, 100.0]]
+        );
+    }
+}
