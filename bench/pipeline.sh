@@ -4,8 +4,10 @@
 #
 #   bash bench/pipeline.sh [RUNS=5] [WORKERS=2]
 #
-# kiln: decode (cv2.imread-equal) → resize 224 → ImageNet-normalised CHW f32 → batch 64 on flex.
-# torchvision: decode (PIL) → RandomResizedCrop 224 → flip → ToTensor → Normalize → batch 64.
+# Both: decode → RandomResizedCrop 224 → random horizontal flip → ImageNet-normalised CHW f32 →
+# shuffled batches of 64. kiln decodes as cv2.imread and resizes bilinearly (OpenCV geometry);
+# torchvision decodes with PIL and resizes with antialiasing. Extra kiln flags (e.g. --resize-only)
+# can follow in KILN_FLAGS.
 # Needs: pip install torch torchvision pillow scikit-learn numpy. Prints each run and medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +27,7 @@ trap 'rm -rf "$tmp"' EXIT
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 for i in $(seq 1 "$RUNS"); do
-  "$KILN" "$DATA" --workers "$WORKERS" \
+  "$KILN" "$DATA" --workers "$WORKERS" ${KILN_FLAGS:-} \
     | sed -n 's/.*pipeline_images_per_s=\([0-9.]*\).*/\1/p' | tee -a "$tmp/kiln.txt" | sed "s/^/kiln run $i: img\/s /"
   python3 ../shared/bench/torch_pipeline.py "$DATA" --workers "$WORKERS" \
     | sed -n 's/.*pipeline_images_per_s=\([0-9.]*\).*/\1/p' | tee -a "$tmp/torch.txt" | sed "s/^/torchvision run $i: img\/s /"
@@ -34,7 +36,7 @@ done
 k=$(median < "$tmp/kiln.txt")
 t=$(median < "$tmp/torch.txt")
 echo
-echo "| JPEG ImageFolder → 224 → normalised batch of 64, $WORKERS workers | img/s (median of $RUNS) |"
+echo "| JPEG ImageFolder → RandomResizedCrop 224 + flip → normalised batch of 64, $WORKERS workers | img/s (median of $RUNS) |"
 echo "|---|---|"
 echo "| kiln loader | $k |"
 echo "| torchvision $(python3 -c 'import torchvision; print(torchvision.__version__)') DataLoader | $t |"

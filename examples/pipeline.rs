@@ -1,11 +1,12 @@
-//! Input-pipeline throughput: ImageFolder of JPEGs → decode (as cv2.imread) → resize to 224×224 →
-//! normalised CHW f32 (ImageNet preset) → batches of 64 on the flex device, with N loader workers.
+//! Input-pipeline throughput: ImageFolder of JPEGs → decode (as cv2.imread) → RandomResizedCrop 224 →
+//! random horizontal flip → normalised CHW f32 (ImageNet preset) → batches of 64 on the flex device,
+//! with N loader workers: the same pipeline as torchvision's in `torch_pipeline.py`.
 //!
 //! The peer is `../shared/bench/torch_pipeline.py` (torchvision ImageFolder + DataLoader); run both
 //! side by side with `bash bench/pipeline.sh`. Also the smallest complete use of the loader.
 //!
 //! ```sh
-//! cargo run --release -p kiln-suite --example pipeline -- ROOT [--workers 2] [--batch 64] [--size 224] [--epochs 1]
+//! cargo run --release -p kiln-suite --example pipeline -- ROOT [--workers 2] [--batch 64] [--size 224] [--epochs 1] [--resize-only]
 //! ```
 
 use std::time::Instant;
@@ -14,12 +15,14 @@ use anyhow::{Context, bail};
 use burn::prelude::*;
 use kiln_data::batcher::{ClassSample, ClassificationBatcher};
 use kiln_data::{DataError, ImageFolder, ImageFolderItem, Loader, LoaderConfig, Rgb, SampleRng};
-use kiln_transforms::{ChannelOrder, Normalization, Scale, resize_normalize};
+use kiln_transforms::augment::{RandomResizedCrop, crop_resize_normalize, random_flip};
+use kiln_transforms::{Normalization, resize_normalize};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut root = None;
     let (mut workers, mut batch, mut size, mut epochs) = (2usize, 64usize, 224usize, 1u64);
+    let mut resize_only = false;
     while let Some(a) = args.next() {
         let mut value = |name: &str| -> anyhow::Result<String> {
             args.next().with_context(|| format!("{name} needs a value"))
@@ -29,6 +32,7 @@ fn main() -> anyhow::Result<()> {
             "--batch" => batch = value("--batch")?.parse()?,
             "--size" => size = value("--size")?.parse()?,
             "--epochs" => epochs = value("--epochs")?.parse()?,
+            "--resize-only" => resize_only = true,
             s if s.starts_with("--") => bail!("unknown option {s}"),
             s => root = Some(s.to_string()),
         }
@@ -36,7 +40,9 @@ fn main() -> anyhow::Result<()> {
     // glibc: keep freed batch memory for reuse instead of page-faulting it back in (see
     // kiln_data::alloc). KILN_DEFAULT_MALLOC=1 measures without it.
     let tuned = kiln_data::alloc::tune_for_loading();
-    let root = root.context("usage: pipeline ROOT [--workers 2] [--batch 64] [--size 224] [--epochs 1]")?;
+    let root = root.context(
+        "usage: pipeline ROOT [--workers 2] [--batch 64] [--size 224] [--epochs 1] [--resize-only]",
+    )?;
 
     let dataset = ImageFolder::new(&root)?;
     for w in dataset.warnings() {
@@ -44,18 +50,22 @@ fn main() -> anyhow::Result<()> {
     }
     let num_classes = dataset.classes().len();
     // torchvision's ImageNet preset, on the unit scale, RGB.
-    let norm = Normalization::new(
-        "imagenet-torch",
-        vec![0.485, 0.456, 0.406],
-        vec![0.229, 0.224, 0.225],
-        Scale::Unit,
-        ChannelOrder::Rgb,
-    )?;
+    let norm = Normalization::torch_imagenet_unit();
+    let crop = RandomResizedCrop::new(size, size);
+    // torchvision's RandomResizedCrop(size) + RandomHorizontalFlip() + ToTensor() + Normalize(),
+    // with the randomness drawn from the sample's own generator; `--resize-only` resizes the whole
+    // image instead (the pipeline measured before augmentation existed).
     let transform =
-        move |item: ImageFolderItem, _rng: &mut SampleRng| -> Result<ClassSample<Rgb>, DataError> {
-            // resize_bilinear then normalize_image, fused into one pass.
-            let image = resize_normalize(&item.image, size, size, &norm)
-                .map_err(|e| DataError::Custom(e.to_string()))?;
+        move |item: ImageFolderItem, rng: &mut SampleRng| -> Result<ClassSample<Rgb>, DataError> {
+            let img = &item.image;
+            let image = if resize_only {
+                resize_normalize(img, size, size, &norm)
+            } else {
+                let window = crop.sample(img.height(), img.width(), rng);
+                let flip = random_flip(rng, 0.5);
+                crop_resize_normalize(img, window, size, size, flip, &norm)
+            }
+            .map_err(|e| DataError::Custom(e.to_string()))?;
             Ok(ClassSample {
                 image,
                 label: item.label,
