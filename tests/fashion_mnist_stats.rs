@@ -3,7 +3,7 @@
 mod common;
 
 use kiln_data::{Gray, MnistDataset, MnistSplit};
-use kiln_transforms::{ChannelStats, Normalization, Scale};
+use kiln_transforms::{ChannelStats, Normalization, Scale, dataset_stats};
 
 fn stats_of(dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
     let train = MnistDataset::from_dir(dir, MnistSplit::Train)?;
@@ -45,5 +45,52 @@ fn preset_equals_full_training_set_statistics() -> anyhow::Result<()> {
     let preset = Normalization::fashion_mnist();
     assert!((f64::from(preset.mean[0]) - mean).abs() < 1e-7);
     assert!((f64::from(preset.std[0]) - std).abs() < 1e-7);
+    Ok(())
+}
+
+#[test]
+fn parallel_dataset_stats_equal_numpy_for_any_worker_count() -> anyhow::Result<()> {
+    // numpy, float64, on the vendored 10,000 training images:
+    //   x = np.frombuffer(gzip.open("train-images-idx3-ubyte.gz").read()[16:], np.uint8) / 255
+    //   x.mean() = 0.2863089170668267, x.std() = 0.35401796410642805
+    let mut reference = None;
+    for workers in [0, 1, 3] {
+        let train = MnistDataset::from_dir(common::vendored_data(), MnistSplit::Train)?;
+        let mut calls = 0;
+        let stats = dataset_stats(train, workers, |done, total| {
+            calls += 1;
+            assert!(done <= total && total == 10_000);
+        })?;
+        assert_eq!(calls, 40, "one progress call per 256-image chunk");
+        let (mean, std) = stats.mean_std(Scale::Unit)?;
+        assert!((mean[0] - 0.286_308_917_066_826_7).abs() < 1e-12, "{mean:?}");
+        assert!((std[0] - 0.354_017_964_106_428_05).abs() < 1e-12, "{std:?}");
+        // Byte scale: the same numbers × 255.
+        let (mean_b, _) = stats.mean_std(Scale::Byte)?;
+        assert!((mean_b[0] - 255.0 * mean[0]).abs() < 1e-9);
+        match &reference {
+            None => reference = Some(stats),
+            Some(r) => assert_eq!(&stats, r, "{workers} workers"),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn dataset_stats_are_in_the_models_channel_order() -> anyhow::Result<()> {
+    // CIFAR records store R, G, B planes; kiln reads them as BGR and reports statistics in RGB.
+    let dir = tempfile::tempdir()?;
+    let mut bytes = Vec::new();
+    for (r, g, b) in [(10u8, 20u8, 30u8), (30, 40, 50)] {
+        bytes.push(0);
+        for v in [r, g, b] {
+            bytes.extend(std::iter::repeat_n(v, 1024));
+        }
+    }
+    std::fs::write(dir.path().join("test_batch.bin"), bytes)?;
+    let ds = kiln_data::CifarDataset::cifar10(dir.path(), kiln_data::CifarSplit::Test)?;
+    let (mean, std) = dataset_stats(ds, 2, |_, _| ())?.mean_std(Scale::Byte)?;
+    assert_eq!(mean, vec![20.0, 30.0, 40.0], "R, G, B");
+    assert_eq!(std, vec![10.0, 10.0, 10.0]);
     Ok(())
 }

@@ -4,9 +4,70 @@
 //! pixels), so the mean and population std are as precise as f64 allows, independent of order —
 //! chunks accumulated in parallel and [`ChannelStats::merge`]d give bit-identical results.
 
-use kiln_data::ImageBatch;
+use burn::data::dataset::Dataset;
+use kiln_data::batcher::{Collate, Indexed};
+use kiln_data::{DataError, Hwc, Image, ImageBatch, LabeledImage, Loader, LoaderConfig, SampleRng};
 
 use crate::{ModelColor, Scale, TransformError};
+
+/// Per-channel statistics of every image of `dataset`, in the model's channel order, read through
+/// the [`Loader`] on `num_workers` threads (0 = this thread). Exact integer sums, so the result is
+/// the same for any worker count and equals numpy's float64 mean/std of the same pixels to ~1e-15.
+/// `progress` is called with (images done, total) after each chunk.
+///
+/// # Errors
+///
+/// The first sample that fails to load, naming its index (and file).
+pub fn dataset_stats<D, I, C>(
+    dataset: D,
+    num_workers: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ChannelStats, DataError>
+where
+    D: Dataset<I, DataError> + 'static,
+    I: LabeledImage<C> + 'static,
+    C: ModelColor,
+{
+    let total = dataset.len();
+    let config = LoaderConfig {
+        batch_size: 256,
+        shuffle: false,
+        num_workers,
+        ..LoaderConfig::default()
+    };
+    let image_of: fn(I, &mut SampleRng) -> Result<Image<Hwc, C>, DataError> =
+        |item, _| Ok(item.into_parts().0);
+    let loader = Loader::new(
+        dataset,
+        image_of,
+        StatsCollate::<C>(std::marker::PhantomData),
+        config,
+    )?;
+    let mut stats = ChannelStats::new(C::SOURCE.len());
+    let mut done = 0;
+    for chunk in loader.iter() {
+        let (part, n) = chunk?;
+        stats.merge(&part);
+        done += n;
+        progress(done, total);
+    }
+    Ok(stats)
+}
+
+/// A "batcher" that reduces a chunk of images to their statistics (so workers do the sums).
+struct StatsCollate<C>(std::marker::PhantomData<fn() -> C>);
+
+impl<C: ModelColor> Collate<Image<Hwc, C>> for StatsCollate<C> {
+    type Batch = (ChannelStats, usize);
+
+    fn collate(&self, items: Vec<Indexed<Image<Hwc, C>>>) -> Result<Self::Batch, DataError> {
+        let mut stats = ChannelStats::new(C::SOURCE.len());
+        for item in &items {
+            stats.add_hwc::<C>(item.item.as_bytes());
+        }
+        Ok((stats, items.len()))
+    }
+}
 
 /// Running per-channel sums over u8 pixels, in the model's channel order.
 #[derive(Debug, Clone, PartialEq, Eq)]
