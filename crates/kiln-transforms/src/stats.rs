@@ -35,11 +35,9 @@ where
         num_workers,
         ..LoaderConfig::default()
     };
-    let image_of: fn(I, &mut SampleRng) -> Result<Image<Hwc, C>, DataError> =
-        |item, _| Ok(item.into_parts().0);
     let loader = Loader::new(
         dataset,
-        image_of,
+        image_of::<I, C>,
         StatsCollate::<C>(std::marker::PhantomData),
         config,
     )?;
@@ -52,6 +50,14 @@ where
         progress(done, total);
     }
     Ok(stats)
+}
+
+/// The per-sample transform of [`dataset_stats`]: the image, as decoded.
+fn image_of<I: LabeledImage<C>, C: ModelColor>(
+    item: I,
+    _: &mut SampleRng,
+) -> Result<Image<Hwc, C>, DataError> {
+    Ok(item.into_parts().0)
 }
 
 /// A "batcher" that reduces a chunk of images to their statistics (so workers do the sums).
