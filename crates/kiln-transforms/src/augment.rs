@@ -8,6 +8,9 @@
 //!   Cropping copies nothing and a flip costs nothing (the taps run backwards).
 //! * [`map_boxes`] — boxes through the same crop, resize and flip: shifted, scaled, mirrored, clipped
 //!   to the output, and dropped (with their labels) when nothing is left of them.
+//! * [`center_window`] — torchvision's `CenterCrop` position (Python rounding).
+//! * [`RandomCrop`] / [`pad_crop`] — torchvision's `RandomCrop(size, padding)` (CIFAR's pad-4), zero or
+//!   reflect padding, without building the padded image; [`shift_boxes`] moves boxes with it.
 //!
 //! ```
 //! use kiln_data::{Bgr, Hwc, Image, SampleRng};
@@ -192,6 +195,191 @@ pub fn map_boxes(
     result
 }
 
+/// torchvision's `CenterCrop` window: `top = round((h − th) / 2)`, `left = round((w − tw) / 2)`,
+/// with Python's round-half-to-even.
+///
+/// # Errors
+///
+/// [`TransformError::BadWindow`] when the crop is larger than the image (pad first).
+pub fn center_window(
+    img_h: usize,
+    img_w: usize,
+    height: usize,
+    width: usize,
+) -> Result<Window, TransformError> {
+    if height > img_h || width > img_w || height == 0 || width == 0 {
+        return Err(TransformError::BadWindow {
+            window: [0, 0, height, width],
+            image: [img_h, img_w],
+        });
+    }
+    let half_even = |d: usize| {
+        // round(d / 2) with ties to even: d/2 is a tie exactly when d is odd.
+        let q = d / 2;
+        if d % 2 == 1 && q % 2 == 1 { q + 1 } else { q }
+    };
+    Ok(Window {
+        top: half_even(img_h - height),
+        left: half_even(img_w - width),
+        height,
+        width,
+    })
+}
+
+/// How [`pad_crop`] fills pixels outside the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PadMode {
+    /// Zeros (torchvision's default `fill=0`).
+    #[default]
+    Zero,
+    /// Mirror without repeating the edge (`padding_mode="reflect"`, numpy's `reflect`).
+    Reflect,
+}
+
+/// torchvision's `RandomCrop(size, padding)`: pad every side by `padding`, then crop
+/// `height × width` at a uniform position (CIFAR's classic `RandomCrop(32, padding=4)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RandomCrop {
+    /// Crop height.
+    pub height: usize,
+    /// Crop width.
+    pub width: usize,
+    /// Padding on every side.
+    pub padding: usize,
+    /// How the padding is filled.
+    pub mode: PadMode,
+}
+
+impl RandomCrop {
+    /// The crop's top-left corner in padded coordinates, drawn uniformly.
+    ///
+    /// # Errors
+    ///
+    /// [`TransformError::BadWindow`] when the crop is larger than the padded image.
+    pub fn sample(
+        &self,
+        img_h: usize,
+        img_w: usize,
+        rng: &mut SampleRng,
+    ) -> Result<[usize; 2], TransformError> {
+        let (ph, pw) = (img_h + 2 * self.padding, img_w + 2 * self.padding);
+        if self.height > ph || self.width > pw {
+            return Err(TransformError::BadWindow {
+                window: [0, 0, self.height, self.width],
+                image: [ph, pw],
+            });
+        }
+        let top = rng.below((ph - self.height + 1) as u64) as usize;
+        let left = rng.below((pw - self.width + 1) as u64) as usize;
+        Ok([top, left])
+    }
+
+    /// Draws a position and crops; also returns the shift `[dy, dx] = padding − corner` that moves
+    /// image coordinates into crop coordinates (for [`shift_boxes`]).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`RandomCrop::sample`] and [`pad_crop`].
+    pub fn apply<C: ColorOrder>(
+        &self,
+        img: &Image<Hwc, C>,
+        rng: &mut SampleRng,
+    ) -> Result<(Image<Hwc, C>, [f32; 2]), TransformError> {
+        let [top, left] = self.sample(img.height(), img.width(), rng)?;
+        let out = pad_crop(
+            img,
+            self.padding,
+            self.mode,
+            [top, left],
+            [self.height, self.width],
+        )?;
+        let shift = [
+            self.padding as f32 - top as f32,
+            self.padding as f32 - left as f32,
+        ];
+        Ok((out, shift))
+    }
+}
+
+/// The `size` (`[H, W]`) crop at `corner` (`[top, left]`, in padded coordinates) of `img` padded by
+/// `padding` on every side, without building the padded image.
+///
+/// # Errors
+///
+/// [`TransformError::BadWindow`] when the crop leaves the padded image, or reflect padding is at
+/// least as wide as the image.
+pub fn pad_crop<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    padding: usize,
+    mode: PadMode,
+    corner: [usize; 2],
+    size: [usize; 2],
+) -> Result<Image<Hwc, C>, TransformError> {
+    let (h, w, c) = (img.height(), img.width(), C::CHANNELS);
+    let bad = TransformError::BadWindow {
+        window: [corner[0], corner[1], size[0], size[1]],
+        image: [h + 2 * padding, w + 2 * padding],
+    };
+    if corner[0] + size[0] > h + 2 * padding || corner[1] + size[1] > w + 2 * padding || h == 0 || w == 0 {
+        return Err(bad);
+    }
+    if mode == PadMode::Reflect && (padding >= h || padding >= w) {
+        return Err(bad);
+    }
+    // Source index of a padded coordinate, or None for zero padding.
+    let source = |p: usize, n: usize| -> Option<usize> {
+        let q = p as isize - padding as isize;
+        let n = n as isize;
+        match mode {
+            _ if (0..n).contains(&q) => Some(q as usize),
+            PadMode::Zero => None,
+            PadMode::Reflect => Some(if q < 0 {
+                (-q) as usize
+            } else {
+                (2 * n - 2 - q) as usize
+            }),
+        }
+    };
+    let src = img.as_bytes();
+    let mut out = vec![0u8; size[0] * size[1] * c];
+    for y in 0..size[0] {
+        let Some(sy) = source(corner[0] + y, h) else {
+            continue;
+        };
+        for x in 0..size[1] {
+            if let Some(sx) = source(corner[1] + x, w) {
+                let (d, s) = ((y * size[1] + x) * c, (sy * w + sx) * c);
+                out[d..d + c].copy_from_slice(&src[s..s + c]);
+            }
+        }
+    }
+    Image::new(size[0], size[1], out).map_err(|e| TransformError::Internal(e.to_string()))
+}
+
+/// Boxes moved by `shift` (`[dy, dx]`, e.g. from [`RandomCrop::apply`]) into an output of `out`
+/// (`[H, W]`): clipped, and dropped with their labels when nothing is left.
+pub fn shift_boxes(boxes: &[[f32; 4]], labels: &[u32], shift: [f32; 2], out: [usize; 2]) -> MappedBoxes {
+    let (h, w) = (out[0] as f32, out[1] as f32);
+    let mut result = MappedBoxes {
+        boxes: Vec::new(),
+        labels: Vec::new(),
+        kept: Vec::new(),
+        scale: [1.0, 1.0],
+    };
+    for (i, (b, &label)) in boxes.iter().zip(labels).enumerate() {
+        let x1 = (b[0] + shift[1]).clamp(0.0, w);
+        let x2 = (b[2] + shift[1]).clamp(0.0, w);
+        let y1 = (b[1] + shift[0]).clamp(0.0, h);
+        let y2 = (b[3] + shift[0]).clamp(0.0, h);
+        if x2 > x1 && y2 > y1 {
+            result.boxes.push([x1, y1, x2, y2]);
+            result.labels.push(label);
+            result.kept.push(i);
+        }
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +528,97 @@ mod tests {
             flipped.boxes,
             vec![[70.0, 20.0, 90.0, 40.0], [0.0, 80.0, 10.0, 100.0]]
         );
+    }
+
+    #[test]
+    fn center_window_rounds_like_python() {
+        // torchvision: crop_top = int(round((h - th) / 2.0)); round(0.5) = 0, round(1.5) = 2.
+        assert_eq!(center_window(5, 4, 4, 4).unwrap().top, 0); // (5-4)/2 = 0.5 → 0
+        assert_eq!(center_window(7, 4, 4, 4).unwrap().top, 2); // (7-4)/2 = 1.5 → 2
+        assert_eq!(center_window(9, 4, 4, 4).unwrap().top, 2); // 2.5 → 2
+        assert_eq!(
+            center_window(256, 300, 224, 224).unwrap(),
+            Window {
+                top: 16,
+                left: 38,
+                height: 224,
+                width: 224
+            }
+        );
+        assert!(matches!(
+            center_window(10, 10, 11, 4),
+            Err(TransformError::BadWindow { .. })
+        ));
+    }
+
+    #[test]
+    fn pad_crop_matches_numpy_pad() {
+        // a = np.arange(6).reshape(2, 3)
+        let img = Image::<Hwc, Gray>::new(2, 3, (0..6).collect()).unwrap();
+        // np.pad(a, 1, mode="reflect") = [[4,3,4,5,4],[1,0,1,2,1],[4,3,4,5,4],[1,0,1,2,1]]
+        let all = pad_crop(&img, 1, PadMode::Reflect, [0, 0], [4, 5]).unwrap();
+        assert_eq!(
+            all.as_bytes(),
+            &[4, 3, 4, 5, 4, 1, 0, 1, 2, 1, 4, 3, 4, 5, 4, 1, 0, 1, 2, 1]
+        );
+        // np.pad(a, 1) (zeros), rows 1..3, columns 2..5: [[1,2,0],[4,5,0]]
+        let part = pad_crop(&img, 1, PadMode::Zero, [1, 2], [2, 3]).unwrap();
+        assert_eq!(part.as_bytes(), &[1, 2, 0, 4, 5, 0]);
+        assert!(
+            pad_crop(&img, 2, PadMode::Reflect, [0, 0], [2, 2]).is_err(),
+            "reflect wider than the image"
+        );
+        assert!(
+            pad_crop(&img, 1, PadMode::Zero, [1, 1], [4, 4]).is_err(),
+            "crop leaves the padded image"
+        );
+    }
+
+    #[test]
+    fn random_crop_with_padding_and_its_boxes() {
+        let img = Image::<Hwc, Bgr>::new(32, 32, vec![9; 32 * 32 * 3]).unwrap();
+        let rc = RandomCrop {
+            height: 32,
+            width: 32,
+            padding: 4,
+            mode: PadMode::Zero,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..2000 {
+            let mut rng = SampleRng::new(seed);
+            let [top, left] = rc.sample(32, 32, &mut rng).unwrap();
+            assert!(top <= 8 && left <= 8);
+            seen.insert((top, left));
+        }
+        assert_eq!(seen.len(), 81, "every one of the 9x9 positions occurs");
+        let (out, shift) = rc.apply(&img, &mut SampleRng::new(3)).unwrap();
+        assert_eq!(out.hwc_shape(), [32, 32, 3]);
+        // The zero border is exactly where the shift says the image is not.
+        let [dy, dx] = shift;
+        let inside = |y: usize, x: usize| {
+            let (iy, ix) = (y as f32 - dy, x as f32 - dx);
+            (0.0..32.0).contains(&iy) && (0.0..32.0).contains(&ix)
+        };
+        for y in 0..32 {
+            for x in 0..32 {
+                let v = out.as_bytes()[(y * 32 + x) * 3];
+                assert_eq!(v, if inside(y, x) { 9 } else { 0 }, "({y}, {x})");
+            }
+        }
+        let b = shift_boxes(
+            &[
+                [0.0, 0.0, 10.0, 10.0],
+                [30.0, 20.0, 32.0, 26.0],
+                [30.0, 30.0, 32.0, 32.0],
+            ],
+            &[1, 2, 3],
+            [4.0, -4.0],
+            [32, 32],
+        );
+        // Box 3 lands on rows 34..36: outside the 32-row output, dropped.
+        assert_eq!(b.boxes, vec![[0.0, 4.0, 6.0, 14.0], [26.0, 24.0, 28.0, 30.0]]);
+        assert_eq!((b.labels, b.kept), (vec![1, 2], vec![0, 1]));
+        let gone = shift_boxes(&[[0.0, 0.0, 3.0, 3.0]], &[1], [0.0, -4.0], [32, 32]);
+        assert!(gone.boxes.is_empty() && gone.labels.is_empty());
     }
 }
