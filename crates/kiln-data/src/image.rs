@@ -140,6 +140,11 @@ impl<L: Layout, C: ColorOrder, T: Pixel> Image<L, C, T> {
         &self.data
     }
 
+    /// The values in layout `L`, for in-place transforms (the size cannot change).
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.data
+    }
+
     /// Consumes the image and returns its values in layout `L`.
     pub fn into_vec(self) -> Vec<T> {
         self.data

@@ -11,6 +11,7 @@
 //! * [`center_window`] — torchvision's `CenterCrop` position (Python rounding).
 //! * [`RandomCrop`] / [`pad_crop`] — torchvision's `RandomCrop(size, padding)` (CIFAR's pad-4), zero or
 //!   reflect padding, without building the padded image; [`shift_boxes`] moves boxes with it.
+//! * [`RandomErasing`] — torchvision's, in place on the normalised CHW image.
 //!
 //! ```
 //! use kiln_data::{Bgr, Hwc, Image, SampleRng};
@@ -380,6 +381,76 @@ pub fn shift_boxes(boxes: &[[f32; 4]], labels: &[u32], shift: [f32; 2], out: [us
     result
 }
 
+/// torchvision's `RandomErasing` on a normalised CHW image: with probability `p`, a rectangle of
+/// area fraction in `scale` and aspect ratio (h/w) log-uniform in `ratio` is set to `value`
+/// (10 attempts; none fits → nothing is erased).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomErasing {
+    /// Probability of erasing (default 0.5).
+    pub p: f64,
+    /// Range of the erased area as a fraction of the image (default `(0.02, 0.33)`).
+    pub scale: (f64, f64),
+    /// Range of the erased rectangle's aspect ratio (default `(0.3, 3.3)`).
+    pub ratio: (f64, f64),
+    /// The value written (default 0: the mean colour after normalisation).
+    pub value: f32,
+}
+
+impl Default for RandomErasing {
+    fn default() -> Self {
+        Self {
+            p: 0.5,
+            scale: (0.02, 0.33),
+            ratio: (0.3, 3.3),
+            value: 0.0,
+        }
+    }
+}
+
+impl RandomErasing {
+    /// The rectangle to erase in an `img_h` × `img_w` image, or `None` (by `p`, or when no draw
+    /// fits), as torchvision's `get_params` draws it.
+    pub fn sample(&self, img_h: usize, img_w: usize, rng: &mut SampleRng) -> Option<Window> {
+        if rng.uniform() >= self.p {
+            return None;
+        }
+        let area = (img_h * img_w) as f64;
+        let (lr0, lr1) = (self.ratio.0.ln(), self.ratio.1.ln());
+        for _ in 0..10 {
+            let erase = area * rng.uniform_in(self.scale.0, self.scale.1);
+            let aspect = rng.uniform_in(lr0, lr1).exp();
+            let h = (erase * aspect).sqrt().round() as usize;
+            let w = (erase / aspect).sqrt().round() as usize;
+            if !(h < img_h && w < img_w) {
+                continue;
+            }
+            let top = rng.below((img_h - h + 1) as u64) as usize;
+            let left = rng.below((img_w - w + 1) as u64) as usize;
+            return Some(Window {
+                top,
+                left,
+                height: h,
+                width: w,
+            });
+        }
+        None
+    }
+
+    /// Erases in place (every channel); returns the rectangle erased, if any.
+    pub fn apply<C: ColorOrder>(&self, img: &mut Image<Chw, C, f32>, rng: &mut SampleRng) -> Option<Window> {
+        let (h, w) = (img.height(), img.width());
+        let win = self.sample(h, w, rng)?;
+        let data = img.as_mut_slice();
+        for ch in 0..C::CHANNELS {
+            for y in win.top..win.top + win.height {
+                let start = (ch * h + y) * w + win.left;
+                data[start..start + win.width].fill(self.value);
+            }
+        }
+        Some(win)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,5 +691,44 @@ mod tests {
         assert_eq!((b.labels, b.kept), (vec![1, 2], vec![0, 1]));
         let gone = shift_boxes(&[[0.0, 0.0, 3.0, 3.0]], &[1], [0.0, -4.0], [32, 32]);
         assert!(gone.boxes.is_empty() && gone.labels.is_empty());
+    }
+
+    #[test]
+    fn random_erasing_draws_like_torchvision_and_erases_only_its_window() {
+        let never = RandomErasing {
+            p: 0.0,
+            ..RandomErasing::default()
+        };
+        let always = RandomErasing {
+            p: 1.0,
+            ..RandomErasing::default()
+        };
+        let mut erased = 0;
+        for seed in 0..500 {
+            assert_eq!(never.sample(32, 32, &mut SampleRng::new(seed)), None);
+            let mut img = Image::<Chw, kiln_data::Rgb, f32>::new(32, 32, vec![1.0; 3 * 32 * 32]).unwrap();
+            let Some(win) = always.apply(&mut img, &mut SampleRng::new(seed)) else {
+                continue;
+            };
+            erased += 1;
+            // torchvision requires h < H and w < W strictly.
+            assert!(
+                win.height < 32 && win.width < 32 && win.top + win.height <= 32 && win.left + win.width <= 32
+            );
+            let frac = (win.height * win.width) as f64 / 1024.0;
+            assert!((0.015..=0.36).contains(&frac), "{win:?}");
+            for ch in 0..3 {
+                for y in 0..32 {
+                    for x in 0..32 {
+                        let inside = (win.top..win.top + win.height).contains(&y)
+                            && (win.left..win.left + win.width).contains(&x);
+                        let v = img.as_slice()[(ch * 32 + y) * 32 + x];
+                        assert_eq!(v, if inside { 0.0 } else { 1.0 });
+                    }
+                }
+            }
+        }
+        // Large aspect ratios sometimes fail all 10 draws, but most samples are erased.
+        assert!(erased > 450, "{erased} of 500 erased");
     }
 }
