@@ -29,6 +29,7 @@
 
 pub mod augment;
 pub mod check;
+pub mod compose;
 pub mod convert;
 pub mod error;
 pub mod normalize;

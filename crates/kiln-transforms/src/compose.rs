@@ -1,0 +1,379 @@
+//! `Compose`: a classification transform written as data (serde), that says what each stage outputs.
+//!
+//! Geometric stages run on the decoded HWC u8 image in its stored colour order; the last step
+//! converts to CHW f32 in the model's order and normalises; random erasing, if any, runs on the
+//! result. Every random draw comes from the loader's per-sample generator.
+//!
+//! ```
+//! use kiln_transforms::compose::Compose;
+//!
+//! let train = Compose::imagenet_train(224);
+//! for line in train.describe("BGR") {
+//!     println!("{line}");
+//! }
+//! // decode                     -> HWC BGR u8 [0, 255]
+//! // random-resized-crop 224x224 (scale 0.08..1, ratio 0.75..1.33) -> HWC BGR u8 [0, 255], 224x224
+//! // horizontal-flip p=0.5      -> HWC BGR u8 [0, 255], 224x224
+//! // to CHW RGB f32, normalise `torch-imagenet` (byte scale) -> CHW RGB f32 ≈ mean 0, std 1, 224x224
+//! let json = serde_json::to_string(&train)?;
+//! assert_eq!(serde_json::from_str::<Compose>(&json)?, train);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use kiln_data::{Chw, Hwc, Image, SampleRng};
+use serde::{Deserialize, Serialize};
+
+use crate::augment::{
+    PadMode, RandomCrop, RandomErasing, RandomResizedCrop, center_window, crop_resize, pad_crop, random_flip,
+};
+use crate::sample::full;
+use crate::{ModelColor, NormalizationSpec, TransformError, normalize_image};
+
+/// One geometric stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Stage {
+    /// Resize to exactly `height × width` (bilinear).
+    Resize {
+        /// Output height.
+        height: usize,
+        /// Output width.
+        width: usize,
+    },
+    /// Resize so the shorter side is `size`, keeping the aspect ratio (torchvision's `Resize(int)`).
+    ResizeShorter {
+        /// The shorter side after resizing.
+        size: usize,
+    },
+    /// torchvision's `CenterCrop`.
+    CenterCrop {
+        /// Crop height.
+        height: usize,
+        /// Crop width.
+        width: usize,
+    },
+    /// torchvision's `RandomResizedCrop` with its default scale and ratio ranges.
+    RandomResizedCrop {
+        /// Output height.
+        height: usize,
+        /// Output width.
+        width: usize,
+    },
+    /// torchvision's `RandomCrop(size, padding)`.
+    RandomCrop {
+        /// Crop height.
+        height: usize,
+        /// Crop width.
+        width: usize,
+        /// Padding on every side.
+        padding: usize,
+        /// Reflect instead of zero padding.
+        #[serde(default)]
+        reflect: bool,
+    },
+    /// Mirror left–right with probability `p`.
+    HorizontalFlip {
+        /// Probability.
+        p: f64,
+    },
+}
+
+/// Geometric stages, then conversion and normalisation, then optional random erasing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compose {
+    /// Geometric stages, in order.
+    pub stages: Vec<Stage>,
+    /// The normalization applied after conversion to CHW f32.
+    pub normalization: NormalizationSpec,
+    /// Probability of torchvision's default `RandomErasing` after normalisation (0 = off).
+    #[serde(default)]
+    pub erasing: f64,
+}
+
+impl Compose {
+    /// torchvision's ImageNet training transform: RandomResizedCrop, flip, ImageNet normalisation.
+    pub fn imagenet_train(size: usize) -> Self {
+        Self {
+            stages: vec![
+                Stage::RandomResizedCrop {
+                    height: size,
+                    width: size,
+                },
+                Stage::HorizontalFlip { p: 0.5 },
+            ],
+            normalization: NormalizationSpec::TorchImagenet,
+            erasing: 0.0,
+        }
+    }
+
+    /// torchvision's ImageNet evaluation transform: shorter side to `resize`, centre `crop`.
+    pub fn imagenet_eval(resize: usize, crop: usize) -> Self {
+        Self {
+            stages: vec![
+                Stage::ResizeShorter { size: resize },
+                Stage::CenterCrop {
+                    height: crop,
+                    width: crop,
+                },
+            ],
+            normalization: NormalizationSpec::TorchImagenet,
+            erasing: 0.0,
+        }
+    }
+
+    /// The classic CIFAR-10 training transform: `RandomCrop(32, padding=4)`, flip, CIFAR stats.
+    pub fn cifar_train() -> Self {
+        Self {
+            stages: vec![
+                Stage::RandomCrop {
+                    height: 32,
+                    width: 32,
+                    padding: 4,
+                    reflect: false,
+                },
+                Stage::HorizontalFlip { p: 0.5 },
+            ],
+            normalization: NormalizationSpec::Cifar10,
+            erasing: 0.0,
+        }
+    }
+
+    /// Applies every stage to one image.
+    ///
+    /// # Errors
+    ///
+    /// A stage that does not fit the image (e.g. a crop larger than it), or a normalization that
+    /// does not fit the model's channel order.
+    pub fn apply<C: ModelColor>(
+        &self,
+        img: &Image<Hwc, C>,
+        rng: &mut SampleRng,
+    ) -> Result<Image<Chw, C::Out, f32>, TransformError> {
+        let mut cur = img.clone();
+        for stage in &self.stages {
+            cur = match *stage {
+                Stage::Resize { height, width } => crop_resize(&cur, full(&cur), height, width, false)?,
+                Stage::ResizeShorter { size } => {
+                    let [h, w] = shorter_side(cur.height(), cur.width(), size);
+                    crop_resize(&cur, full(&cur), h, w, false)?
+                }
+                Stage::CenterCrop { height, width } => {
+                    let win = center_window(cur.height(), cur.width(), height, width)?;
+                    crop_resize(&cur, win, height, width, false)?
+                }
+                Stage::RandomResizedCrop { height, width } => {
+                    let win = RandomResizedCrop::new(height, width).sample(cur.height(), cur.width(), rng);
+                    crop_resize(&cur, win, height, width, false)?
+                }
+                Stage::RandomCrop {
+                    height,
+                    width,
+                    padding,
+                    reflect,
+                } => {
+                    let mode = if reflect { PadMode::Reflect } else { PadMode::Zero };
+                    let rc = RandomCrop {
+                        height,
+                        width,
+                        padding,
+                        mode,
+                    };
+                    let corner = rc.sample(cur.height(), cur.width(), rng)?;
+                    pad_crop(&cur, padding, mode, corner, [height, width])?
+                }
+                Stage::HorizontalFlip { p } => {
+                    if random_flip(rng, p) {
+                        crop_resize(&cur, full(&cur), cur.height(), cur.width(), true)?
+                    } else {
+                        cur
+                    }
+                }
+            };
+        }
+        let mut out = normalize_image(&cur, &self.normalization.resolve()?)?;
+        if self.erasing > 0.0 {
+            let erase = RandomErasing {
+                p: self.erasing,
+                ..RandomErasing::default()
+            };
+            erase.apply(&mut out, rng);
+        }
+        Ok(out)
+    }
+
+    /// One line per stage: what it does and what it outputs (layout, colour order, dtype, range,
+    /// size where known). `stored_order` is the decoded order (`"BGR"` for kiln's loaders).
+    pub fn describe(&self, stored_order: &str) -> Vec<String> {
+        let mut lines = vec![format!("decode -> HWC {stored_order} u8 [0, 255]")];
+        let mut size: Option<[usize; 2]> = None;
+        let shown = |size: Option<[usize; 2]>| size.map(|[h, w]| format!(", {h}x{w}")).unwrap_or_default();
+        for stage in &self.stages {
+            let what = match stage {
+                Stage::Resize { height, width } => {
+                    size = Some([*height, *width]);
+                    format!("resize {height}x{width} (bilinear)")
+                }
+                Stage::ResizeShorter { size: s } => {
+                    size = None;
+                    format!("resize shorter side to {s} (bilinear)")
+                }
+                Stage::CenterCrop { height, width } => {
+                    size = Some([*height, *width]);
+                    format!("center-crop {height}x{width}")
+                }
+                Stage::RandomResizedCrop { height, width } => {
+                    size = Some([*height, *width]);
+                    format!("random-resized-crop {height}x{width} (scale 0.08..1, ratio 0.75..1.33)")
+                }
+                Stage::RandomCrop {
+                    height,
+                    width,
+                    padding,
+                    reflect,
+                } => {
+                    size = Some([*height, *width]);
+                    let mode = if *reflect { "reflect" } else { "zero" };
+                    format!("random-crop {height}x{width} after {mode} padding {padding}")
+                }
+                Stage::HorizontalFlip { p } => format!("horizontal-flip p={p}"),
+            };
+            lines.push(format!("{what} -> HWC {stored_order} u8 [0, 255]{}", shown(size)));
+        }
+        match self.normalization.resolve() {
+            Ok(n) => lines.push(format!(
+                "to CHW {} f32, normalise `{}` ({} scale) -> CHW {} f32 ≈ mean 0, std 1{}",
+                order_name(n.order),
+                n.name,
+                match n.scale {
+                    crate::Scale::Unit => "unit",
+                    crate::Scale::Byte => "byte",
+                },
+                order_name(n.order),
+                shown(size)
+            )),
+            Err(e) => lines.push(format!("normalise: invalid ({e})")),
+        }
+        if self.erasing > 0.0 {
+            lines.push(format!(
+                "random-erasing p={} (value 0) -> unchanged{}",
+                self.erasing,
+                shown(size)
+            ));
+        }
+        lines
+    }
+}
+
+fn order_name(order: crate::ChannelOrder) -> &'static str {
+    match order {
+        crate::ChannelOrder::Gray => "Gray",
+        crate::ChannelOrder::Rgb => "RGB",
+        crate::ChannelOrder::Bgr => "BGR",
+    }
+}
+
+/// `[H, W]` with the shorter side `size`, the other scaled to keep the aspect ratio (torchvision
+/// truncates the long side: `int(size * long / short)`).
+fn shorter_side(h: usize, w: usize, size: usize) -> [usize; 2] {
+    if h <= w {
+        [size, (size * w / h.max(1)).max(1)]
+    } else {
+        [(size * h / w.max(1)).max(1), size]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Normalization;
+    use crate::augment::Window;
+    use kiln_data::Bgr;
+
+    fn ramp(h: usize, w: usize) -> Image<Hwc, Bgr> {
+        Image::new(h, w, (0..h * w * 3).map(|i| ((i * 13) % 256) as u8).collect()).unwrap()
+    }
+
+    #[test]
+    fn eval_transform_is_resize_then_centre_crop_then_normalise() {
+        let img = ramp(40, 60);
+        let t = Compose::imagenet_eval(32, 28);
+        let out = t.apply(&img, &mut SampleRng::new(0)).unwrap();
+        assert_eq!(out.chw_shape(), [3, 28, 28]);
+        // By hand: shorter side 40 → 32 gives 32x48; centre crop 28: top 2, left 10.
+        assert_eq!(shorter_side(40, 60, 32), [32, 48]);
+        let resized = crop_resize(&img, full(&img), 32, 48, false).unwrap();
+        let win = Window {
+            top: 2,
+            left: 10,
+            height: 28,
+            width: 28,
+        };
+        let want = normalize_image(
+            &crop_resize(&resized, win, 28, 28, false).unwrap(),
+            &Normalization::torch_imagenet(),
+        )
+        .unwrap();
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn train_transforms_are_seeded_and_errors_name_the_stage_problem() {
+        let img = ramp(40, 60);
+        let t = Compose::imagenet_train(24);
+        let a = t.apply(&img, &mut SampleRng::new(9)).unwrap();
+        assert_eq!(
+            a,
+            t.apply(&img, &mut SampleRng::new(9)).unwrap(),
+            "same seed, same output"
+        );
+        assert_ne!(a, t.apply(&img, &mut SampleRng::new(10)).unwrap());
+        let cifar = Compose::cifar_train();
+        assert_eq!(
+            cifar
+                .apply(&ramp(32, 32), &mut SampleRng::new(1))
+                .unwrap()
+                .chw_shape(),
+            [3, 32, 32]
+        );
+        let too_big = Compose::imagenet_eval(32, 40);
+        assert!(matches!(
+            too_big.apply(&img, &mut SampleRng::new(0)),
+            Err(TransformError::BadWindow { .. })
+        ));
+    }
+
+    #[test]
+    fn describe_lists_outputs_and_configs_round_trip() {
+        let t = Compose {
+            erasing: 0.25,
+            ..Compose::cifar_train()
+        };
+        let lines = t.describe("BGR");
+        assert_eq!(lines[0], "decode -> HWC BGR u8 [0, 255]");
+        assert_eq!(
+            lines[1],
+            "random-crop 32x32 after zero padding 4 -> HWC BGR u8 [0, 255], 32x32"
+        );
+        assert_eq!(
+            lines[3],
+            "to CHW RGB f32, normalise `cifar10` (unit scale) -> CHW RGB f32 ≈ mean 0, std 1, 32x32"
+        );
+        assert_eq!(lines.len(), 5);
+        let json = r#"{"stages": [{"op": "resize", "height": 8, "width": 8}, {"op": "horizontal-flip", "p": 1.0}],
+                       "normalization": {"preset": "caffe-imagenet"}}"#;
+        let c: Compose = serde_json::from_str(json).unwrap();
+        assert_eq!(c.stages.len(), 2);
+        // caffe-imagenet wants BGR output: converting BGR data to RGB for it is refused.
+        assert!(matches!(
+            c.apply(&ramp(4, 4), &mut SampleRng::new(0)),
+            Err(TransformError::OrderMismatch { .. })
+        ));
+        assert!(
+            serde_json::from_str::<Compose>(
+                r#"{"stages": [{"op": "rotate"}], "normalization": {"preset": "cifar10"}}"#
+            )
+            .is_err()
+        );
+    }
+}
