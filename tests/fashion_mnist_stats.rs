@@ -94,3 +94,35 @@ fn dataset_stats_are_in_the_models_channel_order() -> anyhow::Result<()> {
     assert_eq!(std, vec![10.0, 10.0, 10.0]);
     Ok(())
 }
+
+#[test]
+fn stats_are_cached_under_a_fingerprint_of_the_files() -> anyhow::Result<()> {
+    use kiln_transforms::{dataset_stats_cached, fingerprint};
+    let dir = tempfile::tempdir()?;
+    for (class, value) in [("a", 10u8), ("b", 50u8)] {
+        std::fs::create_dir_all(dir.path().join(class))?;
+        image::RgbImage::from_pixel(4, 4, image::Rgb([value, value, value]))
+            .save(dir.path().join(class).join("0.png"))?;
+    }
+    let cache = dir.path().join(".kiln-stats.json");
+    let run = || -> anyhow::Result<(Vec<f64>, bool)> {
+        let ds = kiln_data::ImageFolder::new(dir.path())?;
+        let fp = fingerprint(ds.samples().iter().map(|(p, _)| p.as_path()))?;
+        let (stats, cached) = dataset_stats_cached(ds, 2, &cache, &fp, |_, _| ())?;
+        Ok((stats.mean_std(Scale::Byte)?.0, cached))
+    };
+    assert_eq!(run()?, (vec![30.0; 3], false), "computed and written");
+    assert_eq!(run()?, (vec![30.0; 3], true), "read back");
+    // Another image of another size: the fingerprint changes, the stats are recomputed.
+    image::RgbImage::from_pixel(8, 8, image::Rgb([90, 90, 90])).save(dir.path().join("b/0.png"))?;
+    let (mean, cached) = run()?;
+    assert!(!cached);
+    assert!(
+        (mean[0] - (16.0 * 10.0 + 64.0 * 90.0) / 80.0).abs() < 1e-12,
+        "{mean:?}"
+    );
+    // A corrupt cache is recomputed, not an error.
+    std::fs::write(&cache, "not json")?;
+    assert!(!run()?.1);
+    Ok(())
+}

@@ -10,7 +10,8 @@
 //! * [`stats`] — per-channel mean and std of a dataset, accumulated exactly (integer sums) and
 //!   reported in f64, which is where the Fashion-MNIST preset's numbers come from.
 //!
-//! Invariant: no I/O of its own ([`dataset_stats`] reads through a kiln-data dataset and loader).
+//! Invariant: no I/O of its own, except the statistics cache of [`dataset_stats_cached`]
+//! ([`dataset_stats`] reads through a kiln-data dataset and loader).
 //! Tensors are created only at the very end ([`ChwBatch::into_tensors`]).
 //!
 //! ```
@@ -42,4 +43,4 @@ pub use normalize::{ChannelOrder, Normalization, NormalizationSpec};
 pub use sample::{
     normalize_image, normalize_image_to, resize_bilinear, resize_normalize, resize_normalize_to,
 };
-pub use stats::{ChannelStats, dataset_stats};
+pub use stats::{ChannelStats, dataset_stats, dataset_stats_cached, fingerprint};

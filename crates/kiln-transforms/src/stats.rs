@@ -52,6 +52,83 @@ where
     Ok(stats)
 }
 
+/// A fingerprint of a dataset's files: FNV-1a (64-bit, written out here so it never changes) over
+/// each path and its size in bytes, in order. A file added, removed, renamed or resized changes it.
+///
+/// # Errors
+///
+/// [`DataError::Io`] naming a file whose size cannot be read.
+pub fn fingerprint<'a>(files: impl IntoIterator<Item = &'a std::path::Path>) -> Result<String, DataError> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    };
+    let mut n = 0u64;
+    for path in files {
+        let len = std::fs::metadata(path)
+            .map_err(|source| DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        eat(path.as_os_str().as_encoded_bytes());
+        eat(&[0]);
+        eat(&len.to_le_bytes());
+        n += 1;
+    }
+    Ok(format!("{h:016x}-{n}"))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    fingerprint: String,
+    stats: ChannelStats,
+}
+
+/// [`dataset_stats`], cached in the JSON file `cache` under `fingerprint` (see [`fingerprint`]):
+/// a cache with the same fingerprint is used instead of reading the dataset; otherwise the stats are
+/// computed and the cache (re)written. Returns the statistics and whether they came from the cache.
+/// The cache holds exact integer sums, so either scale can be derived from it.
+///
+/// # Errors
+///
+/// Those of [`dataset_stats`], and [`DataError::Io`] when the cache cannot be written. An unreadable
+/// or stale cache is not an error: it is recomputed.
+pub fn dataset_stats_cached<D, I, C>(
+    dataset: D,
+    num_workers: usize,
+    cache: &std::path::Path,
+    fingerprint: &str,
+    progress: impl FnMut(usize, usize),
+) -> Result<(ChannelStats, bool), DataError>
+where
+    D: Dataset<I, DataError> + 'static,
+    I: LabeledImage<C> + 'static,
+    C: ModelColor,
+{
+    if let Ok(bytes) = std::fs::read(cache)
+        && let Ok(file) = serde_json::from_slice::<CacheFile>(&bytes)
+        && file.fingerprint == fingerprint
+        && file.stats.sum.len() == C::SOURCE.len()
+    {
+        return Ok((file.stats, true));
+    }
+    let stats = dataset_stats(dataset, num_workers, progress)?;
+    let file = CacheFile {
+        fingerprint: fingerprint.to_string(),
+        stats,
+    };
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| DataError::Custom(e.to_string()))?;
+    std::fs::write(cache, json).map_err(|source| DataError::Io {
+        path: cache.to_path_buf(),
+        source,
+    })?;
+    Ok((file.stats, false))
+}
+
 /// The per-sample transform of [`dataset_stats`]: the image, as decoded.
 fn image_of<I: LabeledImage<C>, C: ModelColor>(
     item: I,
@@ -76,7 +153,7 @@ impl<C: ModelColor> Collate<Image<Hwc, C>> for StatsCollate<C> {
 }
 
 /// Running per-channel sums over u8 pixels, in the model's channel order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChannelStats {
     count: u64,
     sum: Vec<u64>,
