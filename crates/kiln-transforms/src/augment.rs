@@ -451,6 +451,49 @@ impl RandomErasing {
     }
 }
 
+/// Mirrors an image top–bottom (torchvision's `vflip`).
+pub fn vflip<C: ColorOrder>(img: &Image<Hwc, C>) -> Image<Hwc, C> {
+    let line = img.width() * C::CHANNELS;
+    let mut out = Vec::with_capacity(img.as_bytes().len());
+    for row in img.as_bytes().chunks_exact(line.max(1)).rev() {
+        out.extend_from_slice(row);
+    }
+    // Same size as the input: cannot fail.
+    Image::new(img.height(), img.width(), out).unwrap_or_else(|_| img.clone())
+}
+
+/// Boxes of an image of height `height` after [`vflip`].
+pub fn vflip_boxes(boxes: &[[f32; 4]], height: usize) -> Vec<[f32; 4]> {
+    let h = height as f32;
+    boxes.iter().map(|b| [b[0], h - b[3], b[2], h - b[1]]).collect()
+}
+
+/// Converts to one grey channel with PIL's `convert("L")` (what torchvision's `Grayscale` does to a
+/// PIL image): `L = (19595 R + 38470 G + 7471 B + 2^15) >> 16`.
+pub fn to_grayscale<C: ModelColor>(img: &Image<Hwc, C>) -> Image<Hwc, kiln_data::Gray> {
+    let c = C::CHANNELS;
+    let data = if c == 1 {
+        img.as_bytes().to_vec()
+    } else {
+        // The model order is RGB for both BGR and RGB inputs: SOURCE maps R, G, B.
+        let [r, g, b] = [C::SOURCE[0], C::SOURCE[1], C::SOURCE[2]];
+        img.as_bytes()
+            .chunks_exact(c)
+            .map(|p| {
+                ((19595 * u32::from(p[r]) + 38470 * u32::from(p[g]) + 7471 * u32::from(p[b]) + 0x8000) >> 16)
+                    as u8
+            })
+            .collect()
+    };
+    Image::new(img.height(), img.width(), data)
+        .unwrap_or_else(|_| unreachable_grey(img.height(), img.width()))
+}
+
+fn unreachable_grey(h: usize, w: usize) -> Image<Hwc, kiln_data::Gray> {
+    // The data above always has h·w values; this only satisfies the types without a panic.
+    Image::new(h, w, vec![0; h * w]).unwrap_or_else(|_| unreachable_grey(0, 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,5 +773,21 @@ mod tests {
         }
         // Large aspect ratios sometimes fail all 10 draws, but most samples are erased.
         assert!(erased > 450, "{erased} of 500 erased");
+    }
+
+    #[test]
+    fn grayscale_matches_pil_and_vflip_mirrors_rows_and_boxes() {
+        // Image.fromarray(np.array([[[10,200,30],[255,0,128],[7,7,7]]], np.uint8)).convert("L")
+        //   -> [[124, 91, 7]]  (torchvision Grayscale(3) repeats it: [[124]*3, [91]*3, [7]*3])
+        let bgr = Image::<Hwc, Bgr>::new(1, 3, vec![30, 200, 10, 128, 0, 255, 7, 7, 7]).unwrap();
+        assert_eq!(to_grayscale(&bgr).as_bytes(), &[124, 91, 7]);
+        let rgb = Image::<Hwc, kiln_data::Rgb>::new(1, 3, vec![10, 200, 30, 255, 0, 128, 7, 7, 7]).unwrap();
+        assert_eq!(to_grayscale(&rgb).as_bytes(), &[124, 91, 7]);
+        let img = Image::<Hwc, Gray>::new(3, 2, vec![1, 2, 3, 4, 5, 6]).unwrap();
+        assert_eq!(vflip(&img).as_bytes(), &[5, 6, 3, 4, 1, 2]);
+        assert_eq!(
+            vflip_boxes(&[[0.0, 0.0, 2.0, 1.0]], 3),
+            vec![[0.0, 2.0, 2.0, 3.0]]
+        );
     }
 }

@@ -120,6 +120,38 @@ pub fn resize_bilinear<C: ColorOrder>(
     Image::new(out_h, out_w, out).map_err(|e| TransformError::Internal(e.to_string()))
 }
 
+/// Nearest-neighbour resize, OpenCV's `INTER_NEAREST` rule: source index `floor(dst · in/out)`
+/// (no half-pixel offset), clamped to the last pixel. For label maps and masks.
+///
+/// # Errors
+///
+/// [`TransformError::BadSize`] for an empty input or output.
+pub fn resize_nearest<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    out_h: usize,
+    out_w: usize,
+) -> Result<Image<Hwc, C>, TransformError> {
+    let (h, w, c) = (img.height(), img.width(), C::CHANNELS);
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
+        return Err(TransformError::BadSize {
+            from: [h, w],
+            to: [out_h, out_w],
+        });
+    }
+    let index =
+        |d: usize, out: usize, n: usize| ((d as f64 * (n as f64 / out as f64)).floor() as usize).min(n - 1);
+    let xs: Vec<usize> = (0..out_w).map(|x| index(x, out_w, w) * c).collect();
+    let src = img.as_bytes();
+    let mut out = Vec::with_capacity(out_h * out_w * c);
+    for y in 0..out_h {
+        let line = &src[index(y, out_h, h) * w * c..];
+        for &sx in &xs {
+            out.extend_from_slice(&line[sx..sx + c]);
+        }
+    }
+    Image::new(out_h, out_w, out).map_err(|e| TransformError::Internal(e.to_string()))
+}
+
 /// [`resize_bilinear`] then [`normalize_image`], fused: one pass, no intermediate image, the same
 /// values as the two steps (the resized u8 value is looked up in the normalisation table).
 ///
@@ -384,5 +416,22 @@ mod tests {
             let two = normalize_image(&resize_bilinear(&img, h, w).unwrap(), &norm).unwrap();
             assert_eq!(resize_normalize(&img, h, w, &norm).unwrap(), two, "{h}x{w}");
         }
+    }
+
+    #[test]
+    fn nearest_matches_opencv_inter_nearest() {
+        // a = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+        // cv2.resize(a, (6, 2), interpolation=cv2.INTER_NEAREST) = [[0,0,20,40,40,60],[80,80,100,120,120,140]]
+        // cv2.resize(a, (3, 5), interpolation=cv2.INTER_NEAREST) =
+        //   [[0,20,40],[0,20,40],[80,100,120],[80,100,120],[160,180,200]]
+        let img = Image::<Hwc, Gray>::new(3, 4, (0..12).map(|v| v * 20).collect()).unwrap();
+        assert_eq!(
+            resize_nearest(&img, 2, 6).unwrap().as_bytes(),
+            &[0, 0, 20, 40, 40, 60, 80, 80, 100, 120, 120, 140]
+        );
+        assert_eq!(
+            resize_nearest(&img, 5, 3).unwrap().as_bytes(),
+            &[0, 20, 40, 0, 20, 40, 80, 100, 120, 80, 100, 120, 160, 180, 200]
+        );
     }
 }
