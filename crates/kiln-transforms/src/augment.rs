@@ -12,6 +12,8 @@
 //! * [`RandomCrop`] / [`pad_crop`] — torchvision's `RandomCrop(size, padding)` (CIFAR's pad-4), zero or
 //!   reflect padding, without building the padded image; [`shift_boxes`] moves boxes with it.
 //! * [`RandomErasing`] — torchvision's, in place on the normalised CHW image.
+//! * [`vflip`] / [`vflip_boxes`], and [`to_grayscale`] (PIL's `convert("L")`, as torchvision's
+//!   `Grayscale` on PIL images).
 //!
 //! ```
 //! use kiln_data::{Bgr, Hwc, Image, SampleRng};
@@ -452,14 +454,17 @@ impl RandomErasing {
 }
 
 /// Mirrors an image top–bottom (torchvision's `vflip`).
-pub fn vflip<C: ColorOrder>(img: &Image<Hwc, C>) -> Image<Hwc, C> {
+///
+/// # Errors
+///
+/// Never in practice ([`TransformError::Internal`] would mean a bug in kiln).
+pub fn vflip<C: ColorOrder>(img: &Image<Hwc, C>) -> Result<Image<Hwc, C>, TransformError> {
     let line = img.width() * C::CHANNELS;
     let mut out = Vec::with_capacity(img.as_bytes().len());
     for row in img.as_bytes().chunks_exact(line.max(1)).rev() {
         out.extend_from_slice(row);
     }
-    // Same size as the input: cannot fail.
-    Image::new(img.height(), img.width(), out).unwrap_or_else(|_| img.clone())
+    Image::new(img.height(), img.width(), out).map_err(|e| TransformError::Internal(e.to_string()))
 }
 
 /// Boxes of an image of height `height` after [`vflip`].
@@ -470,7 +475,13 @@ pub fn vflip_boxes(boxes: &[[f32; 4]], height: usize) -> Vec<[f32; 4]> {
 
 /// Converts to one grey channel with PIL's `convert("L")` (what torchvision's `Grayscale` does to a
 /// PIL image): `L = (19595 R + 38470 G + 7471 B + 2^15) >> 16`.
-pub fn to_grayscale<C: ModelColor>(img: &Image<Hwc, C>) -> Image<Hwc, kiln_data::Gray> {
+///
+/// # Errors
+///
+/// Never in practice ([`TransformError::Internal`] would mean a bug in kiln).
+pub fn to_grayscale<C: ModelColor>(
+    img: &Image<Hwc, C>,
+) -> Result<Image<Hwc, kiln_data::Gray>, TransformError> {
     let c = C::CHANNELS;
     let data = if c == 1 {
         img.as_bytes().to_vec()
@@ -485,13 +496,7 @@ pub fn to_grayscale<C: ModelColor>(img: &Image<Hwc, C>) -> Image<Hwc, kiln_data:
             })
             .collect()
     };
-    Image::new(img.height(), img.width(), data)
-        .unwrap_or_else(|_| unreachable_grey(img.height(), img.width()))
-}
-
-fn unreachable_grey(h: usize, w: usize) -> Image<Hwc, kiln_data::Gray> {
-    // The data above always has h·w values; this only satisfies the types without a panic.
-    Image::new(h, w, vec![0; h * w]).unwrap_or_else(|_| unreachable_grey(0, 0))
+    Image::new(img.height(), img.width(), data).map_err(|e| TransformError::Internal(e.to_string()))
 }
 
 #[cfg(test)]
@@ -780,11 +785,11 @@ mod tests {
         // Image.fromarray(np.array([[[10,200,30],[255,0,128],[7,7,7]]], np.uint8)).convert("L")
         //   -> [[124, 91, 7]]  (torchvision Grayscale(3) repeats it: [[124]*3, [91]*3, [7]*3])
         let bgr = Image::<Hwc, Bgr>::new(1, 3, vec![30, 200, 10, 128, 0, 255, 7, 7, 7]).unwrap();
-        assert_eq!(to_grayscale(&bgr).as_bytes(), &[124, 91, 7]);
+        assert_eq!(to_grayscale(&bgr).unwrap().as_bytes(), &[124, 91, 7]);
         let rgb = Image::<Hwc, kiln_data::Rgb>::new(1, 3, vec![10, 200, 30, 255, 0, 128, 7, 7, 7]).unwrap();
-        assert_eq!(to_grayscale(&rgb).as_bytes(), &[124, 91, 7]);
+        assert_eq!(to_grayscale(&rgb).unwrap().as_bytes(), &[124, 91, 7]);
         let img = Image::<Hwc, Gray>::new(3, 2, vec![1, 2, 3, 4, 5, 6]).unwrap();
-        assert_eq!(vflip(&img).as_bytes(), &[5, 6, 3, 4, 1, 2]);
+        assert_eq!(vflip(&img).unwrap().as_bytes(), &[5, 6, 3, 4, 1, 2]);
         assert_eq!(
             vflip_boxes(&[[0.0, 0.0, 2.0, 1.0]], 3),
             vec![[0.0, 2.0, 2.0, 3.0]]
