@@ -14,6 +14,8 @@
 //! * [`RandomErasing`] — torchvision's, in place on the normalised CHW image.
 //! * [`vflip`] / [`vflip_boxes`], and [`to_grayscale`] (PIL's `convert("L")`, as torchvision's
 //!   `Grayscale` on PIL images).
+//! * [`ColorJitter`] — brightness, contrast and saturation exactly as PIL's `ImageEnhance` (what
+//!   torchvision applies to PIL images), in a random order; hue not yet.
 //!
 //! ```
 //! use kiln_data::{Bgr, Hwc, Image, SampleRng};
@@ -499,6 +501,122 @@ pub fn to_grayscale<C: ModelColor>(
     Image::new(img.height(), img.width(), data).map_err(|e| TransformError::Internal(e.to_string()))
 }
 
+/// PIL's `Image.blend(im1, im2, alpha)` on 8-bit values: `in1 + alpha·(in2 − in1)` in f32,
+/// truncated; clipped to 0..=255 when `alpha` is outside [0, 1].
+fn pil_blend(in1: u8, in2: u8, alpha: f32) -> u8 {
+    let v = f32::from(in1) + alpha * (f32::from(in2) - f32::from(in1));
+    // `as u8` truncates toward zero and saturates, which is both of PIL's branches.
+    v as u8
+}
+
+fn blend_with<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    degenerate: impl Fn(usize) -> u8,
+    factor: f32,
+) -> Result<Image<Hwc, C>, TransformError> {
+    let c = C::CHANNELS;
+    let data = img
+        .as_bytes()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| pil_blend(degenerate(i / c), v, factor))
+        .collect();
+    Image::new(img.height(), img.width(), data).map_err(|e| TransformError::Internal(e.to_string()))
+}
+
+/// PIL's `ImageEnhance.Brightness(img).enhance(factor)` (torchvision's `adjust_brightness` on PIL
+/// images): a blend with black.
+///
+/// # Errors
+///
+/// Never in practice ([`TransformError::Internal`] would mean a bug in kiln).
+pub fn adjust_brightness<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    factor: f32,
+) -> Result<Image<Hwc, C>, TransformError> {
+    blend_with(img, |_| 0, factor)
+}
+
+/// PIL's `ImageEnhance.Contrast`: a blend with the image's mean grey level,
+/// `int(mean(L) + 0.5)`, L as [`to_grayscale`].
+///
+/// # Errors
+///
+/// Never in practice ([`TransformError::Internal`] would mean a bug in kiln).
+pub fn adjust_contrast<C: ModelColor>(
+    img: &Image<Hwc, C>,
+    factor: f32,
+) -> Result<Image<Hwc, C>, TransformError> {
+    let grey = to_grayscale(img)?;
+    let n = grey.as_bytes().len().max(1) as f64;
+    let mean = grey.as_bytes().iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let level = (mean + 0.5) as u8;
+    blend_with(img, |_| level, factor)
+}
+
+/// PIL's `ImageEnhance.Color` (torchvision's `adjust_saturation` on PIL images): a blend with the
+/// image's own grey version.
+///
+/// # Errors
+///
+/// Never in practice ([`TransformError::Internal`] would mean a bug in kiln).
+pub fn adjust_saturation<C: ModelColor>(
+    img: &Image<Hwc, C>,
+    factor: f32,
+) -> Result<Image<Hwc, C>, TransformError> {
+    let grey = to_grayscale(img)?;
+    let g = grey.as_bytes();
+    blend_with(img, |pixel| g[pixel], factor)
+}
+
+/// torchvision's `ColorJitter(brightness, contrast, saturation)`: each factor drawn uniformly from
+/// `[max(0, 1 − x), 1 + x]`, the three adjustments applied in a random order. (Hue is not
+/// implemented: PIL's HSV round trip is not reproduced yet.)
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ColorJitter {
+    /// Brightness strength (0 = off).
+    pub brightness: f32,
+    /// Contrast strength (0 = off).
+    pub contrast: f32,
+    /// Saturation strength (0 = off).
+    pub saturation: f32,
+}
+
+impl ColorJitter {
+    /// Draws the order and factors from `rng` and applies them.
+    ///
+    /// # Errors
+    ///
+    /// Never in practice ([`TransformError::Internal`] would mean a bug in kiln).
+    pub fn apply<C: ModelColor>(
+        &self,
+        img: &Image<Hwc, C>,
+        rng: &mut SampleRng,
+    ) -> Result<Image<Hwc, C>, TransformError> {
+        let mut order = [0usize, 1, 2];
+        rng.shuffle(&mut order);
+        let mut factor = |x: f32| -> Option<f32> {
+            (x > 0.0).then(|| rng.uniform_in(f64::from((1.0 - x).max(0.0)), f64::from(1.0 + x)) as f32)
+        };
+        let factors = [
+            factor(self.brightness),
+            factor(self.contrast),
+            factor(self.saturation),
+        ];
+        let mut cur = img.clone();
+        for op in order {
+            if let Some(f) = factors[op] {
+                cur = match op {
+                    0 => adjust_brightness(&cur, f)?,
+                    1 => adjust_contrast(&cur, f)?,
+                    _ => adjust_saturation(&cur, f)?,
+                };
+            }
+        }
+        Ok(cur)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -793,6 +911,90 @@ mod tests {
         assert_eq!(
             vflip_boxes(&[[0.0, 0.0, 2.0, 1.0]], 3),
             vec![[0.0, 2.0, 2.0, 3.0]]
+        );
+    }
+
+    #[test]
+    fn colour_adjustments_match_pil_image_enhance() {
+        // a = np.random.default_rng(1).integers(0, 256, size=(2, 3, 3), dtype=np.uint8)  (RGB)
+        // np.asarray(ImageEnhance.<Brightness|Contrast|Color>(Image.fromarray(a)).enhance(f)) for
+        // f = 0.5 and 1.7 (Pillow 13.0.0):
+        let rgb = [
+            255u8, 228, 34, 121, 243, 189, 6, 131, 102, 168, 82, 193, 187, 150, 81, 243, 205, 24,
+        ];
+        let cases: [(&str, f32, [u8; 18]); 6] = [
+            (
+                "brightness",
+                0.5,
+                [
+                    127, 114, 17, 60, 121, 94, 3, 65, 51, 84, 41, 96, 93, 75, 40, 121, 102, 12,
+                ],
+            ),
+            (
+                "brightness",
+                1.7,
+                [
+                    255, 255, 57, 205, 255, 255, 10, 222, 173, 255, 139, 255, 255, 255, 137, 255, 255, 40,
+                ],
+            ),
+            (
+                "contrast",
+                0.5,
+                [
+                    208, 195, 98, 141, 202, 175, 84, 146, 132, 165, 122, 177, 174, 156, 121, 202, 183, 93,
+                ],
+            ),
+            (
+                "contrast",
+                1.7,
+                [
+                    255, 255, 0, 92, 255, 207, 0, 109, 60, 172, 26, 214, 204, 141, 24, 255, 235, 0,
+                ],
+            ),
+            (
+                "color",
+                0.5,
+                [
+                    234, 221, 124, 160, 221, 194, 48, 110, 96, 144, 101, 156, 170, 151, 117, 219, 200, 110,
+                ],
+            ),
+            (
+                "color",
+                1.7,
+                [
+                    255, 237, 0, 65, 255, 181, 0, 159, 110, 201, 55, 244, 210, 147, 30, 255, 211, 0,
+                ],
+            ),
+        ];
+        // kiln holds BGR: the same pixels with channels reversed, and results compared reversed.
+        let to_bgr = |px: &[u8]| {
+            px.chunks_exact(3)
+                .flat_map(|p| [p[2], p[1], p[0]])
+                .collect::<Vec<u8>>()
+        };
+        let img = Image::<Hwc, Bgr>::new(2, 3, to_bgr(&rgb)).unwrap();
+        for (what, f, want) in cases {
+            let got = match what {
+                "brightness" => adjust_brightness(&img, f),
+                "contrast" => adjust_contrast(&img, f),
+                _ => adjust_saturation(&img, f),
+            }
+            .unwrap();
+            assert_eq!(to_bgr(got.as_bytes()), want.to_vec(), "{what} {f}");
+        }
+        // Jitter: seeded, and a no-op when every strength is 0.
+        let jitter = ColorJitter {
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.4,
+        };
+        let a = jitter.apply(&img, &mut SampleRng::new(3)).unwrap();
+        assert_eq!(a, jitter.apply(&img, &mut SampleRng::new(3)).unwrap());
+        assert_eq!(
+            ColorJitter::default()
+                .apply(&img, &mut SampleRng::new(3))
+                .unwrap(),
+            img
         );
     }
 }
