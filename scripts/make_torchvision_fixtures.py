@@ -42,7 +42,20 @@ bgr = cv2.imread(os.path.join(out, "input.png"), cv2.IMREAD_COLOR).astype(np.flo
 caffe = (bgr - np.array([103.53, 116.28, 123.675], np.float32)) / np.array([1, 1, 1], np.float32)
 cases["caffe_imagenet_bgr"] = torch.from_numpy(np.ascontiguousarray(caffe.transpose(2, 0, 1)))
 
-manifest = {"torchvision": torchvision.__version__, "torch": torch.__version__, "cases": []}
+# Hue (torchvision's PIL path: RGB -> PIL HSV, shift H with uint8 wrap-around, back), on a 16x16
+# random image with greys and pure colours in its first row; stored as raw RGB u8.
+hue_img = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+hue_img[0, :8] = [[0, 0, 0], [255, 255, 255], [128, 128, 128], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [1, 2, 3]]
+Image.fromarray(hue_img).save(os.path.join(out, "hue_input.png"))
+hue_cases = []
+for factor in (-0.5, -0.13, 0.0, 0.07, 0.31, 0.5):
+    res = np.asarray(F.adjust_hue(Image.open(os.path.join(out, "hue_input.png")), factor))
+    name = f"hue_{factor:+.2f}"
+    with open(os.path.join(out, name + ".u8"), "wb") as f:
+        f.write(np.ascontiguousarray(res).tobytes())
+    hue_cases.append({"name": name, "factor": factor})
+
+manifest = {"torchvision": torchvision.__version__, "torch": torch.__version__, "cases": [], "hue": hue_cases}
 for name, t in cases.items():
     arr = t.contiguous().numpy().astype("<f4")
     with open(os.path.join(out, name + ".f32"), "wb") as f:

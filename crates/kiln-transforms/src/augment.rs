@@ -14,8 +14,8 @@
 //! * [`RandomErasing`] — torchvision's, in place on the normalised CHW image.
 //! * [`vflip`] / [`vflip_boxes`], and [`to_grayscale`] (PIL's `convert("L")`, as torchvision's
 //!   `Grayscale` on PIL images).
-//! * [`ColorJitter`] — brightness, contrast and saturation exactly as PIL's `ImageEnhance` (what
-//!   torchvision applies to PIL images), in a random order; hue not yet.
+//! * [`ColorJitter`] — brightness, contrast and saturation exactly as PIL's `ImageEnhance`, hue as
+//!   torchvision's PIL path (PIL's 8-bit HSV round trip), in a random order; all bit-exact.
 //!
 //! ```
 //! use kiln_data::{Bgr, Hwc, Image, SampleRng};
@@ -569,9 +569,94 @@ pub fn adjust_saturation<C: ModelColor>(
     blend_with(img, |pixel| g[pixel], factor)
 }
 
-/// torchvision's `ColorJitter(brightness, contrast, saturation)`: each factor drawn uniformly from
-/// `[max(0, 1 − x), 1 + x]`, the three adjustments applied in a random order. (Hue is not
-/// implemented: PIL's HSV round trip is not reproduced yet.)
+fn clip8(v: i32) -> u8 {
+    v.clamp(0, 255) as u8
+}
+
+/// PIL's `rgb2hsv` (Convert.c), with its mix of float and double arithmetic reproduced.
+fn pil_rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    if minc == maxc {
+        return [0, 0, maxc];
+    }
+    let cr = f32::from(maxc - minc);
+    let s = cr / f32::from(maxc);
+    let rc = f32::from(maxc - r) / cr;
+    let gc = f32::from(maxc - g) / cr;
+    let bc = f32::from(maxc - b) / cr;
+    let h: f32 = if r == maxc {
+        bc - gc
+    } else if g == maxc {
+        (2.0 + f64::from(rc) - f64::from(bc)) as f32
+    } else {
+        (4.0 + f64::from(gc) - f64::from(rc)) as f32
+    };
+    let h = ((f64::from(h) / 6.0 + 1.0) % 1.0) as f32;
+    [
+        clip8((f64::from(h) * 255.0) as i32),
+        clip8((f64::from(s) * 255.0) as i32),
+        maxc,
+    ]
+}
+
+/// PIL's `hsv2rgb` (Convert.c).
+fn pil_hsv_to_rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
+    if s == 0 {
+        return [v, v, v];
+    }
+    let hf = f64::from(f32::from(h)) * 6.0 / 255.0;
+    let i = hf.floor() as i32;
+    let f = (hf - f64::from(i)) as f32;
+    let fs = (f64::from(s) / 255.0) as f32;
+    let vd = f64::from(v);
+    let p = clip8((vd * (1.0 - f64::from(fs))).round() as i32);
+    let q = clip8((vd * (1.0 - f64::from(fs * f))).round() as i32);
+    let t = clip8((vd * (1.0 - f64::from(fs) * (1.0 - f64::from(f)))).round() as i32);
+    match i.rem_euclid(6) {
+        0 => [v, t, p],
+        1 => [q, v, p],
+        2 => [p, v, t],
+        3 => [p, q, v],
+        4 => [t, p, v],
+        _ => [v, p, q],
+    }
+}
+
+/// torchvision's `adjust_hue` on a PIL image: to PIL's 8-bit HSV, `H += int(factor · 255)` with
+/// wrap-around, back to RGB. `factor` in [-0.5, 0.5]; grey images are returned unchanged.
+///
+/// # Errors
+///
+/// [`TransformError::BadFactor`] for a factor outside [-0.5, 0.5].
+pub fn adjust_hue<C: ModelColor>(img: &Image<Hwc, C>, factor: f32) -> Result<Image<Hwc, C>, TransformError> {
+    if !(-0.5..=0.5).contains(&factor) {
+        return Err(TransformError::BadFactor {
+            what: "hue",
+            value: factor,
+            range: "[-0.5, 0.5]",
+        });
+    }
+    let c = C::CHANNELS;
+    if c != 3 {
+        return Ok(img.clone());
+    }
+    // np.int32(hue_factor * 255).astype(np.uint8): truncate toward zero, then wrap.
+    let shift = ((f64::from(factor) * 255.0) as i32).rem_euclid(256) as u8;
+    let [ri, gi, bi] = [C::SOURCE[0], C::SOURCE[1], C::SOURCE[2]];
+    let mut data = img.as_bytes().to_vec();
+    for px in data.chunks_exact_mut(3) {
+        let [h, s, v] = pil_rgb_to_hsv(px[ri], px[gi], px[bi]);
+        let [r, g, b] = pil_hsv_to_rgb(h.wrapping_add(shift), s, v);
+        (px[ri], px[gi], px[bi]) = (r, g, b);
+    }
+    Image::new(img.height(), img.width(), data).map_err(|e| TransformError::Internal(e.to_string()))
+}
+
+/// torchvision's `ColorJitter(brightness, contrast, saturation, hue)`: brightness, contrast and
+/// saturation factors drawn uniformly from `[max(0, 1 − x), 1 + x]`, the hue shift from
+/// `[−hue, hue]` (`hue` ≤ 0.5), the four adjustments applied in a random order. Each adjustment is
+/// bit-exact with torchvision on PIL images.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ColorJitter {
     /// Brightness strength (0 = off).
@@ -580,6 +665,8 @@ pub struct ColorJitter {
     pub contrast: f32,
     /// Saturation strength (0 = off).
     pub saturation: f32,
+    /// Hue strength, at most 0.5 (0 = off).
+    pub hue: f32,
 }
 
 impl ColorJitter {
@@ -587,31 +674,32 @@ impl ColorJitter {
     ///
     /// # Errors
     ///
-    /// Never in practice ([`TransformError::Internal`] would mean a bug in kiln).
+    /// [`TransformError::BadFactor`] for a hue strength above 0.5.
     pub fn apply<C: ModelColor>(
         &self,
         img: &Image<Hwc, C>,
         rng: &mut SampleRng,
     ) -> Result<Image<Hwc, C>, TransformError> {
-        let mut order = [0usize, 1, 2];
+        let mut order = [0usize, 1, 2, 3];
         rng.shuffle(&mut order);
         let mut factor = |x: f32| -> Option<f32> {
             (x > 0.0).then(|| rng.uniform_in(f64::from((1.0 - x).max(0.0)), f64::from(1.0 + x)) as f32)
         };
-        let factors = [
+        let (b, c, s) = (
             factor(self.brightness),
             factor(self.contrast),
             factor(self.saturation),
-        ];
+        );
+        let h = (self.hue > 0.0).then(|| rng.uniform_in(-f64::from(self.hue), f64::from(self.hue)) as f32);
         let mut cur = img.clone();
         for op in order {
-            if let Some(f) = factors[op] {
-                cur = match op {
-                    0 => adjust_brightness(&cur, f)?,
-                    1 => adjust_contrast(&cur, f)?,
-                    _ => adjust_saturation(&cur, f)?,
-                };
-            }
+            cur = match (op, b, c, s, h) {
+                (0, Some(f), ..) => adjust_brightness(&cur, f)?,
+                (1, _, Some(f), ..) => adjust_contrast(&cur, f)?,
+                (2, _, _, Some(f), _) => adjust_saturation(&cur, f)?,
+                (3, .., Some(f)) => adjust_hue(&cur, f)?,
+                _ => cur,
+            };
         }
         Ok(cur)
     }
@@ -987,8 +1075,18 @@ mod tests {
             brightness: 0.4,
             contrast: 0.4,
             saturation: 0.4,
+            hue: 0.1,
         };
         let a = jitter.apply(&img, &mut SampleRng::new(3)).unwrap();
+        assert_ne!(a, img, "something changed");
+        let too_much = ColorJitter {
+            hue: 0.7,
+            ..ColorJitter::default()
+        };
+        assert!(matches!(
+            too_much.apply(&img, &mut SampleRng::new(0)),
+            Err(TransformError::BadFactor { what: "hue", .. })
+        ));
         assert_eq!(a, jitter.apply(&img, &mut SampleRng::new(3)).unwrap());
         assert_eq!(
             ColorJitter::default()

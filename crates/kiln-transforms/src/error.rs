@@ -73,6 +73,17 @@ pub enum TransformError {
         image: [usize; 2],
     },
 
+    /// An augmentation factor outside its range.
+    #[error("{what} factor {value} is outside {range}")]
+    BadFactor {
+        /// Which factor.
+        what: &'static str,
+        /// The value given.
+        value: f32,
+        /// The allowed range.
+        range: &'static str,
+    },
+
     /// A broken invariant inside a transform (a bug in kiln, reported rather than panicking).
     #[error("internal transform error: {0}")]
     Internal(String),

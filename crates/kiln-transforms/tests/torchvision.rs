@@ -106,3 +106,35 @@ fn caffe_preset_is_bit_exact_with_mmcv_style_numpy() {
         normalize_image_to::<Bgr, _>(&input(), &Normalization::caffe_imagenet()).unwrap(),
     );
 }
+
+#[test]
+fn hue_is_bit_exact_with_torchvision_on_pil_images() {
+    use kiln_transforms::augment::adjust_hue;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir().join("manifest.json")).unwrap()).unwrap();
+    let img = imread(&dir().join("hue_input.png")).unwrap();
+    let cases = manifest["hue"].as_array().unwrap();
+    assert_eq!(cases.len(), 6);
+    for case in cases {
+        let factor = case["factor"].as_f64().unwrap() as f32;
+        let want_rgb = std::fs::read(dir().join(format!("{}.u8", case["name"].as_str().unwrap()))).unwrap();
+        let got = adjust_hue(&img, factor).unwrap();
+        let got_rgb: Vec<u8> = got
+            .as_bytes()
+            .chunks_exact(3)
+            .flat_map(|p| [p[2], p[1], p[0]])
+            .collect();
+        let differing = got_rgb.iter().zip(&want_rgb).filter(|(a, b)| a != b).count();
+        let worst = got_rgb
+            .iter()
+            .zip(&want_rgb)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            differing, 0,
+            "hue {factor}: {differing} values differ (max {worst})"
+        );
+    }
+    assert!(adjust_hue(&img, 0.6).is_err());
+}
