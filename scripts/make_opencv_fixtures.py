@@ -83,6 +83,21 @@ for src, flag in (("rgb8.png", cv2.IMREAD_COLOR), ("gray8.png", cv2.IMREAD_GRAYS
             f.write(np.ascontiguousarray(r).tobytes())
         manifest["resize"].append({"file": src, "mode": "color" if flag == cv2.IMREAD_COLOR else "gray",
                                    "shape": list(r.shape), "expected": raw})
+# Area (cv2.INTER_AREA) downscaling, fractional and integer factors (OpenCV has a separate fast
+# path for integer factors, hence the 12x16 image: 6x8 and 4x4 are integer, 5x7 fractional).
+manifest["area"] = []
+cv2.imwrite(os.path.join(out, "even12x16.png"), np.random.default_rng(7).integers(0, 256, size=(12, 16, 3), dtype=np.uint8))
+for src, flag, sizes in (("rgb8.png", cv2.IMREAD_COLOR, ((5, 7), (4, 6), (3, 4), (11, 13))),
+                         ("gray8.png", cv2.IMREAD_GRAYSCALE, ((5, 7), (4, 6), (3, 4), (11, 13))),
+                         ("even12x16.png", cv2.IMREAD_COLOR, ((6, 8), (4, 4), (3, 8), (5, 7)))):
+    img = cv2.imread(os.path.join(out, src), flag)
+    for (h, w) in sizes:
+        r = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
+        raw = f"{src}.area{h}x{w}.raw"
+        with open(os.path.join(out, raw), "wb") as f:
+            f.write(np.ascontiguousarray(r).tobytes())
+        manifest["area"].append({"file": src, "mode": "color" if flag == cv2.IMREAD_COLOR else "gray",
+                                 "shape": list(r.shape), "expected": raw})
 with open(os.path.join(out, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=1)
 print(f"wrote {len(files)} images and {len(manifest['cases'])} OpenCV outputs to {out} (OpenCV {cv2.__version__})")

@@ -60,3 +60,47 @@ fn resize_matches_opencv_inter_linear() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn area_matches_opencv_inter_area() -> Result<()> {
+    use kiln_transforms::resize_area;
+    let dir = fixtures();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
+    let cases = manifest["area"].as_array().context("no area cases")?;
+    assert_eq!(cases.len(), 12);
+    for case in cases {
+        let file = dir.join(case["file"].as_str().context("file")?);
+        let shape: Vec<usize> = case["shape"]
+            .as_array()
+            .context("shape")?
+            .iter()
+            .filter_map(|v| v.as_u64().map(|v| v as usize))
+            .collect();
+        let expected = std::fs::read(dir.join(case["expected"].as_str().context("expected")?))?;
+        let got = if case["mode"] == "color" {
+            resize_area(&imread(&file)?, shape[0], shape[1])?.into_bytes()
+        } else {
+            resize_area(&imread_gray(&file)?, shape[0], shape[1])?.into_bytes()
+        };
+        let worst = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap_or(0);
+        let differing = got.iter().zip(&expected).filter(|(a, b)| a != b).count();
+        println!(
+            "area {} {:?}: {differing} of {} values differ, max {worst}",
+            case["file"],
+            shape,
+            got.len()
+        );
+        assert_eq!(got.len(), expected.len());
+        assert_eq!(
+            differing, 0,
+            "{}: {differing} values differ (max {worst})",
+            case["expected"]
+        );
+    }
+    Ok(())
+}

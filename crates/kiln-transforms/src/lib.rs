@@ -41,6 +41,7 @@ pub use convert::{ChwBatch, ModelColor, OrderValue, ReorderTo, Scale, to_chw};
 pub use error::TransformError;
 pub use normalize::{ChannelOrder, Normalization, NormalizationSpec};
 pub use sample::{
-    normalize_image, normalize_image_to, resize_bilinear, resize_normalize, resize_normalize_to,
+    normalize_image, normalize_image_to, resize_area, resize_bilinear, resize_nearest, resize_normalize,
+    resize_normalize_to,
 };
 pub use stats::{ChannelStats, dataset_stats, dataset_stats_cached, fingerprint};
