@@ -126,3 +126,21 @@ fn stats_are_cached_under_a_fingerprint_of_the_files() -> anyhow::Result<()> {
     assert!(!run()?.1);
     Ok(())
 }
+
+#[test]
+fn mnist_preset_equals_its_training_set_when_installed() -> anyhow::Result<()> {
+    let root = std::path::Path::new("/usr/share/datasets/mnist");
+    if !root.is_dir() {
+        eprintln!(
+            "skipped: {} absent (MNIST is not packaged on this machine)",
+            root.display()
+        );
+        return Ok(());
+    }
+    let (mean, std) = stats_of(root)?;
+    let preset = Normalization::mnist();
+    // The preset is rounded to 4 decimals.
+    assert!((f64::from(preset.mean[0]) - mean).abs() < 5e-5, "{mean}");
+    assert!((f64::from(preset.std[0]) - std).abs() < 5e-5, "{std}");
+    Ok(())
+}

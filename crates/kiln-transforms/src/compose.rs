@@ -24,7 +24,8 @@ use kiln_data::{Chw, Hwc, Image, SampleRng};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{
-    PadMode, RandomCrop, RandomErasing, RandomResizedCrop, center_window, crop_resize, pad_crop, random_flip,
+    ColorJitter, PadMode, RandomCrop, RandomErasing, RandomResizedCrop, center_window, crop_resize, pad_crop,
+    random_flip, to_grayscale, vflip,
 };
 use crate::sample::full;
 use crate::{ModelColor, NormalizationSpec, TransformError, normalize_image};
@@ -75,6 +76,31 @@ pub enum Stage {
     HorizontalFlip {
         /// Probability.
         p: f64,
+    },
+    /// Mirror top–bottom with probability `p`.
+    VerticalFlip {
+        /// Probability.
+        p: f64,
+    },
+    /// torchvision's `RandomGrayscale(p)`: PIL's grey level repeated on every channel.
+    RandomGrayscale {
+        /// Probability.
+        p: f64,
+    },
+    /// torchvision's `ColorJitter` (bit-exact with its PIL path for given factors).
+    ColorJitter {
+        /// Brightness strength.
+        #[serde(default)]
+        brightness: f32,
+        /// Contrast strength.
+        #[serde(default)]
+        contrast: f32,
+        /// Saturation strength.
+        #[serde(default)]
+        saturation: f32,
+        /// Hue strength (at most 0.5).
+        #[serde(default)]
+        hue: f32,
     },
 }
 
@@ -139,6 +165,37 @@ impl Compose {
         }
     }
 
+    /// Checks, before any data is seen, that this transform fits images stored in order `C`: the
+    /// normalization must resolve and be in the model order `C` converts to (e.g. `caffe-imagenet`,
+    /// a BGR preset, does not fit the RGB output of BGR data), and colour stages need 3 channels.
+    ///
+    /// # Errors
+    ///
+    /// [`TransformError::OrderMismatch`], the normalization's own errors, or
+    /// [`TransformError::BadFactor`] for a hue strength above 0.5.
+    pub fn validate_for<C: ModelColor>(&self) -> Result<(), TransformError> {
+        let norm = self.normalization.resolve()?;
+        if norm.order != C::OUT_ORDER {
+            return Err(TransformError::OrderMismatch {
+                name: norm.name,
+                expected: norm.order,
+                found: C::OUT_ORDER,
+            });
+        }
+        for stage in &self.stages {
+            if let Stage::ColorJitter { hue, .. } = stage
+                && !(0.0..=0.5).contains(hue)
+            {
+                return Err(TransformError::BadFactor {
+                    what: "hue",
+                    value: *hue,
+                    range: "[0, 0.5]",
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Applies every stage to one image.
     ///
     /// # Errors
@@ -189,6 +246,40 @@ impl Compose {
                         cur
                     }
                 }
+                Stage::VerticalFlip { p } => {
+                    if random_flip(rng, p) {
+                        vflip(&cur)?
+                    } else {
+                        cur
+                    }
+                }
+                Stage::RandomGrayscale { p } => {
+                    if random_flip(rng, p) {
+                        let grey = to_grayscale(&cur)?;
+                        let c = C::CHANNELS;
+                        let data = grey
+                            .as_bytes()
+                            .iter()
+                            .flat_map(|&v| std::iter::repeat_n(v, c))
+                            .collect();
+                        Image::new(cur.height(), cur.width(), data)
+                            .map_err(|e| TransformError::Internal(e.to_string()))?
+                    } else {
+                        cur
+                    }
+                }
+                Stage::ColorJitter {
+                    brightness,
+                    contrast,
+                    saturation,
+                    hue,
+                } => ColorJitter {
+                    brightness,
+                    contrast,
+                    saturation,
+                    hue,
+                }
+                .apply(&cur, rng)?,
             };
         }
         let mut out = normalize_image(&cur, &self.normalization.resolve()?)?;
@@ -237,6 +328,18 @@ impl Compose {
                     format!("random-crop {height}x{width} after {mode} padding {padding}")
                 }
                 Stage::HorizontalFlip { p } => format!("horizontal-flip p={p}"),
+                Stage::VerticalFlip { p } => format!("vertical-flip p={p}"),
+                Stage::RandomGrayscale { p } => {
+                    format!("random-grayscale p={p} (grey repeated on every channel)")
+                }
+                Stage::ColorJitter {
+                    brightness,
+                    contrast,
+                    saturation,
+                    hue,
+                } => format!(
+                    "color-jitter brightness={brightness} contrast={contrast} saturation={saturation} hue={hue}"
+                ),
             };
             lines.push(format!("{what} -> HWC {stored_order} u8 [0, 255]{}", shown(size)));
         }
@@ -375,5 +478,41 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn colour_stages_and_up_front_validation() {
+        let json = r#"{"stages": [
+            {"op": "vertical-flip", "p": 1.0},
+            {"op": "random-grayscale", "p": 1.0},
+            {"op": "color-jitter", "brightness": 0.2}
+          ], "normalization": {"preset": "torch-imagenet"}}"#;
+        let c: Compose = serde_json::from_str(json).unwrap();
+        c.validate_for::<Bgr>().unwrap();
+        let out = c.apply(&ramp(5, 6), &mut SampleRng::new(2)).unwrap();
+        // Grey on every channel, before normalisation: (v - mean_c) / std_c recovers the same v.
+        let n = Normalization::torch_imagenet();
+        let plane = 30;
+        for i in 0..plane {
+            let v: Vec<f32> = (0..3)
+                .map(|ch| out.as_slice()[ch * plane + i] * n.std[ch] + n.mean[ch])
+                .collect();
+            assert!((v[0] - v[1]).abs() < 1e-3 && (v[1] - v[2]).abs() < 1e-3, "{v:?}");
+        }
+        assert_eq!(c.describe("BGR").len(), 5);
+        let caffe: Compose =
+            serde_json::from_str(r#"{"stages": [], "normalization": {"preset": "caffe-imagenet"}}"#).unwrap();
+        assert!(matches!(
+            caffe.validate_for::<Bgr>(),
+            Err(TransformError::OrderMismatch { .. })
+        ));
+        let hue: Compose = serde_json::from_str(
+            r#"{"stages": [{"op": "color-jitter", "hue": 0.9}], "normalization": {"preset": "cifar10"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            hue.validate_for::<Bgr>(),
+            Err(TransformError::BadFactor { .. })
+        ));
     }
 }

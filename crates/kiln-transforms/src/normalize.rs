@@ -139,6 +139,22 @@ impl Normalization {
         }
     }
 
+    /// MNIST, unit scale, grey: mean 0.1307, std 0.3081 — the values of PyTorch's official MNIST
+    /// example, computed there from the 60,000 training images (population std).
+    ///
+    /// Not recomputed on kiln's build machines: MNIST is not installable there (only
+    /// Fashion-MNIST is). `dataset_stats` on `MnistDataset::from_dir(…, Train)` reproduces them;
+    /// `tests/fashion_mnist_stats.rs` checks it whenever `/usr/share/datasets/mnist` exists.
+    pub fn mnist() -> Self {
+        Self {
+            name: "mnist".into(),
+            mean: vec![0.1307],
+            std: vec![0.3081],
+            scale: Scale::Unit,
+            order: ChannelOrder::Gray,
+        }
+    }
+
     /// Checks channel counts and std values.
     ///
     /// # Errors
@@ -233,6 +249,8 @@ pub enum NormalizationSpec {
     Cifar10,
     /// [`Normalization::fashion_mnist`] (unit scale, grey).
     FashionMnist,
+    /// [`Normalization::mnist`] (unit scale, grey).
+    Mnist,
     /// Your own values, with the scale and order they are on.
     Custom {
         /// Per-channel mean.
@@ -248,7 +266,13 @@ pub enum NormalizationSpec {
 
 impl NormalizationSpec {
     /// The preset names [`FromStr`](std::str::FromStr) accepts.
-    pub const PRESETS: [&'static str; 4] = ["torch-imagenet", "caffe-imagenet", "cifar10", "fashion-mnist"];
+    pub const PRESETS: [&'static str; 5] = [
+        "torch-imagenet",
+        "caffe-imagenet",
+        "cifar10",
+        "fashion-mnist",
+        "mnist",
+    ];
 
     /// The normalization this spec names.
     ///
@@ -261,6 +285,7 @@ impl NormalizationSpec {
             NormalizationSpec::CaffeImagenet => Normalization::caffe_imagenet(),
             NormalizationSpec::Cifar10 => Normalization::cifar10(),
             NormalizationSpec::FashionMnist => Normalization::fashion_mnist(),
+            NormalizationSpec::Mnist => Normalization::mnist(),
             NormalizationSpec::Custom {
                 mean,
                 std,
@@ -280,6 +305,7 @@ impl std::str::FromStr for NormalizationSpec {
             "caffe-imagenet" => Ok(NormalizationSpec::CaffeImagenet),
             "cifar10" => Ok(NormalizationSpec::Cifar10),
             "fashion-mnist" => Ok(NormalizationSpec::FashionMnist),
+            "mnist" => Ok(NormalizationSpec::Mnist),
             other => Err(TransformError::UnknownPreset {
                 name: other.to_string(),
                 known: Self::PRESETS.join(", "),
