@@ -361,6 +361,21 @@ pub fn pad_crop<C: ColorOrder>(
     Image::new(size[0], size[1], out).map_err(|e| TransformError::Internal(e.to_string()))
 }
 
+/// torchvision's `Pad(padding, padding_mode)`: `padding` pixels on every side, zeros or a
+/// reflection. Boxes follow with [`shift_boxes`] by `[padding, padding]`.
+///
+/// # Errors
+///
+/// As [`pad_crop`].
+pub fn pad<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    padding: usize,
+    mode: PadMode,
+) -> Result<Image<Hwc, C>, TransformError> {
+    let size = [img.height() + 2 * padding, img.width() + 2 * padding];
+    pad_crop(img, padding, mode, [0, 0], size)
+}
+
 /// Boxes moved by `shift` (`[dy, dx]`, e.g. from [`RandomCrop::apply`]) into an output of `out`
 /// (`[H, W]`): clipped, and dropped with their labels when nothing is left.
 pub fn shift_boxes(boxes: &[[f32; 4]], labels: &[u32], shift: [f32; 2], out: [usize; 2]) -> MappedBoxes {
@@ -889,6 +904,7 @@ mod tests {
         // np.pad(a, 1) (zeros), rows 1..3, columns 2..5: [[1,2,0],[4,5,0]]
         let part = pad_crop(&img, 1, PadMode::Zero, [1, 2], [2, 3]).unwrap();
         assert_eq!(part.as_bytes(), &[1, 2, 0, 4, 5, 0]);
+        assert_eq!(pad(&img, 1, PadMode::Reflect).unwrap(), all);
         assert!(
             pad_crop(&img, 2, PadMode::Reflect, [0, 0], [2, 2]).is_err(),
             "reflect wider than the image"
