@@ -112,12 +112,7 @@ pub fn resize_bilinear<C: ColorOrder>(
     out_h: usize,
     out_w: usize,
 ) -> Result<Image<Hwc, C>, TransformError> {
-    let row_len = out_w * C::CHANNELS;
-    let mut out = vec![0u8; out_h * row_len];
-    resize_rows(img, out_h, out_w, |y, row| {
-        out[y * row_len..(y + 1) * row_len].copy_from_slice(row)
-    })?;
-    Image::new(out_h, out_w, out).map_err(|e| TransformError::Internal(e.to_string()))
+    crate::augment::crop_resize(img, full(img), out_h, out_w, false)
 }
 
 /// Nearest-neighbour resize, OpenCV's `INTER_NEAREST` rule: source index `floor(dst · in/out)`
@@ -340,26 +335,6 @@ fn tables(norm: &Normalization, out_order: ChannelOrder) -> Result<Vec<[f32; 256
         .collect())
 }
 
-/// Runs the resize, handing each finished output row (HWC u8) to `emit` in order.
-///
-/// Vertical pass first (two source rows blended, contiguous and vectorised), then the horizontal
-/// taps on that one row. All arithmetic is exact integer arithmetic with a single rounding at the
-/// end, so the order of the passes does not change the result (OpenCV goes horizontal first).
-fn resize_rows<C: ColorOrder>(
-    img: &Image<Hwc, C>,
-    out_h: usize,
-    out_w: usize,
-    emit: impl FnMut(usize, &[u8]),
-) -> Result<(), TransformError> {
-    let window = Window {
-        top: 0,
-        left: 0,
-        height: img.height(),
-        width: img.width(),
-    };
-    resize_window(img, window, out_h, out_w, false, emit)
-}
-
 /// A rectangle of an image, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -373,8 +348,13 @@ pub struct Window {
     pub width: usize,
 }
 
-/// [`resize_rows`] of the `window` of `img`, mirrored left–right when `flip` (a flip is just the
-/// horizontal taps in reverse order, so it costs nothing).
+/// Resizes the `window` of `img` to `out_h × out_w`, mirrored left–right when `flip` (a flip is just
+/// the horizontal taps in reverse order, so it costs nothing), handing each finished output row
+/// (HWC u8) to `emit` in order.
+///
+/// Vertical pass first (two source rows blended, contiguous and vectorised), then the horizontal
+/// taps on that one row. All arithmetic is exact integer arithmetic with a single rounding at the
+/// end, so the order of the passes does not change the result (OpenCV goes horizontal first).
 pub(crate) fn resize_window<C: ColorOrder>(
     img: &Image<Hwc, C>,
     window: Window,
