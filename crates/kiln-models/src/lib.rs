@@ -30,5 +30,5 @@ pub mod reference_cnn;
 
 pub use classifier::Classifier;
 pub use error::ModelError;
-pub use init::InitScheme;
+pub use init::{FanMode, Fans, InitScheme, Nonlinearity};
 pub use reference_cnn::{ReferenceCnn, ReferenceCnnConfig};
