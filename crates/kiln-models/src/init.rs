@@ -222,7 +222,11 @@ mod tests {
     fn gains_are_pytorchs() {
         // torch.nn.init.calculate_gain("relu") = 1.4142135623730951, ("leaky_relu", 0.2) =
         // 1.3867504905630728, ("tanh") = 1.6666666666666667, ("linear") = 1.
-        assert!((Nonlinearity::Relu.gain() - 1.414_213_562_373_095_1).abs() < 1e-15);
+        assert_eq!(
+            Nonlinearity::Relu.gain(),
+            std::f64::consts::SQRT_2,
+            "1.4142135623730951"
+        );
         assert!(
             (Nonlinearity::LeakyRelu { negative_slope: 0.2 }.gain() - 1.386_750_490_563_072_8).abs() < 1e-15
         );
