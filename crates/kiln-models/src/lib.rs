@@ -23,11 +23,13 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod blocks;
 pub mod classifier;
 pub mod error;
 pub mod init;
 pub mod reference_cnn;
 
+pub use blocks::{Activation, ConvBnAct, ConvBnActConfig, LinearBnAct, LinearBnActConfig};
 pub use classifier::Classifier;
 pub use error::ModelError;
 pub use init::{FanMode, Fans, InitScheme, Nonlinearity};

@@ -1,0 +1,345 @@
+//! The BatchNorm blocks: conv/linear **without bias** → BatchNorm → activation.
+//!
+//! The bias of a layer followed by BatchNorm is wasted (BatchNorm subtracts the mean), so it is left
+//! out; built without BatchNorm (for an ablation), the layer gets its bias back. Weights follow the
+//! chosen [`InitScheme`] with PyTorch's fans; biases start at zero unless the scheme is
+//! `pytorch-default`; BatchNorm starts at γ = 1, β = 0 (optionally γ = 0, for the last BatchNorm of
+//! a residual branch).
+//!
+//! ```
+//! use burn::prelude::*;
+//! use kiln_models::blocks::{Activation, ConvBnActConfig};
+//!
+//! let device = Device::flex();
+//! let block = ConvBnActConfig::new(3, 16, 3).with_stride(2).init(&device);
+//! let y = block.forward(Tensor::<4>::zeros([2, 3, 32, 32], &device));
+//! assert_eq!(y.dims(), [2, 16, 16, 16]);
+//! assert!(block.describe().starts_with("Conv3x3(3→16, stride 2, no bias) → BatchNorm → ReLU"));
+//! # let _ = Activation::Gelu;
+//! ```
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, leaky_relu, relu, silu};
+use serde::{Deserialize, Serialize};
+
+use crate::init::{Fans, InitScheme};
+
+/// The activation after a block.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// `max(0, x)`.
+    #[default]
+    Relu,
+    /// `x` for `x ≥ 0`, `slope·x` otherwise.
+    LeakyRelu {
+        /// The negative slope.
+        negative_slope: f64,
+    },
+    /// The exact (erf) GELU, PyTorch's default.
+    Gelu,
+    /// `x·sigmoid(x)` (a.k.a. swish).
+    Silu,
+    /// No activation (e.g. the last BatchNorm of a residual branch, before the addition).
+    Identity,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::Relu => relu(x),
+            Activation::LeakyRelu { negative_slope } => leaky_relu(x, negative_slope),
+            Activation::Gelu => gelu(x),
+            Activation::Silu => silu(x),
+            Activation::Identity => x,
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Activation::Relu => "ReLU".into(),
+            Activation::LeakyRelu { negative_slope } => format!("LeakyReLU({negative_slope})"),
+            Activation::Gelu => "GELU".into(),
+            Activation::Silu => "SiLU".into(),
+            Activation::Identity => "identity".into(),
+        }
+    }
+}
+
+/// Configuration of [`ConvBnAct`].
+#[derive(Config, Debug, PartialEq)]
+pub struct ConvBnActConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Square kernel size.
+    pub kernel: usize,
+    /// Stride.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// Groups (depthwise: `groups = in_channels`).
+    #[config(default = 1)]
+    pub groups: usize,
+    /// BatchNorm after the convolution (false: the convolution keeps its bias).
+    #[config(default = true)]
+    pub batch_norm: bool,
+    /// Start the BatchNorm's γ at 0 (the last block of a residual branch).
+    #[config(default = false)]
+    pub zero_gamma: bool,
+    /// Activation after the BatchNorm.
+    #[config(default = "Activation::Relu")]
+    pub activation: Activation,
+    /// Weight initialisation.
+    #[config(default = "InitScheme::KaimingNormalFanOutRelu")]
+    pub init: InitScheme,
+}
+
+/// Conv (no bias) → BatchNorm → activation, "same" padding `kernel/2` (PyTorch's usual explicit
+/// padding, not TF-style `Same`).
+#[derive(Module, Debug)]
+pub struct ConvBnAct {
+    conv: Conv2d,
+    bn: Option<BatchNorm>,
+    #[module(skip)]
+    activation: Activation,
+    #[module(skip)]
+    description: String,
+}
+
+impl ConvBnActConfig {
+    /// Builds the block on `device`.
+    pub fn init(&self, device: &Device) -> ConvBnAct {
+        let k = self.kernel;
+        let pad = k / 2;
+        let fans = Fans::conv2d(self.in_channels, self.out_channels, [k, k], self.groups);
+        let mut conv = Conv2dConfig::new([self.in_channels, self.out_channels], [k, k])
+            .with_stride([self.stride, self.stride])
+            .with_groups(self.groups)
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_bias(!self.batch_norm)
+            .with_initializer(self.init.weight_initializer_for(fans))
+            .init(device);
+        if conv.bias.is_some() && self.init.zero_bias() {
+            conv.bias = Some(Initializer::Zeros.init([self.out_channels], device));
+        }
+        let bn = self.batch_norm.then(|| {
+            let mut bn = BatchNormConfig::new(self.out_channels).init(device);
+            if self.zero_gamma {
+                bn.gamma = Param::from_tensor(Tensor::zeros([self.out_channels], device));
+            }
+            bn
+        });
+        let description = format!(
+            "Conv{k}x{k}({}→{}{}{}, {}) → {}{}",
+            self.in_channels,
+            self.out_channels,
+            if self.stride > 1 {
+                format!(", stride {}", self.stride)
+            } else {
+                String::new()
+            },
+            if self.groups > 1 {
+                format!(", groups {}", self.groups)
+            } else {
+                String::new()
+            },
+            if self.batch_norm { "no bias" } else { "bias" },
+            if self.batch_norm {
+                if self.zero_gamma {
+                    "BatchNorm(γ=0) → "
+                } else {
+                    "BatchNorm → "
+                }
+            } else {
+                ""
+            },
+            self.activation.name()
+        );
+        ConvBnAct {
+            conv,
+            bn,
+            activation: self.activation,
+            description,
+        }
+    }
+}
+
+impl ConvBnAct {
+    /// `[N, C_in, H, W]` → `[N, C_out, H', W']`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.conv.forward(x);
+        let x = match &self.bn {
+            Some(bn) => bn.forward(x),
+            None => x,
+        };
+        self.activation.apply(x)
+    }
+
+    /// What the block is, in one line (for model summaries).
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+}
+
+/// Configuration of [`LinearBnAct`].
+#[derive(Config, Debug, PartialEq)]
+pub struct LinearBnActConfig {
+    /// Input features.
+    pub d_in: usize,
+    /// Output features.
+    pub d_out: usize,
+    /// BatchNorm1d after the linear layer (false: the layer keeps its bias).
+    #[config(default = true)]
+    pub batch_norm: bool,
+    /// Activation after the BatchNorm.
+    #[config(default = "Activation::Relu")]
+    pub activation: Activation,
+    /// Weight initialisation.
+    #[config(default = "InitScheme::KaimingNormalFanOutRelu")]
+    pub init: InitScheme,
+}
+
+/// Linear (no bias) → BatchNorm1d → activation.
+#[derive(Module, Debug)]
+pub struct LinearBnAct {
+    linear: Linear,
+    bn: Option<BatchNorm>,
+    #[module(skip)]
+    activation: Activation,
+    #[module(skip)]
+    description: String,
+}
+
+impl LinearBnActConfig {
+    /// Builds the block on `device`.
+    pub fn init(&self, device: &Device) -> LinearBnAct {
+        let fans = Fans::linear(self.d_in, self.d_out);
+        let mut linear = LinearConfig::new(self.d_in, self.d_out)
+            .with_bias(!self.batch_norm)
+            .with_initializer(self.init.weight_initializer_for(fans))
+            .init(device);
+        if linear.bias.is_some() && self.init.zero_bias() {
+            linear.bias = Some(Initializer::Zeros.init([self.d_out], device));
+        }
+        let bn = self
+            .batch_norm
+            .then(|| BatchNormConfig::new(self.d_out).init(device));
+        let description = format!(
+            "Linear({}→{}, {}) → {}{}",
+            self.d_in,
+            self.d_out,
+            if self.batch_norm { "no bias" } else { "bias" },
+            if self.batch_norm { "BatchNorm1d → " } else { "" },
+            self.activation.name()
+        );
+        LinearBnAct {
+            linear,
+            bn,
+            activation: self.activation,
+            description,
+        }
+    }
+}
+
+impl LinearBnAct {
+    /// `[N, d_in]` → `[N, d_out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = self.linear.forward(x);
+        let x = match &self.bn {
+            // Burn's BatchNorm takes [N, C, ...]: add a length-1 axis for BatchNorm1d semantics.
+            Some(bn) => bn.forward(x.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2),
+            None => x,
+        };
+        self.activation.apply(x)
+    }
+
+    /// What the block is, in one line.
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn conv_block_has_no_bias_with_bn_and_a_zero_bias_without() {
+        let device = Device::flex();
+        let with = ConvBnActConfig::new(4, 8, 3).init(&device);
+        assert!(with.conv.bias.is_none() && with.bn.is_some());
+        let without = ConvBnActConfig::new(4, 8, 3).with_batch_norm(false).init(&device);
+        let bias = without.conv.bias.as_ref().map(|b| values(b.val())).unwrap();
+        assert_eq!(bias, vec![0.0; 8], "a chosen scheme zeroes the bias");
+        assert!(without.bn.is_none());
+        assert_eq!(without.describe(), "Conv3x3(4→8, bias) → ReLU");
+        let default = ConvBnActConfig::new(4, 8, 3)
+            .with_batch_norm(false)
+            .with_init(InitScheme::PytorchDefault)
+            .init(&device);
+        let bias = default.conv.bias.as_ref().map(|b| values(b.val())).unwrap();
+        assert!(bias.iter().any(|&b| b != 0.0), "pytorch-default draws the bias");
+        assert!(
+            bias.iter().all(|b| b.abs() <= 1.0 / 36f32.sqrt()),
+            "U(±1/√fan_in), fan_in 4·3·3"
+        );
+    }
+
+    #[test]
+    fn zero_gamma_and_shapes() {
+        let device = Device::flex();
+        let b = ConvBnActConfig::new(3, 6, 3)
+            .with_zero_gamma(true)
+            .with_activation(Activation::Identity)
+            .with_groups(3)
+            .init(&device);
+        assert_eq!(values(b.bn.as_ref().unwrap().gamma.val()), vec![0.0; 6]);
+        // γ = 0 and β = 0: the branch outputs exactly zero at first (in eval mode too).
+        let y = b.forward(Tensor::<4>::ones([1, 3, 5, 5], &device));
+        assert_eq!(y.dims(), [1, 6, 5, 5]);
+        assert!(values(y).iter().all(|&v| v == 0.0));
+        assert_eq!(
+            b.describe(),
+            "Conv3x3(3→6, groups 3, no bias) → BatchNorm(γ=0) → identity"
+        );
+    }
+
+    #[test]
+    fn linear_block_and_activations() {
+        let device = Device::flex();
+        device.seed(1);
+        let b = LinearBnActConfig::new(5, 7).init(&device);
+        assert!(b.linear.bias.is_none());
+        let y = b.forward(Tensor::<2>::random(
+            [4, 5],
+            burn::tensor::Distribution::Default,
+            &device,
+        ));
+        assert_eq!(y.dims(), [4, 7]);
+        assert!(values(y).iter().all(|&v| v >= 0.0), "ReLU output");
+        assert_eq!(b.describe(), "Linear(5→7, no bias) → BatchNorm1d → ReLU");
+        let x = Tensor::<1>::from_floats([-2.0, 0.0, 1.0], &device);
+        // torch: F.leaky_relu(x, 0.1) = [-0.2, 0, 1]; F.silu(x) = [-0.2384, 0, 0.7311];
+        // F.gelu(x) = [-0.0455, 0, 0.8413]
+        let close = |a: Vec<f32>, b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+        assert!(close(
+            values(Activation::LeakyRelu { negative_slope: 0.1 }.apply(x.clone())),
+            [-0.2, 0.0, 1.0]
+        ));
+        assert!(close(
+            values(Activation::Silu.apply(x.clone())),
+            [-0.2384, 0.0, 0.7311]
+        ));
+        assert!(close(values(Activation::Gelu.apply(x)), [-0.0455, 0.0, 0.8413]));
+    }
+}
