@@ -114,3 +114,25 @@ fn a_normalization_that_does_not_fit_the_data_is_reported_on_the_first_batch() -
     assert_eq!(seen, result.warnings, "the callback saw it as it happened");
     Ok(())
 }
+
+#[test]
+fn an_mlp_trains_through_the_same_loop() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(dir.path(), 320, 16)?;
+    let src = common::fmnist_train_source(dir.path())?;
+    let device = Device::flex();
+    let model = kiln_models::MlpConfig::new(vec![128]).init(&device)?;
+    let cfg = TrainConfig {
+        epochs: 3,
+        batch_size: 32,
+        seed: 5,
+        ..TrainConfig::default()
+    };
+    let result = fit(model, &src, None, &cfg, &device, FitOutputs::default())?;
+    let losses: Vec<f64> = result.epochs.iter().map(|r| r.train_loss).collect();
+    assert!(
+        losses[2] < 0.8 * losses[0],
+        "MLP training loss per epoch: {losses:?}"
+    );
+    Ok(())
+}

@@ -27,10 +27,12 @@ pub mod blocks;
 pub mod classifier;
 pub mod error;
 pub mod init;
+pub mod mlp;
 pub mod reference_cnn;
 
 pub use blocks::{Activation, ConvBnAct, ConvBnActConfig, LinearBnAct, LinearBnActConfig};
 pub use classifier::Classifier;
 pub use error::ModelError;
 pub use init::{FanMode, Fans, InitScheme, Nonlinearity};
+pub use mlp::{Mlp, MlpConfig};
 pub use reference_cnn::{ReferenceCnn, ReferenceCnnConfig};
