@@ -29,6 +29,7 @@ pub mod error;
 pub mod init;
 pub mod mlp;
 pub mod reference_cnn;
+pub mod resnet;
 
 pub use blocks::{Activation, ConvBnAct, ConvBnActConfig, LinearBnAct, LinearBnActConfig};
 pub use classifier::Classifier;
@@ -36,3 +37,4 @@ pub use error::ModelError;
 pub use init::{FanMode, Fans, InitScheme, Nonlinearity};
 pub use mlp::{Mlp, MlpConfig};
 pub use reference_cnn::{ReferenceCnn, ReferenceCnnConfig};
+pub use resnet::{ResNet, ResNetConfig, ResNetKind};

@@ -1,0 +1,317 @@
+//! ResNets: torchvision's ResNet-18/34/50 (ImageNet stem) and the CIFAR family (3×3 stem, no
+//! max-pool): ResNet-20/56 (He et al. 2016, §4.2, with 1×1-conv projection shortcuts) and the
+//! CIFAR ResNet-18 (ImageNet widths, CIFAR stem).
+//!
+//! Every convolution is a [`ConvBnAct`]: no bias, BatchNorm, ReLU; the last BatchNorm of each
+//! residual branch has no activation (ReLU comes after the addition) and can start at γ = 0
+//! (`zero_init_residual`, torchvision's option). Parameter counts equal torchvision's.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use kiln_models::{Classifier, ResNetConfig, ResNetKind};
+//!
+//! let device = Device::flex();
+//! let model = ResNetConfig::new(ResNetKind::Cifar20).init(&device)?;
+//! assert_eq!(model.logits(Tensor::<4>::zeros([2, 3, 32, 32], &device)).dims(), [2, 10]);
+//! # Ok::<(), kiln_models::ModelError>(())
+//! ```
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use serde::{Deserialize, Serialize};
+
+use crate::blocks::{Activation, ConvBnAct, ConvBnActConfig};
+use crate::init::{Fans, InitScheme};
+use crate::{Classifier, ModelError};
+
+/// Which ResNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResNetKind {
+    /// torchvision `resnet18`: basic blocks [2, 2, 2, 2], widths 64–512, 7×7 stem + max-pool.
+    ResNet18,
+    /// torchvision `resnet34`: basic blocks [3, 4, 6, 3].
+    ResNet34,
+    /// torchvision `resnet50`: bottleneck blocks [3, 4, 6, 3] (stride on the 3×3, "v1.5").
+    ResNet50,
+    /// CIFAR ResNet-20: 3 stages of 3 basic blocks, widths 16/32/64, 3×3 stem.
+    Cifar20,
+    /// CIFAR ResNet-56: 3 stages of 9 basic blocks.
+    Cifar56,
+    /// ResNet-18 widths and blocks with the CIFAR 3×3 stem and no max-pool.
+    Cifar18,
+}
+
+impl ResNetKind {
+    /// (bottleneck?, blocks per stage, widths per stage, stem width, ImageNet stem?).
+    fn plan(self) -> (bool, &'static [usize], &'static [usize], usize, bool) {
+        const W4: &[usize] = &[64, 128, 256, 512];
+        match self {
+            ResNetKind::ResNet18 => (false, &[2, 2, 2, 2], W4, 64, true),
+            ResNetKind::ResNet34 => (false, &[3, 4, 6, 3], W4, 64, true),
+            ResNetKind::ResNet50 => (true, &[3, 4, 6, 3], W4, 64, true),
+            ResNetKind::Cifar20 => (false, &[3, 3, 3], &[16, 32, 64], 16, false),
+            ResNetKind::Cifar56 => (false, &[9, 9, 9], &[16, 32, 64], 16, false),
+            ResNetKind::Cifar18 => (false, &[2, 2, 2, 2], W4, 64, false),
+        }
+    }
+
+    /// The name used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResNetKind::ResNet18 => "ResNet-18",
+            ResNetKind::ResNet34 => "ResNet-34",
+            ResNetKind::ResNet50 => "ResNet-50",
+            ResNetKind::Cifar20 => "CIFAR ResNet-20",
+            ResNetKind::Cifar56 => "CIFAR ResNet-56",
+            ResNetKind::Cifar18 => "CIFAR ResNet-18",
+        }
+    }
+}
+
+/// Configuration of [`ResNet`].
+#[derive(Config, Debug, PartialEq)]
+pub struct ResNetConfig {
+    /// Which ResNet.
+    pub kind: ResNetKind,
+    /// Number of output classes.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// Input channels.
+    #[config(default = 3)]
+    pub in_channels: usize,
+    /// Start the last BatchNorm γ of every residual branch at 0.
+    #[config(default = false)]
+    pub zero_init_residual: bool,
+    /// Weight initialisation (torchvision's: Kaiming normal, fan_out, ReLU).
+    #[config(default = "InitScheme::KaimingNormalFanOutRelu")]
+    pub init: InitScheme,
+}
+
+/// One residual block: a chain of conv blocks plus an identity or projection shortcut.
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    branch: Vec<ConvBnAct>,
+    shortcut: Option<ConvBnAct>,
+}
+
+impl ResBlock {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x.clone()),
+            None => x.clone(),
+        };
+        let y = self.branch.iter().fold(x, |h, b| b.forward(h));
+        relu(y + skip)
+    }
+}
+
+/// A ResNet; see the [module docs](self).
+#[derive(Module, Debug)]
+pub struct ResNet {
+    stem: ConvBnAct,
+    pool: Option<MaxPool2d>,
+    blocks: Vec<ResBlock>,
+    avg: AdaptiveAvgPool2d,
+    fc: Linear,
+    #[module(skip)]
+    kind: ResNetKind,
+    #[module(skip)]
+    in_channels: usize,
+}
+
+impl ResNetConfig {
+    /// Builds the model.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidConfig`] for fewer than two classes or zero input channels.
+    pub fn init(&self, device: &Device) -> Result<ResNet, ModelError> {
+        if self.num_classes < 2 {
+            return Err(ModelError::InvalidConfig {
+                field: "num_classes",
+                value: self.num_classes.to_string(),
+                reason: "a classifier needs at least 2 classes",
+            });
+        }
+        if self.in_channels == 0 {
+            return Err(ModelError::InvalidConfig {
+                field: "in_channels",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        let (bottleneck, depths, widths, stem_width, imagenet) = self.kind.plan();
+        let conv = |c_in: usize, c_out: usize, k: usize, stride: usize, act: Activation, zero: bool| {
+            ConvBnActConfig::new(c_in, c_out, k)
+                .with_stride(stride)
+                .with_activation(act)
+                .with_zero_gamma(zero)
+                .with_init(self.init)
+                .init(device)
+        };
+        let stem_k = if imagenet { 7 } else { 3 };
+        let stem = conv(
+            self.in_channels,
+            stem_width,
+            stem_k,
+            if imagenet { 2 } else { 1 },
+            Activation::Relu,
+            false,
+        );
+        let pool = imagenet.then(|| {
+            MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init()
+        });
+        let expansion = if bottleneck { 4 } else { 1 };
+        let zero = self.zero_init_residual;
+        let mut blocks = Vec::new();
+        let mut c = stem_width;
+        for (stage, (&n, &w)) in depths.iter().zip(widths).enumerate() {
+            for b in 0..n {
+                let stride = if b == 0 && stage > 0 { 2 } else { 1 };
+                let out = w * expansion;
+                let branch = if bottleneck {
+                    vec![
+                        conv(c, w, 1, 1, Activation::Relu, false),
+                        conv(w, w, 3, stride, Activation::Relu, false),
+                        conv(w, out, 1, 1, Activation::Identity, zero),
+                    ]
+                } else {
+                    vec![
+                        conv(c, w, 3, stride, Activation::Relu, false),
+                        conv(w, out, 3, 1, Activation::Identity, zero),
+                    ]
+                };
+                let shortcut =
+                    (stride != 1 || c != out).then(|| conv(c, out, 1, stride, Activation::Identity, false));
+                blocks.push(ResBlock { branch, shortcut });
+                c = out;
+            }
+        }
+        let mut fc = LinearConfig::new(c, self.num_classes)
+            .with_initializer(
+                self.init
+                    .weight_initializer_for(Fans::linear(c, self.num_classes)),
+            )
+            .init(device);
+        if self.init.zero_bias() {
+            fc.bias = Some(Initializer::Zeros.init([self.num_classes], device));
+        }
+        Ok(ResNet {
+            stem,
+            pool,
+            blocks,
+            avg: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            fc,
+            kind: self.kind,
+            in_channels: self.in_channels,
+        })
+    }
+}
+
+impl ResNet {
+    /// `[N, C, H, W]` → `[N, classes]` logits.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = self.stem.forward(x);
+        if let Some(p) = &self.pool {
+            x = p.forward(x);
+        }
+        for b in &self.blocks {
+            x = b.forward(x);
+        }
+        let x: Tensor<2> = self.avg.forward(x).flatten(1, 3);
+        self.fc.forward(x)
+    }
+
+    /// Which ResNet this is.
+    pub fn kind(&self) -> ResNetKind {
+        self.kind
+    }
+}
+
+impl Classifier for ResNet {
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward(images)
+    }
+
+    fn check_input(&self, dims: &[usize]) -> Result<(), ModelError> {
+        // Global average pooling takes any size the strides leave at least 1x1 of.
+        let min = if self.pool.is_some() { 32 } else { 8 };
+        if dims.len() == 4 && dims[0] > 0 && dims[1] == self.in_channels && dims[2] >= min && dims[3] >= min {
+            Ok(())
+        } else {
+            Err(ModelError::InputShape {
+                model: "ResNet",
+                expected_chw: [self.in_channels, min, min],
+                found: dims.to_vec(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_equal_torchvision() {
+        // sum(p.numel() for p in torchvision.models.resnetXX(num_classes=1000).parameters()) and the
+        // BatchNorm running mean/var buffers, which Burn's num_params also counts:
+        //   resnet18 11,689,512 + 9,600; resnet34 21,797,672 + 17,024; resnet50 25,557,032 + 53,120.
+        // CIFAR (10 classes; same blocks in PyTorch, 1x1 projection shortcuts):
+        //   resnet20 272,474 + 1,568; resnet56 855,770 + 4,256; CIFAR resnet18 11,173,962 + 9,600.
+        let d = Device::flex();
+        let count = |kind, classes| {
+            ResNetConfig::new(kind)
+                .with_num_classes(classes)
+                .init(&d)
+                .unwrap()
+                .num_params()
+        };
+        assert_eq!(count(ResNetKind::ResNet18, 1000), 11_689_512 + 9_600);
+        assert_eq!(count(ResNetKind::ResNet34, 1000), 21_797_672 + 17_024);
+        assert_eq!(count(ResNetKind::ResNet50, 1000), 25_557_032 + 53_120);
+        assert_eq!(count(ResNetKind::Cifar20, 10), 272_474 + 1_568);
+        assert_eq!(count(ResNetKind::Cifar56, 10), 855_770 + 4_256);
+        assert_eq!(count(ResNetKind::Cifar18, 10), 11_173_962 + 9_600);
+    }
+
+    #[test]
+    fn forward_shapes_and_zero_init_residual() {
+        let d = Device::flex();
+        let r18 = ResNetConfig::new(ResNetKind::ResNet18)
+            .with_num_classes(7)
+            .init(&d)
+            .unwrap();
+        assert_eq!(r18.logits(Tensor::<4>::zeros([1, 3, 64, 64], &d)).dims(), [1, 7]);
+        assert!(r18.check_input(&[1, 3, 16, 16]).is_err());
+        let c20 = ResNetConfig::new(ResNetKind::Cifar20)
+            .with_zero_init_residual(true)
+            .init(&d)
+            .unwrap();
+        assert_eq!(c20.logits(Tensor::<4>::ones([1, 3, 32, 32], &d)).dims(), [1, 10]);
+        // With the last γ at 0 a block with an identity shortcut is relu(x + 0) at start.
+        d.seed(4);
+        let x = Tensor::<4>::random([1, 16, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &d);
+        let y = c20.blocks[0].forward(x.clone());
+        let diff = (y - relu(x)).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-6, "{diff}");
+        assert!(
+            ResNetConfig::new(ResNetKind::Cifar20)
+                .with_num_classes(1)
+                .init(&d)
+                .is_err()
+        );
+    }
+}
