@@ -110,6 +110,9 @@ pub struct ConvBnAct {
     activation: Activation,
     #[module(skip)]
     description: String,
+    /// `[c_in, c_out, kernel, stride, groups]`, for summaries.
+    #[module(skip)]
+    spec: [usize; 5],
 }
 
 impl ConvBnActConfig {
@@ -166,6 +169,7 @@ impl ConvBnActConfig {
             bn,
             activation: self.activation,
             description,
+            spec: [self.in_channels, self.out_channels, k, self.stride, self.groups],
         }
     }
 }
@@ -184,6 +188,22 @@ impl ConvBnAct {
     /// What the block is, in one line (for model summaries).
     pub fn describe(&self) -> &str {
         &self.description
+    }
+
+    /// The summary row of this block for an input of `[C, H, W]`, and its output `[C, H, W]`.
+    pub fn summarize(&self, input: [usize; 3]) -> (crate::summary::Row, [usize; 3]) {
+        let [c_in, c_out, k, stride, groups] = self.spec;
+        let pad = k / 2;
+        let out_hw = |n: usize| (n + 2 * pad).saturating_sub(k) / stride.max(1) + 1;
+        let out = [c_out, out_hw(input[1]), out_hw(input[2])];
+        let macs = (k * k * c_in / groups.max(1) * c_out * out[1] * out[2]) as u64;
+        let row = crate::summary::Row {
+            layer: self.description.clone(),
+            output: out.to_vec(),
+            params: self.num_params(),
+            macs,
+        };
+        (row, out)
     }
 }
 
@@ -262,6 +282,17 @@ impl LinearBnAct {
     /// What the block is, in one line.
     pub fn describe(&self) -> &str {
         &self.description
+    }
+
+    /// The summary row of this block.
+    pub fn summarize(&self) -> crate::summary::Row {
+        let [d_in, d_out] = self.linear.weight.dims();
+        crate::summary::Row {
+            layer: self.description.clone(),
+            output: vec![d_out],
+            params: self.num_params(),
+            macs: (d_in * d_out) as u64,
+        }
     }
 }
 

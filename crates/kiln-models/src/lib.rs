@@ -30,6 +30,7 @@ pub mod init;
 pub mod mlp;
 pub mod reference_cnn;
 pub mod resnet;
+pub mod summary;
 
 pub use blocks::{Activation, ConvBnAct, ConvBnActConfig, LinearBnAct, LinearBnActConfig};
 pub use classifier::Classifier;
@@ -38,3 +39,4 @@ pub use init::{FanMode, Fans, InitScheme, Nonlinearity};
 pub use mlp::{Mlp, MlpConfig};
 pub use reference_cnn::{ReferenceCnn, ReferenceCnnConfig};
 pub use resnet::{ResNet, ResNetConfig, ResNetKind};
+pub use summary::{Row, Summary};

@@ -128,6 +128,23 @@ impl Mlp {
     pub fn layers(&self) -> &[String] {
         &self.layers
     }
+
+    /// Per-layer output shapes, parameters and MACs.
+    pub fn summary(&self) -> crate::Summary {
+        let mut rows: Vec<crate::Row> = self.hidden.iter().map(LinearBnAct::summarize).collect();
+        let [d_in, d_out] = self.head.weight.dims();
+        rows.push(crate::Row {
+            layer: format!("Linear({d_in}→{d_out}, bias)"),
+            output: vec![d_out],
+            params: self.head.num_params(),
+            macs: (d_in * d_out) as u64,
+        });
+        crate::Summary {
+            model: "Mlp".into(),
+            input: self.input_chw,
+            rows,
+        }
+    }
 }
 
 impl Classifier for Mlp {

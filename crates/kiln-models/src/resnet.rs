@@ -234,6 +234,55 @@ impl ResNet {
     pub fn kind(&self) -> ResNetKind {
         self.kind
     }
+
+    /// Per-layer output shapes, parameters and MACs for an input of `[C, H, W]`.
+    pub fn summary(&self, input: [usize; 3]) -> crate::Summary {
+        let mut rows = Vec::new();
+        let (row, mut shape) = self.stem.summarize(input);
+        rows.push(row);
+        if self.pool.is_some() {
+            // 3x3, stride 2, padding 1.
+            shape = [shape[0], (shape[1] + 2 - 3) / 2 + 1, (shape[2] + 2 - 3) / 2 + 1];
+            rows.push(crate::Row {
+                layer: "MaxPool3x3(stride 2)".into(),
+                output: shape.to_vec(),
+                params: 0,
+                macs: 0,
+            });
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
+            let block_in = shape;
+            for conv in &block.branch {
+                let (mut row, out) = conv.summarize(shape);
+                row.layer = format!("block {i}: {}", row.layer);
+                rows.push(row);
+                shape = out;
+            }
+            if let Some(s) = &block.shortcut {
+                let (mut row, _) = s.summarize(block_in);
+                row.layer = format!("block {i} shortcut: {}", row.layer);
+                rows.push(row);
+            }
+        }
+        rows.push(crate::Row {
+            layer: "GlobalAvgPool".into(),
+            output: vec![shape[0]],
+            params: 0,
+            macs: 0,
+        });
+        let [d_in, d_out] = self.fc.weight.dims();
+        rows.push(crate::Row {
+            layer: format!("Linear({d_in}→{d_out}, bias)"),
+            output: vec![d_out],
+            params: self.fc.num_params(),
+            macs: (d_in * d_out) as u64,
+        });
+        crate::Summary {
+            model: self.kind.name().to_string(),
+            input,
+            rows,
+        }
+    }
 }
 
 impl Classifier for ResNet {
@@ -313,5 +362,33 @@ mod tests {
                 .init(&d)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn summary_totals_match_the_model_and_known_macs() {
+        let d = Device::flex();
+        let r18 = ResNetConfig::new(ResNetKind::ResNet18)
+            .with_num_classes(1000)
+            .init(&d)
+            .unwrap();
+        let s = r18.summary([3, 224, 224]);
+        assert_eq!(s.params(), r18.num_params(), "every parameter is in a row");
+        // torchvision resnet18 at 224x224: 1.814 GMACs (fvcore / ptflops report 1.82 G),
+        // conv and linear layers only.
+        let gmacs = s.macs() as f64 / 1e9;
+        assert!((gmacs - 1.814).abs() < 0.01, "{gmacs}");
+        assert_eq!(s.rows[1].output, vec![64, 56, 56], "after the stem and max-pool");
+        assert_eq!(s.rows.last().unwrap().output, vec![1000]);
+        let text = s.to_string();
+        assert!(
+            text.contains("block 2 shortcut: Conv1x1(64→128, stride 2, no bias)"),
+            "{text}"
+        );
+        let c20 = ResNetConfig::new(ResNetKind::Cifar20)
+            .init(&d)
+            .unwrap()
+            .summary([3, 32, 32]);
+        // He et al.'s ResNet-20: about 41 MMACs at 32x32 (0.27 M parameters).
+        assert!((c20.macs() as f64 / 1e6 - 41.0).abs() < 1.0, "{}", c20.macs());
     }
 }

@@ -1,0 +1,85 @@
+//! Model summaries: per-layer output shape, parameter count and multiply-accumulates.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use kiln_models::{ResNetConfig, ResNetKind};
+//!
+//! let model = ResNetConfig::new(ResNetKind::Cifar20).init(&Device::flex())?;
+//! let s = model.summary([3, 32, 32]);
+//! println!("{s}"); // one line per layer, then the totals
+//! assert_eq!(s.rows.last().unwrap().output, vec![10]);
+//! # Ok::<(), kiln_models::ModelError>(())
+//! ```
+
+use std::fmt;
+
+/// One layer (or block) of a summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// What the layer is.
+    pub layer: String,
+    /// Its output shape for one sample (`[C, H, W]` or `[D]`).
+    pub output: Vec<usize>,
+    /// Its parameters (Burn's count: BatchNorm running statistics included).
+    pub params: usize,
+    /// Multiply-accumulates for one sample (FLOPs ≈ 2 × MACs); convolutions and linear layers only.
+    pub macs: u64,
+}
+
+/// A whole model's summary for one input size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The model's name.
+    pub model: String,
+    /// The input `[C, H, W]`.
+    pub input: [usize; 3],
+    /// Layers in order.
+    pub rows: Vec<Row>,
+}
+
+impl Summary {
+    /// Total parameters (Burn's count).
+    pub fn params(&self) -> usize {
+        self.rows.iter().map(|r| r.params).sum()
+    }
+
+    /// Total multiply-accumulates for one sample.
+    pub fn macs(&self) -> u64 {
+        self.rows.iter().map(|r| r.macs).sum()
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} on input {:?} (C, H, W)", self.model, self.input)?;
+        let width = self
+            .rows
+            .iter()
+            .map(|r| r.layer.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        writeln!(
+            f,
+            "{:<width$}  {:>16}  {:>12}  {:>14}",
+            "layer", "output", "params", "MACs"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:<width$}  {:>16}  {:>12}  {:>14}",
+                r.layer,
+                format!("{:?}", r.output),
+                r.params,
+                r.macs
+            )?;
+        }
+        write!(
+            f,
+            "total: {} parameters (incl. BatchNorm running statistics), {:.3} GMACs ≈ {:.3} GFLOPs per sample",
+            self.params(),
+            self.macs() as f64 / 1e9,
+            2.0 * self.macs() as f64 / 1e9
+        )
+    }
+}
