@@ -35,4 +35,17 @@ pub enum ModelError {
         /// The underlying error, printed.
         reason: String,
     },
+
+    /// A transform pipeline whose normalization is not the one the weights were trained with.
+    #[error(
+        "{model} was trained with normalization {expected}, but the pipeline uses {found}; use the weights' normalization, or override explicitly if this is intended"
+    )]
+    NormalizationMismatch {
+        /// The model.
+        model: String,
+        /// What the weights expect.
+        expected: String,
+        /// What the pipeline uses.
+        found: String,
+    },
 }

@@ -8,12 +8,12 @@ use anyhow::Context;
 use burn::data::dataset::Dataset;
 use burn::module::Module;
 use clap::{Args, Parser, Subcommand};
-use kiln_data::{MnistDataset, MnistSplit, random_split};
-use kiln_models::ReferenceCnnConfig;
+use kiln_data::{FASHION_MNIST_CLASSES, MnistDataset, MnistSplit, random_split};
+use kiln_models::{PretrainedSpec, ReferenceCnnConfig};
 use kiln_train::{
     ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, LrSchedule, RunDir, TrainConfig,
 };
-use kiln_transforms::Normalization;
+use kiln_transforms::{Normalization, NormalizationSpec};
 use serde::Serialize;
 
 /// The vendored Fashion-MNIST subset (10,000 train / 2,000 test images), found from the source
@@ -225,6 +225,16 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let model_path = run
         .save_model(&eval_model, "model")
         .context("saving the trained model")?;
+    // What the weights expect, kept next to them (model.bpk.kiln.json).
+    let spec = PretrainedSpec {
+        model: "reference-cnn".into(),
+        normalization: NormalizationSpec::FashionMnist,
+        input_chw: [model_cfg.in_channels, model_cfg.height, model_cfg.width],
+        num_classes: model_cfg.num_classes,
+        class_names: FASHION_MNIST_CLASSES.iter().map(|c| c.to_string()).collect(),
+    };
+    spec.check_normalization(&norm, false)?;
+    spec.save_next_to(&model_path)?;
     let summary = Summary {
         epochs,
         train_images: n_train,

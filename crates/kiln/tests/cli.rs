@@ -97,9 +97,25 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no test_acc in {stdout}"));
     assert!((0.0..=1.0).contains(&acc));
-    for f in ["config.json", "metrics.jsonl", "model.bpk", "summary.json"] {
+    for f in [
+        "config.json",
+        "metrics.jsonl",
+        "model.bpk",
+        "model.bpk.kiln.json",
+        "summary.json",
+    ] {
         assert!(out_dir.join(f).is_file(), "{f} missing");
     }
+    // The weights carry their preprocessing and classes.
+    let spec = kiln_models::PretrainedSpec::load_next_to(&out_dir.join("model.bpk")).unwrap();
+    assert_eq!(
+        spec.normalization,
+        kiln_transforms::NormalizationSpec::FashionMnist
+    );
+    assert_eq!(
+        (spec.input_chw, spec.num_classes, spec.class_names.len()),
+        ([1, 28, 28], 10, 10)
+    );
     let metrics = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
     let config = std::fs::read_to_string(out_dir.join("config.json")).unwrap();
