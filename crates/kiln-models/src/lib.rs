@@ -26,6 +26,7 @@
 pub mod blocks;
 pub mod classifier;
 pub mod error;
+pub mod import;
 pub mod init;
 pub mod mlp;
 pub mod pretrained;

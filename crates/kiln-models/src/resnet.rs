@@ -235,6 +235,42 @@ impl ResNet {
         self.kind
     }
 
+    /// torchvision's state-dict names → this model's parameter paths, as `(regex, replacement)`
+    /// pairs (`layerL.B.convJ` → `blocks.G.branch.J-1.conv`, `downsample.0/1` → `shortcut.conv/bn`).
+    pub fn torchvision_key_map(&self) -> Vec<(String, String)> {
+        let (_, depths, _, _, _) = self.kind.plan();
+        let mut pairs = vec![
+            (r"^conv1\.".to_string(), "stem.conv.".to_string()),
+            (r"^bn1\.".to_string(), "stem.bn.".to_string()),
+        ];
+        let mut g = 0;
+        for (l, &n) in depths.iter().enumerate() {
+            for b in 0..n {
+                let prefix = format!(r"^layer{}\.{b}\.", l + 1);
+                for j in 1..=3 {
+                    pairs.push((
+                        format!("{prefix}conv{j}\\."),
+                        format!("blocks.{g}.branch.{}.conv.", j - 1),
+                    ));
+                    pairs.push((
+                        format!("{prefix}bn{j}\\."),
+                        format!("blocks.{g}.branch.{}.bn.", j - 1),
+                    ));
+                }
+                pairs.push((
+                    format!("{prefix}downsample\\.0\\."),
+                    format!("blocks.{g}.shortcut.conv."),
+                ));
+                pairs.push((
+                    format!("{prefix}downsample\\.1\\."),
+                    format!("blocks.{g}.shortcut.bn."),
+                ));
+                g += 1;
+            }
+        }
+        pairs
+    }
+
     /// Per-layer output shapes, parameters and MACs for an input of `[C, H, W]`.
     pub fn summary(&self, input: [usize; 3]) -> crate::Summary {
         let mut rows = Vec::new();

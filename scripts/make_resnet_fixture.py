@@ -1,0 +1,60 @@
+"""Write the weight-import fixture: a CIFAR ResNet-20 with torchvision's module names and random
+weights (BatchNorm running statistics included), its state dict as .safetensors and .pth, an input
+and PyTorch's eval-mode logits for it.
+
+Usage: python scripts/make_resnet_fixture.py crates/kiln-models/tests/fixtures/cifar_resnet20
+Needs: torch, safetensors. The layout follows torchvision's ResNet (conv1/bn1, layerN.M.conv1..,
+downsample.0/1, fc) with a 3x3 stem, no max-pool, widths 16/32/64 and 3 blocks per stage.
+"""
+import json, os, sys
+import torch, torch.nn as nn
+from safetensors.torch import save_file
+
+class BasicBlock(nn.Module):
+    def __init__(self, i, o, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(i, o, 3, stride, 1, bias=False); self.bn1 = nn.BatchNorm2d(o)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(o, o, 3, 1, 1, bias=False); self.bn2 = nn.BatchNorm2d(o)
+        self.downsample = nn.Sequential(nn.Conv2d(i, o, 1, stride, bias=False), nn.BatchNorm2d(o)) if stride != 1 or i != o else None
+    def forward(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(y)) + idt)
+
+class CifarResNet20(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False); self.bn1 = nn.BatchNorm2d(16); self.relu = nn.ReLU(inplace=True)
+        layers, c = [], 16
+        for stage, w in enumerate([16, 32, 64]):
+            blocks = []
+            for b in range(3):
+                blocks.append(BasicBlock(c, w, 2 if (b == 0 and stage > 0) else 1)); c = w
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.avgpool = nn.AdaptiveAvgPool2d(1); self.fc = nn.Linear(64, num_classes)
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+out = sys.argv[1]; os.makedirs(out, exist_ok=True)
+torch.manual_seed(0)
+m = CifarResNet20()
+# Non-trivial BatchNorm state so that eval mode is really tested.
+for mod in m.modules():
+    if isinstance(mod, nn.BatchNorm2d):
+        mod.running_mean.uniform_(-0.5, 0.5); mod.running_var.uniform_(0.5, 2.0)
+        mod.weight.data.uniform_(0.5, 1.5); mod.bias.data.uniform_(-0.2, 0.2)
+m.eval()
+x = torch.randn(2, 3, 32, 32)
+with torch.no_grad():
+    y = m(x)
+sd = {k: v.contiguous() for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}
+save_file(sd, os.path.join(out, "weights.safetensors"))
+torch.save(m.state_dict(), os.path.join(out, "weights.pth"))
+x.numpy().astype("<f4").tofile(os.path.join(out, "input.f32"))
+y.numpy().astype("<f4").tofile(os.path.join(out, "logits.f32"))
+json.dump({"torch": torch.__version__, "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
+print("logits", y[0, :4].tolist())
