@@ -49,3 +49,15 @@ pub enum ModelError {
         found: String,
     },
 }
+
+/// A classifier needs at least two classes.
+pub(crate) fn check_num_classes(n: usize) -> Result<(), ModelError> {
+    if n < 2 {
+        return Err(ModelError::InvalidConfig {
+            field: "num_classes",
+            value: n.to_string(),
+            reason: "a classifier needs at least 2 classes",
+        });
+    }
+    Ok(())
+}

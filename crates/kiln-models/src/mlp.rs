@@ -60,13 +60,7 @@ impl MlpConfig {
     ///
     /// [`ModelError::InvalidConfig`] for fewer than two classes, a zero width or an empty input.
     pub fn init(&self, device: &Device) -> Result<Mlp, ModelError> {
-        if self.num_classes < 2 {
-            return Err(ModelError::InvalidConfig {
-                field: "num_classes",
-                value: self.num_classes.to_string(),
-                reason: "a classifier needs at least 2 classes",
-            });
-        }
+        crate::error::check_num_classes(self.num_classes)?;
         if let Some(&w) = self.widths.iter().find(|&&w| w == 0) {
             return Err(ModelError::InvalidConfig {
                 field: "widths",

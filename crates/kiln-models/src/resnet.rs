@@ -131,13 +131,7 @@ impl ResNetConfig {
     ///
     /// [`ModelError::InvalidConfig`] for fewer than two classes or zero input channels.
     pub fn init(&self, device: &Device) -> Result<ResNet, ModelError> {
-        if self.num_classes < 2 {
-            return Err(ModelError::InvalidConfig {
-                field: "num_classes",
-                value: self.num_classes.to_string(),
-                reason: "a classifier needs at least 2 classes",
-            });
-        }
+        crate::error::check_num_classes(self.num_classes)?;
         if self.in_channels == 0 {
             return Err(ModelError::InvalidConfig {
                 field: "in_channels",
