@@ -101,9 +101,10 @@ fn centre_fallback(img_h: usize, img_w: usize, ratio: (f64, f64)) -> Window {
         (img_h, img_w)
     };
     let (h, w) = (h.clamp(1, img_h.max(1)), w.clamp(1, img_w.max(1)));
+    // An empty image gives a 1x1 window at 0, which the resize then refuses (BadWindow).
     Window {
-        top: (img_h - h) / 2,
-        left: (img_w - w) / 2,
+        top: img_h.saturating_sub(h) / 2,
+        left: img_w.saturating_sub(w) / 2,
         height: h,
         width: w,
     }
@@ -756,6 +757,24 @@ mod tests {
         );
         let a = rrc.sample(256, 300, &mut SampleRng::new(5));
         assert_eq!(a, rrc.sample(256, 300, &mut SampleRng::new(5)));
+    }
+
+    #[test]
+    fn an_empty_image_is_an_error_not_a_panic() {
+        let img = Image::<Hwc, Bgr>::new(0, 0, vec![]).unwrap();
+        let win = RandomResizedCrop::new(8, 8).sample(0, 0, &mut SampleRng::new(1));
+        assert!(matches!(
+            crop_resize(&img, win, 8, 8, false),
+            Err(TransformError::BadWindow { .. })
+        ));
+        assert!(
+            RandomErasing {
+                p: 1.0,
+                ..RandomErasing::default()
+            }
+            .sample(0, 0, &mut SampleRng::new(1))
+            .is_none()
+        );
     }
 
     #[test]
