@@ -3,7 +3,11 @@ weights (BatchNorm running statistics included), its state dict as .safetensors 
 and PyTorch's eval-mode logits for it.
 
 Usage: python scripts/make_resnet_fixture.py crates/kiln-models/tests/fixtures/cifar_resnet20
-Needs: torch, safetensors. The layout follows torchvision's ResNet (conv1/bn1, layerN.M.conv1..,
+       python scripts/make_resnet_fixture.py --arch resnet18 [--weights FILE.pth] /tmp/r18
+The second form writes a full torchvision model (random weights and BatchNorm statistics unless
+--weights gives a real state dict) for the test `full_torchvision_resnet_when_a_fixture_is_supplied`
+(run it with KILN_TORCHVISION_FIXTURE=/tmp/r18); it is too large to commit.
+Needs: torch, safetensors (and torchvision for --arch). The layout follows torchvision's ResNet (conv1/bn1, layerN.M.conv1..,
 downsample.0/1, fc) with a 3x3 stem, no max-pool, widths 16/32/64 and 3 blocks per stage.
 """
 import json, os, sys
@@ -39,16 +43,28 @@ class CifarResNet20(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
-out = sys.argv[1]; os.makedirs(out, exist_ok=True)
+args = sys.argv[1:]
+arch = "cifar_resnet20"; weights = None
+if "--arch" in args:
+    i = args.index("--arch"); arch = args[i + 1]; del args[i:i + 2]
+if "--weights" in args:
+    i = args.index("--weights"); weights = args[i + 1]; del args[i:i + 2]
+out = args[0]; os.makedirs(out, exist_ok=True)
 torch.manual_seed(0)
-m = CifarResNet20()
+if arch == "cifar_resnet20":
+    m = CifarResNet20(); shape = (2, 3, 32, 32)
+else:
+    import torchvision
+    m = getattr(torchvision.models, arch)(weights=None); shape = (2, 3, 224, 224)
+    if weights:
+        m.load_state_dict(torch.load(weights, map_location="cpu"))
 # Non-trivial BatchNorm state so that eval mode is really tested.
-for mod in m.modules():
+for mod in ([] if weights else m.modules()):
     if isinstance(mod, nn.BatchNorm2d):
         mod.running_mean.uniform_(-0.5, 0.5); mod.running_var.uniform_(0.5, 2.0)
         mod.weight.data.uniform_(0.5, 1.5); mod.bias.data.uniform_(-0.2, 0.2)
 m.eval()
-x = torch.randn(2, 3, 32, 32)
+x = torch.randn(*shape)
 with torch.no_grad():
     y = m(x)
 sd = {k: v.contiguous() for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}
@@ -56,5 +72,5 @@ save_file(sd, os.path.join(out, "weights.safetensors"))
 torch.save(m.state_dict(), os.path.join(out, "weights.pth"))
 x.numpy().astype("<f4").tofile(os.path.join(out, "input.f32"))
 y.numpy().astype("<f4").tofile(os.path.join(out, "logits.f32"))
-json.dump({"torch": torch.__version__, "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
+json.dump({"arch": arch, "torch": torch.__version__, "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
 print("logits", y[0, :4].tolist())

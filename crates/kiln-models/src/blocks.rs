@@ -104,8 +104,8 @@ pub struct ConvBnActConfig {
 /// padding, not TF-style `Same`).
 #[derive(Module, Debug)]
 pub struct ConvBnAct {
-    conv: Conv2d,
-    bn: Option<BatchNorm>,
+    pub(crate) conv: Conv2d,
+    pub(crate) bn: Option<BatchNorm>,
     #[module(skip)]
     activation: Activation,
     #[module(skip)]

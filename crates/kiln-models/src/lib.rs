@@ -6,6 +6,10 @@
 //! * [`classifier`] — the [`Classifier`] trait the training loop drives.
 //! * [`init`] — named initialisation schemes with PyTorch's formulas ([`InitScheme`]).
 //! * [`reference_cnn`] — the reference CNN for 28×28 grey images ([`ReferenceCnn`]).
+//! * [`blocks`], [`mlp`], [`resnet`] — `ConvBnAct`/`LinearBnAct` and the zoo built from them.
+//! * [`pretrained`], [`import`], [`weights`] — what weights expect ([`PretrainedSpec`]), torchvision
+//!   import, kiln checkpoints and the safetensors export PyTorch loads back.
+//! * [`finetune`] — replacing the head, freezing the backbone, backbone/head parameter groups.
 //!
 //! Invariants: no I/O except explicit save/load; every model is built from a serialisable config
 //! whose `init` validates it and returns [`ModelError`] instead of panicking; each model checks its
@@ -26,6 +30,7 @@
 pub mod blocks;
 pub mod classifier;
 pub mod error;
+pub mod finetune;
 pub mod import;
 pub mod init;
 pub mod mlp;
@@ -33,10 +38,12 @@ pub mod pretrained;
 pub mod reference_cnn;
 pub mod resnet;
 pub mod summary;
+pub mod weights;
 
 pub use blocks::{Activation, ConvBnAct, ConvBnActConfig, LinearBnAct, LinearBnActConfig};
 pub use classifier::Classifier;
 pub use error::ModelError;
+pub use finetune::FineTune;
 pub use init::{FanMode, Fans, InitScheme, Nonlinearity};
 pub use mlp::{Mlp, MlpConfig};
 pub use pretrained::PretrainedSpec;

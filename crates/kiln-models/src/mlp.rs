@@ -46,11 +46,11 @@ pub struct MlpConfig {
 #[derive(Module, Debug)]
 pub struct Mlp {
     hidden: Vec<LinearBnAct>,
-    head: Linear,
+    pub(crate) head: Linear,
     #[module(skip)]
     input_chw: [usize; 3],
     #[module(skip)]
-    layers: Vec<String>,
+    pub(crate) layers: Vec<String>,
 }
 
 impl MlpConfig {

@@ -113,11 +113,11 @@ impl ResBlock {
 /// A ResNet; see the [module docs](self).
 #[derive(Module, Debug)]
 pub struct ResNet {
-    stem: ConvBnAct,
+    pub(crate) stem: ConvBnAct,
     pool: Option<MaxPool2d>,
     blocks: Vec<ResBlock>,
     avg: AdaptiveAvgPool2d,
-    fc: Linear,
+    pub(crate) fc: Linear,
     #[module(skip)]
     kind: ResNetKind,
     #[module(skip)]
@@ -232,31 +232,48 @@ impl ResNet {
     /// torchvision's state-dict names → this model's parameter paths, as `(regex, replacement)`
     /// pairs (`layerL.B.convJ` → `blocks.G.branch.J-1.conv`, `downsample.0/1` → `shortcut.conv/bn`).
     pub fn torchvision_key_map(&self) -> Vec<(String, String)> {
+        self.torchvision_prefixes()
+            .into_iter()
+            .map(|(tv, kiln)| (format!("^{}", tv.replace('.', r"\.")), kiln))
+            .collect()
+    }
+
+    /// This model's parameter paths → torchvision's state-dict names: the inverse of
+    /// [`torchvision_key_map`](Self::torchvision_key_map), used by the safetensors export.
+    pub fn torchvision_export_key_map(&self) -> Vec<(String, String)> {
+        self.torchvision_prefixes()
+            .into_iter()
+            .map(|(tv, kiln)| (format!("^{}", kiln.replace('.', r"\.")), tv))
+            .collect()
+    }
+
+    /// `(torchvision prefix, kiln prefix)` pairs, each ending in a dot.
+    fn torchvision_prefixes(&self) -> Vec<(String, String)> {
         let (_, depths, _, _, _) = self.kind.plan();
         let mut pairs = vec![
-            (r"^conv1\.".to_string(), "stem.conv.".to_string()),
-            (r"^bn1\.".to_string(), "stem.bn.".to_string()),
+            ("conv1.".to_string(), "stem.conv.".to_string()),
+            ("bn1.".to_string(), "stem.bn.".to_string()),
         ];
         let mut g = 0;
         for (l, &n) in depths.iter().enumerate() {
             for b in 0..n {
-                let prefix = format!(r"^layer{}\.{b}\.", l + 1);
+                let prefix = format!("layer{}.{b}.", l + 1);
                 for j in 1..=3 {
                     pairs.push((
-                        format!("{prefix}conv{j}\\."),
+                        format!("{prefix}conv{j}."),
                         format!("blocks.{g}.branch.{}.conv.", j - 1),
                     ));
                     pairs.push((
-                        format!("{prefix}bn{j}\\."),
+                        format!("{prefix}bn{j}."),
                         format!("blocks.{g}.branch.{}.bn.", j - 1),
                     ));
                 }
                 pairs.push((
-                    format!("{prefix}downsample\\.0\\."),
+                    format!("{prefix}downsample.0."),
                     format!("blocks.{g}.shortcut.conv."),
                 ));
                 pairs.push((
-                    format!("{prefix}downsample\\.1\\."),
+                    format!("{prefix}downsample.1."),
                     format!("blocks.{g}.shortcut.bn."),
                 ));
                 g += 1;

@@ -1,0 +1,207 @@
+//! Fine-tuning helpers: a new classifier head, a frozen backbone, and the backbone/head parameter
+//! groups an optimizer uses to give the backbone a lower learning rate.
+//!
+//! The PyTorch recipe is `model.fc = nn.Linear(512, n)`, `for p in backbone: p.requires_grad =
+//! False`, and — the step people forget — `backbone.eval()` so that BatchNorm keeps the running
+//! statistics of the pretrained data instead of re-estimating them from small fine-tuning batches.
+//! [`FineTune::freeze_backbone`] does both: it turns gradients off **and** puts the backbone's
+//! BatchNorm layers in eval mode, even while the model runs on an autodiff device.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use kiln_models::{Classifier, FineTune, ResNetConfig, ResNetKind};
+//!
+//! let device = Device::flex();
+//! let model = ResNetConfig::new(ResNetKind::Cifar20).init(&device)?; // pretend it is pretrained
+//! let model = model.replace_head(5, &device)?.freeze_backbone();
+//! assert_eq!(model.logits(Tensor::<4>::zeros([2, 3, 32, 32], &device)).dims(), [2, 5]);
+//! assert!(ResNetConfig::new(ResNetKind::Cifar20).init(&device)?.replace_head(1, &device).is_err());
+//! # Ok::<(), kiln_models::ModelError>(())
+//! ```
+
+use burn::module::{Module, ParamGroup};
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+
+use crate::init::{Fans, InitScheme};
+use crate::{Mlp, ModelError, ResNet};
+
+/// A model with a backbone and a classifier head.
+pub trait FineTune: Module + Sized {
+    /// The regular expression that matches the head's parameter paths (e.g. `^fc\.`).
+    const HEAD_PATTERN: &'static str;
+
+    /// Replaces the classifier head by a freshly initialised one with `num_classes` outputs
+    /// (PyTorch's default `nn.Linear` init, as `model.fc = nn.Linear(...)` gives).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidConfig`] for fewer than two classes.
+    fn replace_head(self, num_classes: usize, device: &Device) -> Result<Self, ModelError>;
+
+    /// Number of classes the head outputs.
+    fn num_classes(&self) -> usize;
+
+    /// Every parameter and BatchNorm flag of the head.
+    fn head_group() -> ParamGroup {
+        // The pattern is a constant the tests compile; an empty group is the safe fallback.
+        ParamGroup::from_regex(Self::HEAD_PATTERN).unwrap_or_else(|_| ParamGroup::from_ids(Vec::new()))
+    }
+
+    /// Every parameter and BatchNorm flag outside the head.
+    fn backbone_group() -> ParamGroup {
+        ParamGroup::all().exclude(Self::head_group())
+    }
+
+    /// Freezes the backbone: no gradients for its parameters, and its BatchNorm layers use their
+    /// running statistics (eval mode) and stop updating them. The head still trains.
+    fn freeze_backbone(self) -> Self {
+        self.freeze_group(Self::backbone_group())
+    }
+
+    /// Undoes [`freeze_backbone`](Self::freeze_backbone) (for a second, full fine-tuning phase).
+    fn unfreeze_backbone(self) -> Self {
+        self.unfreeze_group(Self::backbone_group())
+    }
+}
+
+fn new_head(d_in: usize, num_classes: usize, device: &Device) -> Result<Linear, ModelError> {
+    crate::error::check_num_classes(num_classes)?;
+    Ok(LinearConfig::new(d_in, num_classes)
+        .with_initializer(InitScheme::PytorchDefault.weight_initializer_for(Fans::linear(d_in, num_classes)))
+        .init(device))
+}
+
+impl FineTune for ResNet {
+    const HEAD_PATTERN: &'static str = r"^fc\.";
+
+    fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
+        let [d_in, _] = self.fc.weight.dims();
+        self.fc = new_head(d_in, num_classes, device)?;
+        Ok(self)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.fc.weight.dims()[1]
+    }
+}
+
+impl FineTune for Mlp {
+    const HEAD_PATTERN: &'static str = r"^head\.";
+
+    fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
+        let [d_in, _] = self.head.weight.dims();
+        self.head = new_head(d_in, num_classes, device)?;
+        if let Some(last) = self.layers.last_mut() {
+            *last = format!("Linear({d_in}→{num_classes}, bias)");
+        }
+        Ok(self)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.head.weight.dims()[1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Classifier, MlpConfig, ResNetConfig, ResNetKind};
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::tensor::{Distribution, Int, TensorData};
+
+    fn batch(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        device.seed(3);
+        let x = Tensor::<4>::random([8, 3, 16, 16], Distribution::Normal(0.5, 2.0), device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 0, 1, 2, 0, 1], [8]), device);
+        (x, y)
+    }
+
+    #[test]
+    fn frozen_backbone_gets_no_gradients_and_keeps_its_batchnorm_statistics() {
+        let plain = Device::flex();
+        let ad = plain.clone().autodiff();
+        let model = ResNetConfig::new(ResNetKind::Cifar20)
+            .init(&plain)
+            .unwrap()
+            .replace_head(3, &plain)
+            .unwrap();
+        assert_eq!(model.num_classes(), 3);
+        let model = model.fork(&ad).train().freeze_backbone();
+        let stats_before = model.stem.bn.as_ref().unwrap().running_var.value().into_data();
+        let (x, y) = batch(&ad);
+        let logits = model.logits(x.clone());
+        // Eval-mode BatchNorm on the frozen backbone: the same logits as the valid() model.
+        let eval = model.valid().logits(x.clone().inner());
+        let diff = (logits.clone().inner() - eval).abs().max().into_scalar::<f32>();
+        assert!(
+            diff < 1e-5,
+            "frozen backbone runs BatchNorm in eval mode ({diff})"
+        );
+        let loss = CrossEntropyLossConfig::new().init(&ad).forward(logits, y);
+        let grads = loss.backward();
+        assert!(model.fc.weight.grad(&grads).is_some(), "the head trains");
+        assert!(
+            model.stem.conv.weight.grad(&grads).is_none(),
+            "the backbone does not"
+        );
+        assert!(model.stem.bn.as_ref().unwrap().gamma.grad(&grads).is_none());
+        assert_eq!(
+            model.stem.bn.as_ref().unwrap().running_var.value().into_data(),
+            stats_before
+        );
+        // A full fine-tuning phase after the head has settled.
+        let model = model.unfreeze_backbone();
+        let logits = model.logits(x);
+        let grads = CrossEntropyLossConfig::new()
+            .init(&ad)
+            .forward(logits, y_again(&ad))
+            .backward();
+        assert!(model.stem.conv.weight.grad(&grads).is_some());
+    }
+
+    fn y_again(device: &Device) -> Tensor<1, Int> {
+        batch(device).1
+    }
+
+    #[test]
+    fn the_new_head_has_pytorch_default_init_and_the_groups_split_the_parameters() {
+        let d = Device::flex();
+        let mlp = MlpConfig::new(vec![64])
+            .with_input_chw([3, 16, 16])
+            .init(&d)
+            .unwrap()
+            .replace_head(4, &d)
+            .unwrap();
+        assert_eq!(mlp.logits(Tensor::<4>::zeros([2, 3, 16, 16], &d)).dims(), [2, 4]);
+        assert_eq!(mlp.layers().last().unwrap(), "Linear(64→4, bias)");
+        // nn.Linear(64, 4): weight and bias uniform in ±1/sqrt(64) = ±0.125, bias not zero.
+        let bias = mlp
+            .head
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(bias.iter().all(|b| b.abs() <= 0.125) && bias.iter().any(|b| *b != 0.0));
+        let w = mlp.head.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        assert!(w.iter().all(|v| v.abs() <= 0.125));
+        let head = Mlp::head_group();
+        let backbone = Mlp::backbone_group();
+        for (path, in_head) in [
+            ("head.weight", true),
+            ("head.bias", true),
+            ("hidden.0.linear.weight", false),
+        ] {
+            let id = burn::module::ParamId::new();
+            assert_eq!(head.matches(&id, Some(path)), in_head, "{path}");
+            assert_eq!(backbone.matches(&id, Some(path)), !in_head, "{path}");
+        }
+        assert!(ResNet::head_group().matches(&burn::module::ParamId::new(), Some("fc.bias")));
+        assert!(
+            !ResNet::head_group().matches(&burn::module::ParamId::new(), Some("blocks.2.branch.0.bn.beta"))
+        );
+    }
+}
