@@ -82,14 +82,15 @@ impl RunDir {
         Ok(path)
     }
 
-    /// Saves `model`'s weights as `<name>.bpk` (Burn's burnpack format).
+    /// Saves `model`'s weights as `<name>.bpk` (Burn's burnpack format), atomically.
     ///
     /// # Errors
     ///
     /// [`TrainError::Write`] when the file cannot be written.
     pub fn save_model<M: Module>(&self, model: &M, name: &str) -> Result<PathBuf, TrainError> {
         let path = self.path.join(format!("{name}.bpk"));
-        model.clone().save_file(&path).map_err(|e| TrainError::Write {
+        // Atomic (temp file, fsync, rename): a crash mid-write keeps the previous file.
+        kiln_models::weights::save_weights(model, &path, None).map_err(|e| TrainError::Write {
             path: path.clone(),
             reason: e.to_string(),
         })?;

@@ -74,6 +74,14 @@ struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Start from these weights (a kiln `.bpk` of the same model, e.g. a previous run's
+    /// model.bpk) instead of a fresh initialisation. Its `.kiln.json` spec must name the same
+    /// normalization as this run's data.
+    #[arg(long, value_name = "WEIGHTS")]
+    init_from: Option<PathBuf>,
+    /// Accept --init-from weights trained with another normalization (on purpose).
+    #[arg(long, requires = "init_from")]
+    allow_normalization_override: bool,
 }
 
 /// What a run saves as `config.json`: everything needed to repeat it.
@@ -83,6 +91,7 @@ struct RunConfig<'a> {
     data: &'a Path,
     device: DeviceSpec,
     val_fraction: f64,
+    init_from: Option<&'a Path>,
     train: &'a TrainConfig,
     model: &'a ReferenceCnnConfig,
     normalization: &'a Normalization,
@@ -154,7 +163,21 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let test_src = ClassificationSource::new(test_set, norm.clone());
 
     let model_cfg = ReferenceCnnConfig::new();
-    let model = model_cfg.init(&device)?;
+    let mut model = model_cfg.init(&device)?;
+    if let Some(path) = &args.init_from {
+        let (loaded, spec) = kiln_models::weights::load_weights(model, path)?;
+        match spec {
+            Some(spec) => spec
+                .check_normalization(&norm, args.allow_normalization_override)
+                .with_context(|| format!("--init-from {}", path.display()))?,
+            None => eprintln!(
+                "warning: {} has no {} next to it; the normalization it was trained with cannot be checked",
+                path.display(),
+                PretrainedSpec::sidecar_path(path).display()
+            ),
+        }
+        model = loaded;
+    }
     let run = match &args.out {
         Some(p) => RunDir::create(p)?,
         None => RunDir::timestamped("runs")?,
@@ -166,6 +189,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
             data: &data_root,
             device: spec,
             val_fraction: args.val_fraction,
+            init_from: args.init_from.as_deref(),
             train: &cfg,
             model: &model_cfg,
             normalization: &norm,
@@ -191,6 +215,9 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         "  norm:  {} mean={:?} std={:?} ({:?} scale)",
         norm.name, norm.mean, norm.std, norm.scale
     );
+    if let Some(path) = &args.init_from {
+        println!("  init:  {}", path.display());
+    }
     println!("  run:   {}", run.path().display());
 
     let mut log = run.metrics_log()?;

@@ -134,4 +134,59 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    // Continuing from the saved weights: their spec is checked against this run's normalization.
+    let weights = out_dir.join("model.bpk");
+    let from = |extra: &[&str], out: &str| {
+        kiln()
+            .args([
+                "train",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--no-progress",
+                "--data",
+            ])
+            .arg(data.path())
+            .arg("--init-from")
+            .arg(&weights)
+            .args(extra)
+            .arg("--out")
+            .arg(runs.path().join(out))
+            .output()
+            .unwrap()
+    };
+    let ok = from(&[], "r2");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains("init:  ") && stdout.contains("model.bpk"),
+        "{stdout}"
+    );
+    // Weights that say they were trained with CIFAR-10 statistics are refused, showing both.
+    let sidecar = out_dir.join("model.bpk.kiln.json");
+    let json = std::fs::read_to_string(&sidecar).unwrap();
+    std::fs::write(&sidecar, json.replace("fashion-mnist", "cifar10")).unwrap();
+    let refused = from(&[], "r3");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("cifar10") && stderr.contains("fashion-mnist") && stderr.contains("--init-from"),
+        "{stderr}"
+    );
+    assert!(
+        !runs.path().join("r3").exists(),
+        "refused before creating the run"
+    );
+    let forced = from(&["--allow-normalization-override"], "r4");
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
 }
