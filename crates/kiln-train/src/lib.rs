@@ -11,6 +11,8 @@
 //!   0.9, **dampening 0**, coupled weight decay), evaluation each epoch through `model.valid()`
 //!   (BatchNorm in eval mode, no autodiff), a NaN/inf loss stopping the run with the step that
 //!   produced it, and a progress bar showing loss and images/s.
+//! * [`optim`] — SGD, Adam and AdamW with PyTorch's update rules and defaults, no weight decay on
+//!   biases and BatchNorm γ/β by default, learning-rate groups ([`OptimizerConfig`]).
 //! * [`schedule`] — learning-rate schedules as pure functions of the step ([`LrSchedule`]).
 //! * [`run`] — the run directory: `config.json`, `metrics.jsonl` (one line per epoch, flushed as it
 //!   is written), `model.bpk`.
@@ -25,6 +27,7 @@
 pub mod device;
 pub mod error;
 pub mod fit;
+pub mod optim;
 pub mod run;
 pub mod schedule;
 pub mod source;
@@ -32,6 +35,7 @@ pub mod source;
 pub use device::{DeviceError, DeviceSpec};
 pub use error::TrainError;
 pub use fit::{EpochRecord, EvalMetrics, FitOutputs, FitResult, TrainConfig, evaluate, fit};
+pub use optim::{LrGroup, OptimizerConfig};
 pub use run::{MetricsLog, RunDir};
 pub use schedule::LrSchedule;
 pub use source::{BatchSource, ClassificationSource};
