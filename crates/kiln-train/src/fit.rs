@@ -3,9 +3,7 @@
 use std::time::Instant;
 
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_data::BatchOrder;
@@ -13,13 +11,14 @@ use kiln_models::Classifier;
 use kiln_transforms::check::check_batch;
 use serde::{Deserialize, Serialize};
 
-use crate::{BatchSource, LrSchedule, MetricsLog, TrainError};
+use crate::{BatchSource, MetricsLog, OptimizerConfig, Schedule, TrainError};
 
 /// Settings of one training run (saved as part of the run's `config.json`).
 ///
 /// The defaults are the SGD recipe of the PyTorch peer (`shared/bench/torch_fmnist.py`) with
-/// PyTorch's semantics, plus cosine annealing of the learning rate:
-/// momentum 0.9 with **dampening 0** (Burn's own default is 0.1) and coupled weight decay 5e-4.
+/// PyTorch's semantics, plus cosine annealing of the learning rate: momentum 0.9 with
+/// **dampening 0** (Burn's own default is 0.1) and coupled weight decay 5e-4 — not on biases and
+/// BatchNorm γ/β (see [`OptimizerConfig`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -29,16 +28,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Base (peak) learning rate.
     pub lr: f64,
+    /// The optimizer and its settings.
+    pub optimizer: OptimizerConfig,
     /// How the learning rate moves over the run (cosine annealing to 0 by default).
-    pub schedule: LrSchedule,
-    /// SGD momentum (0 turns it off).
-    pub momentum: f64,
-    /// Momentum dampening; 0 is PyTorch's default.
-    pub dampening: f64,
-    /// Nesterov momentum.
-    pub nesterov: bool,
-    /// L2 penalty added to the gradient (PyTorch's `weight_decay`), on every parameter.
-    pub weight_decay: f64,
+    pub schedule: Schedule,
     /// Seed of parameter init and batch order.
     pub seed: u64,
 }
@@ -49,18 +42,15 @@ impl Default for TrainConfig {
             epochs: 5,
             batch_size: 128,
             lr: 0.05,
-            schedule: LrSchedule::Cosine,
-            momentum: 0.9,
-            dampening: 0.0,
-            nesterov: false,
-            weight_decay: 5e-4,
+            optimizer: OptimizerConfig::default(),
+            schedule: Schedule::default(),
             seed: 42,
         }
     }
 }
 
 impl TrainConfig {
-    /// Checks every field.
+    /// Checks every field (the schedule against the run's length is checked when it starts).
     ///
     /// # Errors
     ///
@@ -82,27 +72,7 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", self.lr.to_string(), "must be finite and > 0");
         }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return bad("momentum", self.momentum.to_string(), "must be in [0, 1)");
-        }
-        if !(0.0..=1.0).contains(&self.dampening) {
-            return bad("dampening", self.dampening.to_string(), "must be in [0, 1]");
-        }
-        if self.nesterov && (self.momentum == 0.0 || self.dampening != 0.0) {
-            return bad(
-                "nesterov",
-                "true".into(),
-                "needs momentum > 0 and dampening 0 (as in PyTorch)",
-            );
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(
-                "weight_decay",
-                self.weight_decay.to_string(),
-                "must be finite and >= 0",
-            );
-        }
-        Ok(())
+        self.optimizer.validate()
     }
 }
 
@@ -205,11 +175,13 @@ pub fn fit<M: Classifier>(
     ad.seed(cfg.seed);
     // `fork` moves the parameters; `train` turns gradient tracking and BatchNorm training on.
     let mut model = model.fork(&ad).train();
-    let mut optim = sgd(cfg).init();
+    let mut optim = cfg.optimizer.build(Vec::new())?;
     let loss_fn: CrossEntropyLoss = CrossEntropyLossConfig::new().init(&ad);
     let order = BatchOrder::new(train.len(), cfg.batch_size, Some(cfg.seed), true)?;
 
-    let total_steps = order.num_batches() * cfg.epochs;
+    let steps_per_epoch = order.num_batches();
+    let total_steps = steps_per_epoch * cfg.epochs;
+    cfg.schedule.validate(cfg.lr, steps_per_epoch, total_steps)?;
     let mut records = Vec::with_capacity(cfg.epochs);
     let (mut seen_total, mut train_secs_total) = (0usize, 0f64);
     for epoch in 1..=cfg.epochs {
@@ -219,9 +191,13 @@ pub fn fit<M: Classifier>(
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let mut train_secs = 0f64;
         let first_step = (epoch - 1) * batches.len();
-        let epoch_lr = cfg.schedule.lr_at(cfg.lr, first_step, total_steps);
+        let epoch_lr = cfg
+            .schedule
+            .lr_at(cfg.lr, first_step, steps_per_epoch, total_steps);
         for (step, positions) in batches.iter().enumerate() {
-            let lr = cfg.schedule.lr_at(cfg.lr, first_step + step, total_steps);
+            let lr = cfg
+                .schedule
+                .lr_at(cfg.lr, first_step + step, steps_per_epoch, total_steps);
             // Throughput counts batch assembly too, as the PyTorch peer's timed loop does.
             let t = Instant::now();
             let batch = train.batch(positions)?;
@@ -332,23 +308,6 @@ pub fn evaluate<M: Classifier>(
     })
 }
 
-/// PyTorch's `torch.optim.SGD(momentum=m, dampening=d, nesterov=n, weight_decay=wd)`.
-fn sgd(cfg: &TrainConfig) -> SgdConfig {
-    let mut c = SgdConfig::new();
-    if cfg.momentum > 0.0 {
-        c = c.with_momentum(Some(
-            MomentumConfig::new()
-                .with_momentum(cfg.momentum)
-                .with_dampening(cfg.dampening)
-                .with_nesterov(cfg.nesterov),
-        ));
-    }
-    if cfg.weight_decay > 0.0 {
-        c = c.with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)));
-    }
-    c
-}
-
 fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {
     let predicted = logits.argmax(1).squeeze_dim::<1>(1);
     let hits: i64 = predicted.equal(targets).int().sum().into_scalar();
@@ -374,7 +333,10 @@ mod tests {
     #[test]
     fn defaults_are_pytorch_sgd_semantics() {
         let c = TrainConfig::default();
-        assert_eq!((c.momentum, c.dampening, c.weight_decay), (0.9, 0.0, 5e-4));
+        assert_eq!(c.optimizer, OptimizerConfig::sgd(0.9, 5e-4));
+        assert!(
+            matches!(c.optimizer, OptimizerConfig::Sgd { dampening, nesterov: false, .. } if dampening == 0.0)
+        );
         c.validate().unwrap();
     }
 
@@ -397,18 +359,23 @@ mod tests {
             ),
             (
                 TrainConfig {
-                    momentum: 1.0,
+                    optimizer: OptimizerConfig::sgd(1.0, 0.0),
                     ..Default::default()
                 },
-                "momentum",
+                "optimizer.momentum",
             ),
             (
                 TrainConfig {
-                    nesterov: true,
-                    dampening: 0.1,
+                    optimizer: OptimizerConfig::Sgd {
+                        momentum: 0.9,
+                        dampening: 0.1,
+                        nesterov: true,
+                        weight_decay: 0.0,
+                        decay_norm_and_bias: false,
+                    },
                     ..Default::default()
                 },
-                "nesterov",
+                "optimizer.nesterov",
             ),
         ];
         for (cfg, field) in cases {
@@ -422,8 +389,13 @@ mod tests {
     #[test]
     fn config_rejects_unknown_keys() {
         assert!(serde_json::from_str::<TrainConfig>(r#"{"epochs": 2, "learning_rate": 0.1}"#).is_err());
-        let c: TrainConfig = serde_json::from_str(r#"{"epochs": 2}"#).unwrap();
+        let c: TrainConfig = serde_json::from_str(
+            r#"{"epochs": 2, "optimizer": {"name": "adamw"}, "schedule": {"schedule": {"name": "one-cycle"}, "warmup": null}}"#,
+        )
+        .unwrap();
         assert_eq!(c.epochs, 2);
+        assert_eq!(c.optimizer, OptimizerConfig::adamw());
+        assert_eq!(c.schedule.schedule.name(), "one-cycle");
         assert_eq!(c.batch_size, 128);
     }
 }

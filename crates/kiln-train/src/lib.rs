@@ -37,5 +37,5 @@ pub use error::TrainError;
 pub use fit::{EpochRecord, EvalMetrics, FitOutputs, FitResult, TrainConfig, evaluate, fit};
 pub use optim::{LrGroup, OptimizerConfig};
 pub use run::{MetricsLog, RunDir};
-pub use schedule::LrSchedule;
+pub use schedule::{LrSchedule, Schedule};
 pub use source::{BatchSource, ClassificationSource};

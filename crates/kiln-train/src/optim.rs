@@ -240,6 +240,67 @@ impl Default for OptimizerConfig {
     }
 }
 
+impl std::fmt::Display for OptimizerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (decay, all) = match *self {
+            OptimizerConfig::Sgd {
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+                decay_norm_and_bias,
+            } => {
+                write!(
+                    f,
+                    "SGD(momentum={momentum}, dampening={dampening}, nesterov={nesterov}"
+                )?;
+                (weight_decay, decay_norm_and_bias)
+            }
+            OptimizerConfig::Adam {
+                betas,
+                eps,
+                weight_decay,
+                decay_norm_and_bias,
+            } => {
+                write!(f, "Adam(betas=({}, {}), eps={eps:e}", betas[0], betas[1])?;
+                (weight_decay, decay_norm_and_bias)
+            }
+            OptimizerConfig::AdamW {
+                betas,
+                eps,
+                weight_decay,
+                decay_norm_and_bias,
+            } => {
+                write!(f, "AdamW(betas=({}, {}), eps={eps:e}", betas[0], betas[1])?;
+                (weight_decay, decay_norm_and_bias)
+            }
+        };
+        let scope = if decay == 0.0 || all {
+            ""
+        } else {
+            " except biases and norm γ/β"
+        };
+        write!(f, ", weight_decay={decay}{scope})")
+    }
+}
+
+impl std::str::FromStr for OptimizerConfig {
+    type Err = String;
+
+    /// `sgd` (momentum 0.9, weight decay 5e-4), `adam` or `adamw` (PyTorch's defaults), for the
+    /// command line; other settings go in the config.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sgd" => Ok(OptimizerConfig::default()),
+            "adam" => Ok(OptimizerConfig::adam()),
+            "adamw" => Ok(OptimizerConfig::adamw()),
+            other => Err(format!(
+                "unknown optimizer `{other}`: expected sgd, adam or adamw"
+            )),
+        }
+    }
+}
+
 /// A parameter group with its own learning-rate scale (e.g. the backbone at 0.1×).
 #[derive(Clone)]
 pub struct LrGroup {
@@ -464,6 +525,20 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("optimizer.betas")
+        );
+        assert_eq!(
+            OptimizerConfig::default().to_string(),
+            "SGD(momentum=0.9, dampening=0, nesterov=false, weight_decay=0.0005 except biases and norm γ/β)"
+        );
+        assert_eq!(
+            "AdamW".parse::<OptimizerConfig>().unwrap(),
+            OptimizerConfig::adamw()
+        );
+        assert!(
+            "lamb"
+                .parse::<OptimizerConfig>()
+                .unwrap_err()
+                .contains("sgd, adam or adamw")
         );
         assert!(
             OptimizerConfig::adam()

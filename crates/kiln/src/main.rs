@@ -10,9 +10,7 @@ use burn::module::Module;
 use clap::{Args, Parser, Subcommand};
 use kiln_data::{FASHION_MNIST_CLASSES, MnistDataset, MnistSplit, random_split};
 use kiln_models::{PretrainedSpec, ReferenceCnnConfig};
-use kiln_train::{
-    ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, LrSchedule, RunDir, TrainConfig,
-};
+use kiln_train::{ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, Schedule, TrainConfig};
 use kiln_transforms::{Normalization, NormalizationSpec};
 use serde::Serialize;
 
@@ -53,12 +51,17 @@ struct TrainArgs {
     /// Samples per step.
     #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     batch_size: usize,
-    /// Peak learning rate (SGD, momentum 0.9, dampening 0, weight decay 5e-4).
+    /// Peak learning rate.
     #[arg(long, default_value_t = TrainConfig::default().lr)]
     lr: f64,
-    /// Learning-rate schedule over the run's steps: cosine (to 0) or constant.
+    /// Optimizer with PyTorch's defaults: sgd (momentum 0.9, dampening 0, weight decay 5e-4 except
+    /// on biases and BatchNorm), adam, adamw.
+    #[arg(long, default_value = "sgd")]
+    optimizer: kiln_train::OptimizerConfig,
+    /// Learning-rate schedule over the run's steps: cosine (to 0), constant, one-cycle or
+    /// polynomial.
     #[arg(long, default_value_t = TrainConfig::default().schedule)]
-    schedule: LrSchedule,
+    schedule: Schedule,
     /// Seed of initialisation, batch order and the validation split.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
@@ -138,9 +141,9 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
-        schedule: args.schedule,
+        optimizer: args.optimizer,
+        schedule: args.schedule.clone(),
         seed: args.seed,
-        ..TrainConfig::default()
     };
     cfg.validate()?;
     if !(0.0..1.0).contains(&args.val_fraction) {
@@ -201,15 +204,8 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         data_root.display()
     );
     println!(
-        "  optim: SGD lr={} ({:?}) momentum={} dampening={} weight_decay={} batch={} epochs={} seed={}",
-        cfg.lr,
-        cfg.schedule,
-        cfg.momentum,
-        cfg.dampening,
-        cfg.weight_decay,
-        cfg.batch_size,
-        cfg.epochs,
-        cfg.seed
+        "  optim: {} lr={} schedule={} batch={} epochs={} seed={}",
+        cfg.optimizer, cfg.lr, cfg.schedule, cfg.batch_size, cfg.epochs, cfg.seed
     );
     println!(
         "  norm:  {} mean={:?} std={:?} ({:?} scale)",

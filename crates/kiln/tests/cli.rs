@@ -120,7 +120,9 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
     assert_eq!(metrics.lines().count(), 2);
     let config = std::fs::read_to_string(out_dir.join("config.json")).unwrap();
     assert!(
-        config.contains("\"dampening\": 0.0") && config.contains("\"device\": \"flex\""),
+        config.contains("\"dampening\": 0.0")
+            && config.contains("\"name\": \"sgd\"")
+            && config.contains("\"device\": \"flex\""),
         "{config}"
     );
 
