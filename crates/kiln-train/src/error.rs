@@ -31,7 +31,8 @@ pub enum TrainError {
 
     /// The loss became NaN or infinite.
     #[error(
-        "loss is {loss} at epoch {epoch}, step {step} (batch of {batch} samples); training stopped\n  hint: lower the learning rate (now {lr}), check the input normalization, or clip gradients"
+        "loss is {loss} at epoch {epoch}, step {step} (batch of {batch} samples, lr {lr}); training stopped\n  last good checkpoint: {}\n  hint: lower the learning rate, add warmup, check the input normalization, or clip gradients (clip_grad_norm)",
+        checkpoint.as_ref().map_or_else(|| "none (checkpoints are written at the end of each epoch)".to_string(), |p| p.display().to_string())
     )]
     NonFiniteLoss {
         /// 1-based epoch.
@@ -44,6 +45,17 @@ pub enum TrainError {
         batch: usize,
         /// The learning rate in use.
         lr: f64,
+        /// The last checkpoint written, to resume from.
+        checkpoint: Option<PathBuf>,
+    },
+
+    /// A checkpoint that cannot be resumed.
+    #[error("cannot resume from {path}: {reason}")]
+    Resume {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
 
     /// A file or directory of the run could not be written.

@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::GradientsParams;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_data::BatchOrder;
@@ -11,7 +11,10 @@ use kiln_models::Classifier;
 use kiln_transforms::check::check_batch;
 use serde::{Deserialize, Serialize};
 
-use crate::{BatchSource, MetricsLog, OptimizerConfig, Schedule, TrainError};
+use crate::checkpoint::{self, CheckpointOptions, CheckpointState};
+use crate::loss::LossConfig;
+use crate::metrics::{ConfusionMatrix, Verdict, VerdictConfig};
+use crate::{BatchSource, LrGroup, MetricsLog, OptimizerConfig, Schedule, TrainError};
 
 /// Settings of one training run (saved as part of the run's `config.json`).
 ///
@@ -24,15 +27,28 @@ use crate::{BatchSource, MetricsLog, OptimizerConfig, Schedule, TrainError};
 pub struct TrainConfig {
     /// Passes over the training set.
     pub epochs: usize,
-    /// Samples per optimizer step. The last partial batch of an epoch is dropped.
+    /// Samples per forward/backward (a micro-batch when `accumulate` > 1). The last partial batch
+    /// of an epoch is dropped.
     pub batch_size: usize,
+    /// Micro-batches whose gradients are **averaged** into one optimizer step (effective batch
+    /// `batch_size × accumulate`). Burn's own accumulator sums; kiln scales each loss by 1/k.
+    pub accumulate: usize,
     /// Base (peak) learning rate.
     pub lr: f64,
     /// The optimizer and its settings.
     pub optimizer: OptimizerConfig,
     /// How the learning rate moves over the run (cosine annealing to 0 by default).
     pub schedule: Schedule,
-    /// Seed of parameter init and batch order.
+    /// Label smoothing and class weights.
+    pub loss: LossConfig,
+    /// Clip the gradients' **global** L2 norm (over all parameters, as
+    /// `torch.nn.utils.clip_grad_norm_`) to this value before each step. Burn clips per tensor.
+    pub clip_grad_norm: Option<f64>,
+    /// Stop when the monitored metric has not improved for `patience` epochs.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Thresholds of the per-epoch overfitting verdict.
+    pub verdict: VerdictConfig,
+    /// Seed of parameter init, batch order and Burn's generator (re-seeded per epoch).
     pub seed: u64,
 }
 
@@ -41,12 +57,59 @@ impl Default for TrainConfig {
         Self {
             epochs: 5,
             batch_size: 128,
+            accumulate: 1,
             lr: 0.05,
             optimizer: OptimizerConfig::default(),
             schedule: Schedule::default(),
+            loss: LossConfig::default(),
+            clip_grad_norm: None,
+            early_stopping: None,
+            verdict: VerdictConfig::default(),
             seed: 42,
         }
     }
+}
+
+/// The metric that decides the best checkpoint and early stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    /// Validation accuracy (higher is better).
+    ValAcc,
+    /// Validation loss (lower is better).
+    ValLoss,
+    /// Training loss (lower is better; for runs without a validation split).
+    TrainLoss,
+}
+
+impl Monitor {
+    fn value(self, r: &EpochRecord) -> Option<f64> {
+        match self {
+            Monitor::ValAcc => r.val_acc,
+            Monitor::ValLoss => r.val_loss,
+            Monitor::TrainLoss => Some(r.train_loss),
+        }
+    }
+
+    fn better(self, new: f64, old: f64, min_delta: f64) -> bool {
+        match self {
+            Monitor::ValAcc => new > old + min_delta,
+            Monitor::ValLoss | Monitor::TrainLoss => new < old - min_delta,
+        }
+    }
+}
+
+/// Early stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// What to watch.
+    pub monitor: Monitor,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// The smallest change that counts as an improvement.
+    #[serde(default)]
+    pub min_delta: f64,
 }
 
 impl TrainConfig {
@@ -69,10 +132,38 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch_size", "0".into(), "must be at least 1");
         }
+        if self.accumulate == 0 {
+            return bad(
+                "accumulate",
+                "0".into(),
+                "must be at least 1 (1: no accumulation)",
+            );
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", self.lr.to_string(), "must be finite and > 0");
         }
+        if let Some(c) = self.clip_grad_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return bad("clip_grad_norm", c.to_string(), "must be finite and > 0");
+        }
+        if let Some(e) = self.early_stopping
+            && e.patience == 0
+        {
+            return bad("early_stopping.patience", "0".into(), "must be at least 1");
+        }
+        self.loss.validate(None)?;
         self.optimizer.validate()
+    }
+
+    /// The metric that picks the best epoch: the early-stopping monitor, else validation accuracy
+    /// when there is a validation split, else training loss.
+    fn monitor(&self, has_val: bool) -> Monitor {
+        match self.early_stopping {
+            Some(e) => e.monitor,
+            None if has_val => Monitor::ValAcc,
+            None => Monitor::TrainLoss,
+        }
     }
 }
 
@@ -83,6 +174,8 @@ pub struct EvalMetrics {
     pub loss: f64,
     /// Fraction of samples whose arg-max logit is the label.
     pub accuracy: f64,
+    /// Fraction of samples whose label is among the 5 highest logits (all of them with ≤ 5 classes).
+    pub top5: f64,
     /// Samples evaluated.
     pub samples: usize,
 }
@@ -100,15 +193,21 @@ pub struct EpochRecord {
     pub val_loss: Option<f64>,
     /// Validation accuracy, when there is a validation split.
     pub val_acc: Option<f64>,
+    /// Validation top-5 accuracy, when there is a validation split.
+    #[serde(default)]
+    pub val_top5: Option<f64>,
     /// Learning rate of the epoch's first step.
     pub lr: f64,
     /// Training throughput (batch assembly + forward + backward + step), evaluation excluded.
     pub train_images_per_s: f64,
     /// Wall time of the epoch, evaluation included.
     pub seconds: f64,
+    /// The overfitting verdict after this epoch (`healthy`, `overfitting: ...`).
+    #[serde(default)]
+    pub verdict: Option<String>,
 }
 
-/// Where a run reports as it goes. `Default` reports nowhere (tests).
+/// Where a run reports and keeps its state as it goes. `Default` reports nowhere (tests).
 #[derive(Default)]
 pub struct FitOutputs<'a> {
     /// Appended (and flushed) with each epoch's record.
@@ -119,6 +218,10 @@ pub struct FitOutputs<'a> {
     pub on_epoch: Option<&'a mut dyn FnMut(&EpochRecord)>,
     /// Called with each warning as it is found (the first-batch check's; the CLI prints them).
     pub on_warning: Option<&'a mut dyn FnMut(&str)>,
+    /// Checkpoint each epoch (and resume from the latest one).
+    pub checkpoints: Option<CheckpointOptions>,
+    /// Parameter groups with their own learning-rate scale (e.g. a fine-tuned backbone at 0.1×).
+    pub lr_groups: Vec<LrGroup>,
 }
 
 /// The trained model and what the run measured.
@@ -126,24 +229,36 @@ pub struct FitOutputs<'a> {
 pub struct FitResult<M> {
     /// The trained model, on the autodiff device (call `.valid()` for inference).
     pub model: M,
-    /// One record per epoch.
+    /// One record per epoch (including those before a resume).
     pub epochs: Vec<EpochRecord>,
-    /// Mean training throughput over all epochs.
+    /// Mean training throughput over the epochs this call ran.
     pub train_images_per_s: f64,
     /// Warnings raised during the run (e.g. by the first-batch normalisation check).
     pub warnings: Vec<String>,
+    /// The best epoch by the monitored metric, and its value.
+    pub best: Option<(f64, usize)>,
+    /// Whether early stopping ended the run before `epochs`.
+    pub stopped_early: bool,
+    /// The epoch a resumed run continued after (0 for a fresh run).
+    pub resumed_after: usize,
+    /// The verdict after the last epoch.
+    pub verdict: Verdict,
+    /// The validation confusion matrix after the last epoch.
+    pub val_confusion: Option<ConfusionMatrix>,
 }
 
 /// Trains `model` on `train` for `cfg.epochs`, evaluating on `val` after each epoch.
 ///
 /// The model is moved to `device` with autodiff on (so BatchNorm trains in batch-statistics mode);
-/// evaluation runs `model.valid()` on the plain device. Where each epoch's record goes
-/// and the progress bar are set in [`FitOutputs`].
+/// evaluation runs `model.valid()` on the plain device. Where each epoch's record goes, the
+/// progress bar, checkpoints and learning-rate groups are set in [`FitOutputs`].
 ///
 /// # Errors
 ///
-/// An invalid config, a training set smaller than one batch, a bad input shape (checked on the
-/// first batch, before any step), data errors, a non-finite loss, or a metrics write failure.
+/// An invalid config, a training set smaller than one step, a bad input shape (checked on the
+/// first batch, before any step), data errors, a non-finite loss (naming the step, the lr and the
+/// last good checkpoint), a checkpoint that cannot be written or resumed, or a metrics write
+/// failure.
 pub fn fit<M: Classifier>(
     model: M,
     train: &dyn BatchSource,
@@ -157,16 +272,21 @@ pub fn fit<M: Classifier>(
         progress,
         mut on_epoch,
         mut on_warning,
+        checkpoints,
+        lr_groups,
     } = outputs;
     let mut warnings = Vec::new();
     cfg.validate()?;
-    if train.len() < cfg.batch_size {
+    let micro = cfg.batch_size * cfg.accumulate;
+    if train.len() < micro {
         return Err(TrainError::InvalidConfig {
             field: "batch_size",
             value: cfg.batch_size.to_string(),
             reason: format!(
-                "the training set has only {} samples, fewer than one batch (the last partial batch is dropped); lower the batch size",
-                train.len()
+                "the training set has only {} samples, fewer than one step of {} × {} (the last partial batch is dropped); lower the batch size or accumulation",
+                train.len(),
+                cfg.batch_size,
+                cfg.accumulate
             ),
         });
     }
@@ -175,103 +295,263 @@ pub fn fit<M: Classifier>(
     ad.seed(cfg.seed);
     // `fork` moves the parameters; `train` turns gradient tracking and BatchNorm training on.
     let mut model = model.fork(&ad).train();
-    let mut optim = cfg.optimizer.build(Vec::new())?;
-    let loss_fn: CrossEntropyLoss = CrossEntropyLossConfig::new().init(&ad);
+    let mut optim = cfg.optimizer.build(lr_groups.clone())?;
     let order = BatchOrder::new(train.len(), cfg.batch_size, Some(cfg.seed), true)?;
-
-    let steps_per_epoch = order.num_batches();
+    let steps_per_epoch = order.num_batches() / cfg.accumulate;
     let total_steps = steps_per_epoch * cfg.epochs;
     cfg.schedule.validate(cfg.lr, steps_per_epoch, total_steps)?;
-    let mut records = Vec::with_capacity(cfg.epochs);
+    let has_val = val.is_some_and(|v| !v.is_empty());
+    let monitor = cfg.monitor(has_val);
+    if matches!(monitor, Monitor::ValAcc | Monitor::ValLoss) && !has_val {
+        return Err(TrainError::InvalidConfig {
+            field: "early_stopping.monitor",
+            value: format!("{monitor:?}"),
+            reason: "there is no validation split to monitor; use train_loss or add one".into(),
+        });
+    }
+
+    let mut records: Vec<EpochRecord> = Vec::with_capacity(cfg.epochs);
+    let mut best: Option<(f64, usize)> = None;
+    let mut since_best = 0usize;
+    let mut start_epoch = 1;
+    let mut last_checkpoint: Option<std::path::PathBuf> = None;
+    if let Some(opts) = checkpoints.as_ref().filter(|o| o.resume)
+        && let Some(folder) = checkpoint::latest(&opts.dir)
+    {
+        let restored = checkpoint::load(&folder, model)?;
+        if restored.state.config != *cfg {
+            return Err(TrainError::Resume {
+                path: folder.join("state.json"),
+                reason: "the checkpoint was written with another training config; resume with the same one (see its state.json)".into(),
+            });
+        }
+        model = restored.model.fork(&ad).train();
+        optim = optim.load_record(restored.optimizer);
+        records = restored.state.records;
+        best = restored.state.best;
+        since_best = restored.state.epochs_since_best;
+        start_epoch = restored.state.epoch + 1;
+        last_checkpoint = Some(folder);
+    }
+    let resumed_after = start_epoch - 1;
+
     let (mut seen_total, mut train_secs_total) = (0usize, 0f64);
-    for epoch in 1..=cfg.epochs {
+    let mut verdict = crate::metrics::judge(&records, &cfg.verdict);
+    let mut val_confusion = None;
+    let mut stopped_early = false;
+    for epoch in start_epoch..=cfg.epochs {
+        // A generator state that depends only on (seed, epoch): resumed runs draw the same numbers.
+        ad.seed(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let epoch_start = Instant::now();
         let batches = order.epoch(epoch as u64 - 1);
-        let bar = progress_bar(progress, batches.len(), epoch, cfg.epochs);
+        let bar = progress_bar(progress, steps_per_epoch, epoch, cfg.epochs);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let mut train_secs = 0f64;
-        let first_step = (epoch - 1) * batches.len();
+        let first_step = (epoch - 1) * steps_per_epoch;
         let epoch_lr = cfg
             .schedule
             .lr_at(cfg.lr, first_step, steps_per_epoch, total_steps);
-        for (step, positions) in batches.iter().enumerate() {
+        for (step, group) in batches.chunks(cfg.accumulate).take(steps_per_epoch).enumerate() {
+            let global_step = first_step + step;
             let lr = cfg
                 .schedule
-                .lr_at(cfg.lr, first_step + step, steps_per_epoch, total_steps);
+                .lr_at(cfg.lr, global_step, steps_per_epoch, total_steps);
             // Throughput counts batch assembly too, as the PyTorch peer's timed loop does.
             let t = Instant::now();
-            let batch = train.batch(positions)?;
-            if epoch == 1 && step == 0 {
-                model.check_input(&batch.shape)?;
-                // Does the first batch look normalised? (mean ≈ 0, std ≈ 1 per channel)
-                if let Some(norm) = train.normalization() {
-                    for w in check_batch(&batch.data, batch.shape, norm).warnings {
-                        let w = w.to_string();
-                        if let Some(f) = on_warning.as_deref_mut() {
-                            f(&w);
+            let mut accumulated: Option<GradientsAccumulator<M>> =
+                (cfg.accumulate > 1).then(GradientsAccumulator::new);
+            let mut grads = None;
+            for positions in group {
+                let batch = train.batch(positions)?;
+                if epoch == start_epoch && step == 0 {
+                    model.check_input(&batch.shape)?;
+                    // Does the first batch look normalised? (mean ≈ 0, std ≈ 1 per channel)
+                    if let Some(norm) = train.normalization() {
+                        for w in check_batch(&batch.data, batch.shape, norm).warnings {
+                            let w = w.to_string();
+                            if let Some(f) = on_warning.as_deref_mut() {
+                                f(&w);
+                            }
+                            warnings.push(w);
                         }
-                        warnings.push(w);
                     }
                 }
+                let n = batch.labels.len();
+                let (images, targets) = batch.into_tensors(&ad);
+                let logits = model.logits(images);
+                if epoch == start_epoch && step == 0 {
+                    cfg.loss.validate(Some(logits.dims()[1]))?;
+                }
+                let loss = cfg.loss.forward(logits.clone(), targets.clone());
+                let loss_value: f32 = loss.clone().into_scalar();
+                if !loss_value.is_finite() {
+                    return Err(TrainError::NonFiniteLoss {
+                        epoch,
+                        step: step + 1,
+                        loss: loss_value,
+                        batch: n,
+                        lr,
+                        checkpoint: last_checkpoint.clone(),
+                    });
+                }
+                correct += count_correct(logits.detach(), targets);
+                loss_sum += f64::from(loss_value) * n as f64;
+                seen += n;
+                // Averaging, not summing: each micro-batch contributes loss / k.
+                let loss = if cfg.accumulate > 1 {
+                    loss.div_scalar(cfg.accumulate as f64)
+                } else {
+                    loss
+                };
+                let g = GradientsParams::from_grads(loss.backward(), &model);
+                match accumulated.as_mut() {
+                    Some(acc) => acc.accumulate(&model, g),
+                    None => grads = Some(g),
+                }
             }
-            let n = batch.labels.len();
-            let (images, targets) = batch.into_tensors(&ad);
-            let logits = model.logits(images);
-            let loss = loss_fn.forward(logits.clone(), targets.clone());
-            let loss_value: f32 = loss.clone().into_scalar();
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    epoch,
-                    step: step + 1,
-                    loss: loss_value,
-                    batch: n,
-                    lr,
-                });
+            let mut grads = match accumulated.as_mut() {
+                Some(acc) => acc.grads(),
+                None => grads.unwrap_or_default(),
+            };
+            if let Some(max_norm) = cfg.clip_grad_norm {
+                clip_grad_norm(&model, &mut grads, max_norm);
             }
-            correct += count_correct(logits.detach(), targets);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
             train_secs += t.elapsed().as_secs_f64();
-            loss_sum += f64::from(loss_value) * n as f64;
-            seen += n;
             bar.inc(1);
             bar.set_message(format!(
-                "loss {:.4}  {:.0} img/s",
+                "loss {:.4}  lr {lr:.4}  {:.0} img/s",
                 loss_sum / seen as f64,
                 seen as f64 / train_secs.max(1e-9)
             ));
         }
         bar.finish_and_clear();
-        let val_metrics = match val {
-            Some(v) if !v.is_empty() => Some(evaluate(&model.valid(), v, cfg.batch_size, &plain)?),
+        let val_eval = match val {
+            Some(v) if !v.is_empty() => Some(evaluate_with_confusion(
+                &model.valid(),
+                v,
+                cfg.batch_size,
+                &plain,
+            )?),
             _ => None,
         };
-        let record = EpochRecord {
+        let mut record = EpochRecord {
             epoch,
             train_loss: loss_sum / seen as f64,
             train_acc: correct as f64 / seen as f64,
-            val_loss: val_metrics.map(|m| m.loss),
-            val_acc: val_metrics.map(|m| m.accuracy),
+            val_loss: val_eval.as_ref().map(|(m, _)| m.loss),
+            val_acc: val_eval.as_ref().map(|(m, _)| m.accuracy),
+            val_top5: val_eval.as_ref().map(|(m, _)| m.top5),
             lr: epoch_lr,
             train_images_per_s: seen as f64 / train_secs.max(1e-9),
-            seconds: epoch_start.elapsed().as_secs_f64(),
+            seconds: 0.0,
+            verdict: None,
         };
+        val_confusion = val_eval.map(|(_, c)| c);
+        records.push(record.clone());
+        verdict = crate::metrics::judge(&records, &cfg.verdict);
+        record.verdict = Some(verdict.to_string());
+
+        // Best model and early stopping.
+        let min_delta = cfg.early_stopping.map_or(0.0, |e| e.min_delta);
+        let improved = match (monitor.value(&record), best) {
+            (Some(v), Some((b, _))) => monitor.better(v, b, min_delta),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if improved {
+            best = monitor.value(&record).map(|v| (v, epoch));
+            since_best = 0;
+            if let Some(opts) = &checkpoints {
+                std::fs::create_dir_all(&opts.dir).map_err(|e| TrainError::Write {
+                    path: opts.dir.clone(),
+                    reason: e.to_string(),
+                })?;
+                kiln_models::weights::save_weights(&model.valid(), &opts.dir.join("best.bpk"), None)?;
+            }
+        } else {
+            since_best += 1;
+        }
+        record.seconds = epoch_start.elapsed().as_secs_f64();
+        if let Some(last) = records.last_mut() {
+            *last = record.clone();
+        }
+        if let Some(opts) = &checkpoints {
+            let state = CheckpointState {
+                kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+                epoch,
+                global_step: first_step + steps_per_epoch,
+                config: cfg.clone(),
+                records: records.clone(),
+                best,
+                epochs_since_best: since_best,
+            };
+            last_checkpoint = Some(checkpoint::save(opts, &model, &optim, &state)?);
+        }
         if let Some(log) = log.as_deref_mut() {
             log.append(&record)?;
         }
         if let Some(f) = on_epoch.as_deref_mut() {
             f(&record);
         }
-        records.push(record);
         seen_total += seen;
         train_secs_total += train_secs;
+        if let Some(e) = cfg.early_stopping
+            && since_best >= e.patience
+            && epoch < cfg.epochs
+        {
+            stopped_early = true;
+            break;
+        }
     }
     Ok(FitResult {
         model,
         epochs: records,
         train_images_per_s: seen_total as f64 / train_secs_total.max(1e-9),
         warnings,
+        best,
+        stopped_early,
+        resumed_after,
+        verdict,
+        val_confusion,
     })
+}
+
+/// Scales `grads` so that their global L2 norm is at most `max_norm`, as
+/// `torch.nn.utils.clip_grad_norm_` does (`coef = max_norm / (norm + 1e-6)`, applied when < 1).
+/// Returns the norm before clipping.
+pub fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    struct SquaredNorm<'a> {
+        grads: &'a GradientsParams,
+        sum: f64,
+    }
+    impl ModuleVisitor for SquaredNorm<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                let s: f32 = g.powi_scalar(2).sum().into_scalar();
+                self.sum += f64::from(s);
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        coef: f64,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                self.grads.register(param.id, g.mul_scalar(self.coef));
+            }
+        }
+    }
+    let mut norm = SquaredNorm { grads, sum: 0.0 };
+    model.visit(&mut norm);
+    let total = norm.sum.sqrt();
+    let coef = max_norm / (total + 1e-6);
+    if coef < 1.0 {
+        model.visit(&mut Scale { grads, coef });
+    }
+    total
 }
 
 /// Mean loss and accuracy of `model` (already in eval mode, e.g. `model.valid()`) over `source`,
@@ -286,26 +566,65 @@ pub fn evaluate<M: Classifier>(
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalMetrics, TrainError> {
+    evaluate_with_confusion(model, source, batch_size, device).map(|(m, _)| m)
+}
+
+/// [`evaluate`] plus the confusion matrix (rows: true class, columns: predicted), from which
+/// per-class accuracy follows.
+///
+/// # Errors
+///
+/// As [`evaluate`].
+pub fn evaluate_with_confusion<M: Classifier>(
+    model: &M,
+    source: &dyn BatchSource,
+    batch_size: usize,
+    device: &Device,
+) -> Result<(EvalMetrics, ConfusionMatrix), TrainError> {
     let order = BatchOrder::new(source.len(), batch_size, None, false)?;
-    let loss_fn: CrossEntropyLoss = CrossEntropyLossConfig::new().init(device);
-    let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+    let loss_fn = LossConfig::default();
+    let (mut loss_sum, mut top5, mut seen) = (0f64, 0usize, 0usize);
+    let mut confusion: Option<ConfusionMatrix> = None;
     for positions in order.epoch(0) {
         let batch = source.batch(&positions)?;
         model.check_input(&batch.shape)?;
         let n = batch.labels.len();
         let (images, targets) = batch.into_tensors(device);
         let logits = model.logits(images);
+        let classes = logits.dims()[1];
         let loss: f32 = loss_fn.forward(logits.clone(), targets.clone()).into_scalar();
         loss_sum += f64::from(loss) * n as f64;
-        correct += count_correct(logits, targets);
+        // Top-k: the label's logit is beaten by fewer than k others.
+        let k = classes.min(5);
+        let label_logit = logits.clone().gather(1, targets.clone().unsqueeze_dim(1));
+        let beaten_by: Tensor<1, Int> = logits
+            .clone()
+            .greater(label_logit)
+            .int()
+            .sum_dim(1)
+            .squeeze_dim(1);
+        let within: i64 = beaten_by.lower_elem(k as i64).int().sum().into_scalar();
+        top5 += usize::try_from(within).unwrap_or(0);
+        let predicted = logits.argmax(1).squeeze_dim::<1>(1);
+        let predicted = predicted.into_data().try_into_vec_as::<i64>().unwrap_or_default();
+        let truth = targets.into_data().try_into_vec_as::<i64>().unwrap_or_default();
+        let m = confusion.get_or_insert_with(|| ConfusionMatrix::new(classes));
+        for (t, p) in truth.iter().zip(&predicted) {
+            m.add(*t as usize, *p as usize);
+        }
         seen += n;
     }
+    let confusion = confusion.unwrap_or_else(|| ConfusionMatrix::new(0));
     let denom = seen.max(1) as f64;
-    Ok(EvalMetrics {
-        loss: loss_sum / denom,
-        accuracy: correct as f64 / denom,
-        samples: seen,
-    })
+    Ok((
+        EvalMetrics {
+            loss: loss_sum / denom,
+            accuracy: confusion.accuracy(),
+            top5: top5 as f64 / denom,
+            samples: seen,
+        },
+        confusion,
+    ))
 }
 
 fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {
@@ -383,6 +702,52 @@ mod tests {
                 Err(TrainError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{field}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn clipping_scales_the_global_norm_like_pytorch() {
+        // torch.nn.utils.clip_grad_norm_(params, max_norm): total = ‖all grads‖₂,
+        // each grad *= max_norm / (total + 1e-6) when that is < 1.
+        use burn::nn::LinearConfig;
+        let d = Device::flex().autodiff();
+        d.seed(2);
+        let layer = LinearConfig::new(4, 3).init(&d);
+        let x = Tensor::<2>::random([5, 4], burn::tensor::Distribution::Normal(0.0, 3.0), &d);
+        let loss = layer.forward(x).powi_scalar(2).mean();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &layer);
+        let w0 = grads
+            .get::<2>(layer.weight.id)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let total = clip_grad_norm(&layer, &mut grads, 1e9);
+        let by_hand: f64 = {
+            let b = grads.get::<1>(layer.bias.as_ref().unwrap().id).unwrap();
+            let sq = |v: Vec<f32>| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>();
+            (sq(w0.clone()) + sq(b.into_data().try_to_vec::<f32>().unwrap())).sqrt()
+        };
+        assert!((total - by_hand).abs() < 1e-4 * by_hand, "{total} vs {by_hand}");
+        let again = clip_grad_norm(&layer, &mut grads, total / 4.0);
+        assert!((again - total).abs() < 1e-4 * total, "unchanged by a large max");
+        let after = clip_grad_norm(&layer, &mut grads, 1e9);
+        assert!(
+            (after - total / 4.0).abs() < 1e-4 * total,
+            "{after} vs {}",
+            total / 4.0
+        );
+        let w1 = grads
+            .get::<2>(layer.weight.id)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (a, b) in w1.iter().zip(&w0) {
+            assert!(
+                (a * 4.0 - b).abs() < 1e-4 * b.abs().max(1.0),
+                "every tensor scaled by the same factor"
+            );
         }
     }
 

@@ -24,17 +24,26 @@
 //! (drawn only on a terminal).
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod fit;
+pub mod loss;
+pub mod metrics;
 pub mod optim;
 pub mod run;
 pub mod schedule;
 pub mod source;
 
+pub use checkpoint::CheckpointOptions;
 pub use device::{DeviceError, DeviceSpec};
 pub use error::TrainError;
-pub use fit::{EpochRecord, EvalMetrics, FitOutputs, FitResult, TrainConfig, evaluate, fit};
+pub use fit::{
+    EarlyStopping, EpochRecord, EvalMetrics, FitOutputs, FitResult, Monitor, TrainConfig, clip_grad_norm,
+    evaluate, evaluate_with_confusion, fit,
+};
+pub use loss::LossConfig;
+pub use metrics::{ConfusionMatrix, Verdict, VerdictConfig};
 pub use optim::{LrGroup, OptimizerConfig};
 pub use run::{MetricsLog, RunDir};
 pub use schedule::{LrSchedule, Schedule};

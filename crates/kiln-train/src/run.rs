@@ -208,12 +208,18 @@ mod tests {
             train_acc: 0.8,
             val_loss: None,
             val_acc: None,
+            val_top5: None,
             lr: 0.1,
             train_images_per_s: 100.0,
             seconds: 1.0,
+            verdict: None,
         };
         log.append(&rec).unwrap();
-        log.append(&EpochRecord { epoch: 2, ..rec }).unwrap();
+        log.append(&EpochRecord {
+            epoch: 2,
+            ..rec.clone()
+        })
+        .unwrap();
         let text = std::fs::read_to_string(log.path()).unwrap();
         let lines: Vec<EpochRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);

@@ -62,6 +62,28 @@ struct TrainArgs {
     /// polynomial.
     #[arg(long, default_value_t = TrainConfig::default().schedule)]
     schedule: Schedule,
+    /// Linear warmup over this many epochs before the schedule (from --warmup-start × lr).
+    #[arg(long, conflicts_with = "warmup_steps")]
+    warmup_epochs: Option<usize>,
+    /// Linear warmup over this many steps before the schedule.
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    /// The warmup's first learning rate as a fraction of --lr, in (0, 1].
+    #[arg(long, default_value_t = 0.1)]
+    warmup_start: f64,
+    /// Average the gradients of N batches per optimizer step (effective batch N × --batch-size).
+    #[arg(long, default_value_t = 1)]
+    accumulate: usize,
+    /// Clip the global gradient norm to this value before each step.
+    #[arg(long)]
+    clip_grad_norm: Option<f64>,
+    /// Label smoothing α in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// Stop when validation accuracy (training loss without a validation split) has not improved
+    /// for N epochs; the best model is kept either way.
+    #[arg(long, value_name = "N")]
+    patience: Option<usize>,
     /// Seed of initialisation, batch order and the validation split.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
@@ -142,8 +164,27 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         lr: args.lr,
         optimizer: args.optimizer,
-        schedule: args.schedule.clone(),
+        schedule: Schedule {
+            warmup: warmup(args),
+            ..args.schedule.clone()
+        },
         seed: args.seed,
+        accumulate: args.accumulate,
+        clip_grad_norm: args.clip_grad_norm,
+        loss: kiln_train::LossConfig {
+            label_smoothing: args.label_smoothing,
+            class_weights: None,
+        },
+        early_stopping: args.patience.map(|patience| kiln_train::EarlyStopping {
+            monitor: if args.val_fraction > 0.0 {
+                kiln_train::Monitor::ValAcc
+            } else {
+                kiln_train::Monitor::TrainLoss
+            },
+            patience,
+            min_delta: 0.0,
+        }),
+        ..TrainConfig::default()
     };
     cfg.validate()?;
     if !(0.0..1.0).contains(&args.val_fraction) {
@@ -240,6 +281,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
             progress: !args.no_progress,
             on_epoch: Some(&mut print_epoch),
             on_warning: Some(&mut |w: &str| eprintln!("warning: {w}")),
+            ..Default::default()
         },
     )?;
 
@@ -277,6 +319,20 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         summary.train_images_per_s, summary.test_loss, summary.test_acc, summary.seconds
     );
     Ok(())
+}
+
+fn warmup(args: &TrainArgs) -> Option<kiln_train::schedule::Warmup> {
+    use kiln_train::schedule::{Unit, Warmup};
+    let (length, unit) = match (args.warmup_epochs, args.warmup_steps) {
+        (Some(n), _) => (n, Unit::Epoch),
+        (None, Some(n)) => (n, Unit::Step),
+        (None, None) => return None,
+    };
+    Some(Warmup {
+        length,
+        unit,
+        start_factor: args.warmup_start,
+    })
 }
 
 fn model_cfg_name(cfg: &ReferenceCnnConfig) -> String {

@@ -1,0 +1,291 @@
+//! Classification metrics: a confusion matrix (per-class accuracy from it), top-k accuracy, and
+//! the overfitting verdict over a run's epochs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::EpochRecord;
+
+/// Counts of (true class, predicted class) pairs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfusionMatrix {
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Row-major `[true][predicted]` counts.
+    pub counts: Vec<u64>,
+}
+
+impl ConfusionMatrix {
+    /// An all-zero matrix.
+    pub fn new(num_classes: usize) -> Self {
+        Self {
+            num_classes,
+            counts: vec![0; num_classes * num_classes],
+        }
+    }
+
+    /// Adds one prediction (labels outside the matrix are ignored; the loss has already failed on them).
+    pub fn add(&mut self, truth: usize, predicted: usize) {
+        if truth < self.num_classes && predicted < self.num_classes {
+            self.counts[truth * self.num_classes + predicted] += 1;
+        }
+    }
+
+    /// The count of `truth` predicted as `predicted`.
+    pub fn get(&self, truth: usize, predicted: usize) -> u64 {
+        self.counts[truth * self.num_classes + predicted]
+    }
+
+    /// Samples counted.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Fraction on the diagonal.
+    pub fn accuracy(&self) -> f64 {
+        let diag: u64 = (0..self.num_classes).map(|c| self.get(c, c)).sum();
+        diag as f64 / self.total().max(1) as f64
+    }
+
+    /// Per class: the fraction of its samples predicted as it (recall); `None` for a class with no
+    /// samples.
+    pub fn per_class_accuracy(&self) -> Vec<Option<f64>> {
+        (0..self.num_classes)
+            .map(|c| {
+                let row: u64 = (0..self.num_classes).map(|p| self.get(c, p)).sum();
+                (row > 0).then(|| self.get(c, c) as f64 / row as f64)
+            })
+            .collect()
+    }
+
+    /// The matrix as a Markdown table, rows = true class, columns = predicted.
+    pub fn to_markdown(&self, names: &[String]) -> String {
+        let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string());
+        let mut s = String::from("| true \\ predicted |");
+        for c in 0..self.num_classes {
+            s.push_str(&format!(" {} |", name(c)));
+        }
+        s.push_str(" recall |\n|---|");
+        for _ in 0..=self.num_classes {
+            s.push_str("---|");
+        }
+        s.push('\n');
+        for (t, recall) in self.per_class_accuracy().into_iter().enumerate() {
+            s.push_str(&format!("| {} |", name(t)));
+            for p in 0..self.num_classes {
+                s.push_str(&format!(" {} |", self.get(t, p)));
+            }
+            match recall {
+                Some(r) => s.push_str(&format!(" {r:.3} |\n")),
+                None => s.push_str(" – |\n"),
+            }
+        }
+        s
+    }
+}
+
+/// Thresholds of the overfitting verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerdictConfig {
+    /// Training accuracy from which a large validation gap means memorisation.
+    pub overfit_train_acc: f64,
+    /// Train − validation accuracy gap that counts as large.
+    pub overfit_gap: f64,
+    /// Epochs since the validation loss's minimum (with training loss lower than then) that count
+    /// as overfitting.
+    pub rising_val_epochs: usize,
+    /// Training accuracy below which the model is underfitting (after `min_epochs`).
+    pub underfit_train_acc: f64,
+    /// Epochs before underfitting is judged.
+    pub min_epochs: usize,
+}
+
+impl Default for VerdictConfig {
+    fn default() -> Self {
+        Self {
+            overfit_train_acc: 0.98,
+            overfit_gap: 0.1,
+            rising_val_epochs: 3,
+            underfit_train_acc: 0.6,
+            min_epochs: 3,
+        }
+    }
+}
+
+/// How the run looks so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Nothing to report.
+    Healthy,
+    /// The model fits the training set much better than the validation set.
+    Overfitting {
+        /// The evidence, with numbers.
+        reason: String,
+    },
+    /// The model does not fit the training set.
+    Underfitting {
+        /// The evidence, with numbers.
+        reason: String,
+    },
+    /// No validation split: overfitting cannot be judged.
+    NoValidation,
+}
+
+impl Verdict {
+    /// Concrete things to try.
+    pub fn advice(&self) -> &'static str {
+        match self {
+            Verdict::Healthy => "",
+            Verdict::Overfitting { .. } => {
+                "add augmentation (random crops, flips, colour jitter), raise weight decay, use label smoothing, stop early (the best checkpoint is kept), or get more data"
+            }
+            Verdict::Underfitting { .. } => {
+                "train longer, raise the learning rate or add warmup, use a larger model, check the labels and the normalization (`kiln inspect`), or lower weight decay / augmentation"
+            }
+            Verdict::NoValidation => "hold out a validation split to judge overfitting",
+        }
+    }
+
+    /// A one-line label: `healthy`, `overfitting`, `underfitting`, `no validation`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Healthy => "healthy",
+            Verdict::Overfitting { .. } => "overfitting",
+            Verdict::Underfitting { .. } => "underfitting",
+            Verdict::NoValidation => "no validation",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Overfitting { reason } | Verdict::Underfitting { reason } => {
+                write!(f, "{}: {reason} — {}", self.label(), self.advice())
+            }
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+/// Judges the run from its epochs so far.
+pub fn judge(records: &[EpochRecord], cfg: &VerdictConfig) -> Verdict {
+    let Some(last) = records.last() else {
+        return Verdict::Healthy;
+    };
+    if last.epoch >= cfg.min_epochs && last.train_acc < cfg.underfit_train_acc {
+        return Verdict::Underfitting {
+            reason: format!(
+                "training accuracy {:.3} after {} epochs (below {})",
+                last.train_acc, last.epoch, cfg.underfit_train_acc
+            ),
+        };
+    }
+    let (Some(val_acc), Some(_)) = (last.val_acc, last.val_loss) else {
+        return Verdict::NoValidation;
+    };
+    let gap = last.train_acc - val_acc;
+    if last.train_acc >= cfg.overfit_train_acc && gap >= cfg.overfit_gap {
+        return Verdict::Overfitting {
+            reason: format!(
+                "training accuracy {:.3} vs validation {:.3} (gap {:.3} ≥ {})",
+                last.train_acc, val_acc, gap, cfg.overfit_gap
+            ),
+        };
+    }
+    // Validation loss at its minimum k or more epochs ago, training loss lower since.
+    let k = cfg.rising_val_epochs;
+    let best = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.val_loss.map(|v| (i, v)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let (Some((i, min_val)), Some(val_loss)) = (best, last.val_loss)
+        && k > 0
+        && records.len() - 1 - i >= k
+        && val_loss > min_val
+        && last.train_loss < records[i].train_loss
+    {
+        return Verdict::Overfitting {
+            reason: format!(
+                "validation loss has risen for {} epochs since its minimum ({min_val:.4} at epoch {} → {val_loss:.4}) while training loss fell ({:.4} → {:.4})",
+                records.len() - 1 - i,
+                records[i].epoch,
+                records[i].train_loss,
+                last.train_loss
+            ),
+        };
+    }
+    Verdict::Healthy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(epoch: usize, train_loss: f64, train_acc: f64, val: Option<(f64, f64)>) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            train_loss,
+            train_acc,
+            val_loss: val.map(|v| v.0),
+            val_acc: val.map(|v| v.1),
+            val_top5: None,
+            lr: 0.1,
+            train_images_per_s: 1.0,
+            seconds: 1.0,
+            verdict: None,
+        }
+    }
+
+    #[test]
+    fn confusion_matrix_counts_and_recalls() {
+        let mut m = ConfusionMatrix::new(3);
+        for (t, p) in [(0, 0), (0, 1), (1, 1), (1, 1), (2, 0)] {
+            m.add(t, p);
+        }
+        assert_eq!(m.total(), 5);
+        assert!((m.accuracy() - 0.6).abs() < 1e-12);
+        assert_eq!(m.per_class_accuracy(), vec![Some(0.5), Some(1.0), Some(0.0)]);
+        let md = m.to_markdown(&["cat".into(), "dog".into(), "owl".into()]);
+        assert!(md.contains("| dog | 0 | 2 | 0 | 1.000 |"), "{md}");
+        let empty = ConfusionMatrix::new(2);
+        assert_eq!(empty.per_class_accuracy(), vec![None, None]);
+    }
+
+    #[test]
+    fn verdicts_follow_the_evidence() {
+        let cfg = VerdictConfig::default();
+        let healthy = [
+            rec(1, 0.8, 0.7, Some((0.6, 0.75))),
+            rec(2, 0.5, 0.82, Some((0.5, 0.8))),
+        ];
+        assert_eq!(judge(&healthy, &cfg), Verdict::Healthy);
+        let memorised = [rec(5, 0.01, 0.995, Some((1.2, 0.7)))];
+        let v = judge(&memorised, &cfg);
+        assert_eq!(v.label(), "overfitting");
+        assert!(
+            v.to_string().contains("gap 0.295") && v.to_string().contains("augmentation"),
+            "{v}"
+        );
+        let rising = [
+            rec(1, 0.9, 0.6, Some((0.50, 0.80))),
+            rec(2, 0.7, 0.7, Some((0.52, 0.80))),
+            rec(3, 0.5, 0.8, Some((0.55, 0.79))),
+            rec(4, 0.4, 0.85, Some((0.60, 0.78))),
+        ];
+        let v = judge(&rising, &cfg).to_string();
+        assert!(
+            v.contains("validation loss has risen for 3 epochs since its minimum (0.5000 at epoch 1"),
+            "{v}"
+        );
+        // Rising validation loss but training loss not falling: not this pattern.
+        let mut flat = rising.clone();
+        flat[3].train_loss = 0.95;
+        assert_eq!(judge(&flat, &cfg), Verdict::Healthy);
+        let stuck = [rec(3, 2.2, 0.2, Some((2.2, 0.2)))];
+        assert_eq!(judge(&stuck, &cfg).label(), "underfitting");
+        assert_eq!(judge(&[rec(1, 0.5, 0.9, None)], &cfg), Verdict::NoValidation);
+    }
+}

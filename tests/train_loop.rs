@@ -1,0 +1,268 @@
+//! The loop's guarantees on real (tiny) Fashion-MNIST: exact resume from a checkpoint, gradient
+//! accumulation that averages, early stopping with the best model kept, the overfitting verdict on
+//! a deliberately tiny training set, and the NaN stop naming the last good checkpoint.
+
+mod common;
+
+use burn::prelude::*;
+use kiln_data::{MnistDataset, MnistSplit};
+use kiln_models::{MlpConfig, ReferenceCnnConfig};
+use kiln_train::{
+    BatchSource, CheckpointOptions, ClassificationSource, EarlyStopping, FitOutputs, Monitor,
+    OptimizerConfig, TrainConfig, evaluate, fit,
+};
+use kiln_transforms::Normalization;
+
+fn source(dir: &std::path::Path, split: MnistSplit) -> anyhow::Result<impl BatchSource + use<>> {
+    Ok(ClassificationSource::new(
+        MnistDataset::from_dir(dir, split)?,
+        Normalization::fashion_mnist(),
+    ))
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 256, 64)?;
+    let (train, val) = (
+        source(data.path(), MnistSplit::Train)?,
+        source(data.path(), MnistSplit::Test)?,
+    );
+    let device = Device::flex();
+    let cfg = TrainConfig {
+        epochs: 3,
+        batch_size: 32,
+        lr: 0.05,
+        optimizer: OptimizerConfig::adamw(), // moments and step counts must survive the resume
+        seed: 3,
+        ..TrainConfig::default()
+    };
+    let ckpt = tempfile::tempdir()?;
+    let opts = CheckpointOptions {
+        dir: ckpt.path().to_path_buf(),
+        keep_last: 3,
+        resume: false,
+    };
+    device.seed(3);
+    let model = ReferenceCnnConfig::new().init(&device)?;
+    let straight = fit(
+        model,
+        &train,
+        Some(&val),
+        &cfg,
+        &device,
+        FitOutputs {
+            checkpoints: Some(opts.clone()),
+            ..Default::default()
+        },
+    )?;
+    // "Stopped after epoch 2": the third checkpoint never happened.
+    std::fs::remove_dir_all(ckpt.path().join("epoch-0003"))?;
+    assert!(ckpt.path().join("epoch-0002/optimizer.bpk").is_file());
+    device.seed(99); // a different fresh init: the resume must not depend on it
+    let fresh = ReferenceCnnConfig::new().init(&device)?;
+    let resumed = fit(
+        fresh,
+        &train,
+        Some(&val),
+        &cfg,
+        &device,
+        FitOutputs {
+            checkpoints: Some(CheckpointOptions { resume: true, ..opts }),
+            ..Default::default()
+        },
+    )?;
+    assert_eq!(resumed.resumed_after, 2);
+    assert_eq!(resumed.epochs.len(), 3);
+    for (a, b) in straight.epochs.iter().zip(&resumed.epochs) {
+        assert_eq!(
+            (a.train_loss, a.train_acc, a.val_loss, a.val_acc),
+            (b.train_loss, b.train_acc, b.val_loss, b.val_acc),
+            "epoch {}",
+            a.epoch
+        );
+    }
+    // A resume with another config is refused instead of silently mixing runs.
+    let other = TrainConfig { lr: 0.1, ..cfg };
+    let err = fit(
+        ReferenceCnnConfig::new().init(&device)?,
+        &train,
+        Some(&val),
+        &other,
+        &device,
+        FitOutputs {
+            checkpoints: Some(CheckpointOptions {
+                dir: ckpt.path().to_path_buf(),
+                keep_last: 3,
+                resume: true,
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("another training config") && err.contains("state.json"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn accumulating_two_half_batches_equals_one_full_batch() -> anyhow::Result<()> {
+    // Without BatchNorm (whose statistics depend on the batch), the mean loss over 32 samples has
+    // the gradient of the average of two 16-sample mean losses: accumulation must average.
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 128, 16)?;
+    let train = source(data.path(), MnistSplit::Train)?;
+    let device = Device::flex();
+    let mlp = MlpConfig::new(vec![32]).with_batch_norm(false);
+    let run = |batch_size, accumulate| -> anyhow::Result<Vec<f32>> {
+        device.seed(5);
+        let model = mlp.init(&device)?;
+        let cfg = TrainConfig {
+            epochs: 1,
+            batch_size,
+            accumulate,
+            lr: 0.1,
+            seed: 5,
+            ..TrainConfig::default()
+        };
+        let r = fit(model, &train, None, &cfg, &device, FitOutputs::default())?;
+        let probe = train.batch(&[0, 1, 2, 3])?.into_tensors(&device).0;
+        Ok(kiln_models::Classifier::logits(&r.model.valid(), probe)
+            .into_data()
+            .try_into_vec_as::<f32>()?)
+    };
+    let full = run(32, 1)?;
+    let accumulated = run(16, 2)?;
+    let summed_would_be = run(16, 1)?; // 8 steps of 16 instead of 4 of 32: visibly different
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff(&full, &accumulated) < 1e-4, "{}", diff(&full, &accumulated));
+    assert!(diff(&full, &summed_would_be) > 1e-2);
+    Ok(())
+}
+
+#[test]
+fn early_stopping_keeps_the_best_model_and_a_tiny_training_set_is_called_overfitting() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 48, 200)?;
+    let (train, val) = (
+        source(data.path(), MnistSplit::Train)?,
+        source(data.path(), MnistSplit::Test)?,
+    );
+    let device = Device::flex();
+    device.seed(11);
+    let model = MlpConfig::new(vec![128]).init(&device)?;
+    let ckpt = tempfile::tempdir()?;
+    // 48 training images, 200 validation images: memorised within a few dozen steps.
+    let cfg = TrainConfig {
+        epochs: 40,
+        batch_size: 16,
+        lr: 0.05,
+        optimizer: OptimizerConfig::adam(),
+        early_stopping: Some(EarlyStopping {
+            monitor: Monitor::ValLoss,
+            patience: 4,
+            min_delta: 0.0,
+        }),
+        seed: 11,
+        ..TrainConfig::default()
+    };
+    let r = fit(
+        model,
+        &train,
+        Some(&val),
+        &cfg,
+        &device,
+        FitOutputs {
+            checkpoints: Some(CheckpointOptions {
+                dir: ckpt.path().to_path_buf(),
+                keep_last: 1,
+                resume: false,
+            }),
+            ..Default::default()
+        },
+    )?;
+    let last = r.epochs.last().unwrap();
+    assert!(r.stopped_early, "stopped at epoch {} of 40", last.epoch);
+    let (best_loss, best_epoch) = r.best.unwrap();
+    assert_eq!(last.epoch, best_epoch + 4, "patience 4 after the best epoch");
+    assert!(r.epochs.iter().all(|e| e.val_loss.unwrap() >= best_loss));
+    // The best model is on disk and gives the best epoch's validation loss.
+    let (best_model, _) = kiln_models::weights::load_weights(
+        MlpConfig::new(vec![128]).init(&device)?,
+        &ckpt.path().join("best.bpk"),
+    )?;
+    let again = evaluate(&best_model, &val, 16, &device)?;
+    assert!(
+        (again.loss - best_loss).abs() < 1e-5,
+        "{} vs {best_loss}",
+        again.loss
+    );
+    // Only the last epoch checkpoint is kept.
+    let epochs: Vec<_> = std::fs::read_dir(ckpt.path())?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("epoch-"))
+        .collect();
+    assert_eq!(epochs, vec![format!("epoch-{:04}", last.epoch)]);
+    // The verdict: training accuracy near 1 with a wide gap to validation.
+    assert_eq!(r.verdict.label(), "overfitting", "{} / {:?}", r.verdict, last);
+    assert!(last.verdict.as_deref().unwrap_or("").starts_with("overfitting"));
+    assert_eq!(r.val_confusion.as_ref().map(|c| c.total()), Some(200));
+    Ok(())
+}
+
+#[test]
+fn a_nan_stop_names_the_last_good_checkpoint() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 64, 16)?;
+    let train = source(data.path(), MnistSplit::Train)?;
+    let device = Device::flex();
+    let model = MlpConfig::new(vec![32]).with_batch_norm(false).init(&device)?;
+    let ckpt = tempfile::tempdir()?;
+    // A warmup from a sane rate to an absurd one: epoch 1 trains, later epochs explode.
+    let cfg = TrainConfig {
+        epochs: 30,
+        batch_size: 16,
+        lr: 1e9,
+        schedule: kiln_train::Schedule {
+            warmup: Some(kiln_train::schedule::Warmup {
+                length: 20,
+                unit: kiln_train::schedule::Unit::Epoch,
+                start_factor: 1e-10,
+            }),
+            ..Default::default()
+        },
+        ..TrainConfig::default()
+    };
+    let err = fit(
+        model,
+        &train,
+        None,
+        &cfg,
+        &device,
+        FitOutputs {
+            checkpoints: Some(CheckpointOptions {
+                dir: ckpt.path().to_path_buf(),
+                keep_last: 2,
+                resume: false,
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    match err {
+        kiln_train::TrainError::NonFiniteLoss {
+            epoch, checkpoint, ..
+        } => {
+            assert!(epoch > 1, "{msg}");
+            let checkpoint = checkpoint.expect("a checkpoint before the explosion");
+            assert!(checkpoint.join("model.bpk").is_file());
+            assert!(msg.contains(&checkpoint.display().to_string()), "{msg}");
+        }
+        other => anyhow::bail!("wrong error: {other}"),
+    }
+    Ok(())
+}
