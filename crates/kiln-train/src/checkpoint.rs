@@ -148,6 +148,23 @@ pub fn latest(dir: &Path) -> Option<PathBuf> {
     list(dir).into_iter().max().map(|e| epoch_dir(dir, e))
 }
 
+/// The state of the checkpoint in `folder` (without loading the weights).
+///
+/// # Errors
+///
+/// [`TrainError::Resume`] when `state.json` is missing or unreadable.
+pub fn read_state(folder: &Path) -> Result<CheckpointState, TrainError> {
+    let path = folder.join("state.json");
+    let bytes = std::fs::read(&path).map_err(|e| TrainError::Resume {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| TrainError::Resume {
+        path,
+        reason: e.to_string(),
+    })
+}
+
 /// A loaded checkpoint.
 pub struct Restored<M> {
     /// The model with the checkpoint's weights (and parameter ids, so the optimizer state matches).

@@ -31,6 +31,8 @@ pub mod fit;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod plot;
+pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod source;

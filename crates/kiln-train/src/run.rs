@@ -43,6 +43,31 @@ impl RunDir {
         Ok(Self { path })
     }
 
+    /// An existing run directory (one with a `config.json`), for `--resume`.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Resume`] when it is missing or not a run directory.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, TrainError> {
+        let path = path.as_ref();
+        if !path.join("config.json").is_file() {
+            return Err(TrainError::Resume {
+                path: path.to_path_buf(),
+                reason: "not a run directory (no config.json)".into(),
+            });
+        }
+        let path = std::fs::canonicalize(path).map_err(|e| TrainError::Resume {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { path })
+    }
+
+    /// The run's checkpoint folder, `<run>/checkpoints`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.path.join("checkpoints")
+    }
+
     /// A fresh directory under `parent` named after the current UTC time (`run-20261128-161530`),
     /// with a numeric suffix if that name is taken.
     ///
@@ -132,6 +157,30 @@ impl MetricsLog {
                 reason: e.to_string(),
             })?;
         Ok(Self { path, file })
+    }
+
+    /// Replaces `path`'s content with `records` (one line each) and opens it for appending: a
+    /// resumed run's log then holds exactly the checkpoint's epochs before new ones are added.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Write`] when it cannot be written.
+    pub fn rewrite(path: impl Into<PathBuf>, records: &[EpochRecord]) -> Result<Self, TrainError> {
+        let path = path.into();
+        let mut text = String::new();
+        for r in records {
+            let line = serde_json::to_string(r).map_err(|e| TrainError::Write {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            text.push_str(&line);
+            text.push('\n');
+        }
+        std::fs::write(&path, text).map_err(|e| TrainError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::open(path)
     }
 
     /// Appends one record as a line and flushes it.

@@ -12,7 +12,7 @@ use kiln_data::{FASHION_MNIST_CLASSES, MnistDataset, MnistSplit, random_split};
 use kiln_models::{PretrainedSpec, ReferenceCnnConfig};
 use kiln_train::{ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, Schedule, TrainConfig};
 use kiln_transforms::{Normalization, NormalizationSpec};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The vendored Fashion-MNIST subset (10,000 train / 2,000 test images), found from the source
 /// tree so `cargo run` works from any directory.
@@ -107,19 +107,26 @@ struct TrainArgs {
     /// Accept --init-from weights trained with another normalization (on purpose).
     #[arg(long, requires = "init_from")]
     allow_normalization_override: bool,
+    /// Continue a stopped run from its latest checkpoint (RUN_DIR/checkpoints): the data, model
+    /// and training settings come from RUN_DIR/config.json; its metrics and report are updated.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "init_from"])]
+    resume: Option<PathBuf>,
+    /// Epoch checkpoints to keep (the best model is kept as checkpoints/best.bpk either way).
+    #[arg(long, default_value_t = 2)]
+    keep_checkpoints: usize,
 }
 
-/// What a run saves as `config.json`: everything needed to repeat it.
-#[derive(Serialize)]
-struct RunConfig<'a> {
-    kiln_version: &'a str,
-    data: &'a Path,
+/// What a run saves as `config.json`: everything needed to repeat (or resume) it.
+#[derive(Serialize, Deserialize)]
+struct RunConfig {
+    kiln_version: String,
+    data: PathBuf,
     device: DeviceSpec,
     val_fraction: f64,
-    init_from: Option<&'a Path>,
-    train: &'a TrainConfig,
-    model: &'a ReferenceCnnConfig,
-    normalization: &'a Normalization,
+    init_from: Option<PathBuf>,
+    train: TrainConfig,
+    model: ReferenceCnnConfig,
+    normalization: Normalization,
 }
 
 #[derive(Serialize)]
@@ -159,7 +166,19 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     // The device first: a backend that is not compiled in fails before any data is read.
     let spec: DeviceSpec = args.device.parse()?;
     let device = spec.device()?;
-    let cfg = TrainConfig {
+    let resumed: Option<RunConfig> = match &args.resume {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("--resume {}: cannot read {}", dir.display(), path.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("--resume: {} is not a kiln run config", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let args_cfg = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
@@ -186,12 +205,17 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         }),
         ..TrainConfig::default()
     };
+    let cfg = resumed.as_ref().map_or(args_cfg, |r| r.train.clone());
+    let val_fraction = resumed.as_ref().map_or(args.val_fraction, |r| r.val_fraction);
     cfg.validate()?;
-    if !(0.0..1.0).contains(&args.val_fraction) {
-        anyhow::bail!("--val-fraction must be in [0, 1), got {}", args.val_fraction);
+    if !(0.0..1.0).contains(&val_fraction) {
+        anyhow::bail!("--val-fraction must be in [0, 1), got {val_fraction}");
     }
 
-    let data_dir = args.data.clone().unwrap_or_else(|| PathBuf::from(VENDORED_DATA));
+    let data_dir = match &resumed {
+        Some(r) => r.data.clone(),
+        None => args.data.clone().unwrap_or_else(|| PathBuf::from(VENDORED_DATA)),
+    };
     let train_set = MnistDataset::from_dir(&data_dir, MnistSplit::Train)?;
     let test_set = MnistDataset::from_dir(&data_dir, MnistSplit::Test)?;
     let data_root = train_set
@@ -199,7 +223,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         .parent()
         .unwrap_or(Path::new(""))
         .to_path_buf();
-    let (train_idx, val_idx) = random_split(train_set.len(), args.val_fraction, args.seed);
+    let (train_idx, val_idx) = random_split(train_set.len(), val_fraction, cfg.seed);
     let norm = Normalization::fashion_mnist();
     let (n_train, n_val, n_test) = (train_idx.len(), val_idx.len(), test_set.len());
     let train_src = ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?;
@@ -222,23 +246,45 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         }
         model = loaded;
     }
-    let run = match &args.out {
-        Some(p) => RunDir::create(p)?,
-        None => RunDir::timestamped("runs")?,
+    let run = match (&args.resume, &args.out) {
+        (Some(dir), _) => RunDir::open_existing(dir)?,
+        (None, Some(p)) => RunDir::create(p)?,
+        (None, None) => RunDir::timestamped("runs")?,
     };
-    run.write_json(
-        "config.json",
-        &RunConfig {
-            kiln_version: env!("CARGO_PKG_VERSION"),
-            data: &data_root,
-            device: spec,
-            val_fraction: args.val_fraction,
-            init_from: args.init_from.as_deref(),
-            train: &cfg,
-            model: &model_cfg,
-            normalization: &norm,
-        },
-    )?;
+    let run_config = RunConfig {
+        kiln_version: env!("CARGO_PKG_VERSION").into(),
+        data: data_root.clone(),
+        device: spec,
+        val_fraction,
+        init_from: args.init_from.clone(),
+        train: cfg.clone(),
+        model: model_cfg.clone(),
+        normalization: norm.clone(),
+    };
+    let mut log = match &args.resume {
+        Some(dir) => {
+            let latest = kiln_train::checkpoint::latest(&run.checkpoints()).with_context(|| {
+                format!(
+                    "--resume {}: no checkpoint in {} to resume from",
+                    dir.display(),
+                    run.checkpoints().display()
+                )
+            })?;
+            let state = kiln_train::checkpoint::read_state(&latest)?;
+            println!(
+                "kiln train: resuming {} after epoch {} of {}",
+                run.path().display(),
+                state.epoch,
+                cfg.epochs
+            );
+            // The log holds exactly the checkpoint's epochs before new ones are appended.
+            kiln_train::MetricsLog::rewrite(run.path().join("metrics.jsonl"), &state.records)?
+        }
+        None => {
+            run.write_json("config.json", &run_config)?;
+            run.metrics_log()?
+        }
+    };
     println!("kiln train: {} on {spec}", model_cfg_name(&model_cfg));
     println!(
         "  data:  {} ({n_train} train / {n_val} val / {n_test} test)",
@@ -257,7 +303,6 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     }
     println!("  run:   {}", run.path().display());
 
-    let mut log = run.metrics_log()?;
     let epochs = cfg.epochs;
     let mut print_epoch = |r: &EpochRecord| {
         let val = match (r.val_loss, r.val_acc) {
@@ -268,6 +313,9 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
             "epoch {}/{epochs}  lr={:.4}  train_loss={:.4} train_acc={:.4}  {val}  {:.0} img/s  {:.1}s",
             r.epoch, r.lr, r.train_loss, r.train_acc, r.train_images_per_s, r.seconds
         );
+        if let Some(v) = r.verdict.as_deref().filter(|v| !v.starts_with("healthy")) {
+            println!("  verdict: {v}");
+        }
     };
     let val_opt: Option<&dyn kiln_train::BatchSource> = if n_val > 0 { Some(&val_src) } else { None };
     let result = kiln_train::fit(
@@ -281,12 +329,17 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
             progress: !args.no_progress,
             on_epoch: Some(&mut print_epoch),
             on_warning: Some(&mut |w: &str| eprintln!("warning: {w}")),
+            checkpoints: Some(kiln_train::CheckpointOptions {
+                dir: run.checkpoints(),
+                keep_last: args.keep_checkpoints,
+                resume: args.resume.is_some(),
+            }),
             ..Default::default()
         },
     )?;
 
     let eval_model = result.model.valid();
-    let test = kiln_train::evaluate(&eval_model, &test_src, 1000, &device)?;
+    let (test, confusion) = kiln_train::evaluate_with_confusion(&eval_model, &test_src, 1000, &device)?;
     let model_path = run
         .save_model(&eval_model, "model")
         .context("saving the trained model")?;
@@ -313,7 +366,35 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         model: model_path.clone(),
     };
     run.write_json("summary.json", &summary)?;
-    println!("saved: {}", model_path.display());
+    let class_names: Vec<String> = FASHION_MNIST_CLASSES.iter().map(|c| c.to_string()).collect();
+    let monitor = if n_val > 0 { "val_acc" } else { "train_loss" };
+    let report = run.write_report(&kiln_train::report::Report {
+        title: format!("{} on Fashion-MNIST", model_cfg_name(&model_cfg)),
+        config: serde_json::to_value(&run_config)?,
+        epochs: &result.epochs,
+        verdict: &result.verdict,
+        best: result.best.map(|(v, e)| (v, e, monitor)),
+        stopped_early: result.stopped_early,
+        resumed_after: result.resumed_after,
+        test: Some((test, &confusion)),
+        class_names: &class_names,
+        warnings: &result.warnings,
+        seconds: summary.seconds,
+        train_images_per_s: result.train_images_per_s,
+    })?;
+    if result.stopped_early {
+        println!(
+            "early stopping: no improvement for {} epochs",
+            cfg.early_stopping.map_or(0, |e| e.patience)
+        );
+    }
+    println!("verdict: {}", result.verdict);
+    println!(
+        "saved: {} (best: {})",
+        model_path.display(),
+        run.checkpoints().join("best.bpk").display()
+    );
+    println!("report: {}", report.display());
     println!(
         "summary: epochs={epochs} train_images_per_s={:.1} test_loss={:.4} test_acc={:.4} seconds={:.1}",
         summary.train_images_per_s, summary.test_loss, summary.test_acc, summary.seconds

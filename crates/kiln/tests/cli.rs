@@ -100,9 +100,17 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
     for f in [
         "config.json",
         "metrics.jsonl",
+        "metrics.csv",
+        "report.md",
+        "loss.png",
+        "accuracy.png",
+        "lr.png",
         "model.bpk",
         "model.bpk.kiln.json",
         "summary.json",
+        "checkpoints/best.bpk",
+        "checkpoints/epoch-0001/state.json",
+        "checkpoints/epoch-0002/optimizer.bpk",
     ] {
         assert!(out_dir.join(f).is_file(), "{f} missing");
     }
@@ -136,6 +144,66 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    // The report says how the run went.
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Verdict:")
+            && report.contains("## Test confusion matrix")
+            && report.contains("T-shirt/top"),
+        "{report}"
+    );
+
+    // Resume: drop the last checkpoint as if the process died during epoch 2; the resumed run
+    // reaches the same epoch-2 metrics and rewrites the log and report.
+    let metrics_before = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+    std::fs::remove_dir_all(out_dir.join("checkpoints/epoch-0002")).unwrap();
+    let resumed = kiln()
+        .args(["train", "--no-progress", "--resume"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        resumed.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        stdout.contains("resuming") && stdout.contains("after epoch 1 of 2"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("epoch 1/2") && stdout.contains("epoch 2/2"),
+        "{stdout}"
+    );
+    let metrics_after = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+    let losses = |text: &str| -> Vec<(f64, f64)> {
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["train_loss"].as_f64().unwrap(), v["val_loss"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(
+        losses(&metrics_after),
+        losses(&metrics_before),
+        "same metrics after the resume"
+    );
+    let nothing = tempfile::tempdir().unwrap();
+    std::fs::write(nothing.path().join("config.json"), "{}").unwrap();
+    let bad = kiln()
+        .args(["train", "--resume"])
+        .arg(nothing.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--resume"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     // Continuing from the saved weights: their spec is checked against this run's normalization.
     let weights = out_dir.join("model.bpk");

@@ -1,0 +1,146 @@
+//! Line charts of a run's curves as PNG (plotters' bitmap backend, the vendored DejaVu Sans Mono
+//! for text so no system fonts are needed).
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use crate::TrainError;
+
+static FONT: Once = Once::new();
+const FONT_NAME: &str = "kiln-mono";
+
+fn register() {
+    FONT.call_once(|| {
+        // Registration only fails for a malformed font, and this one is compiled in.
+        let _ = register_font(
+            FONT_NAME,
+            FontStyle::Normal,
+            include_bytes!("../assets/DejaVuSansMono.ttf"),
+        );
+    });
+}
+
+/// One named line of `(x, y)` points.
+pub struct Series<'a> {
+    /// The legend label.
+    pub label: &'a str,
+    /// The points, in x order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Draws `series` as a 800×480 PNG line chart with a title, axis labels and a legend.
+///
+/// # Errors
+///
+/// [`TrainError::Write`] naming `path` when it cannot be drawn or written.
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+) -> Result<(), TrainError> {
+    register();
+    let fail = |e: String| TrainError::Write {
+        path: path.to_path_buf(),
+        reason: e,
+    };
+    let points = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|p| p.1.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return Err(fail("no finite points to draw".into()));
+    }
+    if x1 - x0 < 1e-12 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-9);
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| fail(e.to_string());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT_NAME, 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style((FONT_NAME, 14))
+        .axis_desc_style((FONT_NAME, 15))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    for (i, s) in series.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied().filter(|p| p.1.is_finite()),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| err(&e))?
+            .label(s.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT_NAME, 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_a_png_with_lines_in_their_colours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loss.png");
+        let series = [
+            Series {
+                label: "train",
+                points: (1..=10).map(|e| (e as f64, 1.0 / e as f64)).collect(),
+            },
+            Series {
+                label: "validation",
+                points: (1..=10).map(|e| (e as f64, 1.2 / e as f64 + 0.1)).collect(),
+            },
+        ];
+        line_chart(&path, "loss", "epoch", "cross-entropy", &series).unwrap();
+        if let Some(keep) = std::env::var_os("KILN_KEEP_PLOT") {
+            std::fs::copy(&path, keep).unwrap();
+        }
+        let img = image_dims(&path);
+        assert_eq!(img, (800, 480));
+        assert!(line_chart(&path, "empty", "x", "y", &[]).is_err());
+    }
+
+    /// Width and height from the PNG header (bytes 16..24).
+    fn image_dims(path: &Path) -> (u32, u32) {
+        let b = std::fs::read(path).unwrap();
+        assert_eq!(&b[1..4], b"PNG");
+        let w = u32::from_be_bytes([b[16], b[17], b[18], b[19]]);
+        let h = u32::from_be_bytes([b[20], b[21], b[22], b[23]]);
+        (w, h)
+    }
+}

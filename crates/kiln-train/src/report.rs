@@ -1,0 +1,299 @@
+//! The end-of-run report: `metrics.csv`, PNG curves (`loss.png`, `accuracy.png`, `lr.png`) and
+//! `report.md` (config, curves, verdict with advice, per-class accuracy, confusion matrix, timings).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::metrics::{ConfusionMatrix, Verdict};
+use crate::plot::{Series, line_chart};
+use crate::{EpochRecord, EvalMetrics, RunDir, TrainError};
+
+/// Everything the report shows.
+pub struct Report<'a> {
+    /// The heading (e.g. the model and dataset).
+    pub title: String,
+    /// The resolved config, as saved in `config.json`.
+    pub config: serde_json::Value,
+    /// Every epoch's record.
+    pub epochs: &'a [EpochRecord],
+    /// The verdict after the last epoch.
+    pub verdict: &'a Verdict,
+    /// The best epoch's monitored value and the epoch, and the metric's name.
+    pub best: Option<(f64, usize, &'a str)>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// The epoch a resumed run continued after (0: not resumed).
+    pub resumed_after: usize,
+    /// Test metrics and their confusion matrix, when a test split was evaluated.
+    pub test: Option<(EvalMetrics, &'a ConfusionMatrix)>,
+    /// Class names by label (may be empty).
+    pub class_names: &'a [String],
+    /// Warnings raised during the run.
+    pub warnings: &'a [String],
+    /// Wall time of the whole run.
+    pub seconds: f64,
+    /// Mean training throughput.
+    pub train_images_per_s: f64,
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(String::new, |v| format!("{v}"))
+}
+
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+impl RunDir {
+    /// Writes `metrics.csv`, the curves and `report.md`; returns the report's path.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Write`] naming the file that could not be written.
+    pub fn write_report(&self, r: &Report<'_>) -> Result<PathBuf, TrainError> {
+        let write = |name: &str, text: &str| -> Result<PathBuf, TrainError> {
+            let path = self.path().join(name);
+            std::fs::write(&path, text).map_err(|e| TrainError::Write {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok(path)
+        };
+        let mut csv = String::from(
+            "epoch,train_loss,train_acc,val_loss,val_acc,val_top5,lr,train_images_per_s,seconds,verdict\n",
+        );
+        for e in r.epochs {
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{},{},{},{},{},{}",
+                e.epoch,
+                e.train_loss,
+                e.train_acc,
+                opt(e.val_loss),
+                opt(e.val_acc),
+                opt(e.val_top5),
+                e.lr,
+                e.train_images_per_s,
+                e.seconds,
+                csv_field(e.verdict.as_deref().unwrap_or(""))
+            );
+        }
+        write("metrics.csv", &csv)?;
+
+        let x = |f: fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+            r.epochs
+                .iter()
+                .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+                .collect()
+        };
+        let mut charts = Vec::new();
+        if !r.epochs.is_empty() {
+            let mut loss = vec![Series {
+                label: "train",
+                points: x(|e| Some(e.train_loss)),
+            }];
+            let mut acc = vec![Series {
+                label: "train",
+                points: x(|e| Some(e.train_acc)),
+            }];
+            if r.epochs.iter().any(|e| e.val_loss.is_some()) {
+                loss.push(Series {
+                    label: "validation",
+                    points: x(|e| e.val_loss),
+                });
+                acc.push(Series {
+                    label: "validation",
+                    points: x(|e| e.val_acc),
+                });
+            }
+            let lr = [Series {
+                label: "lr (epoch start)",
+                points: x(|e| Some(e.lr)),
+            }];
+            for (name, title, y, series) in [
+                ("loss.png", "Loss", "cross-entropy", &loss[..]),
+                ("accuracy.png", "Accuracy", "top-1 accuracy", &acc[..]),
+                ("lr.png", "Learning rate", "lr", &lr[..]),
+            ] {
+                line_chart(&self.path().join(name), title, "epoch", y, series)?;
+                charts.push(name);
+            }
+        }
+
+        let mut md = format!("# {}\n\n", r.title);
+        let last = r.epochs.last();
+        let _ = writeln!(
+            md,
+            "{} epochs{}{} in {:.1} s, {:.0} training images/s.\n",
+            r.epochs.len(),
+            if r.resumed_after > 0 {
+                format!(" (resumed after epoch {})", r.resumed_after)
+            } else {
+                String::new()
+            },
+            if r.stopped_early { ", stopped early" } else { "" },
+            r.seconds,
+            r.train_images_per_s
+        );
+        let _ = writeln!(md, "## Verdict: {}\n", r.verdict.label());
+        match r.verdict {
+            Verdict::Overfitting { reason } | Verdict::Underfitting { reason } => {
+                let _ = writeln!(md, "{reason}.\n\n**Try:** {}.\n", r.verdict.advice());
+            }
+            Verdict::NoValidation => {
+                let _ = writeln!(md, "{}.\n", r.verdict.advice());
+            }
+            Verdict::Healthy => {
+                let _ = writeln!(md, "No sign of over- or underfitting.\n");
+            }
+        }
+        if let Some((value, epoch, metric)) = r.best {
+            let _ = writeln!(md, "Best epoch: {epoch} ({metric} = {value:.4}).\n");
+        }
+        if let Some((m, _)) = &r.test {
+            let _ = writeln!(
+                md,
+                "## Test\n\nloss {:.4}, accuracy **{:.4}**, top-5 {:.4} on {} images.\n",
+                m.loss, m.accuracy, m.top5, m.samples
+            );
+        }
+        if let Some(last) = last {
+            let _ = writeln!(
+                md,
+                "Last epoch: train loss {:.4}, train accuracy {:.4}{}.\n",
+                last.train_loss,
+                last.train_acc,
+                match (last.val_loss, last.val_acc) {
+                    (Some(l), Some(a)) => format!(", validation loss {l:.4}, validation accuracy {a:.4}"),
+                    _ => String::new(),
+                }
+            );
+        }
+        if !charts.is_empty() {
+            md.push_str("## Curves\n\n");
+            for c in &charts {
+                let _ = writeln!(md, "![{c}]({c})\n");
+            }
+        }
+        md.push_str("## Epochs\n\n| epoch | lr | train loss | train acc | val loss | val acc | img/s | s | verdict |\n|---|---|---|---|---|---|---|---|---|\n");
+        for e in r.epochs {
+            let _ = writeln!(
+                md,
+                "| {} | {:.5} | {:.4} | {:.4} | {} | {} | {:.0} | {:.1} | {} |",
+                e.epoch,
+                e.lr,
+                e.train_loss,
+                e.train_acc,
+                e.val_loss.map_or("–".into(), |v| format!("{v:.4}")),
+                e.val_acc.map_or("–".into(), |v| format!("{v:.4}")),
+                e.train_images_per_s,
+                e.seconds,
+                e.verdict
+                    .as_deref()
+                    .map_or("–", |v| v.split(':').next().unwrap_or(v))
+            );
+        }
+        if let Some((_, confusion)) = &r.test {
+            md.push_str("\n## Per-class test accuracy\n\n| class | accuracy |\n|---|---|\n");
+            for (c, acc) in confusion.per_class_accuracy().into_iter().enumerate() {
+                let name = r.class_names.get(c).cloned().unwrap_or_else(|| c.to_string());
+                let _ = writeln!(
+                    md,
+                    "| {name} | {} |",
+                    acc.map_or("–".into(), |a| format!("{a:.4}"))
+                );
+            }
+            md.push_str("\n## Test confusion matrix\n\n");
+            md.push_str(&confusion.to_markdown(r.class_names));
+        }
+        if !r.warnings.is_empty() {
+            md.push_str("\n## Warnings\n\n");
+            for w in r.warnings {
+                let _ = writeln!(md, "- {w}");
+            }
+        }
+        let config = serde_json::to_string_pretty(&r.config).unwrap_or_default();
+        let _ = write!(md, "\n## Config\n\n```json\n{config}\n```\n");
+        write("report.md", &md)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_csv_curves_and_a_report_with_the_verdict_and_confusion_matrix() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path().join("run")).unwrap();
+        let rec = |epoch, train_acc, val_acc: f64| EpochRecord {
+            epoch,
+            train_loss: 1.0 / epoch as f64,
+            train_acc,
+            val_loss: Some(0.5 + epoch as f64 * 0.1),
+            val_acc: Some(val_acc),
+            val_top5: Some(0.99),
+            lr: 0.1 / epoch as f64,
+            train_images_per_s: 500.0,
+            seconds: 2.0,
+            verdict: Some("healthy".into()),
+        };
+        let epochs = vec![rec(1, 0.8, 0.78), rec(2, 0.95, 0.8), rec(3, 0.99, 0.8)];
+        let verdict = Verdict::Overfitting {
+            reason: "training accuracy 0.990 vs validation 0.800 (gap 0.190 ≥ 0.1)".into(),
+        };
+        let mut confusion = ConfusionMatrix::new(2);
+        for (t, p) in [(0, 0), (0, 0), (1, 0), (1, 1)] {
+            confusion.add(t, p);
+        }
+        let test = EvalMetrics {
+            loss: 0.4,
+            accuracy: 0.75,
+            top5: 1.0,
+            samples: 4,
+        };
+        let names = vec!["cat".to_string(), "dog \"d\"".to_string()];
+        let path = run
+            .write_report(&Report {
+                title: "Test run".into(),
+                config: serde_json::json!({"lr": 0.1}),
+                epochs: &epochs,
+                verdict: &verdict,
+                best: Some((0.8, 2, "val_acc")),
+                stopped_early: false,
+                resumed_after: 0,
+                test: Some((test, &confusion)),
+                class_names: &names,
+                warnings: &["first batch mean 0.4".into()],
+                seconds: 6.5,
+                train_images_per_s: 500.0,
+            })
+            .unwrap();
+        let md = std::fs::read_to_string(&path).unwrap();
+        for needle in [
+            "## Verdict: overfitting",
+            "**Try:** add augmentation",
+            "accuracy **0.7500**",
+            "| dog \"d\" | 0.5000 |",
+            "![loss.png](loss.png)",
+            "Best epoch: 2 (val_acc = 0.8000)",
+            "first batch mean 0.4",
+            "\"lr\": 0.1",
+        ] {
+            assert!(md.contains(needle), "{needle} missing in:\n{md}");
+        }
+        let csv = std::fs::read_to_string(run.path().join("metrics.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 4);
+        assert!(
+            csv.lines()
+                .nth(3)
+                .unwrap()
+                .starts_with("3,0.3333333333333333,0.99,0.8"),
+            "{csv}"
+        );
+        for png in ["loss.png", "accuracy.png", "lr.png"] {
+            let bytes = std::fs::read(run.path().join(png)).unwrap();
+            assert_eq!(&bytes[1..4], b"PNG", "{png}");
+        }
+    }
+}
