@@ -266,3 +266,53 @@ fn a_nan_stop_names_the_last_good_checkpoint() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn fine_tuning_a_frozen_backbone_trains_only_the_new_head() -> anyhow::Result<()> {
+    use burn::module::Module;
+    use kiln_models::FineTune;
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 64, 16)?;
+    let train = source(data.path(), MnistSplit::Train)?;
+    let device = Device::flex();
+    device.seed(21);
+    // "Pretrained" on 5 classes; fine-tuned for Fashion-MNIST's 10 with the backbone frozen.
+    let pretrained = MlpConfig::new(vec![32]).with_num_classes(5).init(&device)?;
+    // Every float tensor of the model in visiting order (parameters and BatchNorm statistics).
+    struct Collect(Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0
+                .push(p.val().into_data().try_into_vec_as::<f32>().unwrap_or_default());
+        }
+    }
+    let snapshot = |m: &kiln_models::Mlp| -> Vec<Vec<f32>> {
+        let mut c = Collect(Vec::new());
+        m.visit(&mut c);
+        c.0
+    };
+    let before = snapshot(&pretrained);
+    let model = pretrained.replace_head(10, &device)?.freeze_backbone();
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 16,
+        lr: 0.05,
+        seed: 21,
+        ..TrainConfig::default()
+    };
+    let r = fit(model, &train, None, &cfg, &device, FitOutputs::default())?;
+    let after = snapshot(&r.model.valid());
+    // Same order of tensors: the backbone's (weights, BatchNorm γ/β and running statistics) are
+    // untouched; the head's changed.
+    let n = before.len();
+    // linear weight, BatchNorm γ, β, running mean and variance; head weight and bias.
+    assert_eq!(n, 7);
+    assert_eq!(after.len(), n);
+    assert_eq!(
+        &after[..n - 2],
+        &before[..n - 2],
+        "frozen backbone, BatchNorm statistics included"
+    );
+    assert!(r.epochs[1].train_loss < r.epochs[0].train_loss, "{:?}", r.epochs);
+    Ok(())
+}
