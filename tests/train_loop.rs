@@ -316,3 +316,29 @@ fn fine_tuning_a_frozen_backbone_trains_only_the_new_head() -> anyhow::Result<()
     assert!(r.epochs[1].train_loss < r.epochs[0].train_loss, "{:?}", r.epochs);
     Ok(())
 }
+
+#[test]
+fn a_label_the_model_has_no_output_for_is_an_error_not_a_panic() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 64, 16)?;
+    let train = source(data.path(), MnistSplit::Train)?;
+    let device = Device::flex();
+    // Fashion-MNIST has 10 classes; this model has 5 outputs.
+    let model = MlpConfig::new(vec![16]).with_num_classes(5).init(&device)?;
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        ..TrainConfig::default()
+    };
+    let err = fit(model, &train, None, &cfg, &device, FitOutputs::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, kiln_train::TrainError::LabelOutOfRange { classes: 5, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("outside 0..5") && msg.contains("training, epoch 1"),
+        "{msg}"
+    );
+    Ok(())
+}

@@ -20,10 +20,9 @@
 //! ```
 
 use burn::module::{Module, ParamGroup};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 
-use crate::init::{Fans, InitScheme};
 use crate::{Mlp, ModelError, ResNet};
 
 /// A model with a backbone and a classifier head.
@@ -67,9 +66,7 @@ pub trait FineTune: Module + Sized {
 
 fn new_head(d_in: usize, num_classes: usize, device: &Device) -> Result<Linear, ModelError> {
     crate::error::check_num_classes(num_classes)?;
-    Ok(LinearConfig::new(d_in, num_classes)
-        .with_initializer(InitScheme::PytorchDefault.weight_initializer_for(Fans::linear(d_in, num_classes)))
-        .init(device))
+    Ok(crate::init::classifier_head(d_in, num_classes, device))
 }
 
 impl FineTune for ResNet {

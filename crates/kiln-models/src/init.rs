@@ -194,6 +194,16 @@ impl InitScheme {
     }
 }
 
+/// A classifier head: `nn.Linear(d_in, classes)` with PyTorch's default init (weight and bias
+/// uniform in ±1/√d_in), whatever scheme the rest of the model uses — as torchvision's ResNet,
+/// whose init loop touches only convolutions and BatchNorm. A Kaiming fan-out head on a 128→10
+/// layer starts at a loss of ≈ 4.6 instead of ln 10 ≈ 2.3 (measured by `kiln_train::diagnose::doctor`).
+pub fn classifier_head(d_in: usize, classes: usize, device: &burn::prelude::Device) -> burn::nn::Linear {
+    burn::nn::LinearConfig::new(d_in, classes)
+        .with_initializer(InitScheme::PytorchDefault.weight_initializer_for(Fans::linear(d_in, classes)))
+        .init(device)
+}
+
 fn uniform(bound: f64) -> Initializer {
     Initializer::Uniform {
         min: -bound,

@@ -13,11 +13,11 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 
 use crate::blocks::{Activation, LinearBnAct, LinearBnActConfig};
-use crate::init::{Fans, InitScheme};
+use crate::init::InitScheme;
 use crate::{Classifier, ModelError};
 
 /// Configuration of [`Mlp`].
@@ -89,15 +89,7 @@ impl MlpConfig {
             hidden.push(block);
             d = w;
         }
-        let mut head = LinearConfig::new(d, self.num_classes)
-            .with_initializer(
-                self.init
-                    .weight_initializer_for(Fans::linear(d, self.num_classes)),
-            )
-            .init(device);
-        if self.init.zero_bias() {
-            head.bias = Some(Initializer::Zeros.init([self.num_classes], device));
-        }
+        let head = crate::init::classifier_head(d, self.num_classes, device);
         layers.push(format!("Linear({d}→{}, bias)", self.num_classes));
         Ok(Mlp {
             hidden,

@@ -41,17 +41,21 @@ pub struct ReferenceCnnConfig {
     /// Weight initialisation.
     #[config(default = "InitScheme::KaimingNormalFanOutRelu")]
     pub init: InitScheme,
+    /// BatchNorm after each conv and the hidden linear layer (false, for ablations: those layers
+    /// get their biases back, zero-initialised under a named init scheme).
+    #[config(default = true)]
+    pub batch_norm: bool,
 }
 
 /// The reference CNN; see the [module docs](self).
 #[derive(Module, Debug)]
 pub struct ReferenceCnn {
     conv1: Conv2d,
-    bn1: BatchNorm,
+    bn1: Option<BatchNorm>,
     conv2: Conv2d,
-    bn2: BatchNorm,
+    bn2: Option<BatchNorm>,
     fc1: Linear,
-    bn3: BatchNorm,
+    bn3: Option<BatchNorm>,
     fc2: Linear,
     pool: MaxPool2d,
     in_channels: usize,
@@ -95,30 +99,36 @@ impl ReferenceCnnConfig {
             return invalid("width", self.width, "must be at least 4 (two 2x2 max-pools)");
         }
         let w_init = self.init.weight_initializer();
+        let bias = !self.batch_norm;
+        let zero_bias = bias && self.init.zero_bias();
         let conv = |c_in, c_out| {
-            Conv2dConfig::new([c_in, c_out], [3, 3])
+            let mut c = Conv2dConfig::new([c_in, c_out], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .with_bias(false)
+                .with_bias(bias)
                 .with_initializer(w_init.clone())
-                .init(device)
+                .init(device);
+            if zero_bias {
+                c.bias = Some(Initializer::Zeros.init([c_out], device));
+            }
+            c
         };
+        let bn = |n: usize| self.batch_norm.then(|| BatchNormConfig::new(n).init(device));
         let flat = 64 * (self.height / 4) * (self.width / 4);
-        let mut fc2 = LinearConfig::new(self.hidden, self.num_classes)
+        let fc2 = crate::init::classifier_head(self.hidden, self.num_classes, device);
+        let mut fc1 = LinearConfig::new(flat, self.hidden)
+            .with_bias(bias)
             .with_initializer(w_init.clone())
             .init(device);
-        if self.init.zero_bias() {
-            fc2.bias = Some(Initializer::Zeros.init([self.num_classes], device));
+        if zero_bias {
+            fc1.bias = Some(Initializer::Zeros.init([self.hidden], device));
         }
         Ok(ReferenceCnn {
             conv1: conv(self.in_channels, 32),
-            bn1: BatchNormConfig::new(32).init(device),
+            bn1: bn(32),
             conv2: conv(32, 64),
-            bn2: BatchNormConfig::new(64).init(device),
-            fc1: LinearConfig::new(flat, self.hidden)
-                .with_bias(false)
-                .with_initializer(w_init)
-                .init(device),
-            bn3: BatchNormConfig::new(self.hidden).init(device),
+            bn2: bn(64),
+            fc1,
+            bn3: bn(self.hidden),
             fc2,
             pool: MaxPool2dConfig::new([2, 2]).init(),
             in_channels: self.in_channels,
@@ -140,10 +150,14 @@ impl ReferenceCnn {
     /// On an input of another shape (Burn's layers assert); call [`ReferenceCnn::check_input`]
     /// first on anything a user supplies.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(relu(self.bn1.forward(self.conv1.forward(x))));
-        let x = self.pool.forward(relu(self.bn2.forward(self.conv2.forward(x))));
+        let x = self
+            .pool
+            .forward(relu(maybe_bn(&self.bn1, self.conv1.forward(x))));
+        let x = self
+            .pool
+            .forward(relu(maybe_bn(&self.bn2, self.conv2.forward(x))));
         let x = x.flatten::<2>(1, 3);
-        let x = relu(self.bn3.forward(self.fc1.forward(x)));
+        let x = relu(maybe_bn(&self.bn3, self.fc1.forward(x)));
         self.fc2.forward(x)
     }
 
@@ -166,6 +180,13 @@ impl ReferenceCnn {
     }
 }
 
+fn maybe_bn<const D: usize>(bn: &Option<BatchNorm>, x: Tensor<D>) -> Tensor<D> {
+    match bn {
+        Some(b) => b.forward(x),
+        None => x,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +198,22 @@ mod tests {
         // running mean/var as buffers; Burn's num_params counts them too: + 2·(32 + 64 + 128).
         let model = ReferenceCnnConfig::new().init(&Device::flex()).unwrap();
         assert_eq!(model.num_params(), 421_866 + 448);
+        // Without BatchNorm (the ablation): no γ/β/statistics, biases back on conv1, conv2, fc1:
+        // 421,866 − 2·(32 + 64 + 128) + (32 + 64 + 128) = 421,642.
+        let d = Device::flex();
+        let plain = ReferenceCnnConfig::new().with_batch_norm(false).init(&d).unwrap();
+        assert_eq!(plain.num_params(), 421_642);
+        let b = plain
+            .conv1
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(b.iter().all(|&v| v == 0.0));
+        assert_eq!(plain.forward(Tensor::zeros([2, 1, 28, 28], &d)).dims(), [2, 10]);
     }
 
     #[test]
@@ -193,6 +230,7 @@ mod tests {
         // 18,432 draws: the sample std is within ~1% of the true one; 5% leaves no flakiness.
         assert!((std - want).abs() / want < 0.05, "std {std} vs {want}");
         assert!(mean.abs() < 0.003, "mean {mean}");
+        // The head keeps nn.Linear's default: U(±1/√128) = U(±0.0884), bias included.
         let bias = model
             .fc2
             .bias
@@ -202,7 +240,10 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();
-        assert!(bias.iter().all(|&b| b == 0.0), "zeroed bias: {bias:?}");
+        assert!(
+            bias.iter().all(|&b| b.abs() <= 0.0884) && bias.iter().any(|&b| b != 0.0),
+            "{bias:?}"
+        );
     }
 
     #[test]

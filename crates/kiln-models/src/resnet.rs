@@ -19,13 +19,13 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
 use crate::blocks::{Activation, ConvBnAct, ConvBnActConfig};
-use crate::init::{Fans, InitScheme};
+use crate::init::InitScheme;
 use crate::{Classifier, ModelError};
 
 /// Which ResNet.
@@ -189,15 +189,8 @@ impl ResNetConfig {
                 c = out;
             }
         }
-        let mut fc = LinearConfig::new(c, self.num_classes)
-            .with_initializer(
-                self.init
-                    .weight_initializer_for(Fans::linear(c, self.num_classes)),
-            )
-            .init(device);
-        if self.init.zero_bias() {
-            fc.bias = Some(Initializer::Zeros.init([self.num_classes], device));
-        }
+        // torchvision leaves `fc` at nn.Linear's default init.
+        let fc = crate::init::classifier_head(c, self.num_classes, device);
         Ok(ResNet {
             stem,
             pool,

@@ -49,6 +49,21 @@ pub enum TrainError {
         checkpoint: Option<PathBuf>,
     },
 
+    /// A label the model has no output for.
+    #[error(
+        "label {label} of sample {position} ({context}) is outside 0..{classes}, the model's {classes} outputs; check the dataset's labels or the model's num_classes"
+    )]
+    LabelOutOfRange {
+        /// The label.
+        label: u32,
+        /// The sample's position in its split.
+        position: usize,
+        /// The model's number of outputs.
+        classes: usize,
+        /// Where: `"training, epoch 3"`, `"evaluation"`.
+        context: String,
+    },
+
     /// A checkpoint that cannot be resumed.
     #[error("cannot resume from {path}: {reason}")]
     Resume {

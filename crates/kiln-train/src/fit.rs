@@ -377,11 +377,15 @@ pub fn fit<M: Classifier>(
                     }
                 }
                 let n = batch.labels.len();
+                let labels = batch.labels.clone();
                 let (images, targets) = batch.into_tensors(&ad);
                 let logits = model.logits(images);
                 if epoch == start_epoch && step == 0 {
                     cfg.loss.validate(Some(logits.dims()[1]))?;
                 }
+                check_labels(&labels, positions, logits.dims()[1], || {
+                    format!("training, epoch {epoch}")
+                })?;
                 let loss = cfg.loss.forward(logits.clone(), targets.clone());
                 let loss_value: f32 = loss.clone().into_scalar();
                 if !loss_value.is_finite() {
@@ -589,9 +593,11 @@ pub fn evaluate_with_confusion<M: Classifier>(
         let batch = source.batch(&positions)?;
         model.check_input(&batch.shape)?;
         let n = batch.labels.len();
+        let labels = batch.labels.clone();
         let (images, targets) = batch.into_tensors(device);
         let logits = model.logits(images);
         let classes = logits.dims()[1];
+        check_labels(&labels, &positions, classes, || "evaluation".into())?;
         let loss: f32 = loss_fn.forward(logits.clone(), targets.clone()).into_scalar();
         loss_sum += f64::from(loss) * n as f64;
         // Top-k: the label's logit is beaten by fewer than k others.
@@ -625,6 +631,25 @@ pub fn evaluate_with_confusion<M: Classifier>(
         },
         confusion,
     ))
+}
+
+/// Refuses a batch with a label ≥ `classes` before it reaches the loss (where Burn's gather would
+/// panic).
+pub(crate) fn check_labels(
+    labels: &[u32],
+    positions: &[usize],
+    classes: usize,
+    context: impl FnOnce() -> String,
+) -> Result<(), TrainError> {
+    match labels.iter().position(|&l| l as usize >= classes) {
+        Some(i) => Err(TrainError::LabelOutOfRange {
+            label: labels[i],
+            position: positions.get(i).copied().unwrap_or(i),
+            classes,
+            context: context(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {

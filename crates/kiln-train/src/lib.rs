@@ -26,6 +26,7 @@
 
 pub mod checkpoint;
 pub mod device;
+pub mod diagnose;
 pub mod error;
 pub mod fit;
 pub mod loss;
