@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use burn::data::dataset::Dataset;
 use burn::module::Module;
+use burn::prelude::Device;
 use clap::{Args, Parser, Subcommand};
 use kiln_data::{FASHION_MNIST_CLASSES, MnistDataset, MnistSplit, random_split};
 use kiln_models::{PretrainedSpec, ReferenceCnnConfig};
@@ -37,6 +38,30 @@ struct Cli {
 enum Command {
     /// Train the reference CNN on Fashion-MNIST (the default command).
     Train(TrainArgs),
+    /// Pre-flight checks (labels, class balance, first-batch normalisation, one forward/backward,
+    /// initial loss ≈ ln C) with the same flags as `train`; exits with 1 when any fails.
+    Doctor(TrainArgs),
+    /// The learning-rate range test with the same flags as `train`: prints the suggested rate and
+    /// writes the curve to --plot (default lr_find.png).
+    LrFind {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Where to draw the loss against log10(lr).
+        #[arg(long, default_value = "lr_find.png")]
+        plot: PathBuf,
+        /// Steps of the sweep (one batch each).
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+    },
+    /// Train on the first batch only: a model that can learn drives its loss below 5% of the
+    /// start; exits with 1 when it cannot.
+    OverfitBatch {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Most steps to try.
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -148,12 +173,16 @@ fn main() -> ExitCode {
     // a no-op elsewhere). Measured in docs/data.md.
     kiln_data::alloc::tune_for_loading();
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Train(a)) => a,
-        None => cli.train,
+    let result = match cli.command {
+        Some(Command::Train(a)) => train(&a).map(|()| true),
+        None => train(&cli.train).map(|()| true),
+        Some(Command::Doctor(a)) => doctor(&a),
+        Some(Command::LrFind { args, plot, steps }) => lr_find(&args, &plot, steps).map(|()| true),
+        Some(Command::OverfitBatch { args, steps }) => overfit_batch(&args, steps),
     };
-    match train(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -161,24 +190,73 @@ fn main() -> ExitCode {
     }
 }
 
-fn train(args: &TrainArgs) -> anyhow::Result<()> {
-    let start = Instant::now();
-    // The device first: a backend that is not compiled in fails before any data is read.
-    let spec: DeviceSpec = args.device.parse()?;
-    let device = spec.device()?;
-    let resumed: Option<RunConfig> = match &args.resume {
-        Some(dir) => {
-            let path = dir.join("config.json");
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("--resume {}: cannot read {}", dir.display(), path.display()))?;
-            Some(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("--resume: {} is not a kiln run config", path.display()))?,
-            )
+/// The device, config, training split and a fresh model, as `train` would build them.
+fn prepare(
+    args: &TrainArgs,
+) -> anyhow::Result<(
+    Device,
+    TrainConfig,
+    ClassificationSource<MnistDataset, kiln_data::MnistItem, kiln_data::Gray>,
+    kiln_models::ReferenceCnn,
+)> {
+    let device = args.device.parse::<DeviceSpec>()?.device()?;
+    let cfg = train_config(args);
+    cfg.validate()?;
+    let data_dir = args.data.clone().unwrap_or_else(|| PathBuf::from(VENDORED_DATA));
+    let train_set = MnistDataset::from_dir(&data_dir, MnistSplit::Train)?;
+    let (train_idx, _) = random_split(train_set.len(), args.val_fraction, cfg.seed);
+    let src = ClassificationSource::subset(train_set, train_idx, Normalization::fashion_mnist())?;
+    device.seed(cfg.seed);
+    let model = ReferenceCnnConfig::new().init(&device)?;
+    Ok((device, cfg, src, model))
+}
+
+fn doctor(args: &TrainArgs) -> anyhow::Result<bool> {
+    let (device, cfg, src, model) = prepare(args)?;
+    let report = kiln_train::diagnose::doctor(model, &src, &cfg, &device)?;
+    print!("{report}");
+    println!(
+        "{}",
+        if report.ok() {
+            "doctor: all checks passed"
+        } else {
+            "doctor: some checks failed (see above)"
         }
-        None => None,
+    );
+    Ok(report.ok())
+}
+
+fn lr_find(args: &TrainArgs, plot: &Path, steps: usize) -> anyhow::Result<()> {
+    let (device, cfg, src, model) = prepare(args)?;
+    let sweep = kiln_train::diagnose::LrFindConfig {
+        steps,
+        ..Default::default()
     };
-    let args_cfg = TrainConfig {
+    let r = kiln_train::diagnose::lr_find(model, &src, &cfg, &device, &sweep, Some(plot))?;
+    match r.suggested {
+        Some(lr) => println!(
+            "lr-find: suggested lr {lr:.3e} ({} steps from {:.0e}); curve: {}",
+            r.lrs.len(),
+            sweep.start_lr,
+            plot.display()
+        ),
+        None => println!(
+            "lr-find: the loss never fell; no suggestion (curve: {})",
+            plot.display()
+        ),
+    }
+    Ok(())
+}
+
+fn overfit_batch(args: &TrainArgs, steps: usize) -> anyhow::Result<bool> {
+    let (device, cfg, src, model) = prepare(args)?;
+    let r = kiln_train::diagnose::overfit_one_batch(model, &src, &cfg, &device, steps, 0.05)?;
+    println!("overfit-batch: {}", r.message);
+    Ok(r.passed)
+}
+
+fn train_config(args: &TrainArgs) -> TrainConfig {
+    TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
@@ -204,7 +282,27 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
             min_delta: 0.0,
         }),
         ..TrainConfig::default()
+    }
+}
+
+fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    // The device first: a backend that is not compiled in fails before any data is read.
+    let spec: DeviceSpec = args.device.parse()?;
+    let device = spec.device()?;
+    let resumed: Option<RunConfig> = match &args.resume {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("--resume {}: cannot read {}", dir.display(), path.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("--resume: {} is not a kiln run config", path.display()))?,
+            )
+        }
+        None => None,
     };
+    let args_cfg = train_config(args);
     let cfg = resumed.as_ref().map_or(args_cfg, |r| r.train.clone());
     let val_fraction = resumed.as_ref().map_or(args.val_fraction, |r| r.val_fraction);
     cfg.validate()?;

@@ -260,3 +260,45 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
         String::from_utf8_lossy(&forced.stderr)
     );
 }
+
+#[test]
+fn doctor_overfit_batch_and_lr_find_run_on_the_train_flags() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 128, 16).unwrap();
+    let run = |args: &[&str]| {
+        let out = kiln().args(args).arg("--data").arg(data.path()).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = run(&["doctor", "--batch-size", "32"]);
+    assert!(
+        ok && text.contains("all checks passed") && text.contains("initial loss"),
+        "{text}"
+    );
+    let (ok, text) = run(&["overfit-batch", "--batch-size", "16"]);
+    assert!(ok && text.contains("fits one batch of 16"), "{text}");
+    let (ok, text) = run(&[
+        "overfit-batch",
+        "--batch-size",
+        "16",
+        "--lr",
+        "1e-8",
+        "--steps",
+        "10",
+    ]);
+    assert!(!ok && text.contains("cannot fit one batch"), "{text}");
+    let plot = data.path().join("curve.png");
+    let (ok, text) = run(&[
+        "lr-find",
+        "--batch-size",
+        "16",
+        "--steps",
+        "30",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(ok && text.contains("lr-find:"), "{text}");
+    assert!(plot.is_file());
+}
