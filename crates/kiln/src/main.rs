@@ -190,15 +190,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// A Fashion-MNIST split served as normalised batches.
+type FmnistSource = ClassificationSource<MnistDataset, kiln_data::MnistItem, kiln_data::Gray>;
+
 /// The device, config, training split and a fresh model, as `train` would build them.
 fn prepare(
     args: &TrainArgs,
-) -> anyhow::Result<(
-    Device,
-    TrainConfig,
-    ClassificationSource<MnistDataset, kiln_data::MnistItem, kiln_data::Gray>,
-    kiln_models::ReferenceCnn,
-)> {
+) -> anyhow::Result<(Device, TrainConfig, FmnistSource, kiln_models::ReferenceCnn)> {
     let device = args.device.parse::<DeviceSpec>()?.device()?;
     let cfg = train_config(args);
     cfg.validate()?;
