@@ -90,6 +90,10 @@ pub struct ResNetConfig {
     /// Weight initialisation (torchvision's: Kaiming normal, fan_out, ReLU).
     #[config(default = "InitScheme::KaimingNormalFanOutRelu")]
     pub init: InitScheme,
+    /// BatchNorm after every convolution (false, for ablations: the convolutions get zero-initialised
+    /// biases instead; torchvision weights then no longer fit).
+    #[config(default = true)]
+    pub batch_norm: bool,
 }
 
 /// One residual block: a chain of conv blocks plus an identity or projection shortcut.
@@ -145,6 +149,7 @@ impl ResNetConfig {
                 .with_stride(stride)
                 .with_activation(act)
                 .with_zero_gamma(zero)
+                .with_batch_norm(self.batch_norm)
                 .with_init(self.init)
                 .init(device)
         };
@@ -402,6 +407,16 @@ mod tests {
                 .init(&d)
                 .is_err()
         );
+        // Without BatchNorm every conv gains a bias (c_out) and loses γ, β and the running mean and
+        // variance (4·c_out): 3·c_out fewer per conv.
+        let with_bn = ResNetConfig::new(ResNetKind::Cifar20).init(&d).unwrap();
+        let plain = ResNetConfig::new(ResNetKind::Cifar20)
+            .with_batch_norm(false)
+            .init(&d)
+            .unwrap();
+        let bn_channels: usize = 16 + 6 * 16 + 6 * 32 + 6 * 64 + 32 + 64; // stem, branches, 2 shortcuts
+        assert_eq!(plain.num_params(), with_bn.num_params() - 3 * bn_channels);
+        assert_eq!(plain.logits(Tensor::<4>::ones([1, 3, 32, 32], &d)).dims(), [1, 10]);
     }
 
     #[test]
