@@ -416,7 +416,10 @@ mod tests {
             .unwrap();
         let bn_channels: usize = 16 + 6 * 16 + 6 * 32 + 6 * 64 + 32 + 64; // stem, branches, 2 shortcuts
         assert_eq!(plain.num_params(), with_bn.num_params() - 3 * bn_channels);
-        assert_eq!(plain.logits(Tensor::<4>::ones([1, 3, 32, 32], &d)).dims(), [1, 10]);
+        assert_eq!(
+            plain.logits(Tensor::<4>::ones([1, 3, 32, 32], &d)).dims(),
+            [1, 10]
+        );
     }
 
     #[test]

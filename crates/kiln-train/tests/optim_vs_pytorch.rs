@@ -74,23 +74,9 @@ fn snapshot(m: &Tiny) -> Vec<(&'static str, Vec<f32>)> {
 
 #[test]
 fn ten_steps_of_each_optimizer_equal_pytorchs_parameters() {
-    let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/optim/steps.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let fixture = load_fixture();
     let device = Device::flex().autodiff();
-    let x = Tensor::<2>::from_data(TensorData::new(floats(&fixture["x"]), [8, 6]), &device);
-    let labels: Vec<i64> = fixture["y"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [8]), &device);
+    let (x, y) = fixture_batch(&fixture, &device);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut worst_overall = 0f32;
     for run in fixture["runs"].as_array().unwrap() {
@@ -130,23 +116,9 @@ fn burns_own_defaults_would_not_match() {
     // The trap this module exists for: Burn's SGD momentum dampens by 0.1 by default, so the same
     // "momentum 0.9" run drifts from PyTorch's after a few steps. Checked through kiln's rule with
     // dampening 0.1 against the PyTorch run with dampening 0.
-    let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/optim/steps.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let fixture = load_fixture();
     let device = Device::flex().autodiff();
-    let x = Tensor::<2>::from_data(TensorData::new(floats(&fixture["x"]), [8, 6]), &device);
-    let labels: Vec<i64> = fixture["y"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [8]), &device);
+    let (x, y) = fixture_batch(&fixture, &device);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let run = &fixture["runs"][0];
     let config = OptimizerConfig::Sgd {
