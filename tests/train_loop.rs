@@ -116,10 +116,13 @@ fn accumulating_two_half_batches_equals_one_full_batch() -> anyhow::Result<()> {
     common::write_tiny_fashion_mnist(data.path(), 128, 16)?;
     let train = source(data.path(), MnistSplit::Train)?;
     let device = Device::flex();
-    let mlp = MlpConfig::new(vec![32]).with_batch_norm(false);
+    // One init, cloned for every run: `Device::seed` is process-global on flex, so seeding and
+    // initialising inside each run would race with the other tests of this binary (their `fit`
+    // re-seeds the device every epoch) and the three runs would start from different weights.
+    device.seed(5);
+    let init = MlpConfig::new(vec![32]).with_batch_norm(false).init(&device)?;
     let run = |batch_size, accumulate| -> anyhow::Result<Vec<f32>> {
-        device.seed(5);
-        let model = mlp.init(&device)?;
+        let model = init.clone();
         let cfg = TrainConfig {
             epochs: 1,
             batch_size,
