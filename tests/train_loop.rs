@@ -345,3 +345,94 @@ fn a_label_the_model_has_no_output_for_is_an_error_not_a_panic() -> anyhow::Resu
     );
     Ok(())
 }
+
+#[test]
+fn augmented_training_gives_the_same_metrics_whatever_the_worker_count() -> anyhow::Result<()> {
+    use kiln_transforms::NormalizationSpec;
+    use kiln_transforms::compose::{Compose, Stage};
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 96, 16)?;
+    let compose = Compose {
+        stages: vec![
+            Stage::RandomCrop {
+                height: 28,
+                width: 28,
+                padding: 2,
+                reflect: false,
+            },
+            Stage::HorizontalFlip { p: 0.5 },
+        ],
+        normalization: NormalizationSpec::FashionMnist,
+        erasing: 0.25,
+    };
+    let train = ClassificationSource::new(
+        MnistDataset::from_dir(data.path(), MnistSplit::Train)?,
+        Normalization::fashion_mnist(),
+    )
+    .with_augmentation(compose, 9)?;
+    // The augmentation is real: another epoch draws other crops, the same epoch the same ones,
+    // and plain `batch` (evaluation) is not augmented.
+    let positions: Vec<usize> = (0..16).collect();
+    let e0 = train.epoch_batch(&positions, 0)?;
+    assert_eq!(e0.shape, [16, 1, 28, 28]);
+    assert_eq!(e0.data, train.epoch_batch(&positions, 0)?.data);
+    assert_ne!(e0.data, train.epoch_batch(&positions, 1)?.data);
+    assert_ne!(e0.data, train.batch(&positions)?.data);
+
+    let device = Device::flex();
+    device.seed(13);
+    let init = ReferenceCnnConfig::new().init(&device)?;
+    let run = |num_workers| -> anyhow::Result<Vec<(f64, f64)>> {
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 16,
+            seed: 9,
+            num_workers,
+            ..TrainConfig::default()
+        };
+        let r = fit(init.clone(), &train, None, &cfg, &device, FitOutputs::default())?;
+        Ok(r.epochs.iter().map(|e| (e.train_loss, e.train_acc)).collect())
+    };
+    let inline = run(0)?;
+    assert_eq!(inline, run(1)?, "1 worker");
+    assert_eq!(inline, run(3)?, "3 workers");
+    Ok(())
+}
+
+#[test]
+fn a_panicking_dataset_is_an_error_naming_the_batch_not_a_hang() -> anyhow::Result<()> {
+    struct Panics;
+    impl BatchSource for Panics {
+        fn len(&self) -> usize {
+            64
+        }
+        fn batch(&self, positions: &[usize]) -> Result<kiln_transforms::ChwBatch, kiln_train::TrainError> {
+            if positions.contains(&40) {
+                panic!("sample 40 is cursed");
+            }
+            Ok(kiln_transforms::ChwBatch {
+                shape: [positions.len(), 1, 28, 28],
+                data: vec![0.0; positions.len() * 784],
+                labels: positions.iter().map(|&p| (p % 10) as u32).collect(),
+                scale: kiln_transforms::Scale::Unit,
+                order: kiln_transforms::ChannelOrder::Gray,
+                normalized_by: None,
+            })
+        }
+    }
+    let device = Device::flex();
+    let model = MlpConfig::new(vec![8]).init(&device)?;
+    for num_workers in [0, 2] {
+        let cfg = TrainConfig {
+            epochs: 1,
+            batch_size: 8,
+            num_workers,
+            ..TrainConfig::default()
+        };
+        let err = fit(model.clone(), &Panics, None, &cfg, &device, FitOutputs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("panicked") && err.contains("sample 40 is cursed"), "{num_workers} workers: {err}");
+    }
+    Ok(())
+}

@@ -1,13 +1,18 @@
 //! The training loop.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kiln_data::BatchOrder;
+use kiln_data::loader::panic_message;
+use kiln_data::{BatchOrder, DataError};
 use kiln_models::Classifier;
+use kiln_transforms::ChwBatch;
 use kiln_transforms::check::check_batch;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +55,10 @@ pub struct TrainConfig {
     pub verdict: VerdictConfig,
     /// Seed of parameter init, batch order and Burn's generator (re-seeded per epoch).
     pub seed: u64,
+    /// Threads that build training batches ahead of the model (0: on the training thread).
+    /// Each batch is the same whichever thread builds it, so the run's metrics do not depend on
+    /// this, and a run may resume with another value.
+    pub num_workers: usize,
 }
 
 impl Default for TrainConfig {
@@ -66,6 +75,7 @@ impl Default for TrainConfig {
             early_stopping: None,
             verdict: VerdictConfig::default(),
             seed: 42,
+            num_workers: 2,
         }
     }
 }
@@ -267,6 +277,133 @@ pub fn fit<M: Classifier>(
     device: &Device,
     outputs: FitOutputs<'_>,
 ) -> Result<FitResult<M>, TrainError> {
+    // The batch workers borrow `train`: scoped threads, joined before `fit` returns.
+    std::thread::scope(|scope| fit_in(scope, model, train, val, cfg, device, outputs))
+}
+
+/// Training batches of one epoch, in order, built on the calling thread or ahead by workers
+/// (batch `i` by worker `i mod n`, each with its own bounded queue, read round-robin: the same
+/// sequence for any `n`).
+enum Feed<'env> {
+    Inline {
+        train: &'env dyn BatchSource,
+        batches: Vec<Vec<usize>>,
+        epoch: u64,
+        next: usize,
+    },
+    Workers {
+        receivers: Vec<Receiver<Result<ChwBatch, TrainError>>>,
+        next: usize,
+        total: usize,
+    },
+}
+
+/// Finished batches each worker may hold ahead of the training thread.
+const PREFETCH: usize = 2;
+
+impl<'env> Feed<'env> {
+    fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        train: &'env dyn BatchSource,
+        batches: Vec<Vec<usize>>,
+        epoch: u64,
+        workers: usize,
+    ) -> Self {
+        let total = batches.len();
+        let workers = workers.min(total);
+        if workers == 0 {
+            return Feed::Inline {
+                train,
+                batches,
+                epoch,
+                next: 0,
+            };
+        }
+        let batches = Arc::new(batches);
+        let receivers = (0..workers)
+            .map(|w| {
+                let (tx, rx) = sync_channel(PREFETCH);
+                let batches = Arc::clone(&batches);
+                scope.spawn(move || {
+                    for i in (w..total).step_by(workers) {
+                        let built = build(train, &batches[i], epoch, i);
+                        let failed = built.is_err();
+                        // A closed queue: the training thread stopped (an error); stop too.
+                        if tx.send(built).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+                rx
+            })
+            .collect();
+        Feed::Workers {
+            receivers,
+            next: 0,
+            total,
+        }
+    }
+
+    fn next_batch(&mut self) -> Result<ChwBatch, TrainError> {
+        match self {
+            Feed::Inline {
+                train,
+                batches,
+                epoch,
+                next,
+            } => {
+                let positions = batches.get(*next).ok_or_else(|| exhausted(*next))?;
+                *next += 1;
+                build(*train, positions, *epoch, *next - 1)
+            }
+            Feed::Workers {
+                receivers,
+                next,
+                total,
+            } => {
+                if *next >= *total {
+                    return Err(exhausted(*next));
+                }
+                let i = *next;
+                *next += 1;
+                receivers[i % receivers.len()].recv().map_err(|_| {
+                    TrainError::Data(DataError::WorkerPanic {
+                        batch: i,
+                        message: "the batch worker stopped without a result".into(),
+                    })
+                })?
+            }
+        }
+    }
+}
+
+/// Batch `i`; a panicking dataset or transform becomes an error naming the batch (the panic hook
+/// has already printed where it happened).
+fn build(train: &dyn BatchSource, positions: &[usize], epoch: u64, i: usize) -> Result<ChwBatch, TrainError> {
+    catch_unwind(AssertUnwindSafe(|| train.epoch_batch(positions, epoch))).unwrap_or_else(|payload| {
+        Err(DataError::WorkerPanic {
+            batch: i,
+            message: panic_message(&*payload),
+        }
+        .into())
+    })
+}
+
+fn exhausted(i: usize) -> TrainError {
+    TrainError::Data(DataError::Custom(format!(
+        "internal: batch {i} requested past the end of the epoch"
+    )))
+}
+
+fn fit_in<'scope, 'env, M: Classifier>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    model: M,
+    train: &'env dyn BatchSource,
+    val: Option<&dyn BatchSource>,
+    cfg: &TrainConfig,
+    device: &Device,
+    outputs: FitOutputs<'_>,
+) -> Result<FitResult<M>, TrainError> {
     let FitOutputs {
         mut log,
         progress,
@@ -319,7 +456,12 @@ pub fn fit<M: Classifier>(
         && let Some(folder) = checkpoint::latest(&opts.dir)
     {
         let restored = checkpoint::load(&folder, model)?;
-        if restored.state.config != *cfg {
+        // The worker count does not change results: resuming with another one is fine.
+        let saved = TrainConfig {
+            num_workers: cfg.num_workers,
+            ..restored.state.config.clone()
+        };
+        if saved != *cfg {
             return Err(TrainError::Resume {
                 path: folder.join("state.json"),
                 reason: "the checkpoint was written with another training config; resume with the same one (see its state.json)".into(),
@@ -343,7 +485,9 @@ pub fn fit<M: Classifier>(
         // A generator state that depends only on (seed, epoch): resumed runs draw the same numbers.
         ad.seed(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let epoch_start = Instant::now();
-        let batches = order.epoch(epoch as u64 - 1);
+        let mut batches = order.epoch(epoch as u64 - 1);
+        batches.truncate(steps_per_epoch * cfg.accumulate);
+        let mut feed = Feed::start(scope, train, batches.clone(), epoch as u64 - 1, cfg.num_workers);
         let bar = progress_bar(progress, steps_per_epoch, epoch, cfg.epochs);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let mut train_secs = 0f64;
@@ -362,7 +506,7 @@ pub fn fit<M: Classifier>(
                 (cfg.accumulate > 1).then(GradientsAccumulator::new);
             let mut grads = None;
             for positions in group {
-                let batch = train.batch(positions)?;
+                let batch = feed.next_batch()?;
                 if epoch == start_epoch && step == 0 {
                     model.check_input(&batch.shape)?;
                     // Does the first batch look normalised? (mean ≈ 0, std ≈ 1 per channel)

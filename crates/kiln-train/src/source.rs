@@ -3,7 +3,9 @@
 use std::marker::PhantomData;
 
 use burn::data::dataset::Dataset;
-use kiln_data::{DataError, LabeledImage, collate};
+use kiln_data::loader::sample_seed;
+use kiln_data::{DataError, LabeledImage, SampleRng, collate};
+use kiln_transforms::compose::Compose;
 use kiln_transforms::{ChwBatch, ModelColor, Normalization, to_chw};
 
 use crate::TrainError;
@@ -25,6 +27,18 @@ pub trait BatchSource: Send + Sync {
     /// Data, collate and transform errors, naming the sample.
     fn batch(&self, positions: &[usize]) -> Result<ChwBatch, TrainError>;
 
+    /// The training batch of `positions` in epoch `epoch` (0-based): where the source augments,
+    /// each sample's random draws depend only on `(seed, epoch, dataset index)`, so a batch is the
+    /// same whichever thread builds it and whenever. Without augmentation, [`BatchSource::batch`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BatchSource::batch`].
+    fn epoch_batch(&self, positions: &[usize], epoch: u64) -> Result<ChwBatch, TrainError> {
+        let _ = epoch;
+        self.batch(positions)
+    }
+
     /// The normalization every batch went through, when there is one (for the first-batch check).
     fn normalization(&self) -> Option<&Normalization> {
         None
@@ -33,10 +47,16 @@ pub trait BatchSource: Send + Sync {
 
 /// A classification dataset, optionally restricted to a subset of indices, plus the normalization
 /// applied to every batch (on the normalization's own scale, so the two cannot disagree).
+///
+/// With [`ClassificationSource::with_augmentation`], training batches
+/// ([`BatchSource::epoch_batch`]) go through a [`Compose`] (random crops, flips, colour jitter,
+/// erasing) whose draws come from a per-sample generator seeded from `(seed, epoch, index)`, as
+/// kiln's `Loader` does; [`BatchSource::batch`] (evaluation, the doctor) stays unaugmented.
 pub struct ClassificationSource<D, I, C> {
     dataset: D,
     indices: Option<Vec<usize>>,
     normalization: Normalization,
+    augmentation: Option<(Compose, u64)>,
     _item: PhantomData<fn() -> (I, C)>,
 }
 
@@ -52,8 +72,50 @@ where
             dataset,
             indices: None,
             normalization,
+            augmentation: None,
             _item: PhantomData,
         }
+    }
+
+    /// Training batches go through `compose` (its stages and erasing), with generators seeded
+    /// from `seed`. The compose's normalization must be this source's: one pipeline, one set of
+    /// statistics.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidConfig`] when the normalizations differ; the compose's own checks
+    /// ([`Compose::validate_for`]).
+    pub fn with_augmentation(mut self, compose: Compose, seed: u64) -> Result<Self, TrainError> {
+        compose.validate_for::<C>()?;
+        let theirs = compose.normalization.resolve()?;
+        if theirs != self.normalization {
+            return Err(TrainError::InvalidConfig {
+                field: "augmentation.normalization",
+                value: describe(&theirs),
+                reason: format!(
+                    "the augmentation pipeline normalizes differently from the data source ({})",
+                    describe(&self.normalization)
+                ),
+            });
+        }
+        self.augmentation = Some((compose, seed));
+        Ok(self)
+    }
+
+    /// The augmentation pipeline, when training batches are augmented.
+    pub fn augmentation(&self) -> Option<&Compose> {
+        self.augmentation.as_ref().map(|(c, _)| c)
+    }
+
+    /// The sample at position `p` and its index in the dataset.
+    fn get(&self, p: usize) -> Result<(usize, (kiln_data::Image<kiln_data::Hwc, C>, u32)), DataError> {
+        let len = self.len();
+        // Checked here: Burn's `Dataset::get` contract allows a panic past the end.
+        if p >= len {
+            return Err(DataError::IndexOutOfRange { index: p, len });
+        }
+        let index = self.indices.as_ref().map_or(p, |ix| ix[p]);
+        Ok((index, self.dataset.get(index)?.into_parts()))
     }
 
     /// Only the samples at `indices` (e.g. one side of a train/validation split).
@@ -70,6 +132,7 @@ where
             dataset,
             indices: Some(indices),
             normalization,
+            augmentation: None,
             _item: PhantomData,
         })
     }
@@ -78,6 +141,10 @@ where
     pub fn normalization(&self) -> &Normalization {
         &self.normalization
     }
+}
+
+fn describe(n: &Normalization) -> String {
+    format!("{}: mean {:?}, std {:?} on the {:?} scale", n.name, n.mean, n.std, n.scale)
 }
 
 impl<D, I, C> BatchSource for ClassificationSource<D, I, C>
@@ -95,22 +162,56 @@ where
     }
 
     fn batch(&self, positions: &[usize]) -> Result<ChwBatch, TrainError> {
-        let len = self.len();
         let items = positions
             .iter()
-            .map(|&p| {
-                // Checked here: Burn's `Dataset::get` contract allows a panic past the end.
-                if p >= len {
-                    return Err(DataError::IndexOutOfRange { index: p, len });
-                }
-                let index = self.indices.as_ref().map_or(p, |ix| ix[p]);
-                Ok(self.dataset.get(index)?.into_parts())
-            })
+            .map(|&p| self.get(p).map(|(_, item)| item))
             .collect::<Result<Vec<_>, DataError>>()?;
         let batch = collate(items)?;
         Ok(self
             .normalization
             .apply(to_chw(&batch, self.normalization.scale))?)
+    }
+
+    fn epoch_batch(&self, positions: &[usize], epoch: u64) -> Result<ChwBatch, TrainError> {
+        let Some((compose, seed)) = &self.augmentation else {
+            return self.batch(positions);
+        };
+        let mut shape = [positions.len(), 0, 0, 0];
+        let mut data = Vec::new();
+        let mut labels = Vec::with_capacity(positions.len());
+        for &p in positions {
+            let (index, (image, label)) = self.get(p)?;
+            let mut rng = SampleRng::new(sample_seed(*seed, epoch, index));
+            let out = compose
+                .apply::<C>(&image, &mut rng)
+                .map_err(|e| DataError::Sample {
+                    index,
+                    source: Box::new(DataError::Custom(e.to_string())),
+                })?;
+            let dims = [<C::Out as kiln_data::ColorOrder>::CHANNELS, out.height(), out.width()];
+            if labels.is_empty() {
+                shape[1..].copy_from_slice(&dims);
+            } else if shape[1..] != dims {
+                return Err(DataError::Sample {
+                    index,
+                    source: Box::new(DataError::Custom(format!(
+                        "the augmented image is {}x{}x{} but the batch's first one is {}x{}x{}; end the pipeline with a fixed-size stage (resize, crop)",
+                        dims[0], dims[1], dims[2], shape[1], shape[2], shape[3]
+                    ))),
+                }
+                .into());
+            }
+            data.extend_from_slice(out.as_slice());
+            labels.push(label);
+        }
+        Ok(ChwBatch {
+            shape,
+            data,
+            labels,
+            scale: self.normalization.scale,
+            order: C::OUT_ORDER,
+            normalized_by: Some(self.normalization.name.clone()),
+        })
     }
 }
 

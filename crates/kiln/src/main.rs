@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use kiln_data::{FASHION_MNIST_CLASSES, MnistDataset, MnistSplit, random_split};
 use kiln_models::{PretrainedSpec, ReferenceCnnConfig};
 use kiln_train::{ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, Schedule, TrainConfig};
+use kiln_transforms::compose::{Compose, Stage};
 use kiln_transforms::{Normalization, NormalizationSpec};
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +140,16 @@ struct TrainArgs {
     /// Epoch checkpoints to keep (the best model is kept as checkpoints/best.bpk either way).
     #[arg(long, default_value_t = 2)]
     keep_checkpoints: usize,
+    /// Training augmentation, a comma list: `crop=P` (random 28×28 crop of the image padded by P
+    /// pixels, torchvision's RandomCrop(28, padding=P)), `flip` or `flip=p` (horizontal flip,
+    /// p = 0.5 by default), `erase=p` (torchvision's RandomErasing after normalization); `none`
+    /// (the default) turns it off. Validation and test images are never augmented.
+    #[arg(long, default_value = "none", value_name = "LIST")]
+    augment: String,
+    /// Threads that build training batches ahead of the model (0: on the training thread).
+    /// Results do not depend on it.
+    #[arg(long, default_value_t = TrainConfig::default().num_workers)]
+    workers: usize,
 }
 
 /// What a run saves as `config.json`: everything needed to repeat (or resume) it.
@@ -152,6 +163,9 @@ struct RunConfig {
     train: TrainConfig,
     model: ReferenceCnnConfig,
     normalization: Normalization,
+    /// Training augmentation (absent in runs made before it existed).
+    #[serde(default)]
+    augmentation: Option<Compose>,
 }
 
 #[derive(Serialize)]
@@ -264,6 +278,7 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
             ..args.schedule.clone()
         },
         seed: args.seed,
+        num_workers: args.workers,
         accumulate: args.accumulate,
         clip_grad_norm: args.clip_grad_norm,
         loss: kiln_train::LossConfig {
@@ -301,7 +316,15 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         None => None,
     };
     let args_cfg = train_config(args);
-    let cfg = resumed.as_ref().map_or(args_cfg, |r| r.train.clone());
+    let cfg = resumed.as_ref().map_or(args_cfg, |r| TrainConfig {
+        // Results do not depend on the worker count: this machine's choice wins.
+        num_workers: args.workers,
+        ..r.train.clone()
+    });
+    let augmentation = match &resumed {
+        Some(r) => r.augmentation.clone(),
+        None => augmentation(&args.augment)?,
+    };
     let val_fraction = resumed.as_ref().map_or(args.val_fraction, |r| r.val_fraction);
     cfg.validate()?;
     if !(0.0..1.0).contains(&val_fraction) {
@@ -322,7 +345,10 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let (train_idx, val_idx) = random_split(train_set.len(), val_fraction, cfg.seed);
     let norm = Normalization::fashion_mnist();
     let (n_train, n_val, n_test) = (train_idx.len(), val_idx.len(), test_set.len());
-    let train_src = ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?;
+    let mut train_src = ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?;
+    if let Some(compose) = &augmentation {
+        train_src = train_src.with_augmentation(compose.clone(), cfg.seed)?;
+    }
     let val_src = ClassificationSource::subset(train_set, val_idx, norm.clone())?;
     let test_src = ClassificationSource::new(test_set, norm.clone());
 
@@ -356,6 +382,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         train: cfg.clone(),
         model: model_cfg.clone(),
         normalization: norm.clone(),
+        augmentation: augmentation.clone(),
     };
     let mut log = match &args.resume {
         Some(dir) => {
@@ -394,6 +421,12 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         "  norm:  {} mean={:?} std={:?} ({:?} scale)",
         norm.name, norm.mean, norm.std, norm.scale
     );
+    if let Some(compose) = &augmentation {
+        println!("  augment (training batches only):");
+        for line in compose.describe("grey") {
+            println!("    {line}");
+        }
+    }
     if let Some(path) = &args.init_from {
         println!("  init:  {}", path.display());
     }
@@ -496,6 +529,48 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         summary.train_images_per_s, summary.test_loss, summary.test_acc, summary.seconds
     );
     Ok(())
+}
+
+/// `--augment`: `none`, or a comma list of `crop=P`, `flip[=p]`, `erase=p` (Fashion-MNIST, 28×28).
+fn augmentation(list: &str) -> anyhow::Result<Option<Compose>> {
+    let list = list.trim();
+    if list == "none" || list.is_empty() {
+        return Ok(None);
+    }
+    let mut compose = Compose {
+        stages: Vec::new(),
+        normalization: NormalizationSpec::FashionMnist,
+        erasing: 0.0,
+    };
+    let prob = |item: &str, v: &str| -> anyhow::Result<f64> {
+        match v.parse::<f64>() {
+            Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+            _ => anyhow::bail!("--augment {item}: the probability must be a number in [0, 1]"),
+        }
+    };
+    for item in list.split(',').map(str::trim) {
+        let (name, value) = item.split_once('=').map_or((item, None), |(n, v)| (n, Some(v)));
+        match (name, value) {
+            ("crop", Some(v)) => {
+                let padding = v
+                    .parse()
+                    .with_context(|| format!("--augment {item}: the padding must be a whole number of pixels"))?;
+                compose.stages.push(Stage::RandomCrop {
+                    height: 28,
+                    width: 28,
+                    padding,
+                    reflect: false,
+                });
+            }
+            ("flip", None) => compose.stages.push(Stage::HorizontalFlip { p: 0.5 }),
+            ("flip", Some(v)) => compose.stages.push(Stage::HorizontalFlip { p: prob(item, v)? }),
+            ("erase", Some(v)) => compose.erasing = prob(item, v)?,
+            _ => anyhow::bail!(
+                "--augment: unknown item `{item}`; use none or a comma list of crop=PADDING, flip, flip=P, erase=P"
+            ),
+        }
+    }
+    Ok(Some(compose))
 }
 
 fn warmup(args: &TrainArgs) -> Option<kiln_train::schedule::Warmup> {
