@@ -436,3 +436,67 @@ fn a_panicking_dataset_is_an_error_naming_the_batch_not_a_hang() -> anyhow::Resu
     }
     Ok(())
 }
+
+#[test]
+fn two_replicas_train_exactly_like_one_device_on_the_whole_batch() -> anyhow::Result<()> {
+    use kiln_train::parallel::DataParallel;
+    // Without BatchNorm, the mean loss over 32 samples has the gradient of the average of the two
+    // 16-sample shard losses: data parallelism must average, as accumulation does.
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 128, 16)?;
+    let train = source(data.path(), MnistSplit::Train)?;
+    let device = Device::flex();
+    device.seed(6);
+    let init = MlpConfig::new(vec![32]).with_batch_norm(false).init(&device)?;
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 32,
+        lr: 0.1,
+        seed: 6,
+        ..TrainConfig::default()
+    };
+    let run = |parallel: Option<DataParallel>| -> anyhow::Result<(Vec<f32>, Vec<f64>)> {
+        let r = fit(
+            init.clone(),
+            &train,
+            None,
+            &cfg,
+            &device,
+            FitOutputs {
+                data_parallel: parallel,
+                ..Default::default()
+            },
+        )?;
+        let probe = train.batch(&[0, 1, 2, 3])?.into_tensors(&device).0;
+        let logits = kiln_models::Classifier::logits(&r.model.valid(), probe)
+            .into_data()
+            .try_into_vec_as::<f32>()?;
+        Ok((logits, r.epochs.iter().map(|e| e.train_loss).collect()))
+    };
+    let (one, one_loss) = run(None)?;
+    let (two, two_loss) = run(Some(DataParallel::gather(vec![device.clone(), device.clone()])))?;
+    let (four, _) = run(Some(DataParallel::gather(vec![device.clone(); 4])))?;
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff(&one, &two) < 1e-4, "2 replicas: {}", diff(&one, &two));
+    assert!(diff(&one, &four) < 1e-4, "4 replicas: {}", diff(&one, &four));
+    for (a, b) in one_loss.iter().zip(&two_loss) {
+        assert!((a - b).abs() < 1e-5, "{one_loss:?} vs {two_loss:?}");
+    }
+    // A batch that does not split evenly is refused before training.
+    let odd = TrainConfig { batch_size: 30, ..cfg.clone() };
+    let err = fit(
+        init.clone(),
+        &train,
+        None,
+        &odd,
+        &device,
+        FitOutputs {
+            data_parallel: Some(DataParallel::gather(vec![device.clone(); 4])),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("split evenly over the 4 devices"), "{err}");
+    Ok(())
+}

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, CheckpointOptions, CheckpointState};
 use crate::loss::LossConfig;
 use crate::metrics::{ConfusionMatrix, Verdict, VerdictConfig};
+use crate::parallel::{DataParallel, ReplicaSetup, Replicas};
 use crate::{BatchSource, LrGroup, MetricsLog, OptimizerConfig, Schedule, TrainError};
 
 /// Settings of one training run (saved as part of the run's `config.json`).
@@ -232,6 +233,8 @@ pub struct FitOutputs<'a> {
     pub checkpoints: Option<CheckpointOptions>,
     /// Parameter groups with their own learning-rate scale (e.g. a fine-tuned backbone at 0.1×).
     pub lr_groups: Vec<LrGroup>,
+    /// Train on several devices at once, one replica each (the first is `fit`'s device).
+    pub data_parallel: Option<DataParallel>,
 }
 
 /// The trained model and what the run measured.
@@ -377,6 +380,81 @@ impl<'env> Feed<'env> {
     }
 }
 
+/// One micro-batch of a step and the positions it came from.
+pub(crate) struct Micro {
+    pub(crate) batch: ChwBatch,
+    pub(crate) positions: Vec<usize>,
+}
+
+/// What every replica needs to know to compute a step's gradients.
+pub(crate) struct StepContext<'a> {
+    pub(crate) loss: &'a LossConfig,
+    /// Multiplies each micro-batch's mean loss (1/k for k accumulated micro-batches, and 1/n
+    /// more when n replicas' gradients are summed).
+    pub(crate) scale: f64,
+    pub(crate) epoch: usize,
+    /// Check the loss settings against the model's output width (the run's first step).
+    pub(crate) validate_loss: bool,
+}
+
+/// The metrics and gradients of one replica's share of a step.
+#[derive(Default)]
+pub(crate) struct ShardOut {
+    pub(crate) loss_sum: f64,
+    pub(crate) correct: usize,
+    pub(crate) seen: usize,
+    /// The first non-finite micro-batch loss and that micro-batch's size. Every backward pass
+    /// still runs (replicas in a collective must all take part), but no step is taken.
+    pub(crate) non_finite: Option<(f32, usize)>,
+    pub(crate) grads: Option<GradientsParams>,
+}
+
+/// Forward, loss and backward over `micro` on `model`, gradients summed over the micro-batches
+/// (each loss scaled by `context.scale`).
+pub(crate) fn shard_grads<M: Classifier>(
+    model: &M,
+    micro: Vec<Micro>,
+    context: &StepContext<'_>,
+    ad: &Device,
+) -> Result<ShardOut, TrainError> {
+    let mut out = ShardOut::default();
+    let mut accumulated: Option<GradientsAccumulator<M>> = (micro.len() > 1).then(GradientsAccumulator::new);
+    for Micro { batch, positions } in micro {
+        let n = batch.labels.len();
+        let labels = batch.labels.clone();
+        let (images, targets) = batch.into_tensors(ad);
+        let logits = model.logits(images);
+        if context.validate_loss {
+            context.loss.validate(Some(logits.dims()[1]))?;
+        }
+        check_labels(&labels, &positions, logits.dims()[1], || {
+            format!("training, epoch {}", context.epoch)
+        })?;
+        let loss = context.loss.forward(logits.clone(), targets.clone());
+        let loss_value: f32 = loss.clone().into_scalar();
+        if !loss_value.is_finite() && out.non_finite.is_none() {
+            out.non_finite = Some((loss_value, n));
+        }
+        out.correct += count_correct(logits.detach(), targets);
+        out.loss_sum += f64::from(loss_value) * n as f64;
+        out.seen += n;
+        let loss = if context.scale == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(context.scale)
+        };
+        let g = GradientsParams::from_grads(loss.backward(), model);
+        match accumulated.as_mut() {
+            Some(acc) => acc.accumulate(model, g),
+            None => out.grads = Some(g),
+        }
+    }
+    if let Some(mut acc) = accumulated {
+        out.grads = Some(acc.grads());
+    }
+    Ok(out)
+}
+
 /// Batch `i`; a panicking dataset or transform becomes an error naming the batch (the panic hook
 /// has already printed where it happened).
 fn build(train: &dyn BatchSource, positions: &[usize], epoch: u64, i: usize) -> Result<ChwBatch, TrainError> {
@@ -411,6 +489,7 @@ fn fit_in<'scope, 'env, M: Classifier>(
         mut on_warning,
         checkpoints,
         lr_groups,
+        data_parallel,
     } = outputs;
     let mut warnings = Vec::new();
     cfg.validate()?;
@@ -476,6 +555,19 @@ fn fit_in<'scope, 'env, M: Classifier>(
         last_checkpoint = Some(folder);
     }
     let resumed_after = start_epoch - 1;
+    let mut replicas = match &data_parallel {
+        Some(parallel) => {
+            model = crate::parallel::prepare_main(model, parallel.sync);
+            let setup = ReplicaSetup {
+                optimizer: &cfg.optimizer,
+                groups: &lr_groups,
+                resume: last_checkpoint.clone(),
+                batch_size: cfg.batch_size,
+            };
+            Some(Replicas::start(scope, parallel, &plain, &model, setup)?)
+        }
+        None => None,
+    };
 
     let (mut seen_total, mut train_secs_total) = (0usize, 0f64);
     let mut verdict = crate::metrics::judge(&records, &cfg.verdict);
@@ -502,12 +594,10 @@ fn fit_in<'scope, 'env, M: Classifier>(
                 .lr_at(cfg.lr, global_step, steps_per_epoch, total_steps);
             // Throughput counts batch assembly too, as the PyTorch peer's timed loop does.
             let t = Instant::now();
-            let mut accumulated: Option<GradientsAccumulator<M>> =
-                (cfg.accumulate > 1).then(GradientsAccumulator::new);
-            let mut grads = None;
+            let mut micro = Vec::with_capacity(group.len());
             for positions in group {
                 let batch = feed.next_batch()?;
-                if epoch == start_epoch && step == 0 {
+                if epoch == start_epoch && step == 0 && micro.is_empty() {
                     model.check_input(&batch.shape)?;
                     // Does the first batch look normalised? (mean ≈ 0, std ≈ 1 per channel)
                     if let Some(norm) = train.normalization() {
@@ -520,49 +610,51 @@ fn fit_in<'scope, 'env, M: Classifier>(
                         }
                     }
                 }
-                let n = batch.labels.len();
-                let labels = batch.labels.clone();
-                let (images, targets) = batch.into_tensors(&ad);
-                let logits = model.logits(images);
-                if epoch == start_epoch && step == 0 {
-                    cfg.loss.validate(Some(logits.dims()[1]))?;
-                }
-                check_labels(&labels, positions, logits.dims()[1], || {
-                    format!("training, epoch {epoch}")
-                })?;
-                let loss = cfg.loss.forward(logits.clone(), targets.clone());
-                let loss_value: f32 = loss.clone().into_scalar();
-                if !loss_value.is_finite() {
-                    return Err(TrainError::NonFiniteLoss {
-                        epoch,
-                        step: step + 1,
-                        loss: loss_value,
-                        batch: n,
-                        lr,
-                        checkpoint: last_checkpoint.clone(),
-                    });
-                }
-                correct += count_correct(logits.detach(), targets);
-                loss_sum += f64::from(loss_value) * n as f64;
-                seen += n;
-                // Averaging, not summing: each micro-batch contributes loss / k.
-                let loss = if cfg.accumulate > 1 {
-                    loss.div_scalar(cfg.accumulate as f64)
-                } else {
-                    loss
-                };
-                let g = GradientsParams::from_grads(loss.backward(), &model);
-                match accumulated.as_mut() {
-                    Some(acc) => acc.accumulate(&model, g),
-                    None => grads = Some(g),
-                }
+                micro.push(Micro {
+                    batch,
+                    positions: positions.clone(),
+                });
             }
-            let mut grads = match accumulated.as_mut() {
-                Some(acc) => acc.grads(),
-                None => grads.unwrap_or_default(),
+            let context = StepContext {
+                loss: &cfg.loss,
+                // Averaging, not summing: each micro-batch contributes loss / k.
+                scale: 1.0 / cfg.accumulate as f64,
+                epoch,
+                validate_loss: epoch == start_epoch && step == 0,
             };
+            let (out, grads) = match replicas.as_mut() {
+                None => {
+                    let out = shard_grads(&model, micro, &context, &ad)?;
+                    let grads = out.grads.unwrap_or_default();
+                    (
+                        ShardOut {
+                            grads: None,
+                            ..out
+                        },
+                        grads,
+                    )
+                }
+                Some(r) => r.grads(&model, micro, &context, &ad)?,
+            };
+            if let Some((loss, n)) = out.non_finite {
+                return Err(TrainError::NonFiniteLoss {
+                    epoch,
+                    step: step + 1,
+                    loss,
+                    batch: n,
+                    lr,
+                    checkpoint: last_checkpoint.clone(),
+                });
+            }
+            correct += out.correct;
+            loss_sum += out.loss_sum;
+            seen += out.seen;
+            let mut grads = grads;
             if let Some(max_norm) = cfg.clip_grad_norm {
                 clip_grad_norm(&model, &mut grads, max_norm);
+            }
+            if let Some(r) = replicas.as_mut() {
+                r.apply(&model, &grads, lr, cfg.clip_grad_norm)?;
             }
             model = optim.step(lr, model, grads);
             train_secs += t.elapsed().as_secs_f64();

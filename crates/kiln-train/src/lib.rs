@@ -32,6 +32,7 @@ pub mod fit;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod plot;
 pub mod report;
 pub mod run;
