@@ -86,6 +86,34 @@ impl DataParallel {
         Ok(Self { devices, sync })
     }
 
+    /// Checks that batches of `batch_size` split evenly over the devices (call it before any
+    /// output is written; `fit` checks it again).
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidConfig`] naming `batch_size`, or `devices` when there are fewer than 2.
+    pub fn check_batch_size(&self, batch_size: usize) -> Result<(), TrainError> {
+        let n = self.devices.len();
+        if n < 2 {
+            return Err(TrainError::InvalidConfig {
+                field: "devices",
+                value: n.to_string(),
+                reason: "data parallelism needs at least two devices".into(),
+            });
+        }
+        if batch_size % n != 0 {
+            return Err(TrainError::InvalidConfig {
+                field: "batch_size",
+                value: batch_size.to_string(),
+                reason: format!(
+                    "must split evenly over the {n} devices (e.g. {})",
+                    (batch_size / n).max(1) * n
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Replicas on `devices` averaging by [`GradSync::Gather`] (e.g. the same CPU device twice,
     /// to check the arithmetic of data parallelism).
     pub fn gather(devices: Vec<Device>) -> Self {
@@ -170,14 +198,7 @@ impl Replicas {
                 reason: format!("the first device must be the one training runs on ({main:?})"),
             });
         }
-        let n = parallel.devices.len();
-        if n < 2 || setup.batch_size % n != 0 {
-            return Err(TrainError::InvalidConfig {
-                field: "batch_size",
-                value: setup.batch_size.to_string(),
-                reason: format!("must split evenly over the {n} devices (and data parallelism needs at least 2)"),
-            });
-        }
+        parallel.check_batch_size(setup.batch_size)?;
         let context = (parallel.sync == GradSync::AllReduce).then(|| {
             DistributedContext::init(
                 parallel.devices.clone(),

@@ -119,6 +119,11 @@ struct TrainArgs {
     /// Device: flex (CPU, default), wgpu, cuda, cuda:N, ndarray.
     #[arg(long, default_value = "flex")]
     device: String,
+    /// Train on several devices at once, e.g. cuda:0,cuda:1: one model replica each, every batch
+    /// split evenly between them, gradients averaged (NCCL all-reduce on CUDA; gathered on the
+    /// first device otherwise). The batch size must divide by the number of devices. See docs/gpu.md.
+    #[arg(long, value_delimiter = ',', value_name = "LIST", conflicts_with = "device")]
+    devices: Vec<DeviceSpec>,
     /// Directory for the run's outputs (must be empty or absent). Default: runs/run-<UTC time>.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -301,7 +306,11 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
 fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     // The device first: a backend that is not compiled in fails before any data is read.
-    let spec: DeviceSpec = args.device.parse()?;
+    let (spec, data_parallel) = match args.devices.as_slice() {
+        [] => (args.device.parse::<DeviceSpec>()?, None),
+        [one] => (*one, None),
+        many => (many[0], Some(kiln_train::parallel::DataParallel::new(many)?)),
+    };
     let device = spec.device()?;
     let resumed: Option<RunConfig> = match &args.resume {
         Some(dir) => {
@@ -327,6 +336,9 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     };
     let val_fraction = resumed.as_ref().map_or(args.val_fraction, |r| r.val_fraction);
     cfg.validate()?;
+    if let Some(p) = &data_parallel {
+        p.check_batch_size(cfg.batch_size)?;
+    }
     if !(0.0..1.0).contains(&val_fraction) {
         anyhow::bail!("--val-fraction must be in [0, 1), got {val_fraction}");
     }
@@ -408,7 +420,13 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
             run.metrics_log()?
         }
     };
-    println!("kiln train: {} on {spec}", model_cfg_name(&model_cfg));
+    let on = if args.devices.len() > 1 {
+        let list: Vec<String> = args.devices.iter().map(ToString::to_string).collect();
+        format!("{} (data parallel)", list.join(", "))
+    } else {
+        spec.to_string()
+    };
+    println!("kiln train: {} on {on}", model_cfg_name(&model_cfg));
     println!(
         "  data:  {} ({n_train} train / {n_val} val / {n_test} test)",
         data_root.display()
@@ -463,6 +481,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
                 keep_last: args.keep_checkpoints,
                 resume: args.resume.is_some(),
             }),
+            data_parallel,
             ..Default::default()
         },
     )?;

@@ -37,6 +37,30 @@ fn unknown_device_lists_the_choices() {
 }
 
 #[test]
+fn bad_device_lists_and_augmentations_fail_before_any_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    for (args, expected) in [
+        (&["--devices", "flex,wgpu"][..], "must all be of one backend"),
+        (&["--devices", "flex,flex,flex"][..], "split evenly over the 3 devices (e.g. 126)"),
+        (&["--augment", "crop=2,blur"][..], "unknown item `blur`"),
+        (&["--augment", "flip=2"][..], "probability must be a number in [0, 1]"),
+    ] {
+        let out = kiln()
+            .arg("train")
+            .args(args)
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!out_dir.exists(), "{args:?} created the run directory");
+    }
+}
+
+#[test]
 fn missing_data_dir_shows_given_resolved_and_cwd() {
     let cwd = tempfile::tempdir().unwrap();
     let out = kiln()
