@@ -432,7 +432,10 @@ fn a_panicking_dataset_is_an_error_naming_the_batch_not_a_hang() -> anyhow::Resu
         let err = fit(model.clone(), &Panics, None, &cfg, &device, FitOutputs::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("panicked") && err.contains("sample 40 is cursed"), "{num_workers} workers: {err}");
+        assert!(
+            err.contains("panicked") && err.contains("sample 40 is cursed"),
+            "{num_workers} workers: {err}"
+        );
     }
     Ok(())
 }
@@ -483,7 +486,10 @@ fn two_replicas_train_exactly_like_one_device_on_the_whole_batch() -> anyhow::Re
         assert!((a - b).abs() < 1e-5, "{one_loss:?} vs {two_loss:?}");
     }
     // A batch that does not split evenly is refused before training.
-    let odd = TrainConfig { batch_size: 30, ..cfg.clone() };
+    let odd = TrainConfig {
+        batch_size: 30,
+        ..cfg.clone()
+    };
     let err = fit(
         init.clone(),
         &train,

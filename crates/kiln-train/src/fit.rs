@@ -626,13 +626,7 @@ fn fit_in<'scope, 'env, M: Classifier>(
                 None => {
                     let out = shard_grads(&model, micro, &context, &ad)?;
                     let grads = out.grads.unwrap_or_default();
-                    (
-                        ShardOut {
-                            grads: None,
-                            ..out
-                        },
-                        grads,
-                    )
+                    (ShardOut { grads: None, ..out }, grads)
                 }
                 Some(r) => r.grads(&model, micro, &context, &ad)?,
             };

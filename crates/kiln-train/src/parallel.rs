@@ -101,7 +101,7 @@ impl DataParallel {
                 reason: "data parallelism needs at least two devices".into(),
             });
         }
-        if batch_size % n != 0 {
+        if !batch_size.is_multiple_of(n) {
             return Err(TrainError::InvalidConfig {
                 field: "batch_size",
                 value: batch_size.to_string(),
@@ -407,7 +407,7 @@ fn replica_loop<M: Classifier>(
 /// Cuts a micro-batch into `n` equal contiguous shards.
 fn split(m: Micro, n: usize) -> Result<Vec<Micro>, TrainError> {
     let [b, c, h, w] = m.batch.shape;
-    if b % n != 0 {
+    if !b.is_multiple_of(n) {
         return Err(TrainError::InvalidConfig {
             field: "batch_size",
             value: b.to_string(),

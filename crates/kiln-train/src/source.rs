@@ -45,6 +45,9 @@ pub trait BatchSource: Send + Sync {
     }
 }
 
+/// An image and its class index.
+type Labeled<C> = (kiln_data::Image<kiln_data::Hwc, C>, u32);
+
 /// A classification dataset, optionally restricted to a subset of indices, plus the normalization
 /// applied to every batch (on the normalization's own scale, so the two cannot disagree).
 ///
@@ -108,7 +111,7 @@ where
     }
 
     /// The sample at position `p` and its index in the dataset.
-    fn get(&self, p: usize) -> Result<(usize, (kiln_data::Image<kiln_data::Hwc, C>, u32)), DataError> {
+    fn get(&self, p: usize) -> Result<(usize, Labeled<C>), DataError> {
         let len = self.len();
         // Checked here: Burn's `Dataset::get` contract allows a panic past the end.
         if p >= len {
@@ -144,7 +147,10 @@ where
 }
 
 fn describe(n: &Normalization) -> String {
-    format!("{}: mean {:?}, std {:?} on the {:?} scale", n.name, n.mean, n.std, n.scale)
+    format!(
+        "{}: mean {:?}, std {:?} on the {:?} scale",
+        n.name, n.mean, n.std, n.scale
+    )
 }
 
 impl<D, I, C> BatchSource for ClassificationSource<D, I, C>
@@ -188,7 +194,11 @@ where
                     index,
                     source: Box::new(DataError::Custom(e.to_string())),
                 })?;
-            let dims = [<C::Out as kiln_data::ColorOrder>::CHANNELS, out.height(), out.width()];
+            let dims = [
+                <C::Out as kiln_data::ColorOrder>::CHANNELS,
+                out.height(),
+                out.width(),
+            ];
             if labels.is_empty() {
                 shape[1..].copy_from_slice(&dims);
             } else if shape[1..] != dims {

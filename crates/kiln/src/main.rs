@@ -571,9 +571,9 @@ fn augmentation(list: &str) -> anyhow::Result<Option<Compose>> {
         let (name, value) = item.split_once('=').map_or((item, None), |(n, v)| (n, Some(v)));
         match (name, value) {
             ("crop", Some(v)) => {
-                let padding = v
-                    .parse()
-                    .with_context(|| format!("--augment {item}: the padding must be a whole number of pixels"))?;
+                let padding = v.parse().with_context(|| {
+                    format!("--augment {item}: the padding must be a whole number of pixels")
+                })?;
                 compose.stages.push(Stage::RandomCrop {
                     height: 28,
                     width: 28,

@@ -42,9 +42,15 @@ fn bad_device_lists_and_augmentations_fail_before_any_output() {
     let out_dir = dir.path().join("run");
     for (args, expected) in [
         (&["--devices", "flex,wgpu"][..], "must all be of one backend"),
-        (&["--devices", "flex,flex,flex"][..], "split evenly over the 3 devices (e.g. 126)"),
+        (
+            &["--devices", "flex,flex,flex"][..],
+            "split evenly over the 3 devices (e.g. 126)",
+        ),
         (&["--augment", "crop=2,blur"][..], "unknown item `blur`"),
-        (&["--augment", "flip=2"][..], "probability must be a number in [0, 1]"),
+        (
+            &["--augment", "flip=2"][..],
+            "probability must be a number in [0, 1]",
+        ),
     ] {
         let out = kiln()
             .arg("train")
