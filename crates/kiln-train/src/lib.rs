@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+pub mod config;
 pub mod device;
 pub mod diagnose;
 pub mod error;

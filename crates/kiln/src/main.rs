@@ -1,4 +1,9 @@
 //! The `kiln` command line. Glue only: it parses arguments, calls the library crates and prints.
+//!
+//! Exit codes: 0 success, 1 a run-time failure (data, training, a failed check), 2 a usage or
+//! config error (clap's own errors, a bad run file, an invalid setting, an unavailable device).
+
+mod args;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,171 +11,29 @@ use std::time::Instant;
 
 use anyhow::Context;
 use burn::data::dataset::Dataset;
-use burn::module::Module;
 use burn::prelude::Device;
-use clap::{Args, Parser, Subcommand};
-use kiln_data::{FASHION_MNIST_CLASSES, MnistDataset, MnistSplit, random_split};
-use kiln_models::{PretrainedSpec, ReferenceCnnConfig};
-use kiln_train::{ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, Schedule, TrainConfig};
-use kiln_transforms::compose::{Compose, Stage};
-use kiln_transforms::{Normalization, NormalizationSpec};
+use clap::{CommandFactory, FromArgMatches};
+use kiln_data::{MnistDataset, MnistSplit, random_split};
+use kiln_models::{Classifier, MlpConfig, PretrainedSpec, ReferenceCnnConfig};
+use kiln_train::config::{ModelConfig, RunFile};
+use kiln_train::parallel::DataParallel;
+use kiln_train::{ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, TrainError};
+use kiln_transforms::Normalization;
 use serde::{Deserialize, Serialize};
+
+use args::{Cli, Command, TrainArgs, Usage};
 
 /// The vendored Fashion-MNIST subset (10,000 train / 2,000 test images), found from the source
 /// tree so `cargo run` works from any directory.
 const VENDORED_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/fashion-mnist-mini");
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "kiln",
-    version,
-    about = "Train image models in Rust, with safe defaults."
-)]
-#[command(args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// `kiln` with no subcommand is `kiln train`.
-    #[command(flatten)]
-    train: TrainArgs,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Train the reference CNN on Fashion-MNIST (the default command).
-    Train(TrainArgs),
-    /// Pre-flight checks (labels, class balance, first-batch normalisation, one forward/backward,
-    /// initial loss ≈ ln C) with the same flags as `train`; exits with 1 when any fails.
-    Doctor(TrainArgs),
-    /// The learning-rate range test with the same flags as `train`: prints the suggested rate and
-    /// writes the curve to --plot (default lr_find.png).
-    LrFind {
-        #[command(flatten)]
-        args: TrainArgs,
-        /// Where to draw the loss against log10(lr).
-        #[arg(long, default_value = "lr_find.png")]
-        plot: PathBuf,
-        /// Steps of the sweep (one batch each).
-        #[arg(long, default_value_t = 100)]
-        steps: usize,
-    },
-    /// Train on the first batch only: a model that can learn drives its loss below 5% of the
-    /// start; exits with 1 when it cannot.
-    OverfitBatch {
-        #[command(flatten)]
-        args: TrainArgs,
-        /// Most steps to try.
-        #[arg(long, default_value_t = 300)]
-        steps: usize,
-    },
-}
-
-#[derive(Args, Debug, Clone)]
-struct TrainArgs {
-    /// Directory with the four Fashion-MNIST idx files (gzipped or raw), e.g.
-    /// /usr/share/datasets/fashion-mnist. Default: the vendored subset in data/fashion-mnist-mini.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = TrainConfig::default().epochs)]
-    epochs: usize,
-    /// Samples per step.
-    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
-    batch_size: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = TrainConfig::default().lr)]
-    lr: f64,
-    /// Optimizer with PyTorch's defaults: sgd (momentum 0.9, dampening 0, weight decay 5e-4 except
-    /// on biases and BatchNorm), adam, adamw.
-    #[arg(long, default_value = "sgd")]
-    optimizer: kiln_train::OptimizerConfig,
-    /// Learning-rate schedule over the run's steps: cosine (to 0), constant, one-cycle or
-    /// polynomial.
-    #[arg(long, default_value_t = TrainConfig::default().schedule)]
-    schedule: Schedule,
-    /// Linear warmup over this many epochs before the schedule (from --warmup-start × lr).
-    #[arg(long, conflicts_with = "warmup_steps")]
-    warmup_epochs: Option<usize>,
-    /// Linear warmup over this many steps before the schedule.
-    #[arg(long)]
-    warmup_steps: Option<usize>,
-    /// The warmup's first learning rate as a fraction of --lr, in (0, 1].
-    #[arg(long, default_value_t = 0.1)]
-    warmup_start: f64,
-    /// Average the gradients of N batches per optimizer step (effective batch N × --batch-size).
-    #[arg(long, default_value_t = 1)]
-    accumulate: usize,
-    /// Clip the global gradient norm to this value before each step.
-    #[arg(long)]
-    clip_grad_norm: Option<f64>,
-    /// Label smoothing α in [0, 1).
-    #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f64,
-    /// Stop when validation accuracy (training loss without a validation split) has not improved
-    /// for N epochs; the best model is kept either way.
-    #[arg(long, value_name = "N")]
-    patience: Option<usize>,
-    /// Seed of initialisation, batch order and the validation split.
-    #[arg(long, default_value_t = TrainConfig::default().seed)]
-    seed: u64,
-    /// Fraction of the training set held out for validation each epoch.
-    #[arg(long, default_value_t = 0.1)]
-    val_fraction: f64,
-    /// Device: flex (CPU, default), wgpu, cuda, cuda:N, ndarray.
-    #[arg(long, default_value = "flex")]
-    device: String,
-    /// Train on several devices at once, e.g. cuda:0,cuda:1: one model replica each, every batch
-    /// split evenly between them, gradients averaged (NCCL all-reduce on CUDA; gathered on the
-    /// first device otherwise). The batch size must divide by the number of devices. See docs/gpu.md.
-    #[arg(long, value_delimiter = ',', value_name = "LIST", conflicts_with = "device")]
-    devices: Vec<DeviceSpec>,
-    /// Directory for the run's outputs (must be empty or absent). Default: runs/run-<UTC time>.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Hide the progress bar.
-    #[arg(long)]
-    no_progress: bool,
-    /// Start from these weights (a kiln `.bpk` of the same model, e.g. a previous run's
-    /// model.bpk) instead of a fresh initialisation. Its `.kiln.json` spec must name the same
-    /// normalization as this run's data.
-    #[arg(long, value_name = "WEIGHTS")]
-    init_from: Option<PathBuf>,
-    /// Accept --init-from weights trained with another normalization (on purpose).
-    #[arg(long, requires = "init_from")]
-    allow_normalization_override: bool,
-    /// Continue a stopped run from its latest checkpoint (RUN_DIR/checkpoints): the data, model
-    /// and training settings come from RUN_DIR/config.json; its metrics and report are updated.
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "init_from"])]
-    resume: Option<PathBuf>,
-    /// Epoch checkpoints to keep (the best model is kept as checkpoints/best.bpk either way).
-    #[arg(long, default_value_t = 2)]
-    keep_checkpoints: usize,
-    /// Training augmentation, a comma list: `crop=P` (random 28×28 crop of the image padded by P
-    /// pixels, torchvision's RandomCrop(28, padding=P)), `flip` or `flip=p` (horizontal flip,
-    /// p = 0.5 by default), `erase=p` (torchvision's RandomErasing after normalization); `none`
-    /// (the default) turns it off. Validation and test images are never augmented.
-    #[arg(long, default_value = "none", value_name = "LIST")]
-    augment: String,
-    /// Threads that build training batches ahead of the model (0: on the training thread).
-    /// Results do not depend on it.
-    #[arg(long, default_value_t = TrainConfig::default().num_workers)]
-    workers: usize,
-}
-
-/// What a run saves as `config.json`: everything needed to repeat (or resume) it.
+/// What a run saves as `config.json`: everything needed to repeat (or resume) it. The same
+/// settings are written as `config.toml`, a run file `kiln train --config` accepts.
 #[derive(Serialize, Deserialize)]
 struct RunConfig {
     kiln_version: String,
-    data: PathBuf,
-    device: DeviceSpec,
-    val_fraction: f64,
-    init_from: Option<PathBuf>,
-    train: TrainConfig,
-    model: ReferenceCnnConfig,
-    normalization: Normalization,
-    /// Training augmentation (absent in runs made before it existed).
-    #[serde(default)]
-    augmentation: Option<Compose>,
+    /// The run file as resolved (absolute data path, command-line flags applied).
+    config: RunFile,
 }
 
 #[derive(Serialize)]
@@ -191,46 +54,182 @@ fn main() -> ExitCode {
     // Keep freed batch memory for reuse instead of page-faulting it back in every batch (glibc;
     // a no-op elsewhere). Measured in docs/data.md.
     kiln_data::alloc::tune_for_loading();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Train(a)) => train(&a).map(|()| true),
-        None => train(&cli.train).map(|()| true),
-        Some(Command::Doctor(a)) => doctor(&a),
-        Some(Command::LrFind { args, plot, steps }) => lr_find(&args, &plot, steps).map(|()| true),
-        Some(Command::OverfitBatch { args, steps }) => overfit_batch(&args, steps),
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let sub = matches.subcommand().map_or(&matches, |(_, m)| m);
+    let result = match &cli.command {
+        Some(Command::Train(a)) => train(a, sub).map(|()| true),
+        None => train(&cli.train, sub).map(|()| true),
+        Some(Command::Doctor(a)) => doctor(a, sub),
+        Some(Command::LrFind { args, plot, steps }) => lr_find(args, sub, plot, *steps).map(|()| true),
+        Some(Command::OverfitBatch { args, steps }) => overfit_batch(args, sub, *steps),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if is_usage(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-/// A Fashion-MNIST split served as normalised batches.
-type FmnistSource = ClassificationSource<MnistDataset, kiln_data::MnistItem, kiln_data::Gray>;
-
-/// The device, config, training split and a fresh model, as `train` would build them.
-fn prepare(
-    args: &TrainArgs,
-) -> anyhow::Result<(Device, TrainConfig, FmnistSource, kiln_models::ReferenceCnn)> {
-    let device = args.device.parse::<DeviceSpec>()?.device()?;
-    let cfg = train_config(args);
-    cfg.validate()?;
-    let data_dir = args.data.clone().unwrap_or_else(|| PathBuf::from(VENDORED_DATA));
-    let train_set = MnistDataset::from_dir(&data_dir, MnistSplit::Train)?;
-    let (train_idx, _) = random_split(train_set.len(), args.val_fraction, cfg.seed);
-    let src = ClassificationSource::subset(train_set, train_idx, Normalization::fashion_mnist())?;
-    device.seed(cfg.seed);
-    let model = ReferenceCnnConfig::new().init(&device)?;
-    Ok((device, cfg, src, model))
+/// Whether an error is the user's invocation or settings (exit code 2) rather than a run-time
+/// failure (1).
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<Usage>()
+            || c.is::<kiln_train::config::ConfigError>()
+            || c.is::<kiln_train::DeviceError>()
+            || matches!(
+                c.downcast_ref::<TrainError>(),
+                Some(TrainError::InvalidConfig { .. } | TrainError::Device(_))
+            )
+    })
 }
 
-fn doctor(args: &TrainArgs) -> anyhow::Result<bool> {
-    let (device, cfg, src, model) = prepare(args)?;
-    let report = kiln_train::diagnose::doctor(model, &src, &cfg, &device)?;
+/// The run file of this invocation: `--config` (plus `--set`) or the flags, with `--device`,
+/// `--devices`, `--out`, `--workers` and `--init-from` applied when given.
+fn run_file(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<RunFile> {
+    let mut file = match &args.config {
+        Some(path) => {
+            args::refuse_flags_with_config(matches)?;
+            RunFile::load(path, &args.set)?
+        }
+        None => {
+            let file = args::file_from_flags(args)?;
+            if args.set.is_empty() {
+                file
+            } else {
+                RunFile::parse(&file.to_toml()?, Path::new("(flags)"), &args.set)?
+            }
+        }
+    };
+    args::apply_run_flags(&mut file, args, matches)?;
+    file.train.validate()?;
+    if !(0.0..1.0).contains(&file.data.val_fraction) {
+        return Err(Usage(format!(
+            "data.val_fraction must be in [0, 1), got {}",
+            file.data.val_fraction
+        ))
+        .into());
+    }
+    Ok(file)
+}
+
+/// The device and, for several, the data-parallel setup (checked before anything is written).
+fn devices(file: &RunFile) -> anyhow::Result<(DeviceSpec, Device, Option<DataParallel>)> {
+    let (spec, parallel) = match file.run.devices.as_slice() {
+        [] => (file.run.device, None),
+        [one] => (*one, None),
+        many => {
+            let p = DataParallel::new(many)?;
+            p.check_batch_size(file.train.batch_size)?;
+            (many[0], Some(p))
+        }
+    };
+    Ok((spec, spec.device()?, parallel))
+}
+
+/// The data folder: the configured one, or the vendored subset.
+fn data_dir(file: &RunFile) -> PathBuf {
+    file.data
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(VENDORED_DATA))
+}
+
+/// The model the run file names, on `device` (the caller seeds the device first). Built once per
+/// run and moved straight into training: the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum AnyModel {
+    Cnn(kiln_models::ReferenceCnn),
+    Mlp(kiln_models::Mlp),
+}
+
+fn build_model(cfg: &ModelConfig, device: &Device) -> anyhow::Result<AnyModel> {
+    Ok(match cfg {
+        ModelConfig::ReferenceCnn { batch_norm, init } => {
+            let mut c = ReferenceCnnConfig::new().with_batch_norm(*batch_norm);
+            if let Some(init) = init {
+                c = c.with_init(*init);
+            }
+            AnyModel::Cnn(c.init(device)?)
+        }
+        ModelConfig::Mlp {
+            widths,
+            batch_norm,
+            init,
+        } => {
+            let mut c = MlpConfig::new(widths.clone()).with_batch_norm(*batch_norm);
+            if let Some(init) = init {
+                c = c.with_init(*init);
+            }
+            AnyModel::Mlp(c.init(device)?)
+        }
+    })
+}
+
+fn model_name(cfg: &ModelConfig) -> String {
+    match cfg {
+        ModelConfig::ReferenceCnn { batch_norm, .. } => {
+            format!(
+                "ReferenceCnn(1x28x28 -> 10 classes{})",
+                if *batch_norm { "" } else { ", no BatchNorm" }
+            )
+        }
+        ModelConfig::Mlp {
+            widths, batch_norm, ..
+        } => format!(
+            "Mlp(784 -> {widths:?} -> 10{})",
+            if *batch_norm { "" } else { ", no BatchNorm" }
+        ),
+    }
+}
+
+/// An idx split (Fashion-MNIST or MNIST) served as normalised batches.
+type IdxSource = ClassificationSource<MnistDataset, kiln_data::MnistItem, kiln_data::Gray>;
+
+/// The training split (validation held out) with its augmentation.
+fn train_source(file: &RunFile) -> anyhow::Result<IdxSource> {
+    let train_set = MnistDataset::from_dir(data_dir(file), MnistSplit::Train)?;
+    let (train_idx, _) = random_split(train_set.len(), file.data.val_fraction, file.train.seed);
+    let norm = file.transforms.normalization(file.data.format).resolve()?;
+    let mut src = ClassificationSource::subset(train_set, train_idx, norm)?;
+    if let Some(compose) = file.transforms.augmentation(file.data.format) {
+        src = src.with_augmentation(compose, file.train.seed)?;
+    }
+    Ok(src)
+}
+
+/// Runs `f` with the model the run file names.
+macro_rules! with_model {
+    ($file:expr, $device:expr, |$m:ident| $body:expr) => {{
+        $device.seed($file.train.seed);
+        match build_model(&$file.model, $device)? {
+            AnyModel::Cnn($m) => $body,
+            AnyModel::Mlp($m) => $body,
+        }
+    }};
+}
+
+fn doctor(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
+    let file = run_file(args, matches)?;
+    let (_, device, _) = devices(&file)?;
+    let src = train_source(&file)?;
+    let report = with_model!(file, &device, |m| kiln_train::diagnose::doctor(
+        m,
+        &src,
+        &file.train,
+        &device
+    )?);
     print!("{report}");
     println!(
         "{}",
@@ -243,13 +242,22 @@ fn doctor(args: &TrainArgs) -> anyhow::Result<bool> {
     Ok(report.ok())
 }
 
-fn lr_find(args: &TrainArgs, plot: &Path, steps: usize) -> anyhow::Result<()> {
-    let (device, cfg, src, model) = prepare(args)?;
+fn lr_find(args: &TrainArgs, matches: &clap::ArgMatches, plot: &Path, steps: usize) -> anyhow::Result<()> {
+    let file = run_file(args, matches)?;
+    let (_, device, _) = devices(&file)?;
+    let src = train_source(&file)?;
     let sweep = kiln_train::diagnose::LrFindConfig {
         steps,
         ..Default::default()
     };
-    let r = kiln_train::diagnose::lr_find(model, &src, &cfg, &device, &sweep, Some(plot))?;
+    let r = with_model!(file, &device, |m| kiln_train::diagnose::lr_find(
+        m,
+        &src,
+        &file.train,
+        &device,
+        &sweep,
+        Some(plot)
+    )?);
     match r.suggested {
         Some(lr) => println!(
             "lr-find: suggested lr {lr:.3e} ({} steps from {:.0e}); curve: {}",
@@ -265,88 +273,53 @@ fn lr_find(args: &TrainArgs, plot: &Path, steps: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn overfit_batch(args: &TrainArgs, steps: usize) -> anyhow::Result<bool> {
-    let (device, cfg, src, model) = prepare(args)?;
-    let r = kiln_train::diagnose::overfit_one_batch(model, &src, &cfg, &device, steps, 0.05)?;
+fn overfit_batch(args: &TrainArgs, matches: &clap::ArgMatches, steps: usize) -> anyhow::Result<bool> {
+    let file = run_file(args, matches)?;
+    let (_, device, _) = devices(&file)?;
+    let src = train_source(&file)?;
+    let r = with_model!(file, &device, |m| kiln_train::diagnose::overfit_one_batch(
+        m,
+        &src,
+        &file.train,
+        &device,
+        steps,
+        0.05
+    )?);
     println!("overfit-batch: {}", r.message);
     Ok(r.passed)
 }
 
-fn train_config(args: &TrainArgs) -> TrainConfig {
-    TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        optimizer: args.optimizer,
-        schedule: Schedule {
-            warmup: warmup(args),
-            ..args.schedule.clone()
-        },
-        seed: args.seed,
-        num_workers: args.workers,
-        accumulate: args.accumulate,
-        clip_grad_norm: args.clip_grad_norm,
-        loss: kiln_train::LossConfig {
-            label_smoothing: args.label_smoothing,
-            class_weights: None,
-        },
-        early_stopping: args.patience.map(|patience| kiln_train::EarlyStopping {
-            monitor: if args.val_fraction > 0.0 {
-                kiln_train::Monitor::ValAcc
-            } else {
-                kiln_train::Monitor::TrainLoss
-            },
-            patience,
-            min_delta: 0.0,
-        }),
-        ..TrainConfig::default()
-    }
-}
-
-fn train(args: &TrainArgs) -> anyhow::Result<()> {
-    let start = Instant::now();
-    // The device first: a backend that is not compiled in fails before any data is read.
-    let (spec, data_parallel) = match args.devices.as_slice() {
-        [] => (args.device.parse::<DeviceSpec>()?, None),
-        [one] => (*one, None),
-        many => (many[0], Some(kiln_train::parallel::DataParallel::new(many)?)),
-    };
-    let device = spec.device()?;
-    let resumed: Option<RunConfig> = match &args.resume {
+fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let file = match &args.resume {
         Some(dir) => {
             let path = dir.join("config.json");
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("--resume {}: cannot read {}", dir.display(), path.display()))?;
-            Some(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("--resume: {} is not a kiln run config", path.display()))?,
-            )
+            let saved: RunConfig = serde_json::from_str(&text)
+                .with_context(|| format!("--resume: {} is not a kiln run config", path.display()))?;
+            let mut file = saved.config;
+            // Where it runs is this machine's choice; results do not depend on the worker count.
+            args::apply_run_flags(&mut file, args, matches)?;
+            file.run.out = Some(dir.clone());
+            file
         }
-        None => None,
+        None => run_file(args, matches)?,
     };
-    let args_cfg = train_config(args);
-    let cfg = resumed.as_ref().map_or(args_cfg, |r| TrainConfig {
-        // Results do not depend on the worker count: this machine's choice wins.
-        num_workers: args.workers,
-        ..r.train.clone()
-    });
-    let augmentation = match &resumed {
-        Some(r) => r.augmentation.clone(),
-        None => augmentation(&args.augment)?,
-    };
-    let val_fraction = resumed.as_ref().map_or(args.val_fraction, |r| r.val_fraction);
-    cfg.validate()?;
-    if let Some(p) = &data_parallel {
-        p.check_batch_size(cfg.batch_size)?;
-    }
-    if !(0.0..1.0).contains(&val_fraction) {
-        anyhow::bail!("--val-fraction must be in [0, 1), got {val_fraction}");
-    }
+    let (_, device, _) = devices(&file)?;
+    with_model!(file, &device, |m| train_model(m, file.clone(), args))
+}
 
-    let data_dir = match &resumed {
-        Some(r) => r.data.clone(),
-        None => args.data.clone().unwrap_or_else(|| PathBuf::from(VENDORED_DATA)),
-    };
+fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    // The devices first: a backend that is not compiled in fails before any data is read.
+    let (spec, device, data_parallel) = devices(&file)?;
+    let cfg = file.train.clone();
+    let format = file.data.format;
+    let norm_spec = file.transforms.normalization(format);
+    let norm: Normalization = norm_spec.resolve()?;
+    let augmentation = file.transforms.augmentation(format);
+
+    let data_dir = data_dir(&file);
     let train_set = MnistDataset::from_dir(&data_dir, MnistSplit::Train)?;
     let test_set = MnistDataset::from_dir(&data_dir, MnistSplit::Test)?;
     let data_root = train_set
@@ -354,8 +327,8 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         .parent()
         .unwrap_or(Path::new(""))
         .to_path_buf();
-    let (train_idx, val_idx) = random_split(train_set.len(), val_fraction, cfg.seed);
-    let norm = Normalization::fashion_mnist();
+    file.data.path = Some(data_root.clone());
+    let (train_idx, val_idx) = random_split(train_set.len(), file.data.val_fraction, cfg.seed);
     let (n_train, n_val, n_test) = (train_idx.len(), val_idx.len(), test_set.len());
     let mut train_src = ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?;
     if let Some(compose) = &augmentation {
@@ -364,9 +337,14 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let val_src = ClassificationSource::subset(train_set, val_idx, norm.clone())?;
     let test_src = ClassificationSource::new(test_set, norm.clone());
 
-    let model_cfg = ReferenceCnnConfig::new();
-    let mut model = model_cfg.init(&device)?;
-    if let Some(path) = &args.init_from {
+    // The schedule against the run's length, before anything is written.
+    let steps_per_epoch = n_train / cfg.batch_size / cfg.accumulate;
+    cfg.schedule
+        .validate(cfg.lr, steps_per_epoch, steps_per_epoch * cfg.epochs)?;
+    let mut model = model;
+    if let Some(path) = &file.run.init_from
+        && args.resume.is_none()
+    {
         let (loaded, spec) = kiln_models::weights::load_weights(model, path)?;
         match spec {
             Some(spec) => spec
@@ -380,21 +358,15 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         }
         model = loaded;
     }
-    let run = match (&args.resume, &args.out) {
+    let run = match (&args.resume, &file.run.out) {
         (Some(dir), _) => RunDir::open_existing(dir)?,
         (None, Some(p)) => RunDir::create(p)?,
         (None, None) => RunDir::timestamped("runs")?,
     };
+    file.run.out = Some(run.path().to_path_buf());
     let run_config = RunConfig {
         kiln_version: env!("CARGO_PKG_VERSION").into(),
-        data: data_root.clone(),
-        device: spec,
-        val_fraction,
-        init_from: args.init_from.clone(),
-        train: cfg.clone(),
-        model: model_cfg.clone(),
-        normalization: norm.clone(),
-        augmentation: augmentation.clone(),
+        config: file.clone(),
     };
     let mut log = match &args.resume {
         Some(dir) => {
@@ -417,16 +389,26 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         }
         None => {
             run.write_json("config.json", &run_config)?;
+            // A run file that repeats this run (into another --out).
+            let mut again = file.clone();
+            again.run.out = None;
+            let toml = format!(
+                "# Written by kiln {}: `kiln train --config config.toml --out NEW_DIR` repeats this run.\n{}",
+                env!("CARGO_PKG_VERSION"),
+                again.to_toml()?
+            );
+            std::fs::write(run.path().join("config.toml"), toml)
+                .with_context(|| format!("writing {}", run.path().join("config.toml").display()))?;
             run.metrics_log()?
         }
     };
-    let on = if args.devices.len() > 1 {
-        let list: Vec<String> = args.devices.iter().map(ToString::to_string).collect();
+    let on = if file.run.devices.len() > 1 {
+        let list: Vec<String> = file.run.devices.iter().map(ToString::to_string).collect();
         format!("{} (data parallel)", list.join(", "))
     } else {
         spec.to_string()
     };
-    println!("kiln train: {} on {on}", model_cfg_name(&model_cfg));
+    println!("kiln train: {} on {on}", model_name(&file.model));
     println!(
         "  data:  {} ({n_train} train / {n_val} val / {n_test} test)",
         data_root.display()
@@ -445,7 +427,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
             println!("    {line}");
         }
     }
-    if let Some(path) = &args.init_from {
+    if let Some(path) = &file.run.init_from {
         println!("  init:  {}", path.display());
     }
     println!("  run:   {}", run.path().display());
@@ -478,7 +460,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
             on_warning: Some(&mut |w: &str| eprintln!("warning: {w}")),
             checkpoints: Some(kiln_train::CheckpointOptions {
                 dir: run.checkpoints(),
-                keep_last: args.keep_checkpoints,
+                keep_last: file.checkpoints.keep_last,
                 resume: args.resume.is_some(),
             }),
             data_parallel,
@@ -492,12 +474,13 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         .save_model(&eval_model, "model")
         .context("saving the trained model")?;
     // What the weights expect, kept next to them (model.bpk.kiln.json).
+    let class_names = format.class_names();
     let spec = PretrainedSpec {
-        model: "reference-cnn".into(),
-        normalization: NormalizationSpec::FashionMnist,
-        input_chw: [model_cfg.in_channels, model_cfg.height, model_cfg.width],
-        num_classes: model_cfg.num_classes,
-        class_names: FASHION_MNIST_CLASSES.iter().map(|c| c.to_string()).collect(),
+        model: eval_model.name().into(),
+        normalization: norm_spec,
+        input_chw: [1, 28, 28],
+        num_classes: class_names.len(),
+        class_names: class_names.clone(),
     };
     spec.check_normalization(&norm, false)?;
     spec.save_next_to(&model_path)?;
@@ -514,10 +497,9 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         model: model_path.clone(),
     };
     run.write_json("summary.json", &summary)?;
-    let class_names: Vec<String> = FASHION_MNIST_CLASSES.iter().map(|c| c.to_string()).collect();
     let monitor = if n_val > 0 { "val_acc" } else { "train_loss" };
     let report = run.write_report(&kiln_train::report::Report {
-        title: format!("{} on Fashion-MNIST", model_cfg_name(&model_cfg)),
+        title: format!("{} on {}", model_name(&file.model), data_root.display()),
         config: serde_json::to_value(&run_config)?,
         epochs: &result.epochs,
         verdict: &result.verdict,
@@ -548,67 +530,4 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         summary.train_images_per_s, summary.test_loss, summary.test_acc, summary.seconds
     );
     Ok(())
-}
-
-/// `--augment`: `none`, or a comma list of `crop=P`, `flip[=p]`, `erase=p` (Fashion-MNIST, 28×28).
-fn augmentation(list: &str) -> anyhow::Result<Option<Compose>> {
-    let list = list.trim();
-    if list == "none" || list.is_empty() {
-        return Ok(None);
-    }
-    let mut compose = Compose {
-        stages: Vec::new(),
-        normalization: NormalizationSpec::FashionMnist,
-        erasing: 0.0,
-    };
-    let prob = |item: &str, v: &str| -> anyhow::Result<f64> {
-        match v.parse::<f64>() {
-            Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-            _ => anyhow::bail!("--augment {item}: the probability must be a number in [0, 1]"),
-        }
-    };
-    for item in list.split(',').map(str::trim) {
-        let (name, value) = item.split_once('=').map_or((item, None), |(n, v)| (n, Some(v)));
-        match (name, value) {
-            ("crop", Some(v)) => {
-                let padding = v.parse().with_context(|| {
-                    format!("--augment {item}: the padding must be a whole number of pixels")
-                })?;
-                compose.stages.push(Stage::RandomCrop {
-                    height: 28,
-                    width: 28,
-                    padding,
-                    reflect: false,
-                });
-            }
-            ("flip", None) => compose.stages.push(Stage::HorizontalFlip { p: 0.5 }),
-            ("flip", Some(v)) => compose.stages.push(Stage::HorizontalFlip { p: prob(item, v)? }),
-            ("erase", Some(v)) => compose.erasing = prob(item, v)?,
-            _ => anyhow::bail!(
-                "--augment: unknown item `{item}`; use none or a comma list of crop=PADDING, flip, flip=P, erase=P"
-            ),
-        }
-    }
-    Ok(Some(compose))
-}
-
-fn warmup(args: &TrainArgs) -> Option<kiln_train::schedule::Warmup> {
-    use kiln_train::schedule::{Unit, Warmup};
-    let (length, unit) = match (args.warmup_epochs, args.warmup_steps) {
-        (Some(n), _) => (n, Unit::Epoch),
-        (None, Some(n)) => (n, Unit::Step),
-        (None, None) => return None,
-    };
-    Some(Warmup {
-        length,
-        unit,
-        start_factor: args.warmup_start,
-    })
-}
-
-fn model_cfg_name(cfg: &ReferenceCnnConfig) -> String {
-    format!(
-        "ReferenceCnn({}x{}x{} -> {} classes)",
-        cfg.in_channels, cfg.height, cfg.width, cfg.num_classes
-    )
 }

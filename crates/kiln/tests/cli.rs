@@ -332,3 +332,122 @@ fn doctor_overfit_batch_and_lr_find_run_on_the_train_flags() {
     assert!(ok && text.contains("lr-find:"), "{text}");
     assert!(plot.is_file());
 }
+
+#[test]
+fn a_run_file_trains_resolves_paths_from_its_folder_and_is_saved_to_repeat_the_run() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("data")).unwrap();
+    common::write_tiny_fashion_mnist(&root.path().join("data"), 128, 32).unwrap();
+    std::fs::create_dir_all(root.path().join("configs")).unwrap();
+    let config = root.path().join("configs/run.toml");
+    std::fs::write(
+        &config,
+        r#"
+[data]
+path = "../data"
+
+[transforms]
+train = [{ op = "horizontal-flip", p = 0.5 }]
+
+[model]
+name = "mlp"
+widths = [32]
+
+[train]
+epochs = 1
+batch_size = 32
+"#,
+    )
+    .unwrap();
+    let out_dir = root.path().join("runs/a");
+    // Run from another directory: the data path is relative to the config file, not the cwd.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = kiln()
+        .current_dir(elsewhere.path())
+        .args(["train", "--no-progress", "--set", "train.lr=0.02", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Mlp(784 -> [32] -> 10)") && stdout.contains("lr=0.02"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("horizontal-flip"), "{stdout}");
+    // The saved run file repeats the run.
+    let saved = out_dir.join("config.toml");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(
+        text.contains("lr = 0.02") && text.contains("name = \"mlp\""),
+        "{text}"
+    );
+    let again = kiln()
+        .args(["train", "--no-progress", "--config"])
+        .arg(&saved)
+        .arg("--out")
+        .arg(root.path().join("runs/b"))
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let acc = |dir: &str| {
+        let s = std::fs::read_to_string(root.path().join(dir).join("summary.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&s).unwrap()["test_acc"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(acc("runs/a"), acc("runs/b"), "the saved config repeats the run");
+}
+
+#[test]
+fn config_errors_exit_with_2_and_name_file_line_and_the_closest_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(&config, "[train]\nepochs = 2\nbatch_sise = 32\n").unwrap();
+    let out = kiln().args(["train", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3:1: unknown field `batch_sise`", config.display()))
+            && stderr.contains("did you mean `batch_size`?"),
+        "{stderr}"
+    );
+    // A training flag next to --config is ambiguous: refused, pointing at --set.
+    std::fs::write(&config, "[train]\nepochs = 2\n").unwrap();
+    let out = kiln()
+        .args(["train", "--lr", "0.1", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--lr cannot be combined with --config") && stderr.contains("--set train.lr"),
+        "{stderr}"
+    );
+    // Invalid values and unknown flags are usage errors too; a missing dataset is a run-time one.
+    for (args, code) in [
+        (vec!["train", "--epochs", "0"], 2),
+        (vec!["train", "--set", "train.lr=-1"], 2),
+        (vec!["train", "--no-such-flag"], 2),
+        (vec!["train", "--data", "/no/such/dir"], 1),
+    ] {
+        let out = kiln().args(&args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,547 @@
+//! The run file: every setting of a training run in one TOML file (`kiln train --config run.toml`).
+//!
+//! ```toml
+//! [data]
+//! format = "fashion-mnist"           # idx files (gzipped or raw)
+//! path = "../data/fashion-mnist-mini" # relative to this file's folder
+//! val_fraction = 0.1
+//!
+//! [transforms]
+//! normalization = { preset = "fashion-mnist" }
+//! train = [
+//!   { op = "random-crop", height = 28, width = 28, padding = 2 },
+//!   { op = "horizontal-flip", p = 0.5 },
+//! ]
+//!
+//! [model]
+//! name = "reference-cnn"
+//!
+//! [train]
+//! epochs = 10
+//! lr = 0.05
+//! schedule = { schedule = { name = "cosine" }, warmup = { length = 1, unit = "epoch", start_factor = 0.1 } }
+//!
+//! [run]
+//! device = "flex"
+//! ```
+//!
+//! Every section and key is optional (defaults in `docs/config.md`). An unknown key or a wrong type
+//! is a [`ConfigError`] naming the file, the line and column, and the closest valid key.
+//! [`RunFile::load`] applies `--set section.key=value` overrides after the file, so a command
+//! line can change one setting without editing it.
+
+use std::path::{Path, PathBuf};
+
+use kiln_models::InitScheme;
+use kiln_transforms::NormalizationSpec;
+use kiln_transforms::compose::{Compose, Stage};
+use serde::{Deserialize, Serialize};
+
+use crate::{DeviceSpec, TrainConfig};
+
+/// A run file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// TOML syntax, an unknown key or a wrong type.
+    #[error(
+        "{path}{}: {message}{}",
+        if *line > 0 { format!(":{line}:{column}") } else { String::new() },
+        hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default()
+    )]
+    Invalid {
+        /// The file (or `--set` for an override).
+        path: PathBuf,
+        /// 1-based line (0 when the position is unknown).
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// What is wrong.
+        message: String,
+        /// The closest valid key or value, when there is one.
+        hint: Option<String>,
+    },
+    /// A `--set` that is not `section.key=value`.
+    #[error("--set {given}: {reason}")]
+    Override {
+        /// The override as given.
+        given: String,
+        /// Why it cannot be applied.
+        reason: String,
+    },
+}
+
+/// Which dataset format `[data] path` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataFormat {
+    /// Fashion-MNIST's four idx files (gzipped or raw), 28×28 grey, 10 classes.
+    #[default]
+    FashionMnist,
+    /// MNIST's four idx files.
+    Mnist,
+}
+
+impl DataFormat {
+    /// The dataset's own normalization preset (statistics of its training split).
+    pub fn normalization(self) -> NormalizationSpec {
+        match self {
+            DataFormat::FashionMnist => NormalizationSpec::FashionMnist,
+            DataFormat::Mnist => NormalizationSpec::Mnist,
+        }
+    }
+
+    /// Class names, in label order.
+    pub fn class_names(self) -> Vec<String> {
+        match self {
+            DataFormat::FashionMnist => kiln_data::FASHION_MNIST_CLASSES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            DataFormat::Mnist => (0..10).map(|d| d.to_string()).collect(),
+        }
+    }
+}
+
+/// `[data]`: where the images are and how they are split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// The dataset's format.
+    pub format: DataFormat,
+    /// Its folder, relative to the config file's folder; absent: the vendored Fashion-MNIST subset.
+    pub path: Option<PathBuf>,
+    /// Fraction of the training split held out for validation (seeded by `train.seed`).
+    pub val_fraction: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            format: DataFormat::FashionMnist,
+            path: None,
+            val_fraction: 0.1,
+        }
+    }
+}
+
+/// `[transforms]`: normalization and training augmentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransformsConfig {
+    /// The normalization of every split; absent: the dataset's own statistics
+    /// ([`DataFormat::normalization`]).
+    pub normalization: Option<NormalizationSpec>,
+    /// Augmentation stages of training batches, in order (none by default).
+    pub train: Vec<Stage>,
+    /// Probability of random erasing after normalization (training only).
+    pub erasing: f64,
+}
+
+impl TransformsConfig {
+    /// The normalization for data in `format`: the configured one, else the dataset's preset.
+    pub fn normalization(&self, format: DataFormat) -> NormalizationSpec {
+        self.normalization
+            .clone()
+            .unwrap_or_else(|| format.normalization())
+    }
+
+    /// The training augmentation for data in `format` as a [`Compose`], when there is any.
+    pub fn augmentation(&self, format: DataFormat) -> Option<Compose> {
+        (!self.train.is_empty() || self.erasing > 0.0).then(|| Compose {
+            stages: self.train.clone(),
+            normalization: self.normalization(format),
+            erasing: self.erasing,
+        })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[model]`: which network, by `name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ModelConfig {
+    /// The reference CNN (two conv blocks, a hidden linear layer).
+    ReferenceCnn {
+        /// BatchNorm after each conv and the hidden layer.
+        #[serde(default = "yes")]
+        batch_norm: bool,
+        /// Weight initialisation (Kaiming normal, fan-out, by default).
+        #[serde(default)]
+        init: Option<InitScheme>,
+    },
+    /// A multi-layer perceptron.
+    Mlp {
+        /// Hidden layer widths.
+        widths: Vec<usize>,
+        /// BatchNorm1d after each hidden layer.
+        #[serde(default = "yes")]
+        batch_norm: bool,
+        /// Weight initialisation.
+        #[serde(default)]
+        init: Option<InitScheme>,
+    },
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig::ReferenceCnn {
+            batch_norm: true,
+            init: None,
+        }
+    }
+}
+
+/// `[checkpoints]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointsConfig {
+    /// Epoch checkpoints to keep (the best model is kept either way).
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointsConfig {
+    fn default() -> Self {
+        Self { keep_last: 2 }
+    }
+}
+
+/// `[run]`: where it runs and where it writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSection {
+    /// The device (`flex`, `wgpu`, `cuda:N`, `ndarray`).
+    pub device: DeviceSpec,
+    /// Several devices for data parallelism (overrides `device`; see `docs/gpu.md`).
+    pub devices: Vec<DeviceSpec>,
+    /// The run directory (must be empty or absent); absent: `runs/run-<UTC time>`.
+    pub out: Option<PathBuf>,
+    /// Start from these weights (a kiln `.bpk` of the same model).
+    pub init_from: Option<PathBuf>,
+}
+
+/// A whole run file. Every section is optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunFile {
+    /// `[data]`.
+    pub data: DataConfig,
+    /// `[transforms]`.
+    pub transforms: TransformsConfig,
+    /// `[model]`.
+    pub model: ModelConfig,
+    /// `[train]`: the [`TrainConfig`] fields.
+    pub train: TrainConfig,
+    /// `[checkpoints]`.
+    pub checkpoints: CheckpointsConfig,
+    /// `[run]`.
+    pub run: RunSection,
+}
+
+impl RunFile {
+    /// Reads `path`, applies `overrides` (`section.key=value`, the value in TOML syntax, a bare
+    /// word taken as a string) and resolves relative paths against the file's folder.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the file, line, column and the closest valid key.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut file = Self::parse(&text, path, overrides)?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        file.resolve_paths(dir);
+        Ok(file)
+    }
+
+    /// Parses `text` (as if read from `path`) and applies `overrides`; paths stay as written.
+    ///
+    /// # Errors
+    ///
+    /// As [`RunFile::load`].
+    pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        // Deserialise the text itself first: its errors carry positions.
+        let file: Self = toml::from_str(text).map_err(|e| invalid(path, Some(text), &e))?;
+        if overrides.is_empty() {
+            return Ok(file);
+        }
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| invalid(path, Some(text), &e))?;
+        for given in overrides {
+            apply_override(&mut table, given)?;
+        }
+        let _ = file;
+        toml::Table::try_into::<Self>(table).map_err(|e| invalid(Path::new("--set"), None, &e))
+    }
+
+    /// Makes relative paths (data, output, initial weights) relative to `dir` instead.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        self.data.path.as_mut().map(fix);
+        self.run.out.as_mut().map(fix);
+        self.run.init_from.as_mut().map(fix);
+    }
+
+    /// This file as TOML (what a run directory keeps as `config.toml`).
+    ///
+    /// # Errors
+    ///
+    /// A value TOML cannot hold (a non-finite number).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
+            path: PathBuf::from("config.toml"),
+            line: 0,
+            column: 0,
+            message: e.to_string(),
+            hint: None,
+        })
+    }
+}
+
+/// `--set a.b.c=value` into `table`.
+fn apply_override(table: &mut toml::Table, given: &str) -> Result<(), ConfigError> {
+    let fail = |reason: &str| ConfigError::Override {
+        given: given.to_string(),
+        reason: reason.to_string(),
+    };
+    let (key, value) = given
+        .split_once('=')
+        .ok_or_else(|| fail("expected section.key=value, e.g. train.lr=0.1"))?;
+    let keys: Vec<&str> = key.trim().split('.').map(str::trim).collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(fail("empty key; expected section.key=value"));
+    }
+    let value = value.trim();
+    // A TOML value (number, bool, array, inline table, quoted string), else a bare string.
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (last, parents) = keys.split_last().ok_or_else(|| fail("empty key"))?;
+    let mut cur = table;
+    for k in parents {
+        let entry = cur
+            .entry((*k).to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| fail(&format!("`{k}` is not a section")))?;
+    }
+    cur.insert((*last).to_string(), parsed);
+    Ok(())
+}
+
+/// A TOML error as [`ConfigError::Invalid`], with a position when the text is known and a hint
+/// for an unknown key or variant.
+fn invalid(path: &Path, text: Option<&str>, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = match (text, e.span()) {
+        (Some(text), Some(span)) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            (line, column)
+        }
+        _ => (0, 0),
+    };
+    let message = e.message().trim().to_string();
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        column,
+        hint: closest_hint(&message),
+        message,
+    }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"), the
+/// closest expected name.
+fn closest_hint(message: &str) -> Option<String> {
+    let kind = ["unknown field `", "unknown variant `"]
+        .into_iter()
+        .find(|k| message.contains(k))?;
+    let rest = &message[message.find(kind)? + kind.len()..];
+    let given = &rest[..rest.find('`')?];
+    let expected = &rest[rest.find("expected")?..];
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let best = candidates
+        .iter()
+        .map(|c| (strsim::normalized_damerau_levenshtein(given, c), *c))
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    // The message lists every valid name already; hint only at a close one.
+    (best.0 >= 0.4).then(|| format!("did you mean `{}`?", best.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RunFile, ConfigError> {
+        RunFile::parse(text, Path::new("run.toml"), &[])
+    }
+
+    #[test]
+    fn an_empty_file_is_every_default() {
+        assert_eq!(parse("").unwrap(), RunFile::default());
+    }
+
+    #[test]
+    fn a_full_file_reads_every_section() {
+        let f = parse(
+            r#"
+[data]
+format = "mnist"
+path = "data/mnist"
+val_fraction = 0.2
+
+[transforms]
+normalization = { preset = "mnist" }
+train = [{ op = "random-crop", height = 28, width = 28, padding = 2 }, { op = "horizontal-flip", p = 0.5 }]
+erasing = 0.1
+
+[model]
+name = "mlp"
+widths = [256, 128]
+batch_norm = false
+
+[train]
+epochs = 3
+lr = 0.1
+optimizer = { name = "adamw", weight_decay = 0.05 }
+
+[checkpoints]
+keep_last = 5
+
+[run]
+devices = ["flex", "flex"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(f.data.format, DataFormat::Mnist);
+        assert_eq!(f.data.val_fraction, 0.2);
+        assert_eq!(f.transforms.train.len(), 2);
+        let aug = f.transforms.augmentation(f.data.format).unwrap();
+        assert_eq!((aug.erasing, aug.normalization), (0.1, NormalizationSpec::Mnist));
+        assert_eq!(
+            f.model,
+            ModelConfig::Mlp {
+                widths: vec![256, 128],
+                batch_norm: false,
+                init: None
+            }
+        );
+        assert_eq!((f.train.epochs, f.train.lr), (3, 0.1));
+        assert_eq!(f.train.batch_size, TrainConfig::default().batch_size);
+        assert_eq!(f.checkpoints.keep_last, 5);
+        assert_eq!(f.run.devices, vec![DeviceSpec::Flex, DeviceSpec::Flex]);
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_line_column_and_the_closest_key() {
+        let err = parse("[train]\nepochs = 3\nlearning_rate = 0.1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("run.toml:3:1: unknown field `learning_rate`"),
+            "{err}"
+        );
+        // `lr` is far from `learning_rate` by edit distance: no guess, the valid keys are listed.
+        assert!(!err.contains("did you mean") && err.contains("`lr`"), "{err}");
+        let err = parse("[train]\nepoch = 3\n").unwrap_err().to_string();
+        assert!(err.contains("did you mean `epochs`?"), "{err}");
+        let err = parse("[trian]\n").unwrap_err().to_string();
+        assert!(err.contains("did you mean `train`?"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_or_variant_is_an_error_with_its_position() {
+        let err = parse("[train]\n\nepochs = \"ten\"\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("run.toml:3:10:") && err.contains("expected usize"),
+            "{err}"
+        );
+        let err = parse("[model]\nname = \"resnet-19\"\n").unwrap_err().to_string();
+        assert!(
+            err.contains("unknown variant `resnet-19`") && err.contains("reference-cnn"),
+            "{err}"
+        );
+        let err = parse("[train]\noptimizer = { name = \"adamx\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("did you mean `adam`?") || err.contains("did you mean `adamw`?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn overrides_apply_after_the_file_and_are_checked_too() {
+        let f = RunFile::parse(
+            "[train]\nlr = 0.05\n",
+            Path::new("run.toml"),
+            &[
+                "train.lr=0.1".into(),
+                "train.epochs = 7".into(),
+                "run.device=flex".into(),
+                "transforms.train=[{ op = \"horizontal-flip\", p = 0.5 }]".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!((f.train.lr, f.train.epochs), (0.1, 7));
+        assert_eq!(f.transforms.train, vec![Stage::HorizontalFlip { p: 0.5 }]);
+        let err = RunFile::parse("", Path::new("run.toml"), &["train.lrr=0.1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--set: unknown field `lrr`") && err.contains("did you mean `lr`?"),
+            "{err}"
+        );
+        let err = RunFile::parse("", Path::new("run.toml"), &["train.lr".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected section.key=value"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("configs/run.toml");
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        std::fs::write(
+            &cfg,
+            "[data]\npath = \"../data/fmnist\"\n[run]\nout = \"/abs/run\"\n",
+        )
+        .unwrap();
+        let f = RunFile::load(&cfg, &[]).unwrap();
+        assert_eq!(f.data.path.unwrap(), dir.path().join("configs/../data/fmnist"));
+        assert_eq!(f.run.out.unwrap(), PathBuf::from("/abs/run"));
+        let err = RunFile::load(&dir.path().join("missing.toml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot read the config") && err.contains("missing.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_survives_a_round_trip_through_toml() {
+        let f = parse("[model]\nname = \"mlp\"\nwidths = [64]\n[transforms]\ntrain = [{ op = \"horizontal-flip\", p = 0.5 }]\n").unwrap();
+        let back = parse(&f.to_toml().unwrap()).unwrap();
+        assert_eq!(back, f);
+    }
+}

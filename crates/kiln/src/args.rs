@@ -1,0 +1,346 @@
+//! The command line's arguments, and how they become a run file.
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{Args, Parser, Subcommand};
+use kiln_train::config::RunFile;
+use kiln_train::{DeviceSpec, Schedule, TrainConfig};
+use kiln_transforms::NormalizationSpec;
+use kiln_transforms::compose::{Compose, Stage};
+
+/// A usage error: the invocation itself is wrong (exit code 2).
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Train image models in Rust, with safe defaults."
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    /// `kiln` with no subcommand is `kiln train`.
+    #[command(flatten)]
+    pub(crate) train: TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Train a model (the reference CNN on the vendored Fashion-MNIST subset by default; the
+    /// default command).
+    Train(TrainArgs),
+    /// Pre-flight checks (labels, class balance, first-batch normalisation, one forward/backward,
+    /// initial loss ≈ ln C) with the same flags as `train`; exits with 1 when any fails.
+    Doctor(TrainArgs),
+    /// The learning-rate range test with the same flags as `train`: prints the suggested rate and
+    /// writes the curve to --plot (default lr_find.png).
+    LrFind {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Where to draw the loss against log10(lr).
+        #[arg(long, default_value = "lr_find.png")]
+        plot: PathBuf,
+        /// Steps of the sweep (one batch each).
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+    },
+    /// Train on the first batch only: a model that can learn drives its loss below 5% of the
+    /// start; exits with 1 when it cannot.
+    OverfitBatch {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Most steps to try.
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TrainArgs {
+    /// A run file (TOML) with every setting; see docs/config.md and examples/configs/. With it,
+    /// change settings with --set, not with the training flags below.
+    #[arg(long, value_name = "RUN.toml")]
+    pub(crate) config: Option<PathBuf>,
+    /// Override one setting of the run file (or of the flags): section.key=value, e.g.
+    /// --set train.lr=0.1 --set 'transforms.train=[{ op = "horizontal-flip", p = 0.5 }]'.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+    /// Directory with the four Fashion-MNIST idx files (gzipped or raw), e.g.
+    /// /usr/share/datasets/fashion-mnist. Default: the vendored subset in data/fashion-mnist-mini.
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    pub(crate) epochs: usize,
+    /// Samples per step.
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+    pub(crate) batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    pub(crate) lr: f64,
+    /// Optimizer with PyTorch's defaults: sgd (momentum 0.9, dampening 0, weight decay 5e-4 except
+    /// on biases and BatchNorm), adam, adamw.
+    #[arg(long, default_value = "sgd")]
+    pub(crate) optimizer: kiln_train::OptimizerConfig,
+    /// Learning-rate schedule over the run's steps: cosine (to 0), constant, one-cycle or
+    /// polynomial.
+    #[arg(long, default_value_t = TrainConfig::default().schedule)]
+    pub(crate) schedule: Schedule,
+    /// Linear warmup over this many epochs before the schedule (from --warmup-start × lr).
+    #[arg(long, conflicts_with = "warmup_steps")]
+    pub(crate) warmup_epochs: Option<usize>,
+    /// Linear warmup over this many steps before the schedule.
+    #[arg(long)]
+    pub(crate) warmup_steps: Option<usize>,
+    /// The warmup's first learning rate as a fraction of --lr, in (0, 1].
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) warmup_start: f64,
+    /// Average the gradients of N batches per optimizer step (effective batch N × --batch-size).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) accumulate: usize,
+    /// Clip the global gradient norm to this value before each step.
+    #[arg(long)]
+    pub(crate) clip_grad_norm: Option<f64>,
+    /// Label smoothing α in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) label_smoothing: f64,
+    /// Stop when validation accuracy (training loss without a validation split) has not improved
+    /// for N epochs; the best model is kept either way.
+    #[arg(long, value_name = "N")]
+    pub(crate) patience: Option<usize>,
+    /// Seed of initialisation, batch order and the validation split.
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    pub(crate) seed: u64,
+    /// Fraction of the training set held out for validation each epoch.
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) val_fraction: f64,
+    /// Device: flex (CPU, default), wgpu, cuda, cuda:N, ndarray.
+    #[arg(long, default_value = "flex")]
+    pub(crate) device: String,
+    /// Train on several devices at once, e.g. cuda:0,cuda:1: one model replica each, every batch
+    /// split evenly between them, gradients averaged (NCCL all-reduce on CUDA; gathered on the
+    /// first device otherwise). The batch size must divide by the number of devices. See docs/gpu.md.
+    #[arg(long, value_delimiter = ',', value_name = "LIST", conflicts_with = "device")]
+    pub(crate) devices: Vec<DeviceSpec>,
+    /// Directory for the run's outputs (must be empty or absent). Default: runs/run-<UTC time>.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) no_progress: bool,
+    /// Start from these weights (a kiln `.bpk` of the same model, e.g. a previous run's
+    /// model.bpk) instead of a fresh initialisation. Its `.kiln.json` spec must name the same
+    /// normalization as this run's data.
+    #[arg(long, value_name = "WEIGHTS")]
+    pub(crate) init_from: Option<PathBuf>,
+    /// Accept --init-from weights trained with another normalization (on purpose).
+    #[arg(long, requires = "init_from")]
+    pub(crate) allow_normalization_override: bool,
+    /// Continue a stopped run from its latest checkpoint (RUN_DIR/checkpoints): the data, model
+    /// and training settings come from RUN_DIR/config.json; its metrics and report are updated.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "init_from"])]
+    pub(crate) resume: Option<PathBuf>,
+    /// Epoch checkpoints to keep (the best model is kept as checkpoints/best.bpk either way).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) keep_checkpoints: usize,
+    /// Training augmentation, a comma list: `crop=P` (random 28×28 crop of the image padded by P
+    /// pixels, torchvision's RandomCrop(28, padding=P)), `flip` or `flip=p` (horizontal flip,
+    /// p = 0.5 by default), `erase=p` (torchvision's RandomErasing after normalization); `none`
+    /// (the default) turns it off. Validation and test images are never augmented.
+    #[arg(long, default_value = "none", value_name = "LIST")]
+    pub(crate) augment: String,
+    /// Threads that build training batches ahead of the model (0: on the training thread).
+    /// Results do not depend on it.
+    #[arg(long, default_value_t = TrainConfig::default().num_workers)]
+    pub(crate) workers: usize,
+}
+
+/// Flags that set what the run file sets: with --config they would be ambiguous.
+const TRAINING_FLAGS: [&str; 17] = [
+    "data",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "schedule",
+    "warmup_epochs",
+    "warmup_steps",
+    "warmup_start",
+    "accumulate",
+    "clip_grad_norm",
+    "label_smoothing",
+    "patience",
+    "seed",
+    "val_fraction",
+    "keep_checkpoints",
+    "augment",
+];
+
+fn given(matches: &clap::ArgMatches, id: &str) -> bool {
+    matches.try_get_raw(id).ok().flatten().is_some()
+        && matches.value_source(id) == Some(ValueSource::CommandLine)
+}
+
+/// With --config, a training flag is an error that says which --set to use instead.
+pub(crate) fn refuse_flags_with_config(matches: &clap::ArgMatches) -> Result<(), Usage> {
+    let given: Vec<String> = TRAINING_FLAGS
+        .iter()
+        .filter(|id| given(matches, id))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(Usage(format!(
+        "{} cannot be combined with --config: set it in the run file or with --set (e.g. --set train.lr=0.1, --set data.path=DIR)",
+        given.join(", ")
+    )))
+}
+
+/// The run file the flags describe (no --config).
+pub(crate) fn file_from_flags(args: &TrainArgs) -> anyhow::Result<RunFile> {
+    let mut file = RunFile::default();
+    file.data.path = args.data.clone();
+    file.data.val_fraction = args.val_fraction;
+    file.train = train_config(args);
+    if let Some(compose) = augmentation(&args.augment)? {
+        file.transforms.train = compose.stages;
+        file.transforms.erasing = compose.erasing;
+    }
+    file.checkpoints.keep_last = args.keep_checkpoints;
+    Ok(file)
+}
+
+/// --device, --devices, --out, --init-from and --workers override the run file when given (they
+/// say where this run happens, not what it computes).
+pub(crate) fn apply_run_flags(
+    file: &mut RunFile,
+    args: &TrainArgs,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<()> {
+    if given(matches, "device") {
+        file.run.device = args.device.parse::<DeviceSpec>()?;
+        file.run.devices.clear();
+    }
+    if given(matches, "devices") {
+        file.run.devices = args.devices.clone();
+    }
+    if let Some(out) = &args.out {
+        file.run.out = Some(out.clone());
+    }
+    if let Some(w) = &args.init_from {
+        file.run.init_from = Some(w.clone());
+    }
+    if given(matches, "workers") {
+        file.train.num_workers = args.workers;
+    }
+    if let Some(first) = file.run.devices.first() {
+        file.run.device = *first;
+    }
+    Ok(())
+}
+
+fn train_config(args: &TrainArgs) -> TrainConfig {
+    TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        optimizer: args.optimizer,
+        schedule: Schedule {
+            warmup: warmup(args),
+            ..args.schedule.clone()
+        },
+        seed: args.seed,
+        num_workers: args.workers,
+        accumulate: args.accumulate,
+        clip_grad_norm: args.clip_grad_norm,
+        loss: kiln_train::LossConfig {
+            label_smoothing: args.label_smoothing,
+            class_weights: None,
+        },
+        early_stopping: args.patience.map(|patience| kiln_train::EarlyStopping {
+            monitor: if args.val_fraction > 0.0 {
+                kiln_train::Monitor::ValAcc
+            } else {
+                kiln_train::Monitor::TrainLoss
+            },
+            patience,
+            min_delta: 0.0,
+        }),
+        ..TrainConfig::default()
+    }
+}
+
+/// `--augment`: `none`, or a comma list of `crop=P`, `flip[=p]`, `erase=p` (Fashion-MNIST, 28×28).
+pub(crate) fn augmentation(list: &str) -> Result<Option<Compose>, Usage> {
+    let list = list.trim();
+    if list == "none" || list.is_empty() {
+        return Ok(None);
+    }
+    let mut compose = Compose {
+        stages: Vec::new(),
+        normalization: NormalizationSpec::FashionMnist,
+        erasing: 0.0,
+    };
+    let prob = |item: &str, v: &str| -> Result<f64, Usage> {
+        match v.parse::<f64>() {
+            Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+            _ => Err(Usage(format!(
+                "--augment {item}: the probability must be a number in [0, 1]"
+            ))),
+        }
+    };
+    for item in list.split(',').map(str::trim) {
+        let (name, value) = item.split_once('=').map_or((item, None), |(n, v)| (n, Some(v)));
+        match (name, value) {
+            ("crop", Some(v)) => {
+                let padding = v.parse().map_err(|_| {
+                    Usage(format!(
+                        "--augment {item}: the padding must be a whole number of pixels"
+                    ))
+                })?;
+                compose.stages.push(Stage::RandomCrop {
+                    height: 28,
+                    width: 28,
+                    padding,
+                    reflect: false,
+                });
+            }
+            ("flip", None) => compose.stages.push(Stage::HorizontalFlip { p: 0.5 }),
+            ("flip", Some(v)) => compose.stages.push(Stage::HorizontalFlip { p: prob(item, v)? }),
+            ("erase", Some(v)) => compose.erasing = prob(item, v)?,
+            _ => {
+                return Err(Usage(format!(
+                    "--augment: unknown item `{item}`; use none or a comma list of crop=PADDING, flip, flip=P, erase=P"
+                )));
+            }
+        }
+    }
+    Ok(Some(compose))
+}
+
+fn warmup(args: &TrainArgs) -> Option<kiln_train::schedule::Warmup> {
+    use kiln_train::schedule::{Unit, Warmup};
+    let (length, unit) = match (args.warmup_epochs, args.warmup_steps) {
+        (Some(n), _) => (n, Unit::Epoch),
+        (None, Some(n)) => (n, Unit::Step),
+        (None, None) => return None,
+    };
+    Some(Warmup {
+        length,
+        unit,
+        start_factor: args.warmup_start,
+    })
+}
