@@ -46,6 +46,7 @@ pub mod idx;
 pub mod image;
 pub mod loader;
 pub mod mnist;
+pub mod npy;
 pub mod ops;
 pub mod paths;
 pub mod split;
