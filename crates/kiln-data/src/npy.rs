@@ -32,7 +32,10 @@ pub struct NpyArray {
 pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims = match shape {
         [one] => format!("({one},)"),
-        _ => format!("({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
     // Magic (6) + version (2) + header length (2) + header + '\n' is a multiple of 64.
@@ -100,7 +103,11 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<NpyArray, DataError> {
     let end = start
         .checked_add(header_len)
         .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| bad(format!("header of {header_len} bytes runs past the end of the file")))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "header of {header_len} bytes runs past the end of the file"
+            ))
+        })?;
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not text".into()))?;
     let field = |key: &str| -> Result<&str, DataError> {
         let at = header
@@ -122,7 +129,9 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<NpyArray, DataError> {
         )));
     };
     if field("fortran_order")?.starts_with("True") {
-        return Err(bad("Fortran order is not supported; save np.ascontiguousarray(a)".into()));
+        return Err(bad(
+            "Fortran order is not supported; save np.ascontiguousarray(a)".into(),
+        ));
     }
     let shape_text = field("shape")?;
     let close = shape_text
@@ -133,7 +142,10 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<NpyArray, DataError> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad(format!("malformed shape in header: {header}"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| bad(format!("malformed shape in header: {header}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let count = shape
         .iter()
@@ -180,7 +192,8 @@ mod tests {
     #[test]
     fn reads_what_numpy_wrote() {
         // np.save(f, np.arange(6, dtype=np.uint8).reshape(2, 3)) — header copied from numpy 1.26.
-        let mut bytes = b"\x93NUMPY\x01\x00v\x00{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3), }".to_vec();
+        let mut bytes =
+            b"\x93NUMPY\x01\x00v\x00{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3), }".to_vec();
         bytes.resize(10 + 0x76 - 1, b' ');
         bytes.push(b'\n');
         bytes.extend_from_slice(&[0, 1, 2, 3, 4, 5]);

@@ -56,6 +56,104 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 100)]
         steps: usize,
     },
+    /// Loss, accuracy, per-class accuracy and confusion matrix of trained weights on the test
+    /// split of their run's data.
+    Eval {
+        /// A run directory (its model.bpk and config.toml).
+        #[arg(long, conflicts_with = "weights")]
+        run: Option<PathBuf>,
+        /// Weights to evaluate (a kiln .bpk).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// The run file describing the weights' model and data (default: the config.toml next to
+        /// the weights).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Device to evaluate on.
+        #[arg(long, default_value = "flex")]
+        device: DeviceSpec,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Class probabilities for an image, a folder of images or a .npy batch, with the
+    /// preprocessing stored next to the weights (model.bpk.kiln.json).
+    Predict {
+        /// Trained weights (a kiln .bpk).
+        #[arg(long)]
+        weights: PathBuf,
+        /// An image file, a folder of images, or a .npy of model-ready inputs ([N,] C, H, W).
+        #[arg(long)]
+        input: PathBuf,
+        /// The run file describing the model (default: the config.toml next to the weights).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Classes to show per input.
+        #[arg(long, default_value_t = 3)]
+        top_k: usize,
+        /// Also write the predictions: .json (top-k per input) or .npy (all probabilities, [N, classes]).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Device to run on.
+        #[arg(long, default_value = "flex")]
+        device: DeviceSpec,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a run file's pipeline to one image and write the CHW float tensor as .npy, to compare
+    /// with a Python pipeline (np.load).
+    Transform {
+        /// The run file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The image.
+        #[arg(long)]
+        input: PathBuf,
+        /// The .npy to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Apply the training augmentation too (as drawn for dataset index 0 in --epoch).
+        #[arg(long)]
+        train: bool,
+        /// The epoch whose random draws --train uses.
+        #[arg(long, default_value_t = 0)]
+        epoch: u64,
+    },
+    /// Per-channel mean and std of a dataset's training split, ready to paste into a run file.
+    Stats {
+        /// The dataset folder (idx files).
+        #[arg(long)]
+        data: PathBuf,
+        /// The dataset format.
+        #[arg(long, default_value = "fashion-mnist", value_parser = parse_format)]
+        format: kiln_train::config::DataFormat,
+        /// unit (pixels / 255, what torchvision's ToTensor gives) or byte (0-255).
+        #[arg(long, default_value = "unit", value_parser = parse_scale)]
+        scale: kiln_transforms::Scale,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// dataset[N] and the first training batch: shape, layout, colour order, value range,
+    /// per-channel statistics, label histogram and the normalisation check.
+    Inspect {
+        /// The run file whose data and transforms to inspect (default: the vendored subset).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A dataset folder instead of a run file.
+        #[arg(long, conflicts_with = "config")]
+        data: Option<PathBuf>,
+        /// The sample to show.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Write the first batch, de-normalised, as a PNG grid.
+        #[arg(long, value_name = "PNG")]
+        grid: Option<PathBuf>,
+    },
     /// Train on the first batch only: a model that can learn drives its loss below 5% of the
     /// start; exits with 1 when it cannot.
     OverfitBatch {
@@ -343,4 +441,20 @@ fn warmup(args: &TrainArgs) -> Option<kiln_train::schedule::Warmup> {
         unit,
         start_factor: args.warmup_start,
     })
+}
+
+fn parse_format(s: &str) -> Result<kiln_train::config::DataFormat, String> {
+    match s {
+        "fashion-mnist" => Ok(kiln_train::config::DataFormat::FashionMnist),
+        "mnist" => Ok(kiln_train::config::DataFormat::Mnist),
+        other => Err(format!("unknown format `{other}`: use fashion-mnist or mnist")),
+    }
+}
+
+fn parse_scale(s: &str) -> Result<kiln_transforms::Scale, String> {
+    match s {
+        "unit" => Ok(kiln_transforms::Scale::Unit),
+        "byte" => Ok(kiln_transforms::Scale::Byte),
+        other => Err(format!("unknown scale `{other}`: use unit (0-1) or byte (0-255)")),
+    }
 }

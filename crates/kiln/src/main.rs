@@ -66,6 +66,60 @@ fn main() -> ExitCode {
         Some(Command::Doctor(a)) => doctor(a, sub),
         Some(Command::LrFind { args, plot, steps }) => lr_find(args, sub, plot, *steps).map(|()| true),
         Some(Command::OverfitBatch { args, steps }) => overfit_batch(args, sub, *steps),
+        Some(Command::Eval {
+            run,
+            weights,
+            config,
+            device,
+            json,
+        }) => commands::eval(
+            run.as_deref(),
+            weights.as_deref(),
+            config.as_deref(),
+            *device,
+            *json,
+        )
+        .map(|()| true),
+        Some(Command::Predict {
+            weights,
+            input,
+            config,
+            top_k,
+            out,
+            device,
+            json,
+        }) => commands::predict(
+            weights,
+            config.as_deref(),
+            input,
+            *top_k,
+            out.as_deref(),
+            *device,
+            *json,
+        )
+        .map(|()| true),
+        Some(Command::Transform {
+            config,
+            input,
+            out,
+            train,
+            epoch,
+        }) => commands::transform(config, input, out, *train, *epoch).map(|()| true),
+        Some(Command::Stats {
+            data,
+            format,
+            scale,
+            json,
+        }) => commands::stats(data, *format, *scale, *json).map(|()| true),
+        Some(Command::Inspect {
+            config,
+            data,
+            index,
+            json,
+            grid,
+        }) => inspect_file(config.as_deref(), data.as_deref())
+            .and_then(|file| commands::inspect(&file, *index, *json, grid.as_deref()))
+            .map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -531,3 +585,17 @@ fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> 
     );
     Ok(())
 }
+
+/// The run file `kiln inspect` looks at: --config, or the defaults on --data.
+fn inspect_file(config: Option<&Path>, data: Option<&Path>) -> anyhow::Result<RunFile> {
+    Ok(match (config, data) {
+        (Some(c), _) => RunFile::load(c, &[])?,
+        (None, data) => {
+            let mut f = RunFile::default();
+            f.data.path = data.map(Path::to_path_buf);
+            f
+        }
+    })
+}
+
+mod commands;

@@ -451,3 +451,157 @@ fn config_errors_exit_with_2_and_name_file_line_and_the_closest_key() {
         );
     }
 }
+
+#[test]
+fn eval_predict_transform_stats_and_inspect_work_on_a_trained_run() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 128, 32).unwrap();
+    let run = data.path().join("run");
+    let out = kiln()
+        .args([
+            "train",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--data",
+        ])
+        .arg(data.path())
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = kiln().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let run_s = run.to_str().unwrap();
+
+    // eval reproduces the run's own test figures.
+    let e = json(&["eval", "--run", run_s, "--json"]);
+    assert_eq!(e["accuracy"], summary["test_acc"]);
+    assert_eq!(e["samples"], 32);
+    assert_eq!(e["per_class"].as_array().unwrap().len(), 10);
+    let confusion_total: u64 = e["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+        .sum();
+    assert_eq!(confusion_total, 32);
+
+    // Test image 0 as a PNG: predict on it, and on the tensor `transform` writes for it.
+    let ds = kiln_data::MnistDataset::from_dir(data.path(), kiln_data::MnistSplit::Test).unwrap();
+    let item = burn::data::dataset::Dataset::get(&ds, 0).unwrap();
+    let png = data.path().join("img.png");
+    image::GrayImage::from_raw(28, 28, item.image.as_slice().to_vec())
+        .unwrap()
+        .save(&png)
+        .unwrap();
+    let weights = run.join("model.bpk");
+    let w = weights.to_str().unwrap();
+    let p = json(&[
+        "predict",
+        "--weights",
+        w,
+        "--input",
+        png.to_str().unwrap(),
+        "--top-k",
+        "10",
+        "--json",
+    ]);
+    let top = &p[0]["top_k"];
+    assert_eq!(top.as_array().unwrap().len(), 10);
+    let total: f64 = top
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["probability"].as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-4, "probabilities sum to {total}");
+    let npy = data.path().join("x.npy");
+    let out = kiln()
+        .args([
+            "transform",
+            "--config",
+            run.join("config.toml").to_str().unwrap(),
+            "--input",
+        ])
+        .arg(&png)
+        .arg("--out")
+        .arg(&npy)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let x = kiln_data::npy::read(&npy).unwrap();
+    assert_eq!(x.shape, vec![1, 28, 28]);
+    // (v / 255 - mean) / std, torchvision's ToTensor + Normalize on the Fashion-MNIST preset.
+    let norm = kiln_transforms::Normalization::fashion_mnist();
+    let expected = (f32::from(item.image.as_slice()[400]) / 255.0 - norm.mean[0]) / norm.std[0];
+    assert!((x.data[400] - expected).abs() < 1e-6);
+    let q = json(&[
+        "predict",
+        "--weights",
+        w,
+        "--input",
+        npy.to_str().unwrap(),
+        "--top-k",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(
+        q[0]["top_k"][0], p[0]["top_k"][0],
+        "the .npy path gives the image path's answer"
+    );
+
+    // Weights without a config beside them, and no --config: a usage error that says what to pass.
+    let lone = data.path().join("lone.bpk");
+    std::fs::copy(&weights, &lone).unwrap();
+    let out = kiln()
+        .args(["predict", "--weights", lone.to_str().unwrap(), "--input"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+
+    // stats on the training split; inspect a sample and the first batch.
+    let s = json(&["stats", "--data", data.path().to_str().unwrap(), "--json"]);
+    assert_eq!(s["images"], 128);
+    assert!(s["mean"][0].as_f64().unwrap() > 0.0 && s["std"][0].as_f64().unwrap() > 0.0);
+    let grid = data.path().join("grid.png");
+    let i = json(&[
+        "inspect",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--index",
+        "5",
+        "--json",
+        "--grid",
+        grid.to_str().unwrap(),
+    ]);
+    assert_eq!(i["sample"]["index"], 5);
+    assert_eq!(i["sample"]["raw_shape_hwc"], serde_json::json!([28, 28, 1]));
+    // 128 images minus the 10% validation split: one batch of all 115 training images.
+    assert_eq!(i["first_batch"]["shape"], serde_json::json!([115, 1, 28, 28]));
+    assert_eq!(
+        i["first_batch"]["label_histogram"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>(),
+        115
+    );
+    assert!(grid.is_file());
+}

@@ -1,0 +1,556 @@
+//! The commands around training: `eval`, `predict`, `transform`, `stats`, `inspect`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burn::data::dataset::Dataset;
+use burn::prelude::*;
+use kiln_data::{Gray, Hwc, Image, LabeledImage, MnistDataset, MnistSplit, npy};
+use kiln_models::{Classifier, PretrainedSpec};
+use kiln_train::config::{DataFormat, RunFile};
+use kiln_train::{ClassificationSource, ConfusionMatrix, DeviceSpec, EvalMetrics};
+use kiln_transforms::{Normalization, Scale, resize_normalize};
+use serde::Serialize;
+
+use crate::args::Usage;
+use crate::{AnyModel, build_model, data_dir};
+
+/// The run file that describes `weights`: `--config`, else the `config.toml` of the run
+/// directory the weights were saved in.
+fn run_file_for(weights: &Path, config: Option<&Path>) -> anyhow::Result<RunFile> {
+    let path = match config {
+        Some(c) => c.to_path_buf(),
+        None => {
+            let beside = weights.parent().unwrap_or(Path::new(".")).join("config.toml");
+            if !beside.is_file() {
+                return Err(Usage(format!(
+                    "{} has no config.toml next to it to say which model it is; pass --config RUN.toml",
+                    weights.display()
+                ))
+                .into());
+            }
+            beside
+        }
+    };
+    Ok(RunFile::load(&path, &[])?)
+}
+
+/// The model of `file` with the weights of `weights`, in evaluation mode.
+fn load_model(file: &RunFile, weights: &Path, device: &Device) -> anyhow::Result<AnyModel> {
+    Ok(match build_model(&file.model, device)? {
+        AnyModel::Cnn(m) => AnyModel::Cnn(kiln_models::weights::load_weights(m, weights)?.0.valid()),
+        AnyModel::Mlp(m) => AnyModel::Mlp(kiln_models::weights::load_weights(m, weights)?.0.valid()),
+    })
+}
+
+/// Runs `$body` with `$m` bound to the loaded model, whatever its type.
+macro_rules! dispatch {
+    ($model:expr, |$m:ident| $body:expr) => {
+        match $model {
+            AnyModel::Cnn($m) => $body,
+            AnyModel::Mlp($m) => $body,
+        }
+    };
+}
+
+#[derive(Serialize)]
+struct EvalReport {
+    weights: PathBuf,
+    data: PathBuf,
+    split: &'static str,
+    #[serde(flatten)]
+    metrics: EvalMetrics,
+    per_class: Vec<ClassAccuracy>,
+    confusion: Vec<Vec<u64>>,
+}
+
+#[derive(Serialize)]
+struct ClassAccuracy {
+    class: String,
+    accuracy: Option<f64>,
+}
+
+/// `kiln eval`: loss, accuracy, per-class accuracy and confusion matrix on the test split.
+pub(crate) fn eval(
+    run: Option<&Path>,
+    weights: Option<&Path>,
+    config: Option<&Path>,
+    device: DeviceSpec,
+    json: bool,
+) -> anyhow::Result<()> {
+    let weights = match (run, weights) {
+        (Some(dir), None) => dir.join("model.bpk"),
+        (None, Some(w)) => w.to_path_buf(),
+        _ => {
+            return Err(Usage(
+                "give --run DIR, or --weights W (with --config C when W is not in a run directory)".into(),
+            )
+            .into());
+        }
+    };
+    let config = config
+        .map(Path::to_path_buf)
+        .or_else(|| run.map(|d| d.join("config.toml")));
+    let file = run_file_for(&weights, config.as_deref())?;
+    let device = device.device()?;
+    let norm = file.transforms.normalization(file.data.format).resolve()?;
+    check_spec(&weights, &norm)?;
+    let dir = data_dir(&file);
+    let test = ClassificationSource::new(MnistDataset::from_dir(&dir, MnistSplit::Test)?, norm);
+    let model = load_model(&file, &weights, &device)?;
+    let (metrics, confusion) = dispatch!(model, |m| kiln_train::evaluate_with_confusion(
+        &m, &test, 1000, &device
+    )?);
+    let names = file.data.format.class_names();
+    let report = EvalReport {
+        weights: weights.clone(),
+        data: dir,
+        split: "test",
+        metrics,
+        per_class: names
+            .iter()
+            .zip(confusion.per_class_accuracy())
+            .map(|(c, a)| ClassAccuracy {
+                class: c.clone(),
+                accuracy: a,
+            })
+            .collect(),
+        confusion: confusion_rows(&confusion, names.len()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "kiln eval: {} on {} ({} split, {} images)",
+        weights.display(),
+        report.data.display(),
+        report.split,
+        metrics.samples
+    );
+    println!(
+        "loss={:.4} accuracy={:.4} top5={:.4}",
+        metrics.loss, metrics.accuracy, metrics.top5
+    );
+    println!("per-class accuracy:");
+    for c in &report.per_class {
+        match c.accuracy {
+            Some(a) => println!("  {:<12} {a:.4}", c.class),
+            None => println!("  {:<12} (no samples)", c.class),
+        }
+    }
+    println!("confusion matrix (rows: true class, columns: predicted):");
+    print!("{}", confusion.to_markdown(&names));
+    Ok(())
+}
+
+fn confusion_rows(c: &ConfusionMatrix, n: usize) -> Vec<Vec<u64>> {
+    (0..n).map(|t| (0..n).map(|p| c.get(t, p)).collect()).collect()
+}
+
+/// The spec saved next to the weights must name this normalization.
+fn check_spec(weights: &Path, norm: &Normalization) -> anyhow::Result<Option<PretrainedSpec>> {
+    if !PretrainedSpec::sidecar_path(weights).is_file() {
+        eprintln!(
+            "warning: {} has no {}; its normalization cannot be checked",
+            weights.display(),
+            PretrainedSpec::sidecar_path(weights).display()
+        );
+        return Ok(None);
+    }
+    let spec = PretrainedSpec::load_next_to(weights)?;
+    spec.check_normalization(norm, false)
+        .with_context(|| format!("{}", weights.display()))?;
+    Ok(Some(spec))
+}
+
+#[derive(Serialize)]
+struct Prediction {
+    input: String,
+    top_k: Vec<Class>,
+}
+
+#[derive(Serialize)]
+struct Class {
+    index: usize,
+    class: String,
+    probability: f32,
+}
+
+/// `kiln predict`: class probabilities for images, a folder of images or a `.npy` batch.
+pub(crate) fn predict(
+    weights: &Path,
+    config: Option<&Path>,
+    input: &Path,
+    top_k: usize,
+    out: Option<&Path>,
+    device: DeviceSpec,
+    json: bool,
+) -> anyhow::Result<()> {
+    let file = run_file_for(weights, config)?;
+    let device = device.device()?;
+    let norm = file.transforms.normalization(file.data.format).resolve()?;
+    // The preprocessing comes with the weights: the spec's normalization, input size, classes.
+    let spec = check_spec(weights, &norm)?;
+    let [c, h, w] = spec.as_ref().map_or([1, 28, 28], |s| s.input_chw);
+    let names = spec
+        .as_ref()
+        .map_or_else(|| file.data.format.class_names(), |s| s.class_names.clone());
+    let (labels, data, n) = model_inputs(input, &norm, [c, h, w])?;
+    let model = load_model(&file, weights, &device)?;
+    let images = Tensor::<4>::from_data(TensorData::new(data, [n, c, h, w]), &device);
+    let probs = dispatch!(model, |m| burn::tensor::activation::softmax(m.logits(images), 1));
+    let classes = probs.dims()[1];
+    let probs: Vec<f32> = probs.into_data().try_into_vec_as::<f32>()?;
+    let k = top_k.clamp(1, classes);
+    let predictions: Vec<Prediction> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, label)| {
+            let row = &probs[i * classes..(i + 1) * classes];
+            let mut order: Vec<usize> = (0..classes).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            Prediction {
+                input: label.clone(),
+                top_k: order[..k]
+                    .iter()
+                    .map(|&j| Class {
+                        index: j,
+                        class: names.get(j).cloned().unwrap_or_else(|| j.to_string()),
+                        probability: row[j],
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    if let Some(out) = out {
+        match out.extension().and_then(|e| e.to_str()) {
+            Some("npy") => npy::write_f32(out, &[n, classes], &probs)?,
+            Some("json") => std::fs::write(out, serde_json::to_string_pretty(&predictions)?)
+                .with_context(|| format!("writing {}", out.display()))?,
+            _ => return Err(Usage(format!("--out {}: use a .json or .npy file", out.display())).into()),
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&predictions)?);
+    } else {
+        for p in &predictions {
+            let tops: Vec<String> = p
+                .top_k
+                .iter()
+                .map(|c| format!("{} {:.3}", c.class, c.probability))
+                .collect();
+            println!("{}: {}", p.input, tops.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// Model-ready inputs and their names: images are decoded as grey, resized to the input size and
+/// normalised; a `.npy` file is taken as model-ready already (`[N, C, H, W]` or `[C, H, W]`, as
+/// `kiln transform` writes it).
+fn model_inputs(
+    input: &Path,
+    norm: &Normalization,
+    chw: [usize; 3],
+) -> anyhow::Result<(Vec<String>, Vec<f32>, usize)> {
+    if input.extension().is_some_and(|e| e == "npy") {
+        let a = npy::read(input)?;
+        let n = match a.shape.as_slice() {
+            [c, h, w] if [*c, *h, *w] == chw => 1,
+            [n, c, h, w] if [*c, *h, *w] == chw => *n,
+            other => {
+                return Err(Usage(format!(
+                    "{}: shape {other:?} does not fit the model's input [N, {}, {}, {}]",
+                    input.display(),
+                    chw[0],
+                    chw[1],
+                    chw[2]
+                ))
+                .into());
+            }
+        };
+        let names = (0..n).map(|i| format!("{}[{i}]", input.display())).collect();
+        return Ok((names, a.data, n));
+    }
+    let files: Vec<PathBuf> = if input.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(input)
+            .with_context(|| format!("reading {}", input.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![input.to_path_buf()]
+    };
+    if files.is_empty() {
+        anyhow::bail!("{}: no files to predict", input.display());
+    }
+    let mut data = Vec::with_capacity(files.len() * chw.iter().product::<usize>());
+    for f in &files {
+        data.extend_from_slice(preprocess(f, norm, chw)?.as_slice());
+    }
+    Ok((
+        files.iter().map(|p| p.display().to_string()).collect(),
+        data,
+        files.len(),
+    ))
+}
+
+/// One image file as the model's input: grey, resized (bilinear) to the input size, normalised.
+fn preprocess(
+    path: &Path,
+    norm: &Normalization,
+    [c, h, w]: [usize; 3],
+) -> anyhow::Result<Image<kiln_data::Chw, Gray, f32>> {
+    if c != 1 {
+        anyhow::bail!(
+            "{}: kiln predict reads grey images; this model takes {c} channels",
+            path.display()
+        );
+    }
+    let img: Image<Hwc, Gray> = kiln_data::decode::imread_gray(path)?;
+    Ok(resize_normalize(&img, h, w, norm)?)
+}
+
+/// `kiln transform`: the configured pipeline applied to one image, written as a CHW `.npy`.
+pub(crate) fn transform(
+    config: &Path,
+    input: &Path,
+    out: &Path,
+    train: bool,
+    epoch: u64,
+) -> anyhow::Result<()> {
+    let file = RunFile::load(config, &[])?;
+    let norm = file.transforms.normalization(file.data.format).resolve()?;
+    let img: Image<Hwc, Gray> = kiln_data::decode::imread_gray(input)?;
+    let out_img = match (train, file.transforms.augmentation(file.data.format)) {
+        (true, Some(compose)) => {
+            // The generator a training sample with dataset index 0 gets in `epoch`.
+            let mut rng =
+                kiln_data::SampleRng::new(kiln_data::loader::sample_seed(file.train.seed, epoch, 0));
+            compose.apply::<Gray>(&img, &mut rng)?
+        }
+        _ => resize_normalize(&img, img.height(), img.width(), &norm)?,
+    };
+    let shape = [1, out_img.height(), out_img.width()];
+    npy::write_f32(out, &shape, out_img.as_slice())?;
+    println!(
+        "kiln transform: {} -> {} (CHW f32 {:?}, normalised `{}`{})",
+        input.display(),
+        out.display(),
+        shape,
+        norm.name,
+        if train { ", training augmentation" } else { "" }
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StatsReport {
+    data: PathBuf,
+    split: &'static str,
+    images: u64,
+    scale: Scale,
+    mean: Vec<f64>,
+    std: Vec<f64>,
+}
+
+/// `kiln stats`: per-channel mean and std of the training split, ready to paste into a config.
+pub(crate) fn stats(data: &Path, format: DataFormat, scale: Scale, json: bool) -> anyhow::Result<()> {
+    let _ = format; // both idx formats read the same way
+    let train = MnistDataset::from_dir(data, MnistSplit::Train)?;
+    let n = train.len();
+    let s = kiln_transforms::stats::dataset_stats(train, 2, |done, total| {
+        if !json && (done == total || done % 10_000 < 256) {
+            eprint!("\rstats: {done}/{total} images");
+        }
+    })?;
+    if !json {
+        eprintln!();
+    }
+    let (mean, std) = s.mean_std(scale)?;
+    let report = StatsReport {
+        data: data.to_path_buf(),
+        split: "train",
+        images: n as u64,
+        scale,
+        mean,
+        std,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "kiln stats: {} ({} training images, {:?} scale)",
+        data.display(),
+        n,
+        scale
+    );
+    println!("mean = {:?}", report.mean);
+    println!("std  = {:?}", report.std);
+    println!("# for a run file's [transforms]:");
+    println!(
+        "normalization = {{ preset = \"custom\", mean = {:?}, std = {:?}, scale = \"{}\", order = \"gray\" }}",
+        report.mean.iter().map(|v| *v as f32).collect::<Vec<_>>(),
+        report.std.iter().map(|v| *v as f32).collect::<Vec<_>>(),
+        if scale == Scale::Unit { "unit" } else { "byte" }
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct SampleReport {
+    index: usize,
+    file: PathBuf,
+    label: u32,
+    class: String,
+    raw_shape_hwc: [usize; 3],
+    layout: &'static str,
+    colour_order: &'static str,
+    dtype: &'static str,
+    min: u8,
+    max: u8,
+    channel_means: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct BatchReport {
+    shape: [usize; 4],
+    dtype: &'static str,
+    colour_order: String,
+    channel_mean: Vec<f64>,
+    channel_std: Vec<f64>,
+    label_histogram: Vec<usize>,
+    check: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct InspectReport {
+    sample: SampleReport,
+    first_batch: BatchReport,
+}
+
+/// `kiln inspect`: `dataset[N]` and the first training batch, as the seed inspected them by hand.
+pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Path>) -> anyhow::Result<()> {
+    let dir = data_dir(file);
+    let train_set = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
+    if index >= train_set.len() {
+        return Err(Usage(format!(
+            "--index {index}: the training split has {} images (0..{})",
+            train_set.len(),
+            train_set.len()
+        ))
+        .into());
+    }
+    let (img, label) = train_set.get(index)?.into_parts();
+    let px = img.as_slice();
+    let names = file.data.format.class_names();
+    let sample = SampleReport {
+        index,
+        file: train_set.images_path().to_path_buf(),
+        label,
+        class: names.get(label as usize).cloned().unwrap_or_default(),
+        raw_shape_hwc: [img.height(), img.width(), 1],
+        layout: "HWC",
+        colour_order: "grey",
+        dtype: "u8",
+        min: px.iter().copied().min().unwrap_or(0),
+        max: px.iter().copied().max().unwrap_or(0),
+        channel_means: vec![px.iter().map(|&v| f64::from(v)).sum::<f64>() / px.len().max(1) as f64],
+    };
+    let src = crate::train_source(file)?;
+    // The first batch training draws: epoch 0's shuffled order, augmentation included.
+    let len = kiln_train::BatchSource::len(&src);
+    let order = kiln_data::BatchOrder::new(
+        len,
+        file.train.batch_size.min(len).max(1),
+        Some(file.train.seed),
+        true,
+    )?;
+    let positions = order.epoch(0).into_iter().next().unwrap_or_default();
+    let batch = kiln_train::BatchSource::epoch_batch(&src, &positions, 0)?;
+    let norm = file.transforms.normalization(file.data.format).resolve()?;
+    let check = kiln_transforms::check::check_batch(&batch.data, batch.shape, &norm);
+    let mut histogram = vec![0usize; names.len()];
+    for &l in &batch.labels {
+        if let Some(h) = histogram.get_mut(l as usize) {
+            *h += 1;
+        }
+    }
+    let first_batch = BatchReport {
+        shape: batch.shape,
+        dtype: "f32",
+        colour_order: format!("{:?}", batch.order),
+        channel_mean: check.mean.clone(),
+        channel_std: check.std.clone(),
+        label_histogram: histogram,
+        check: if check.warnings.is_empty() {
+            vec!["ok: per-channel mean ≈ 0 and std ≈ 1".into()]
+        } else {
+            check.warnings.iter().map(ToString::to_string).collect()
+        },
+    };
+    if let Some(path) = grid {
+        write_grid(path, &batch.data, batch.shape, &norm)?;
+    }
+    let report = InspectReport { sample, first_batch };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let s = &report.sample;
+    println!("dataset[{}] ({})", s.index, s.file.display());
+    println!("  label {} ({})", s.label, s.class);
+    println!(
+        "  raw: {:?} {} {} {}, values {}..{}, channel means {:?}",
+        s.raw_shape_hwc, s.layout, s.colour_order, s.dtype, s.min, s.max, s.channel_means
+    );
+    let b = &report.first_batch;
+    println!("first training batch (after the transforms):");
+    println!(
+        "  shape {:?} (N, C, H, W) {} {}",
+        b.shape, b.dtype, b.colour_order
+    );
+    println!("  per-channel mean {:?}, std {:?}", b.channel_mean, b.channel_std);
+    println!("  labels per class {:?}", b.label_histogram);
+    for c in &b.check {
+        println!("  check: {c}");
+    }
+    if let Some(path) = grid {
+        println!("  grid: {} (de-normalised)", path.display());
+    }
+    Ok(())
+}
+
+/// The batch as a PNG grid, de-normalised back to 0–255 grey (8 images per row).
+fn write_grid(
+    path: &Path,
+    data: &[f32],
+    [n, c, h, w]: [usize; 4],
+    norm: &Normalization,
+) -> anyhow::Result<()> {
+    let cols = n.clamp(1, 8);
+    let rows = n.div_ceil(cols);
+    let (gw, gh) = (cols * (w + 2), rows * (h + 2));
+    let mut canvas = vec![0u8; gw * gh];
+    let unscale = if norm.scale == Scale::Unit { 255.0 } else { 1.0 };
+    for i in 0..n {
+        let (ox, oy) = ((i % cols) * (w + 2) + 1, (i / cols) * (h + 2) + 1);
+        for y in 0..h {
+            for x in 0..w {
+                // Grey: channel 0; colour images would need their own order here.
+                let v = data[((i * c) * h + y) * w + x];
+                let raw = (v * norm.std[0] + norm.mean[0]) * unscale;
+                canvas[(oy + y) * gw + ox + x] = raw.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    image::GrayImage::from_raw(gw as u32, gh as u32, canvas)
+        .context("grid buffer")?
+        .save(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
