@@ -154,6 +154,23 @@ pub(crate) enum Command {
         #[arg(long, value_name = "PNG")]
         grid: Option<PathBuf>,
     },
+    /// Short matched runs that test one of the seed's claims (BatchNorm, init, warmup,
+    /// normalization, colour order): a table on stdout, CSV and PNG in --out-dir. Takes the same
+    /// run flags or --config as train (--epochs is allowed with --config here: epochs per
+    /// variant); only the studied setting differs between the runs.
+    Ablate {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// The claim to test.
+        #[arg(long, value_enum)]
+        study: crate::ablate::Study,
+        /// Where the CSV and PNG go (default runs/ablate-STUDY).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Train on the first batch only: a model that can learn drives its loss below 5% of the
     /// start; exits with 1 when it cannot.
     OverfitBatch {
@@ -286,16 +303,17 @@ const TRAINING_FLAGS: [&str; 17] = [
     "augment",
 ];
 
-fn given(matches: &clap::ArgMatches, id: &str) -> bool {
+/// Whether flag `id` was given on the command line (not a default).
+pub(crate) fn given(matches: &clap::ArgMatches, id: &str) -> bool {
     matches.try_get_raw(id).ok().flatten().is_some()
         && matches.value_source(id) == Some(ValueSource::CommandLine)
 }
 
 /// With --config, a training flag is an error that says which --set to use instead.
-pub(crate) fn refuse_flags_with_config(matches: &clap::ArgMatches) -> Result<(), Usage> {
+pub(crate) fn refuse_flags_with_config(matches: &clap::ArgMatches, allowed: &[&str]) -> Result<(), Usage> {
     let given: Vec<String> = TRAINING_FLAGS
         .iter()
-        .filter(|id| given(matches, id))
+        .filter(|id| !allowed.contains(id) && given(matches, id))
         .map(|id| format!("--{}", id.replace('_', "-")))
         .collect();
     if given.is_empty() {

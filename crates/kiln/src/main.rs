@@ -120,6 +120,19 @@ fn main() -> ExitCode {
         }) => inspect_file(config.as_deref(), data.as_deref())
             .and_then(|file| commands::inspect(&file, *index, *json, grid.as_deref()))
             .map(|()| true),
+        Some(Command::Ablate {
+            args,
+            study,
+            out_dir,
+            json,
+        }) => run_file_allowing(args, sub, &["epochs"])
+            .and_then(|file| {
+                let out = out_dir.clone().unwrap_or_else(|| {
+                    PathBuf::from("runs").join(format!("ablate-{}", format!("{study:?}").to_lowercase()))
+                });
+                ablate::ablate(file, *study, &out, *json)
+            })
+            .map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -152,10 +165,23 @@ fn is_usage(e: &anyhow::Error) -> bool {
 /// The run file of this invocation: `--config` (plus `--set`) or the flags, with `--device`,
 /// `--devices`, `--out`, `--workers` and `--init-from` applied when given.
 fn run_file(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<RunFile> {
+    run_file_allowing(args, matches, &[])
+}
+
+/// [`run_file`], with the training flags in `allowed` accepted next to --config (and applied).
+fn run_file_allowing(
+    args: &TrainArgs,
+    matches: &clap::ArgMatches,
+    allowed: &[&str],
+) -> anyhow::Result<RunFile> {
     let mut file = match &args.config {
         Some(path) => {
-            args::refuse_flags_with_config(matches)?;
-            RunFile::load(path, &args.set)?
+            args::refuse_flags_with_config(matches, allowed)?;
+            let mut file = RunFile::load(path, &args.set)?;
+            if allowed.contains(&"epochs") && args::given(matches, "epochs") {
+                file.train.epochs = args.epochs;
+            }
+            file
         }
         None => {
             let file = args::file_from_flags(args)?;
@@ -261,6 +287,14 @@ fn train_source(file: &RunFile) -> anyhow::Result<IdxSource> {
         src = src.with_augmentation(compose, file.train.seed)?;
     }
     Ok(src)
+}
+
+/// The validation split (no augmentation).
+fn val_source(file: &RunFile) -> anyhow::Result<IdxSource> {
+    let train_set = MnistDataset::from_dir(data_dir(file), MnistSplit::Train)?;
+    let (_, val_idx) = random_split(train_set.len(), file.data.val_fraction, file.train.seed);
+    let norm = file.transforms.normalization(file.data.format).resolve()?;
+    Ok(ClassificationSource::subset(train_set, val_idx, norm)?)
 }
 
 /// Runs `f` with the model the run file names.
@@ -598,4 +632,5 @@ fn inspect_file(config: Option<&Path>, data: Option<&Path>) -> anyhow::Result<Ru
     })
 }
 
+mod ablate;
 mod commands;

@@ -605,3 +605,48 @@ fn eval_predict_transform_stats_and_inspect_work_on_a_trained_run() {
     );
     assert!(grid.is_file());
 }
+
+#[test]
+fn ablate_runs_matched_variants_and_writes_a_table_csv_and_png() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 128, 16).unwrap();
+    let out_dir = data.path().join("abl");
+    let out = kiln()
+        .args([
+            "ablate",
+            "--study",
+            "bn",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--json",
+            "--data",
+        ])
+        .arg(data.path())
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0]["variant"].as_str(), rows[1]["variant"].as_str()),
+        (Some("batch-norm"), Some("no batch-norm"))
+    );
+    // Matched runs: the two variants differ, so their losses do too.
+    assert_ne!(rows[0]["first_train_loss"], rows[1]["first_train_loss"]);
+    let csv = std::fs::read_to_string(out_dir.join("ablation-bn.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(out_dir.join("ablation-bn.png").is_file());
+    // Colour on grey data is refused with the reason (usage error).
+    let out = kiln()
+        .args(["ablate", "--study", "colour", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a colour dataset"));
+}
