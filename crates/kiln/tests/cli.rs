@@ -650,3 +650,24 @@ fn ablate_runs_matched_variants_and_writes_a_table_csv_and_png() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a colour dataset"));
 }
+
+#[test]
+fn a_label_out_of_range_in_the_files_is_a_run_time_error_naming_file_and_index() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 64, 16).unwrap();
+    let labels = data.path().join("train-labels-idx1-ubyte");
+    let mut bytes = std::fs::read(&labels).unwrap();
+    let at = bytes.len() - 64 + 7; // the 8th label (idx1 header: 8 bytes)
+    bytes[at] = 12;
+    std::fs::write(&labels, bytes).unwrap();
+    for cmd in ["train", "doctor", "inspect"] {
+        let out = kiln().args([cmd, "--data"]).arg(data.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {stderr}");
+        assert!(
+            stderr.contains("label 12 at index 7") && stderr.contains("train-labels-idx1-ubyte"),
+            "{cmd}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{cmd}: {stderr}");
+    }
+}
