@@ -671,3 +671,75 @@ fn a_label_out_of_range_in_the_files_is_a_run_time_error_naming_file_and_index()
         assert!(!stderr.contains("panicked"), "{cmd}: {stderr}");
     }
 }
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_to_the_metrics_of_an_uninterrupted_one() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 256, 32).unwrap();
+    let args = |out: &std::path::Path| {
+        let mut c = kiln();
+        c.args([
+            "train",
+            "--epochs",
+            "12",
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--data",
+        ])
+        .arg(data.path())
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        c
+    };
+    let killed = data.path().join("killed");
+    let mut child = args(&killed).spawn().unwrap();
+    // SIGKILL as soon as the second checkpoint is complete: no chance to clean up.
+    let second = killed.join("checkpoints/epoch-0002/state.json");
+    let start = std::time::Instant::now();
+    while !second.is_file() {
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "no second checkpoint after 2 minutes"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let resumed = kiln()
+        .args(["train", "--no-progress", "--resume"])
+        .arg(&killed)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let straight = data.path().join("straight");
+    assert!(args(&straight).status().unwrap().success());
+    let metrics = |dir: &std::path::Path| -> Vec<(f64, f64, f64)> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let f = |k: &str| v[k].as_f64().unwrap();
+                (f("train_loss"), f("val_loss"), f("val_acc"))
+            })
+            .collect()
+    };
+    let (a, b) = (metrics(&killed), metrics(&straight));
+    assert_eq!(a.len(), 12);
+    assert_eq!(a, b, "killed + resumed vs uninterrupted");
+    // No half-written checkpoint is left behind.
+    for entry in std::fs::read_dir(killed.join("checkpoints")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        assert!(!name.ends_with(".tmp"), "leftover {name}");
+    }
+}
