@@ -506,3 +506,98 @@ fn two_replicas_train_exactly_like_one_device_on_the_whole_batch() -> anyhow::Re
     assert!(err.contains("split evenly over the 4 devices"), "{err}");
     Ok(())
 }
+
+/// Fashion-MNIST with some samples that fail to load, as corrupt files would.
+struct Flaky {
+    inner: MnistDataset,
+    bad: Vec<usize>,
+}
+
+impl burn::data::dataset::Dataset<kiln_data::MnistItem, kiln_data::DataError> for Flaky {
+    fn get(&self, index: usize) -> Result<kiln_data::MnistItem, kiln_data::DataError> {
+        if self.bad.contains(&index) {
+            return Err(kiln_data::DataError::Format {
+                path: format!("images/{index:05}.png").into(),
+                problem: "truncated PNG stream".into(),
+            });
+        }
+        self.inner.get(index)
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+#[test]
+fn bad_samples_stop_the_run_or_are_skipped_and_listed_up_to_a_limit() -> anyhow::Result<()> {
+    use kiln_train::OnBadSample;
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 64, 16)?;
+    let flaky = || -> anyhow::Result<Flaky> {
+        Ok(Flaky {
+            inner: MnistDataset::from_dir(data.path(), MnistSplit::Train)?,
+            bad: vec![3, 17, 40],
+        })
+    };
+    let device = Device::flex();
+    let model = MlpConfig::new(vec![16]).init(&device)?;
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 16,
+        ..TrainConfig::default()
+    };
+    let train = |src: &dyn BatchSource| fit(model.clone(), src, None, &cfg, &device, FitOutputs::default());
+
+    // The default stops at the first bad sample, naming it and its file.
+    let strict = ClassificationSource::new(flaky()?, Normalization::fashion_mnist());
+    let err = train(&strict).unwrap_err().to_string();
+    assert!(
+        err.contains("images/000") && err.contains("truncated PNG stream"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sample 3") || err.contains("sample 17") || err.contains("sample 40"),
+        "{err}"
+    );
+
+    // Skip: the run goes on with smaller batches and lists every bad sample once.
+    let lenient = ClassificationSource::new(flaky()?, Normalization::fashion_mnist())
+        .on_bad_sample(OnBadSample::Skip, 0.1)?;
+    let r = train(&lenient)?;
+    let skipped: Vec<usize> = r.skipped.iter().map(|s| s.index).collect();
+    assert_eq!(skipped, vec![3, 17, 40]);
+    assert!(
+        r.skipped[0].reason.contains("images/00003.png"),
+        "{:?}",
+        r.skipped[0]
+    );
+    // Each epoch saw the 61 good samples of its 4 batches of 16.
+    assert_eq!(r.epochs.len(), 2);
+
+    // Also through the augmentation path.
+    let compose = kiln_transforms::compose::Compose {
+        stages: vec![kiln_transforms::compose::Stage::HorizontalFlip { p: 0.5 }],
+        normalization: kiln_transforms::NormalizationSpec::FashionMnist,
+        erasing: 0.0,
+    };
+    let augmented = ClassificationSource::new(flaky()?, Normalization::fashion_mnist())
+        .on_bad_sample(OnBadSample::Skip, 0.1)?
+        .with_augmentation(compose, 1)?;
+    assert_eq!(train(&augmented)?.skipped.len(), 3);
+
+    // More bad samples than allowed (the third of 64 passes 4% = 2.56): stop, saying how many
+    // and which.
+    let tight = ClassificationSource::new(flaky()?, Normalization::fashion_mnist())
+        .on_bad_sample(OnBadSample::Skip, 0.04)?;
+    let err = train(&tight).unwrap_err().to_string();
+    assert!(
+        err.contains("3 of 64 samples") && err.contains("0.04") && err.contains("first: sample 3:"),
+        "{err}"
+    );
+    assert!(
+        ClassificationSource::new(flaky()?, Normalization::fashion_mnist())
+            .on_bad_sample(OnBadSample::Skip, 1.5)
+            .is_err()
+    );
+    Ok(())
+}

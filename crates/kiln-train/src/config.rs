@@ -37,7 +37,7 @@ use kiln_transforms::NormalizationSpec;
 use kiln_transforms::compose::{Compose, Stage};
 use serde::{Deserialize, Serialize};
 
-use crate::{DeviceSpec, TrainConfig};
+use crate::{DeviceSpec, OnBadSample, TrainConfig};
 
 /// A run file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,11 @@ pub struct DataConfig {
     pub path: Option<PathBuf>,
     /// Fraction of the training split held out for validation (seeded by `train.seed`).
     pub val_fraction: f64,
+    /// A sample that cannot be read or transformed: `"error"` stops, `"skip"` leaves it out and
+    /// lists it in the run report.
+    pub on_bad_sample: OnBadSample,
+    /// Under `"skip"`, the fraction of bad samples beyond which the run stops anyway.
+    pub max_bad_fraction: f64,
 }
 
 impl Default for DataConfig {
@@ -128,6 +133,8 @@ impl Default for DataConfig {
             format: DataFormat::FashionMnist,
             path: None,
             val_fraction: 0.1,
+            on_bad_sample: OnBadSample::Error,
+            max_bad_fraction: 0.01,
         }
     }
 }

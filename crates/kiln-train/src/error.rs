@@ -64,6 +64,21 @@ pub enum TrainError {
         context: String,
     },
 
+    /// More bad samples than the skip policy allows.
+    #[error(
+        "{bad} of {total} samples could not be read or transformed, more than the allowed fraction {max_fraction}; first: {examples}"
+    )]
+    TooManyBadSamples {
+        /// Bad samples so far.
+        bad: usize,
+        /// Samples in the source.
+        total: usize,
+        /// The allowed fraction.
+        max_fraction: f64,
+        /// The first few, with their reasons.
+        examples: String,
+    },
+
     /// A checkpoint that cannot be resumed.
     #[error("cannot resume from {path}: {reason}")]
     Resume {

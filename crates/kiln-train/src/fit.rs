@@ -258,6 +258,8 @@ pub struct FitResult<M> {
     pub verdict: Verdict,
     /// The validation confusion matrix after the last epoch.
     pub val_confusion: Option<ConfusionMatrix>,
+    /// Training samples left out as bad ([`crate::OnBadSample::Skip`]), by dataset index.
+    pub skipped: Vec<crate::SkippedSample>,
 }
 
 /// Trains `model` on `train` for `cfg.epochs`, evaluating on `val` after each epoch.
@@ -748,6 +750,7 @@ fn fit_in<'scope, 'env, M: Classifier>(
         resumed_after,
         verdict,
         val_confusion,
+        skipped: train.skipped(),
     })
 }
 

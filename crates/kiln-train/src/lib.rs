@@ -52,4 +52,4 @@ pub use metrics::{ConfusionMatrix, Verdict, VerdictConfig};
 pub use optim::{LrGroup, OptimizerConfig};
 pub use run::{MetricsLog, RunDir};
 pub use schedule::{LrSchedule, Schedule};
-pub use source::{BatchSource, ClassificationSource};
+pub use source::{BatchSource, ClassificationSource, OnBadSample, SkippedSample};

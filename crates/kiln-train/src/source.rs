@@ -1,6 +1,8 @@
 //! Datasets served as normalised float batches.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::Mutex;
 
 use burn::data::dataset::Dataset;
 use kiln_data::loader::sample_seed;
@@ -8,7 +10,31 @@ use kiln_data::{DataError, LabeledImage, SampleRng, collate};
 use kiln_transforms::compose::Compose;
 use kiln_transforms::{ChwBatch, ModelColor, Normalization, to_chw};
 
+use serde::{Deserialize, Serialize};
+
 use crate::TrainError;
+
+/// What a source does with a sample that cannot be read or transformed (a corrupt image, an
+/// unreadable file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnBadSample {
+    /// Stop with the sample's index, file and reason.
+    #[default]
+    Error,
+    /// Leave it out of its batch, record it (index and reason) for the run report, and go on —
+    /// until more than the allowed fraction of the data is bad.
+    Skip,
+}
+
+/// A sample left out under [`OnBadSample::Skip`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedSample {
+    /// Its index in the dataset.
+    pub index: usize,
+    /// Why (the error, naming the file where there is one).
+    pub reason: String,
+}
 
 /// Something the loop can draw batches from: `len` samples, fetched by position.
 pub trait BatchSource: Send + Sync {
@@ -43,6 +69,17 @@ pub trait BatchSource: Send + Sync {
     fn normalization(&self) -> Option<&Normalization> {
         None
     }
+
+    /// The samples left out so far under [`OnBadSample::Skip`], by dataset index.
+    fn skipped(&self) -> Vec<SkippedSample> {
+        Vec::new()
+    }
+}
+
+/// The skip policy's record.
+struct SkipLog {
+    max_fraction: f64,
+    skipped: Mutex<BTreeMap<usize, String>>,
 }
 
 /// An image and its class index.
@@ -60,6 +97,7 @@ pub struct ClassificationSource<D, I, C> {
     indices: Option<Vec<usize>>,
     normalization: Normalization,
     augmentation: Option<(Compose, u64)>,
+    skip: Option<SkipLog>,
     _item: PhantomData<fn() -> (I, C)>,
 }
 
@@ -76,8 +114,32 @@ where
             indices: None,
             normalization,
             augmentation: None,
+            skip: None,
             _item: PhantomData,
         }
+    }
+
+    /// What to do with a sample that cannot be read or transformed: [`OnBadSample::Error`] (the
+    /// default) stops; [`OnBadSample::Skip`] leaves it out of its batch and records it, and
+    /// stops with [`TrainError::TooManyBadSamples`] once more than `max_fraction` of the
+    /// samples are bad.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidConfig`] for a fraction outside [0, 1].
+    pub fn on_bad_sample(mut self, policy: OnBadSample, max_fraction: f64) -> Result<Self, TrainError> {
+        if !(0.0..=1.0).contains(&max_fraction) {
+            return Err(TrainError::InvalidConfig {
+                field: "data.max_bad_fraction",
+                value: max_fraction.to_string(),
+                reason: "must be in [0, 1]".into(),
+            });
+        }
+        self.skip = (policy == OnBadSample::Skip).then(|| SkipLog {
+            max_fraction,
+            skipped: Mutex::new(BTreeMap::new()),
+        });
+        Ok(self)
     }
 
     /// Training batches go through `compose` (its stages and erasing), with generators seeded
@@ -121,6 +183,74 @@ where
         Ok((index, self.dataset.get(index)?.into_parts()))
     }
 
+    /// `make` applied to each position in order; a failing sample stops everything, or under the
+    /// skip policy is recorded and left out.
+    fn each<T>(
+        &self,
+        positions: &[usize],
+        make: impl Fn(usize, Labeled<C>) -> Result<T, DataError>,
+    ) -> Result<Vec<T>, TrainError> {
+        let mut out = Vec::with_capacity(positions.len());
+        for &p in positions {
+            let (index, item) = match self.get(p) {
+                Ok(v) => v,
+                Err(e @ DataError::IndexOutOfRange { .. }) => return Err(e.into()),
+                Err(e) => {
+                    let index = self.indices.as_ref().map_or(p, |ix| ix[p]);
+                    self.bad(index, e)?;
+                    continue;
+                }
+            };
+            match make(index, item) {
+                Ok(v) => out.push(v),
+                Err(e) => self.bad(index, e)?,
+            }
+        }
+        if out.is_empty() && !positions.is_empty() {
+            return Err(DataError::Custom(format!(
+                "every sample of a batch of {} was bad (see the skipped samples)",
+                positions.len()
+            ))
+            .into());
+        }
+        Ok(out)
+    }
+
+    /// A bad sample: the error, or (skip policy) a record, or too many of them.
+    fn bad(&self, index: usize, e: DataError) -> Result<(), TrainError> {
+        let Some(log) = &self.skip else {
+            return Err(match e {
+                e @ DataError::Sample { .. } => e,
+                e => DataError::Sample {
+                    index,
+                    source: Box::new(e),
+                },
+            }
+            .into());
+        };
+        let mut skipped = log
+            .skipped
+            .lock()
+            .map_err(|_| DataError::Custom("the skipped-sample record was poisoned by a panic".into()))?;
+        skipped.insert(index, e.to_string());
+        let len = self.len();
+        if skipped.len() as f64 > log.max_fraction * len as f64 {
+            let examples = skipped
+                .iter()
+                .take(3)
+                .map(|(i, r)| format!("sample {i}: {r}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(TrainError::TooManyBadSamples {
+                bad: skipped.len(),
+                total: len,
+                max_fraction: log.max_fraction,
+                examples,
+            });
+        }
+        Ok(())
+    }
+
     /// Only the samples at `indices` (e.g. one side of a train/validation split).
     ///
     /// # Errors
@@ -136,6 +266,7 @@ where
             indices: Some(indices),
             normalization,
             augmentation: None,
+            skip: None,
             _item: PhantomData,
         })
     }
@@ -167,11 +298,23 @@ where
         Some(&self.normalization)
     }
 
+    fn skipped(&self) -> Vec<SkippedSample> {
+        self.skip
+            .as_ref()
+            .and_then(|log| log.skipped.lock().ok())
+            .map(|s| {
+                s.iter()
+                    .map(|(&index, reason)| SkippedSample {
+                        index,
+                        reason: reason.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn batch(&self, positions: &[usize]) -> Result<ChwBatch, TrainError> {
-        let items = positions
-            .iter()
-            .map(|&p| self.get(p).map(|(_, item)| item))
-            .collect::<Result<Vec<_>, DataError>>()?;
+        let items = self.each(positions, |_, item| Ok(item))?;
         let batch = collate(items)?;
         Ok(self
             .normalization
@@ -182,18 +325,17 @@ where
         let Some((compose, seed)) = &self.augmentation else {
             return self.batch(positions);
         };
-        let mut shape = [positions.len(), 0, 0, 0];
-        let mut data = Vec::new();
-        let mut labels = Vec::with_capacity(positions.len());
-        for &p in positions {
-            let (index, (image, label)) = self.get(p)?;
+        let images = self.each(positions, |index, (image, label)| {
             let mut rng = SampleRng::new(sample_seed(*seed, epoch, index));
             let out = compose
                 .apply::<C>(&image, &mut rng)
-                .map_err(|e| DataError::Sample {
-                    index,
-                    source: Box::new(DataError::Custom(e.to_string())),
-                })?;
+                .map_err(|e| DataError::Custom(e.to_string()))?;
+            Ok((index, out, label))
+        })?;
+        let mut shape = [images.len(), 0, 0, 0];
+        let mut data = Vec::new();
+        let mut labels = Vec::with_capacity(images.len());
+        for (index, out, label) in images {
             let dims = [
                 <C::Out as kiln_data::ColorOrder>::CHANNELS,
                 out.height(),

@@ -282,7 +282,8 @@ fn train_source(file: &RunFile) -> anyhow::Result<IdxSource> {
     let train_set = MnistDataset::from_dir(data_dir(file), MnistSplit::Train)?;
     let (train_idx, _) = random_split(train_set.len(), file.data.val_fraction, file.train.seed);
     let norm = file.transforms.normalization(file.data.format).resolve()?;
-    let mut src = ClassificationSource::subset(train_set, train_idx, norm)?;
+    let mut src = ClassificationSource::subset(train_set, train_idx, norm)?
+        .on_bad_sample(file.data.on_bad_sample, file.data.max_bad_fraction)?;
     if let Some(compose) = file.transforms.augmentation(file.data.format) {
         src = src.with_augmentation(compose, file.train.seed)?;
     }
@@ -418,7 +419,8 @@ fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> 
     file.data.path = Some(data_root.clone());
     let (train_idx, val_idx) = random_split(train_set.len(), file.data.val_fraction, cfg.seed);
     let (n_train, n_val, n_test) = (train_idx.len(), val_idx.len(), test_set.len());
-    let mut train_src = ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?;
+    let mut train_src = ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?
+        .on_bad_sample(file.data.on_bad_sample, file.data.max_bad_fraction)?;
     if let Some(compose) = &augmentation {
         train_src = train_src.with_augmentation(compose.clone(), cfg.seed)?;
     }
@@ -585,6 +587,19 @@ fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> 
         model: model_path.clone(),
     };
     run.write_json("summary.json", &summary)?;
+    let mut warnings = result.warnings.clone();
+    if !result.skipped.is_empty() {
+        println!(
+            "skipped {} bad training samples (data.on_bad_sample = \"skip\"); listed in the report",
+            result.skipped.len()
+        );
+        warnings.extend(
+            result
+                .skipped
+                .iter()
+                .map(|s| format!("skipped sample {}: {}", s.index, s.reason)),
+        );
+    }
     let monitor = if n_val > 0 { "val_acc" } else { "train_loss" };
     let report = run.write_report(&kiln_train::report::Report {
         title: format!("{} on {}", model_name(&file.model), data_root.display()),
@@ -596,7 +611,7 @@ fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> 
         resumed_after: result.resumed_after,
         test: Some((test, &confusion)),
         class_names: &class_names,
-        warnings: &result.warnings,
+        warnings: &warnings,
         seconds: summary.seconds,
         train_images_per_s: result.train_images_per_s,
     })?;
