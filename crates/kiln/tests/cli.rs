@@ -9,6 +9,17 @@ fn kiln() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
+/// Asserts that the command succeeded (showing both streams if not) and returns its stdout.
+fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_without_the_feature_is_a_clear_error() {
@@ -109,12 +120,7 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
         .arg(&out_dir)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("epoch 1/2") && stdout.contains("epoch 2/2"),
         "{stdout}"
@@ -193,12 +199,7 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
         .arg(&out_dir)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&resumed.stdout);
-    assert!(
-        resumed.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    let stdout = succeeded(&resumed);
     assert!(
         stdout.contains("resuming") && stdout.contains("after epoch 1 of 2"),
         "{stdout}"
@@ -258,12 +259,7 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
             .unwrap()
     };
     let ok = from(&[], "r2");
-    let stdout = String::from_utf8_lossy(&ok.stdout);
-    assert!(
-        ok.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let stdout = succeeded(&ok);
     assert!(
         stdout.contains("init:  ") && stdout.contains("model.bpk"),
         "{stdout}"
@@ -284,11 +280,7 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
         "refused before creating the run"
     );
     let forced = from(&["--allow-normalization-override"], "r4");
-    assert!(
-        forced.status.success(),
-        "{}",
-        String::from_utf8_lossy(&forced.stderr)
-    );
+    succeeded(&forced);
 }
 
 #[test]
@@ -370,12 +362,7 @@ batch_size = 32
         .arg(&out_dir)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("Mlp(784 -> [32] -> 10)") && stdout.contains("lr=0.02"),
         "{stdout}"
@@ -395,11 +382,7 @@ batch_size = 32
         .arg(root.path().join("runs/b"))
         .output()
         .unwrap();
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    succeeded(&again);
     let acc = |dir: &str| {
         let s = std::fs::read_to_string(root.path().join(dir).join("summary.json")).unwrap();
         serde_json::from_str::<serde_json::Value>(&s).unwrap()["test_acc"]
@@ -472,7 +455,7 @@ fn eval_predict_transform_stats_and_inspect_work_on_a_trained_run() {
         .arg(&run)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    succeeded(&out);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     let json = |args: &[&str]| -> serde_json::Value {
@@ -542,7 +525,7 @@ fn eval_predict_transform_stats_and_inspect_work_on_a_trained_run() {
         .arg(&npy)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    succeeded(&out);
     let x = kiln_data::npy::read(&npy).unwrap();
     assert_eq!(x.shape, vec![1, 28, 28]);
     // (v / 255 - mean) / std, torchvision's ToTensor + Normalize on the Fashion-MNIST preset.
@@ -628,7 +611,7 @@ fn ablate_runs_matched_variants_and_writes_a_table_csv_and_png() {
         .arg(&out_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    succeeded(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
@@ -716,11 +699,7 @@ fn a_run_killed_with_sigkill_resumes_to_the_metrics_of_an_uninterrupted_one() {
         .arg(&killed)
         .output()
         .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    succeeded(&resumed);
     let straight = data.path().join("straight");
     assert!(args(&straight).status().unwrap().success());
     let metrics = |dir: &std::path::Path| -> Vec<(f64, f64, f64)> {
