@@ -87,6 +87,8 @@ pub enum DataFormat {
     FashionMnist,
     /// MNIST's four idx files.
     Mnist,
+    /// CIFAR-10's binary version (`data_batch_1..5.bin`, `test_batch.bin`), 32×32 colour.
+    Cifar10,
 }
 
 impl DataFormat {
@@ -95,6 +97,7 @@ impl DataFormat {
         match self {
             DataFormat::FashionMnist => NormalizationSpec::FashionMnist,
             DataFormat::Mnist => NormalizationSpec::Mnist,
+            DataFormat::Cifar10 => NormalizationSpec::Cifar10,
         }
     }
 
@@ -106,6 +109,15 @@ impl DataFormat {
                 .map(|c| c.to_string())
                 .collect(),
             DataFormat::Mnist => (0..10).map(|d| d.to_string()).collect(),
+            DataFormat::Cifar10 => kiln_data::CIFAR10_CLASSES.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    /// The images' `[channels, height, width]`.
+    pub fn input_chw(self) -> [usize; 3] {
+        match self {
+            DataFormat::FashionMnist | DataFormat::Mnist => [1, 28, 28],
+            DataFormat::Cifar10 => [3, 32, 32],
         }
     }
 }
@@ -187,6 +199,17 @@ pub enum ModelConfig {
         #[serde(default)]
         init: Option<InitScheme>,
     },
+    /// A ResNet from kiln's zoo (`docs/models.md`).
+    Resnet {
+        /// Which one.
+        depth: ResNetDepth,
+        /// BatchNorm after every convolution.
+        #[serde(default = "yes")]
+        batch_norm: bool,
+        /// Weight initialisation (torchvision's Kaiming normal, fan-out, by default).
+        #[serde(default)]
+        init: Option<InitScheme>,
+    },
     /// A multi-layer perceptron.
     Mlp {
         /// Hidden layer widths.
@@ -198,6 +221,39 @@ pub enum ModelConfig {
         #[serde(default)]
         init: Option<InitScheme>,
     },
+}
+
+/// The ResNets a run file can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResNetDepth {
+    /// torchvision's ResNet-18 (ImageNet stem).
+    Resnet18,
+    /// torchvision's ResNet-34.
+    Resnet34,
+    /// torchvision's ResNet-50.
+    Resnet50,
+    /// CIFAR ResNet-20 (3×3 stem, widths 16/32/64).
+    CifarResnet20,
+    /// CIFAR ResNet-56.
+    CifarResnet56,
+    /// ResNet-18 with the CIFAR stem.
+    CifarResnet18,
+}
+
+impl ResNetDepth {
+    /// kiln-models' kind.
+    pub fn kind(self) -> kiln_models::ResNetKind {
+        use kiln_models::ResNetKind as K;
+        match self {
+            ResNetDepth::Resnet18 => K::ResNet18,
+            ResNetDepth::Resnet34 => K::ResNet34,
+            ResNetDepth::Resnet50 => K::ResNet50,
+            ResNetDepth::CifarResnet20 => K::Cifar20,
+            ResNetDepth::CifarResnet56 => K::Cifar56,
+            ResNetDepth::CifarResnet18 => K::Cifar18,
+        }
+    }
 }
 
 impl Default for ModelConfig {

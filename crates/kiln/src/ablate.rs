@@ -14,7 +14,7 @@ use kiln_transforms::{ChannelOrder, NormalizationSpec, Scale};
 use serde::Serialize;
 
 use crate::args::Usage;
-use crate::{AnyModel, build_model, devices, train_source, val_source};
+use crate::{AnyModel, build_model, devices, splits};
 
 /// Which claim to test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,7 +49,9 @@ fn variants(base: &RunFile, study: Study) -> anyhow::Result<Vec<(String, RunFile
         (name.to_string(), f)
     };
     let set_model = |f: &mut RunFile, bn: Option<bool>, scheme: Option<InitScheme>| match &mut f.model {
-        ModelConfig::ReferenceCnn { batch_norm, init } | ModelConfig::Mlp { batch_norm, init, .. } => {
+        ModelConfig::ReferenceCnn { batch_norm, init }
+        | ModelConfig::Mlp { batch_norm, init, .. }
+        | ModelConfig::Resnet { batch_norm, init, .. } => {
             if let Some(b) = bn {
                 *batch_norm = b;
             }
@@ -121,17 +123,22 @@ fn variants(base: &RunFile, study: Study) -> anyhow::Result<Vec<(String, RunFile
 
 /// Trains one variant and returns its epochs.
 fn run_variant(file: &RunFile, device: &Device) -> anyhow::Result<Vec<EpochRecord>> {
-    let train = train_source(file)?;
-    let val = val_source(file)?;
+    let data = splits(file)?;
+    let (train, val) = (data.train.as_ref(), data.val.as_ref());
     device.seed(file.train.seed);
-    Ok(match build_model(&file.model, device)? {
-        AnyModel::Cnn(m) => {
-            kiln_train::fit(m, &train, Some(&val), &file.train, device, FitOutputs::default())?.epochs
-        }
-        AnyModel::Mlp(m) => {
-            kiln_train::fit(m, &train, Some(&val), &file.train, device, FitOutputs::default())?.epochs
-        }
-    })
+    Ok(
+        match build_model(&file.model, data.chw, data.classes.len(), device)? {
+            AnyModel::Cnn(m) => {
+                kiln_train::fit(m, train, Some(val), &file.train, device, FitOutputs::default())?.epochs
+            }
+            AnyModel::Mlp(m) => {
+                kiln_train::fit(m, train, Some(val), &file.train, device, FitOutputs::default())?.epochs
+            }
+            AnyModel::ResNet(m) => {
+                kiln_train::fit(m, train, Some(val), &file.train, device, FitOutputs::default())?.epochs
+            }
+        },
+    )
 }
 
 /// `kiln ablate`: prints a table, writes `ablation-<study>.csv` and `.png` into `out`.

@@ -122,7 +122,7 @@ pub(crate) enum Command {
     },
     /// Per-channel mean and std of a dataset's training split, ready to paste into a run file.
     Stats {
-        /// The dataset folder (idx files).
+        /// The dataset folder (idx files, or CIFAR-10's binary batches).
         #[arg(long)]
         data: PathBuf,
         /// The dataset format.
@@ -465,7 +465,10 @@ fn parse_format(s: &str) -> Result<kiln_train::config::DataFormat, String> {
     match s {
         "fashion-mnist" => Ok(kiln_train::config::DataFormat::FashionMnist),
         "mnist" => Ok(kiln_train::config::DataFormat::Mnist),
-        other => Err(format!("unknown format `{other}`: use fashion-mnist or mnist")),
+        "cifar10" => Ok(kiln_train::config::DataFormat::Cifar10),
+        other => Err(format!(
+            "unknown format `{other}`: use fashion-mnist, mnist or cifar10"
+        )),
     }
 }
 

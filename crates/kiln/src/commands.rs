@@ -8,7 +8,7 @@ use burn::prelude::*;
 use kiln_data::{Gray, Hwc, Image, LabeledImage, MnistDataset, MnistSplit, npy};
 use kiln_models::{Classifier, PretrainedSpec};
 use kiln_train::config::{DataFormat, RunFile};
-use kiln_train::{ClassificationSource, ConfusionMatrix, DeviceSpec, EvalMetrics};
+use kiln_train::{ConfusionMatrix, DeviceSpec, EvalMetrics};
 use kiln_transforms::{Normalization, Scale, resize_normalize};
 use serde::Serialize;
 
@@ -37,9 +37,17 @@ fn run_file_for(weights: &Path, config: Option<&Path>) -> anyhow::Result<RunFile
 
 /// The model of `file` with the weights of `weights`, in evaluation mode.
 fn load_model(file: &RunFile, weights: &Path, device: &Device) -> anyhow::Result<AnyModel> {
-    Ok(match build_model(&file.model, device)? {
+    let format = file.data.format;
+    let built = build_model(
+        &file.model,
+        format.input_chw(),
+        format.class_names().len(),
+        device,
+    )?;
+    Ok(match built {
         AnyModel::Cnn(m) => AnyModel::Cnn(kiln_models::weights::load_weights(m, weights)?.0.valid()),
         AnyModel::Mlp(m) => AnyModel::Mlp(kiln_models::weights::load_weights(m, weights)?.0.valid()),
+        AnyModel::ResNet(m) => AnyModel::ResNet(kiln_models::weights::load_weights(m, weights)?.0.valid()),
     })
 }
 
@@ -49,6 +57,7 @@ macro_rules! dispatch {
         match $model {
             AnyModel::Cnn($m) => $body,
             AnyModel::Mlp($m) => $body,
+            AnyModel::ResNet($m) => $body,
         }
     };
 }
@@ -95,11 +104,14 @@ pub(crate) fn eval(
     let device = device.device()?;
     let norm = file.transforms.normalization(file.data.format).resolve()?;
     check_spec(&weights, &norm)?;
-    let dir = data_dir(&file);
-    let test = ClassificationSource::new(MnistDataset::from_dir(&dir, MnistSplit::Test)?, norm);
+    let data = crate::splits(&file)?;
+    let dir = data.root.clone();
     let model = load_model(&file, &weights, &device)?;
     let (metrics, confusion) = dispatch!(model, |m| kiln_train::evaluate_with_confusion(
-        &m, &test, 1000, &device
+        &m,
+        data.test.as_ref(),
+        1000,
+        &device
     )?);
     let names = file.data.format.class_names();
     let report = EvalReport {
@@ -289,7 +301,7 @@ fn model_inputs(
     }
     let mut data = Vec::with_capacity(files.len() * chw.iter().product::<usize>());
     for f in &files {
-        data.extend_from_slice(preprocess(f, norm, chw)?.as_slice());
+        data.extend_from_slice(&preprocess(f, norm, chw)?);
     }
     Ok((
         files.iter().map(|p| p.display().to_string()).collect(),
@@ -298,20 +310,17 @@ fn model_inputs(
     ))
 }
 
-/// One image file as the model's input: grey, resized (bilinear) to the input size, normalised.
-fn preprocess(
-    path: &Path,
-    norm: &Normalization,
-    [c, h, w]: [usize; 3],
-) -> anyhow::Result<Image<kiln_data::Chw, Gray, f32>> {
-    if c != 1 {
-        anyhow::bail!(
-            "{}: kiln predict reads grey images; this model takes {c} channels",
+/// One image file as the model's input: decoded as grey (1 channel) or colour (3, converted from
+/// the decoder's BGR to RGB), resized (bilinear) to the input size, normalised.
+fn preprocess(path: &Path, norm: &Normalization, [c, h, w]: [usize; 3]) -> anyhow::Result<Vec<f32>> {
+    Ok(match c {
+        1 => resize_normalize(&kiln_data::decode::imread_gray(path)?, h, w, norm)?.into_vec(),
+        3 => resize_normalize(&kiln_data::decode::imread(path)?, h, w, norm)?.into_vec(),
+        _ => anyhow::bail!(
+            "{}: a model with {c} input channels takes no image files; pass a .npy",
             path.display()
-        );
-    }
-    let img: Image<Hwc, Gray> = kiln_data::decode::imread_gray(path)?;
-    Ok(resize_normalize(&img, h, w, norm)?)
+        ),
+    })
 }
 
 /// `kiln transform`: the configured pipeline applied to one image, written as a CHW `.npy`.
@@ -324,18 +333,25 @@ pub(crate) fn transform(
 ) -> anyhow::Result<()> {
     let file = RunFile::load(config, &[])?;
     let norm = file.transforms.normalization(file.data.format).resolve()?;
-    let img: Image<Hwc, Gray> = kiln_data::decode::imread_gray(input)?;
-    let out_img = match (train, file.transforms.augmentation(file.data.format)) {
-        (true, Some(compose)) => {
-            // The generator a training sample with dataset index 0 gets in `epoch`.
-            let mut rng =
-                kiln_data::SampleRng::new(kiln_data::loader::sample_seed(file.train.seed, epoch, 0));
-            compose.apply::<Gray>(&img, &mut rng)?
-        }
-        _ => resize_normalize(&img, img.height(), img.width(), &norm)?,
+    // The generator a training sample with dataset index 0 gets in `epoch`.
+    let mut rng = kiln_data::SampleRng::new(kiln_data::loader::sample_seed(file.train.seed, epoch, 0));
+    let compose = file.transforms.augmentation(file.data.format).filter(|_| train);
+    let (shape, data) = if file.data.format.input_chw()[0] == 1 {
+        let img: Image<Hwc, Gray> = kiln_data::decode::imread_gray(input)?;
+        let out = match &compose {
+            Some(c) => c.apply::<Gray>(&img, &mut rng)?,
+            None => resize_normalize(&img, img.height(), img.width(), &norm)?,
+        };
+        ([1, out.height(), out.width()], out.into_vec())
+    } else {
+        let img: Image<Hwc, kiln_data::Bgr> = kiln_data::decode::imread(input)?;
+        let out = match &compose {
+            Some(c) => c.apply::<kiln_data::Bgr>(&img, &mut rng)?,
+            None => resize_normalize(&img, img.height(), img.width(), &norm)?,
+        };
+        ([3, out.height(), out.width()], out.into_vec())
     };
-    let shape = [1, out_img.height(), out_img.width()];
-    npy::write_f32(out, &shape, out_img.as_slice())?;
+    npy::write_f32(out, &shape, &data)?;
     println!(
         "kiln transform: {} -> {} (CHW f32 {:?}, normalised `{}`{})",
         input.display(),
@@ -359,14 +375,32 @@ struct StatsReport {
 
 /// `kiln stats`: per-channel mean and std of the training split, ready to paste into a config.
 pub(crate) fn stats(data: &Path, format: DataFormat, scale: Scale, json: bool) -> anyhow::Result<()> {
-    let _ = format; // both idx formats read the same way
-    let train = MnistDataset::from_dir(data, MnistSplit::Train)?;
-    let n = train.len();
-    let s = kiln_transforms::stats::dataset_stats(train, 2, |done, total| {
+    let progress = |done: usize, total: usize| {
         if !json && (done == total || done % 10_000 < 256) {
             eprint!("\rstats: {done}/{total} images");
         }
-    })?;
+    };
+    let (n, s, order) = match format {
+        DataFormat::FashionMnist | DataFormat::Mnist => {
+            let train = MnistDataset::from_dir(data, MnistSplit::Train)?;
+            let n = train.len();
+            (
+                n,
+                kiln_transforms::stats::dataset_stats(train, 2, progress)?,
+                "gray",
+            )
+        }
+        DataFormat::Cifar10 => {
+            let train = kiln_data::CifarDataset::cifar10(data, kiln_data::CifarSplit::Train)?;
+            let n = train.len();
+            // Statistics in the model's order: RGB.
+            (
+                n,
+                kiln_transforms::stats::dataset_stats(train, 2, progress)?,
+                "rgb",
+            )
+        }
+    };
     if !json {
         eprintln!();
     }
@@ -393,7 +427,7 @@ pub(crate) fn stats(data: &Path, format: DataFormat, scale: Scale, json: bool) -
     println!("std  = {:?}", report.std);
     println!("# for a run file's [transforms]:");
     println!(
-        "normalization = {{ preset = \"custom\", mean = {:?}, std = {:?}, scale = \"{}\", order = \"gray\" }}",
+        "normalization = {{ preset = \"custom\", mean = {:?}, std = {:?}, scale = \"{}\", order = \"{order}\" }}",
         report.mean.iter().map(|v| *v as f32).collect::<Vec<_>>(),
         report.std.iter().map(|v| *v as f32).collect::<Vec<_>>(),
         if scale == Scale::Unit { "unit" } else { "byte" }
@@ -435,7 +469,12 @@ struct InspectReport {
 
 /// `kiln inspect`: `dataset[N]` and the first training batch, as the seed inspected them by hand.
 pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Path>) -> anyhow::Result<()> {
-    let dir = data_dir(file);
+    if file.data.format.input_chw()[0] != 1 {
+        return Err(
+            Usage("kiln inspect reads grey idx datasets (fashion-mnist, mnist) so far".into()).into(),
+        );
+    }
+    let dir = data_dir(file)?;
     let train_set = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
     if index >= train_set.len() {
         return Err(Usage(format!(
@@ -461,9 +500,9 @@ pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Pa
         max: px.iter().copied().max().unwrap_or(0),
         channel_means: vec![px.iter().map(|&v| f64::from(v)).sum::<f64>() / px.len().max(1) as f64],
     };
-    let src = crate::train_source(file)?;
+    let src = crate::splits(file)?.train;
     // The first batch training draws: epoch 0's shuffled order, augmentation included.
-    let len = kiln_train::BatchSource::len(&src);
+    let len = src.len();
     let order = kiln_data::BatchOrder::new(
         len,
         file.train.batch_size.min(len).max(1),
@@ -471,7 +510,7 @@ pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Pa
         true,
     )?;
     let positions = order.epoch(0).into_iter().next().unwrap_or_default();
-    let batch = kiln_train::BatchSource::epoch_batch(&src, &positions, 0)?;
+    let batch = src.epoch_batch(&positions, 0)?;
     let norm = file.transforms.normalization(file.data.format).resolve()?;
     let check = kiln_transforms::check::check_batch(&batch.data, batch.shape, &norm);
     let mut histogram = vec![0usize; names.len()];

@@ -15,9 +15,11 @@ use burn::prelude::Device;
 use clap::{CommandFactory, FromArgMatches};
 use kiln_data::{MnistDataset, MnistSplit, random_split};
 use kiln_models::{Classifier, MlpConfig, PretrainedSpec, ReferenceCnnConfig};
-use kiln_train::config::{ModelConfig, RunFile};
+use kiln_train::config::{DataFormat, ModelConfig, RunFile};
 use kiln_train::parallel::DataParallel;
-use kiln_train::{ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, TrainError};
+use kiln_train::{
+    BatchSource, ClassificationSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, TrainError,
+};
 use kiln_transforms::Normalization;
 use serde::{Deserialize, Serialize};
 
@@ -218,12 +220,16 @@ fn devices(file: &RunFile) -> anyhow::Result<(DeviceSpec, Device, Option<DataPar
     Ok((spec, spec.device()?, parallel))
 }
 
-/// The data folder: the configured one, or the vendored subset.
-fn data_dir(file: &RunFile) -> PathBuf {
-    file.data
-        .path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(VENDORED_DATA))
+/// The data folder: the configured one, or (Fashion-MNIST only) the vendored subset.
+fn data_dir(file: &RunFile) -> anyhow::Result<PathBuf> {
+    match (&file.data.path, file.data.format) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, DataFormat::FashionMnist) => Ok(PathBuf::from(VENDORED_DATA)),
+        (None, format) => Err(Usage(format!(
+            "data.format = {format:?} needs data.path (or --data): only Fashion-MNIST is vendored"
+        ))
+        .into()),
+    }
 }
 
 /// The model the run file names, on `device` (the caller seeds the device first). Built once per
@@ -232,79 +238,162 @@ fn data_dir(file: &RunFile) -> PathBuf {
 enum AnyModel {
     Cnn(kiln_models::ReferenceCnn),
     Mlp(kiln_models::Mlp),
+    ResNet(kiln_models::ResNet),
 }
 
-fn build_model(cfg: &ModelConfig, device: &Device) -> anyhow::Result<AnyModel> {
+/// The model `cfg` names for inputs of `chw` and `classes` outputs.
+fn build_model(
+    cfg: &ModelConfig,
+    [c, h, w]: [usize; 3],
+    classes: usize,
+    device: &Device,
+) -> anyhow::Result<AnyModel> {
     Ok(match cfg {
         ModelConfig::ReferenceCnn { batch_norm, init } => {
-            let mut c = ReferenceCnnConfig::new().with_batch_norm(*batch_norm);
+            let mut m = ReferenceCnnConfig::new()
+                .with_in_channels(c)
+                .with_height(h)
+                .with_width(w)
+                .with_num_classes(classes)
+                .with_batch_norm(*batch_norm);
             if let Some(init) = init {
-                c = c.with_init(*init);
+                m = m.with_init(*init);
             }
-            AnyModel::Cnn(c.init(device)?)
+            AnyModel::Cnn(m.init(device)?)
         }
         ModelConfig::Mlp {
             widths,
             batch_norm,
             init,
         } => {
-            let mut c = MlpConfig::new(widths.clone()).with_batch_norm(*batch_norm);
+            let mut m = MlpConfig::new(widths.clone())
+                .with_input_chw([c, h, w])
+                .with_num_classes(classes)
+                .with_batch_norm(*batch_norm);
             if let Some(init) = init {
-                c = c.with_init(*init);
+                m = m.with_init(*init);
             }
-            AnyModel::Mlp(c.init(device)?)
+            AnyModel::Mlp(m.init(device)?)
+        }
+        ModelConfig::Resnet {
+            depth,
+            batch_norm,
+            init,
+        } => {
+            let mut m = kiln_models::ResNetConfig::new(depth.kind())
+                .with_in_channels(c)
+                .with_num_classes(classes)
+                .with_batch_norm(*batch_norm);
+            if let Some(init) = init {
+                m = m.with_init(*init);
+            }
+            AnyModel::ResNet(m.init(device)?)
         }
     })
 }
 
-fn model_name(cfg: &ModelConfig) -> String {
+fn model_name(cfg: &ModelConfig, [c, h, w]: [usize; 3], classes: usize) -> String {
+    let bn = |b: bool| if b { "" } else { ", no BatchNorm" };
     match cfg {
         ModelConfig::ReferenceCnn { batch_norm, .. } => {
             format!(
-                "ReferenceCnn(1x28x28 -> 10 classes{})",
-                if *batch_norm { "" } else { ", no BatchNorm" }
+                "ReferenceCnn({c}x{h}x{w} -> {classes} classes{})",
+                bn(*batch_norm)
             )
         }
         ModelConfig::Mlp {
             widths, batch_norm, ..
-        } => format!(
-            "Mlp(784 -> {widths:?} -> 10{})",
-            if *batch_norm { "" } else { ", no BatchNorm" }
-        ),
+        } => {
+            format!("Mlp({} -> {widths:?} -> {classes}{})", c * h * w, bn(*batch_norm))
+        }
+        ModelConfig::Resnet {
+            depth, batch_norm, ..
+        } => {
+            format!(
+                "ResNet {depth:?}({c}x{h}x{w} -> {classes} classes{})",
+                bn(*batch_norm)
+            )
+        }
     }
 }
 
-/// An idx split (Fashion-MNIST or MNIST) served as normalised batches.
-type IdxSource = ClassificationSource<MnistDataset, kiln_data::MnistItem, kiln_data::Gray>;
+/// One split of any format, as the loop sees it.
+type Source = Box<dyn BatchSource>;
 
-/// The training split (validation held out) with its augmentation.
-fn train_source(file: &RunFile) -> anyhow::Result<IdxSource> {
-    let train_set = MnistDataset::from_dir(data_dir(file), MnistSplit::Train)?;
-    let (train_idx, _) = random_split(train_set.len(), file.data.val_fraction, file.train.seed);
+/// A dataset's three splits as batch sources, whatever its format.
+struct Splits {
+    train: Source,
+    val: Source,
+    test: Source,
+    /// The folder the files were read from.
+    root: PathBuf,
+    chw: [usize; 3],
+    classes: Vec<String>,
+    /// How images are stored after decoding (for `describe`).
+    stored: &'static str,
+}
+
+/// The training split (validation held out, augmentation and the bad-sample policy applied), the
+/// validation split and the test split of `file`'s data.
+fn splits(file: &RunFile) -> anyhow::Result<Splits> {
+    let dir = data_dir(file)?;
+    let format = file.data.format;
+    let (train, val, test, root) = match format {
+        DataFormat::FashionMnist | DataFormat::Mnist => {
+            let train = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
+            let test = MnistDataset::from_dir(&dir, MnistSplit::Test)?;
+            let root = train
+                .images_path()
+                .parent()
+                .unwrap_or(Path::new(""))
+                .to_path_buf();
+            let (a, b, c) = sources::<_, _, kiln_data::Gray>(train, test, file)?;
+            (a, b, c, root)
+        }
+        DataFormat::Cifar10 => {
+            let train = kiln_data::CifarDataset::cifar10(&dir, kiln_data::CifarSplit::Train)?;
+            let test = kiln_data::CifarDataset::cifar10(&dir, kiln_data::CifarSplit::Test)?;
+            let (a, b, c) = sources::<_, _, kiln_data::Bgr>(train, test, file)?;
+            (a, b, c, std::fs::canonicalize(&dir).unwrap_or(dir))
+        }
+    };
+    Ok(Splits {
+        train,
+        val,
+        test,
+        root,
+        chw: format.input_chw(),
+        classes: format.class_names(),
+        stored: if format.input_chw()[0] == 1 { "grey" } else { "BGR" },
+    })
+}
+
+fn sources<D, I, C>(train_set: D, test_set: D, file: &RunFile) -> anyhow::Result<(Source, Source, Source)>
+where
+    D: Dataset<I, kiln_data::DataError> + Clone + Send + Sync + 'static,
+    I: kiln_data::LabeledImage<C> + 'static,
+    C: kiln_transforms::ModelColor + 'static,
+{
     let norm = file.transforms.normalization(file.data.format).resolve()?;
-    let mut src = ClassificationSource::subset(train_set, train_idx, norm)?
+    let (train_idx, val_idx) = random_split(train_set.len(), file.data.val_fraction, file.train.seed);
+    let mut train = ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?
         .on_bad_sample(file.data.on_bad_sample, file.data.max_bad_fraction)?;
     if let Some(compose) = file.transforms.augmentation(file.data.format) {
-        src = src.with_augmentation(compose, file.train.seed)?;
+        train = train.with_augmentation(compose, file.train.seed)?;
     }
-    Ok(src)
+    let val = ClassificationSource::subset(train_set, val_idx, norm.clone())?;
+    let test = ClassificationSource::new(test_set, norm);
+    Ok((Box::new(train), Box::new(val), Box::new(test)))
 }
 
-/// The validation split (no augmentation).
-fn val_source(file: &RunFile) -> anyhow::Result<IdxSource> {
-    let train_set = MnistDataset::from_dir(data_dir(file), MnistSplit::Train)?;
-    let (_, val_idx) = random_split(train_set.len(), file.data.val_fraction, file.train.seed);
-    let norm = file.transforms.normalization(file.data.format).resolve()?;
-    Ok(ClassificationSource::subset(train_set, val_idx, norm)?)
-}
-
-/// Runs `f` with the model the run file names.
+/// Runs `$body` with `$m` bound to the model the run file names (seeded first).
 macro_rules! with_model {
-    ($file:expr, $device:expr, |$m:ident| $body:expr) => {{
+    ($file:expr, $splits:expr, $device:expr, |$m:ident| $body:expr) => {{
         $device.seed($file.train.seed);
-        match build_model(&$file.model, $device)? {
+        match build_model(&$file.model, $splits.chw, $splits.classes.len(), $device)? {
             AnyModel::Cnn($m) => $body,
             AnyModel::Mlp($m) => $body,
+            AnyModel::ResNet($m) => $body,
         }
     }};
 }
@@ -312,10 +401,10 @@ macro_rules! with_model {
 fn doctor(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
     let file = run_file(args, matches)?;
     let (_, device, _) = devices(&file)?;
-    let src = train_source(&file)?;
-    let report = with_model!(file, &device, |m| kiln_train::diagnose::doctor(
+    let data = splits(&file)?;
+    let report = with_model!(file, data, &device, |m| kiln_train::diagnose::doctor(
         m,
-        &src,
+        data.train.as_ref(),
         &file.train,
         &device
     )?);
@@ -334,14 +423,14 @@ fn doctor(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<bool> 
 fn lr_find(args: &TrainArgs, matches: &clap::ArgMatches, plot: &Path, steps: usize) -> anyhow::Result<()> {
     let file = run_file(args, matches)?;
     let (_, device, _) = devices(&file)?;
-    let src = train_source(&file)?;
+    let data = splits(&file)?;
     let sweep = kiln_train::diagnose::LrFindConfig {
         steps,
         ..Default::default()
     };
-    let r = with_model!(file, &device, |m| kiln_train::diagnose::lr_find(
+    let r = with_model!(file, data, &device, |m| kiln_train::diagnose::lr_find(
         m,
-        &src,
+        data.train.as_ref(),
         &file.train,
         &device,
         &sweep,
@@ -365,10 +454,10 @@ fn lr_find(args: &TrainArgs, matches: &clap::ArgMatches, plot: &Path, steps: usi
 fn overfit_batch(args: &TrainArgs, matches: &clap::ArgMatches, steps: usize) -> anyhow::Result<bool> {
     let file = run_file(args, matches)?;
     let (_, device, _) = devices(&file)?;
-    let src = train_source(&file)?;
-    let r = with_model!(file, &device, |m| kiln_train::diagnose::overfit_one_batch(
+    let data = splits(&file)?;
+    let r = with_model!(file, data, &device, |m| kiln_train::diagnose::overfit_one_batch(
         m,
-        &src,
+        data.train.as_ref(),
         &file.train,
         &device,
         steps,
@@ -395,10 +484,16 @@ fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         None => run_file(args, matches)?,
     };
     let (_, device, _) = devices(&file)?;
-    with_model!(file, &device, |m| train_model(m, file.clone(), args))
+    let data = splits(&file)?;
+    with_model!(file, data, &device, |m| train_model(m, data, file.clone(), args))
 }
 
-fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> anyhow::Result<()> {
+fn train_model<M: Classifier>(
+    model: M,
+    data: Splits,
+    mut file: RunFile,
+    args: &TrainArgs,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     // The devices first: a backend that is not compiled in fails before any data is read.
     let (spec, device, data_parallel) = devices(&file)?;
@@ -407,25 +502,10 @@ fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> 
     let norm_spec = file.transforms.normalization(format);
     let norm: Normalization = norm_spec.resolve()?;
     let augmentation = file.transforms.augmentation(format);
-
-    let data_dir = data_dir(&file);
-    let train_set = MnistDataset::from_dir(&data_dir, MnistSplit::Train)?;
-    let test_set = MnistDataset::from_dir(&data_dir, MnistSplit::Test)?;
-    let data_root = train_set
-        .images_path()
-        .parent()
-        .unwrap_or(Path::new(""))
-        .to_path_buf();
+    let data_root = data.root.clone();
     file.data.path = Some(data_root.clone());
-    let (train_idx, val_idx) = random_split(train_set.len(), file.data.val_fraction, cfg.seed);
-    let (n_train, n_val, n_test) = (train_idx.len(), val_idx.len(), test_set.len());
-    let mut train_src = ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?
-        .on_bad_sample(file.data.on_bad_sample, file.data.max_bad_fraction)?;
-    if let Some(compose) = &augmentation {
-        train_src = train_src.with_augmentation(compose.clone(), cfg.seed)?;
-    }
-    let val_src = ClassificationSource::subset(train_set, val_idx, norm.clone())?;
-    let test_src = ClassificationSource::new(test_set, norm.clone());
+    let (n_train, n_val, n_test) = (data.train.len(), data.val.len(), data.test.len());
+    let (train_src, val_src, test_src) = (data.train, data.val, data.test);
 
     // The schedule against the run's length, before anything is written.
     let steps_per_epoch = n_train / cfg.batch_size / cfg.accumulate;
@@ -498,7 +578,8 @@ fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> 
     } else {
         spec.to_string()
     };
-    println!("kiln train: {} on {on}", model_name(&file.model));
+    let name = model_name(&file.model, data.chw, data.classes.len());
+    println!("kiln train: {name} on {on}");
     println!(
         "  data:  {} ({n_train} train / {n_val} val / {n_test} test)",
         data_root.display()
@@ -513,7 +594,7 @@ fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> 
     );
     if let Some(compose) = &augmentation {
         println!("  augment (training batches only):");
-        for line in compose.describe("grey") {
+        for line in compose.describe(data.stored) {
             println!("    {line}");
         }
     }
@@ -536,10 +617,10 @@ fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> 
             println!("  verdict: {v}");
         }
     };
-    let val_opt: Option<&dyn kiln_train::BatchSource> = if n_val > 0 { Some(&val_src) } else { None };
+    let val_opt: Option<&dyn BatchSource> = if n_val > 0 { Some(val_src.as_ref()) } else { None };
     let result = kiln_train::fit(
         model,
-        &train_src,
+        train_src.as_ref(),
         val_opt,
         &cfg,
         &device,
@@ -559,16 +640,17 @@ fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> 
     )?;
 
     let eval_model = result.model.valid();
-    let (test, confusion) = kiln_train::evaluate_with_confusion(&eval_model, &test_src, 1000, &device)?;
+    let (test, confusion) =
+        kiln_train::evaluate_with_confusion(&eval_model, test_src.as_ref(), 1000, &device)?;
     let model_path = run
         .save_model(&eval_model, "model")
         .context("saving the trained model")?;
     // What the weights expect, kept next to them (model.bpk.kiln.json).
-    let class_names = format.class_names();
+    let class_names = data.classes.clone();
     let spec = PretrainedSpec {
         model: eval_model.name().into(),
         normalization: norm_spec,
-        input_chw: [1, 28, 28],
+        input_chw: data.chw,
         num_classes: class_names.len(),
         class_names: class_names.clone(),
     };
@@ -602,7 +684,7 @@ fn train_model<M: Classifier>(model: M, mut file: RunFile, args: &TrainArgs) -> 
     }
     let monitor = if n_val > 0 { "val_acc" } else { "train_loss" };
     let report = run.write_report(&kiln_train::report::Report {
-        title: format!("{} on {}", model_name(&file.model), data_root.display()),
+        title: format!("{name} on {}", data_root.display()),
         config: serde_json::to_value(&run_config)?,
         epochs: &result.epochs,
         verdict: &result.verdict,

@@ -722,3 +722,111 @@ fn a_run_killed_with_sigkill_resumes_to_the_metrics_of_an_uninterrupted_one() {
         assert!(!name.ends_with(".tmp"), "leftover {name}");
     }
 }
+
+/// CIFAR-10's binary layout with `per_file` records per batch file: label byte, then 1024 R,
+/// 1024 G, 1024 B bytes. Class k's images are dominated by one colour channel (k % 3), so colour
+/// order matters and a model can learn them.
+fn write_tiny_cifar10(dir: &std::path::Path, per_file: usize) {
+    let record = |i: usize| -> Vec<u8> {
+        let label = (i % 10) as u8;
+        let mut r = vec![label];
+        for channel in 0..3 {
+            let level = if channel == usize::from(label) % 3 {
+                200
+            } else {
+                40
+            };
+            r.extend((0..1024).map(|p| (level + (p * 7 + i * 13) % 50) as u8));
+        }
+        r
+    };
+    for name in [
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ] {
+        let bytes: Vec<u8> = (0..per_file).flat_map(record).collect();
+        std::fs::write(dir.join(format!("{name}.bin")), bytes).unwrap();
+    }
+}
+
+#[test]
+fn cifar10_binary_trains_a_colour_model_from_a_run_file_and_predicts_a_png() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&data).unwrap();
+    write_tiny_cifar10(&data, 20);
+    let config = root.path().join("cifar.toml");
+    for (model, name) in [
+        ("name = \"reference-cnn\"", "ReferenceCnn(3x32x32 -> 10 classes)"),
+        (
+            "name = \"resnet\"\ndepth = \"cifar-resnet20\"",
+            "ResNet CifarResnet20(3x32x32 -> 10 classes)",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!(
+                "[data]\nformat = \"cifar10\"\npath = \"cifar-10-batches-bin\"\n\n[model]\n{model}\n\n[train]\nepochs = 1\nbatch_size = 30\n"
+            ),
+        )
+        .unwrap();
+        let run = root.path().join(format!("run-{}", name.len()));
+        let out = kiln()
+            .args(["train", "--no-progress", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&run)
+            .output()
+            .unwrap();
+        let stdout = succeeded(&out);
+        assert!(
+            stdout.contains(name) && stdout.contains("(90 train / 10 val / 20 test)"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("norm:  cifar10"), "{stdout}");
+        let spec = kiln_models::PretrainedSpec::load_next_to(&run.join("model.bpk")).unwrap();
+        assert_eq!(
+            (spec.input_chw, spec.class_names[0].as_str()),
+            ([3, 32, 32], "airplane")
+        );
+        let e = kiln()
+            .args(["eval", "--json", "--run"])
+            .arg(&run)
+            .output()
+            .unwrap();
+        let e: serde_json::Value = serde_json::from_str(&succeeded(&e)).unwrap();
+        assert_eq!(e["samples"], 20);
+    }
+    // A colour PNG through predict: decoded BGR, converted to the model's RGB, normalised.
+    let png = root.path().join("red.png");
+    image::RgbImage::from_pixel(40, 40, image::Rgb([200, 40, 40]))
+        .save(&png)
+        .unwrap();
+    let run = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("model.bpk").is_file())
+        .unwrap();
+    let out = kiln()
+        .args(["predict", "--json", "--input"])
+        .arg(&png)
+        .arg("--weights")
+        .arg(run.join("model.bpk"))
+        .output()
+        .unwrap();
+    let p: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    assert_eq!(p[0]["top_k"].as_array().unwrap().len(), 3);
+    // Stats in the model's (RGB) order.
+    let out = kiln()
+        .args(["stats", "--format", "cifar10", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    assert_eq!(s["images"], 100);
+    assert_eq!(s["mean"].as_array().unwrap().len(), 3);
+}
