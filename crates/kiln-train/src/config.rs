@@ -89,6 +89,9 @@ pub enum DataFormat {
     Mnist,
     /// CIFAR-10's binary version (`data_batch_1..5.bin`, `test_batch.bin`), 32×32 colour.
     Cifar10,
+    /// torchvision's ImageFolder layout: `path/train/<class>/*.jpg` and `path/val/<class>/*.jpg`
+    /// (the test split); images of any size, so `[transforms] eval` must end in a fixed size.
+    ImageFolder,
 }
 
 impl DataFormat {
@@ -98,12 +101,14 @@ impl DataFormat {
             DataFormat::FashionMnist => NormalizationSpec::FashionMnist,
             DataFormat::Mnist => NormalizationSpec::Mnist,
             DataFormat::Cifar10 => NormalizationSpec::Cifar10,
+            DataFormat::ImageFolder => NormalizationSpec::TorchImagenet,
         }
     }
 
-    /// Class names, in label order.
+    /// Class names, in label order (ImageFolder: found in the data, empty here).
     pub fn class_names(self) -> Vec<String> {
         match self {
+            DataFormat::ImageFolder => Vec::new(),
             DataFormat::FashionMnist => kiln_data::FASHION_MNIST_CLASSES
                 .iter()
                 .map(|c| c.to_string())
@@ -113,11 +118,13 @@ impl DataFormat {
         }
     }
 
-    /// The images' `[channels, height, width]`.
+    /// The images' `[channels, height, width]` (ImageFolder: colour, the size `[transforms] eval`
+    /// gives; `[3, 0, 0]` here).
     pub fn input_chw(self) -> [usize; 3] {
         match self {
             DataFormat::FashionMnist | DataFormat::Mnist => [1, 28, 28],
             DataFormat::Cifar10 => [3, 32, 32],
+            DataFormat::ImageFolder => [3, 0, 0],
         }
     }
 }
@@ -162,6 +169,9 @@ pub struct TransformsConfig {
     pub train: Vec<Stage>,
     /// Probability of random erasing after normalization (training only).
     pub erasing: f64,
+    /// Stages applied to every unaugmented image (validation, test, predict): e.g. resize then
+    /// centre crop, for datasets whose images differ in size. None by default.
+    pub eval: Vec<Stage>,
 }
 
 impl TransformsConfig {
@@ -170,6 +180,32 @@ impl TransformsConfig {
         self.normalization
             .clone()
             .unwrap_or_else(|| format.normalization())
+    }
+
+    /// The evaluation pipeline for data in `format`, when `eval` has stages.
+    pub fn eval_compose(&self, format: DataFormat) -> Option<Compose> {
+        (!self.eval.is_empty()).then(|| Compose {
+            stages: self.eval.clone(),
+            normalization: self.normalization(format),
+            erasing: 0.0,
+        })
+    }
+
+    /// The `[height, width]` the evaluation stages end with, when the last size-setting stage
+    /// fixes it (resize, centre crop, a fixed-size crop).
+    pub fn eval_size(&self) -> Option<[usize; 2]> {
+        for stage in self.eval.iter().rev() {
+            match *stage {
+                Stage::Resize { height, width }
+                | Stage::CenterCrop { height, width }
+                | Stage::RandomResizedCrop { height, width }
+                | Stage::RandomCrop { height, width, .. } => return Some([height, width]),
+                // The size depends on the image.
+                Stage::ResizeShorter { .. } => return None,
+                _ => {}
+            }
+        }
+        None
     }
 
     /// The training augmentation for data in `format` as a [`Compose`], when there is any.

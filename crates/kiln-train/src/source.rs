@@ -97,6 +97,7 @@ pub struct ClassificationSource<D, I, C> {
     indices: Option<Vec<usize>>,
     normalization: Normalization,
     augmentation: Option<(Compose, u64)>,
+    eval: Option<Compose>,
     skip: Option<SkipLog>,
     _item: PhantomData<fn() -> (I, C)>,
 }
@@ -114,6 +115,7 @@ where
             indices: None,
             normalization,
             augmentation: None,
+            eval: None,
             skip: None,
             _item: PhantomData,
         }
@@ -165,6 +167,79 @@ where
         }
         self.augmentation = Some((compose, seed));
         Ok(self)
+    }
+
+    /// Every unaugmented batch ([`BatchSource::batch`]: validation, test, the doctor) goes through
+    /// `compose`'s stages (deterministic ones: resize, centre crop) — for images of different
+    /// sizes, which cannot be stacked as they are. Its normalization must be this source's.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClassificationSource::with_augmentation`].
+    pub fn with_eval_transform(mut self, compose: Compose) -> Result<Self, TrainError> {
+        compose.validate_for::<C>()?;
+        let theirs = compose.normalization.resolve()?;
+        if theirs != self.normalization {
+            return Err(TrainError::InvalidConfig {
+                field: "transforms.eval",
+                value: describe(&theirs),
+                reason: format!(
+                    "the evaluation pipeline normalizes differently from the data source ({})",
+                    describe(&self.normalization)
+                ),
+            });
+        }
+        self.eval = Some(compose);
+        Ok(self)
+    }
+
+    /// Each sample through `compose` (draws seeded from `(seed, epoch, index)`), stacked.
+    fn composed(
+        &self,
+        positions: &[usize],
+        compose: &Compose,
+        seed: u64,
+        epoch: u64,
+    ) -> Result<ChwBatch, TrainError> {
+        let images = self.each(positions, |index, (image, label)| {
+            let mut rng = SampleRng::new(sample_seed(seed, epoch, index));
+            let out = compose
+                .apply::<C>(&image, &mut rng)
+                .map_err(|e| DataError::Custom(e.to_string()))?;
+            Ok((index, out, label))
+        })?;
+        let mut shape = [images.len(), 0, 0, 0];
+        let mut data = Vec::new();
+        let mut labels = Vec::with_capacity(images.len());
+        for (index, out, label) in images {
+            let dims = [
+                <C::Out as kiln_data::ColorOrder>::CHANNELS,
+                out.height(),
+                out.width(),
+            ];
+            if labels.is_empty() {
+                shape[1..].copy_from_slice(&dims);
+            } else if shape[1..] != dims {
+                return Err(DataError::Sample {
+                    index,
+                    source: Box::new(DataError::Custom(format!(
+                        "the transformed image is {}x{}x{} but the batch's first one is {}x{}x{}; end the pipeline with a fixed-size stage (resize, crop)",
+                        dims[0], dims[1], dims[2], shape[1], shape[2], shape[3]
+                    ))),
+                }
+                .into());
+            }
+            data.extend_from_slice(out.as_slice());
+            labels.push(label);
+        }
+        Ok(ChwBatch {
+            shape,
+            data,
+            labels,
+            scale: self.normalization.scale,
+            order: C::OUT_ORDER,
+            normalized_by: Some(self.normalization.name.clone()),
+        })
     }
 
     /// The augmentation pipeline, when training batches are augmented.
@@ -266,6 +341,7 @@ where
             indices: Some(indices),
             normalization,
             augmentation: None,
+            eval: None,
             skip: None,
             _item: PhantomData,
         })
@@ -314,6 +390,9 @@ where
     }
 
     fn batch(&self, positions: &[usize]) -> Result<ChwBatch, TrainError> {
+        if let Some(compose) = &self.eval {
+            return self.composed(positions, compose, 0, 0);
+        }
         let items = self.each(positions, |_, item| Ok(item))?;
         let batch = collate(items)?;
         Ok(self
@@ -322,48 +401,10 @@ where
     }
 
     fn epoch_batch(&self, positions: &[usize], epoch: u64) -> Result<ChwBatch, TrainError> {
-        let Some((compose, seed)) = &self.augmentation else {
-            return self.batch(positions);
-        };
-        let images = self.each(positions, |index, (image, label)| {
-            let mut rng = SampleRng::new(sample_seed(*seed, epoch, index));
-            let out = compose
-                .apply::<C>(&image, &mut rng)
-                .map_err(|e| DataError::Custom(e.to_string()))?;
-            Ok((index, out, label))
-        })?;
-        let mut shape = [images.len(), 0, 0, 0];
-        let mut data = Vec::new();
-        let mut labels = Vec::with_capacity(images.len());
-        for (index, out, label) in images {
-            let dims = [
-                <C::Out as kiln_data::ColorOrder>::CHANNELS,
-                out.height(),
-                out.width(),
-            ];
-            if labels.is_empty() {
-                shape[1..].copy_from_slice(&dims);
-            } else if shape[1..] != dims {
-                return Err(DataError::Sample {
-                    index,
-                    source: Box::new(DataError::Custom(format!(
-                        "the augmented image is {}x{}x{} but the batch's first one is {}x{}x{}; end the pipeline with a fixed-size stage (resize, crop)",
-                        dims[0], dims[1], dims[2], shape[1], shape[2], shape[3]
-                    ))),
-                }
-                .into());
-            }
-            data.extend_from_slice(out.as_slice());
-            labels.push(label);
+        match &self.augmentation {
+            Some((compose, seed)) => self.composed(positions, compose, *seed, epoch),
+            None => self.batch(positions),
         }
-        Ok(ChwBatch {
-            shape,
-            data,
-            labels,
-            scale: self.normalization.scale,
-            order: C::OUT_ORDER,
-            normalized_by: Some(self.normalization.name.clone()),
-        })
     }
 }
 

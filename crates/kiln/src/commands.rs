@@ -9,6 +9,7 @@ use kiln_data::{Gray, Hwc, Image, LabeledImage, MnistDataset, MnistSplit, npy};
 use kiln_models::{Classifier, PretrainedSpec};
 use kiln_train::config::{DataFormat, RunFile};
 use kiln_train::{ConfusionMatrix, DeviceSpec, EvalMetrics};
+use kiln_transforms::compose::Compose;
 use kiln_transforms::{Normalization, Scale, resize_normalize};
 use serde::Serialize;
 
@@ -36,14 +37,14 @@ fn run_file_for(weights: &Path, config: Option<&Path>) -> anyhow::Result<RunFile
 }
 
 /// The model of `file` with the weights of `weights`, in evaluation mode.
-fn load_model(file: &RunFile, weights: &Path, device: &Device) -> anyhow::Result<AnyModel> {
-    let format = file.data.format;
-    let built = build_model(
-        &file.model,
-        format.input_chw(),
-        format.class_names().len(),
-        device,
-    )?;
+fn load_model(
+    file: &RunFile,
+    weights: &Path,
+    chw: [usize; 3],
+    classes: usize,
+    device: &Device,
+) -> anyhow::Result<AnyModel> {
+    let built = build_model(&file.model, chw, classes, device)?;
     Ok(match built {
         AnyModel::Cnn(m) => AnyModel::Cnn(kiln_models::weights::load_weights(m, weights)?.0.valid()),
         AnyModel::Mlp(m) => AnyModel::Mlp(kiln_models::weights::load_weights(m, weights)?.0.valid()),
@@ -106,14 +107,14 @@ pub(crate) fn eval(
     check_spec(&weights, &norm)?;
     let data = crate::splits(&file)?;
     let dir = data.root.clone();
-    let model = load_model(&file, &weights, &device)?;
+    let model = load_model(&file, &weights, data.chw, data.classes.len(), &device)?;
     let (metrics, confusion) = dispatch!(model, |m| kiln_train::evaluate_with_confusion(
         &m,
         data.test.as_ref(),
         1000,
         &device
     )?);
-    let names = file.data.format.class_names();
+    let names = data.classes.clone();
     let report = EvalReport {
         weights: weights.clone(),
         data: dir,
@@ -204,12 +205,23 @@ pub(crate) fn predict(
     let norm = file.transforms.normalization(file.data.format).resolve()?;
     // The preprocessing comes with the weights: the spec's normalization, input size, classes.
     let spec = check_spec(weights, &norm)?;
-    let [c, h, w] = spec.as_ref().map_or([1, 28, 28], |s| s.input_chw);
+    let [c, h, w] = spec
+        .as_ref()
+        .map_or_else(|| file.data.format.input_chw(), |s| s.input_chw);
     let names = spec
         .as_ref()
         .map_or_else(|| file.data.format.class_names(), |s| s.class_names.clone());
-    let (labels, data, n) = model_inputs(input, &norm, [c, h, w])?;
-    let model = load_model(&file, weights, &device)?;
+    let eval = file.transforms.eval_compose(file.data.format);
+    let (labels, data, n) = model_inputs(input, &norm, eval.as_ref(), [c, h, w])?;
+    if h == 0 || names.is_empty() {
+        return Err(Usage(format!(
+            "{}: no {} next to the weights to give the input size and classes",
+            weights.display(),
+            PretrainedSpec::sidecar_path(weights).display()
+        ))
+        .into());
+    }
+    let model = load_model(&file, weights, [c, h, w], names.len(), &device)?;
     let images = Tensor::<4>::from_data(TensorData::new(data, [n, c, h, w]), &device);
     let probs = dispatch!(model, |m| burn::tensor::activation::softmax(m.logits(images), 1));
     let classes = probs.dims()[1];
@@ -258,12 +270,13 @@ pub(crate) fn predict(
     Ok(())
 }
 
-/// Model-ready inputs and their names: images are decoded as grey, resized to the input size and
-/// normalised; a `.npy` file is taken as model-ready already (`[N, C, H, W]` or `[C, H, W]`, as
-/// `kiln transform` writes it).
+/// Model-ready inputs and their names: images go through the run file's evaluation stages, or are
+/// resized to the input size, and normalised; a `.npy` file is taken as model-ready already
+/// (`[N, C, H, W]` or `[C, H, W]`, as `kiln transform` writes it).
 fn model_inputs(
     input: &Path,
     norm: &Normalization,
+    eval: Option<&Compose>,
     chw: [usize; 3],
 ) -> anyhow::Result<(Vec<String>, Vec<f32>, usize)> {
     if input.extension().is_some_and(|e| e == "npy") {
@@ -301,7 +314,15 @@ fn model_inputs(
     }
     let mut data = Vec::with_capacity(files.len() * chw.iter().product::<usize>());
     for f in &files {
-        data.extend_from_slice(&preprocess(f, norm, chw)?);
+        let x = preprocess(f, norm, eval, chw)?;
+        if x.len() != chw.iter().product::<usize>() {
+            anyhow::bail!(
+                "{}: the evaluation stages give {} values, the model takes {chw:?}",
+                f.display(),
+                x.len()
+            );
+        }
+        data.extend_from_slice(&x);
     }
     Ok((
         files.iter().map(|p| p.display().to_string()).collect(),
@@ -311,11 +332,24 @@ fn model_inputs(
 }
 
 /// One image file as the model's input: decoded as grey (1 channel) or colour (3, converted from
-/// the decoder's BGR to RGB), resized (bilinear) to the input size, normalised.
-fn preprocess(path: &Path, norm: &Normalization, [c, h, w]: [usize; 3]) -> anyhow::Result<Vec<f32>> {
-    Ok(match c {
-        1 => resize_normalize(&kiln_data::decode::imread_gray(path)?, h, w, norm)?.into_vec(),
-        3 => resize_normalize(&kiln_data::decode::imread(path)?, h, w, norm)?.into_vec(),
+/// the decoder's BGR to RGB), through the evaluation stages when there are any (else resized,
+/// bilinear, to the input size), normalised.
+fn preprocess(
+    path: &Path,
+    norm: &Normalization,
+    eval: Option<&Compose>,
+    [c, h, w]: [usize; 3],
+) -> anyhow::Result<Vec<f32>> {
+    let mut rng = kiln_data::SampleRng::new(0);
+    Ok(match (c, eval) {
+        (1, Some(e)) => e
+            .apply::<Gray>(&kiln_data::decode::imread_gray(path)?, &mut rng)?
+            .into_vec(),
+        (3, Some(e)) => e
+            .apply::<kiln_data::Bgr>(&kiln_data::decode::imread(path)?, &mut rng)?
+            .into_vec(),
+        (1, None) => resize_normalize(&kiln_data::decode::imread_gray(path)?, h, w, norm)?.into_vec(),
+        (3, None) => resize_normalize(&kiln_data::decode::imread(path)?, h, w, norm)?.into_vec(),
         _ => anyhow::bail!(
             "{}: a model with {c} input channels takes no image files; pass a .npy",
             path.display()
@@ -335,7 +369,12 @@ pub(crate) fn transform(
     let norm = file.transforms.normalization(file.data.format).resolve()?;
     // The generator a training sample with dataset index 0 gets in `epoch`.
     let mut rng = kiln_data::SampleRng::new(kiln_data::loader::sample_seed(file.train.seed, epoch, 0));
-    let compose = file.transforms.augmentation(file.data.format).filter(|_| train);
+    // --train: the augmentation; otherwise the evaluation stages (when the run file has any).
+    let compose = if train {
+        file.transforms.augmentation(file.data.format)
+    } else {
+        file.transforms.eval_compose(file.data.format)
+    };
     let (shape, data) = if file.data.format.input_chw()[0] == 1 {
         let img: Image<Hwc, Gray> = kiln_data::decode::imread_gray(input)?;
         let out = match &compose {
@@ -399,6 +438,18 @@ pub(crate) fn stats(data: &Path, format: DataFormat, scale: Scale, json: bool) -
                 kiln_transforms::stats::dataset_stats(train, 2, progress)?,
                 "rgb",
             )
+        }
+        DataFormat::ImageFolder => {
+            // Images of any size: accumulated one by one, over data/train.
+            let train = kiln_data::ImageFolder::new(data.join("train"))?;
+            let n = train.len();
+            let mut s = kiln_transforms::stats::ChannelStats::new(3);
+            for i in 0..n {
+                let (img, _) = train.get(i)?.into_parts();
+                s.add_hwc::<kiln_data::Bgr>(img.as_bytes());
+                progress(i + 1, n);
+            }
+            (n, s, "rgb")
         }
     };
     if !json {

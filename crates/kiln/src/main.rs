@@ -338,7 +338,7 @@ struct Splits {
 fn splits(file: &RunFile) -> anyhow::Result<Splits> {
     let dir = data_dir(file)?;
     let format = file.data.format;
-    let (train, val, test, root) = match format {
+    let (train, val, test, root, chw, classes) = match format {
         DataFormat::FashionMnist | DataFormat::Mnist => {
             let train = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
             let test = MnistDataset::from_dir(&dir, MnistSplit::Test)?;
@@ -348,13 +348,36 @@ fn splits(file: &RunFile) -> anyhow::Result<Splits> {
                 .unwrap_or(Path::new(""))
                 .to_path_buf();
             let (a, b, c) = sources::<_, _, kiln_data::Gray>(train, test, file)?;
-            (a, b, c, root)
+            (a, b, c, root, format.input_chw(), format.class_names())
         }
         DataFormat::Cifar10 => {
             let train = kiln_data::CifarDataset::cifar10(&dir, kiln_data::CifarSplit::Train)?;
             let test = kiln_data::CifarDataset::cifar10(&dir, kiln_data::CifarSplit::Test)?;
             let (a, b, c) = sources::<_, _, kiln_data::Bgr>(train, test, file)?;
-            (a, b, c, std::fs::canonicalize(&dir).unwrap_or(dir))
+            let root = std::fs::canonicalize(&dir).unwrap_or(dir);
+            (a, b, c, root, format.input_chw(), format.class_names())
+        }
+        DataFormat::ImageFolder => {
+            let [h, w] = file.transforms.eval_size().ok_or_else(|| {
+                Usage(
+                    "data.format = \"image-folder\" needs [transforms] eval stages that end in a fixed size, e.g. eval = [{ op = \"resize-shorter\", size = 36 }, { op = \"center-crop\", height = 32, width = 32 }]".into(),
+                )
+            })?;
+            let train = kiln_data::ImageFolder::new(dir.join("train"))?;
+            let test = kiln_data::ImageFolder::new(dir.join("val"))?;
+            if train.classes() != test.classes() {
+                return Err(Usage(format!(
+                    "{}: train/ has classes {:?} but val/ has {:?}; both need the same class folders",
+                    dir.display(),
+                    train.classes(),
+                    test.classes()
+                ))
+                .into());
+            }
+            let classes = train.classes().to_vec();
+            let (a, b, c) = sources::<_, _, kiln_data::Bgr>(train, test, file)?;
+            let root = std::fs::canonicalize(&dir).unwrap_or(dir);
+            (a, b, c, root, [3, h, w], classes)
         }
     };
     Ok(Splits {
@@ -362,9 +385,9 @@ fn splits(file: &RunFile) -> anyhow::Result<Splits> {
         val,
         test,
         root,
-        chw: format.input_chw(),
-        classes: format.class_names(),
-        stored: if format.input_chw()[0] == 1 { "grey" } else { "BGR" },
+        chw,
+        classes,
+        stored: if chw[0] == 1 { "grey" } else { "BGR" },
     })
 }
 
@@ -376,13 +399,22 @@ where
 {
     let norm = file.transforms.normalization(file.data.format).resolve()?;
     let (train_idx, val_idx) = random_split(train_set.len(), file.data.val_fraction, file.train.seed);
-    let mut train = ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?
-        .on_bad_sample(file.data.on_bad_sample, file.data.max_bad_fraction)?;
+    let eval = file.transforms.eval_compose(file.data.format);
+    let with_eval = |src: ClassificationSource<D, I, C>| -> anyhow::Result<ClassificationSource<D, I, C>> {
+        Ok(match &eval {
+            Some(compose) => src.with_eval_transform(compose.clone())?,
+            None => src,
+        })
+    };
+    let mut train = with_eval(
+        ClassificationSource::subset(train_set.clone(), train_idx, norm.clone())?
+            .on_bad_sample(file.data.on_bad_sample, file.data.max_bad_fraction)?,
+    )?;
     if let Some(compose) = file.transforms.augmentation(file.data.format) {
         train = train.with_augmentation(compose, file.train.seed)?;
     }
-    let val = ClassificationSource::subset(train_set, val_idx, norm.clone())?;
-    let test = ClassificationSource::new(test_set, norm);
+    let val = with_eval(ClassificationSource::subset(train_set, val_idx, norm.clone())?)?;
+    let test = with_eval(ClassificationSource::new(test_set, norm))?;
     Ok((Box::new(train), Box::new(val), Box::new(test)))
 }
 

@@ -830,3 +830,84 @@ fn cifar10_binary_trains_a_colour_model_from_a_run_file_and_predicts_a_png() {
     assert_eq!(s["images"], 100);
     assert_eq!(s["mean"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn an_image_folder_of_mixed_sizes_trains_with_eval_transforms_and_refuses_without_them() {
+    let root = tempfile::tempdir().unwrap();
+    let colours = [
+        ("blue", [20u8, 20, 220]),
+        ("green", [20, 220, 20]),
+        ("red", [220, 20, 20]),
+    ];
+    for (split, n) in [("train", 12), ("val", 4)] {
+        for (class, rgb) in colours {
+            let dir = root.path().join("folder").join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                // Sizes differ within a class: the eval stages must bring them to one size.
+                let (w, h) = (18 + i * 3, 20 + i);
+                image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb(rgb))
+                    .save(dir.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    let config = root.path().join("folder.toml");
+    let base = "[data]\nformat = \"image-folder\"\npath = \"folder\"\nval_fraction = 0.25\n\n[train]\nepochs = 1\nbatch_size = 9\n";
+    std::fs::write(&config, base).unwrap();
+    let out = kiln().args(["train", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs [transforms] eval stages"));
+
+    std::fs::write(
+        &config,
+        format!(
+            "{base}\n[transforms]\neval = [{{ op = \"resize\", height = 16, width = 16 }}]\ntrain = [{{ op = \"random-resized-crop\", height = 16, width = 16 }}, {{ op = \"horizontal-flip\", p = 0.5 }}]\n"
+        ),
+    )
+    .unwrap();
+    let run = root.path().join("run");
+    let out = kiln()
+        .args(["train", "--no-progress", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    assert!(
+        stdout.contains("ReferenceCnn(3x16x16 -> 3 classes)")
+            && stdout.contains("(27 train / 9 val / 12 test)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("torch-imagenet"),
+        "ImageFolder defaults to ImageNet statistics: {stdout}"
+    );
+    let spec = kiln_models::PretrainedSpec::load_next_to(&run.join("model.bpk")).unwrap();
+    assert_eq!(spec.class_names, vec!["blue", "green", "red"]);
+    let e = kiln()
+        .args(["eval", "--json", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let e: serde_json::Value = serde_json::from_str(&succeeded(&e)).unwrap();
+    assert_eq!(e["samples"], 12);
+    let img = root.path().join("folder/val/red/0.png");
+    let p = kiln()
+        .args(["predict", "--json", "--top-k", "3", "--weights"])
+        .arg(run.join("model.bpk"))
+        .arg("--input")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let p: serde_json::Value = serde_json::from_str(&succeeded(&p)).unwrap();
+    let names: Vec<&str> = p[0]["top_k"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3);
+    assert!(names.contains(&"red") && names.contains(&"blue"), "{names:?}");
+}
