@@ -102,6 +102,24 @@ struct Raw {
     data: Vec<u8>,
 }
 
+/// The most pixels kiln decodes in one image: OpenCV's default `CV_IO_MAX_IMAGE_PIXELS` (2^30).
+/// A header claiming more is refused before anything is allocated (a corrupt or hostile file must
+/// not abort the process by asking for terabytes; found by fuzzing, `fuzz/corpus/decode_transform`).
+pub const MAX_PIXELS: u64 = 1 << 30;
+
+fn check_size(width: u64, height: u64, path: &Path, format: &'static str) -> Result<(), DataError> {
+    if width.saturating_mul(height) > MAX_PIXELS {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            format,
+            reason: format!(
+                "the header claims {width}x{height} pixels, more than the limit of {MAX_PIXELS} (2^30, as OpenCV)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn decode(bytes: &[u8], path: &Path, mode: ReadMode) -> Result<Raw, DataError> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return decode_jpeg(bytes, path, mode);
@@ -119,6 +137,8 @@ fn decode(bytes: &[u8], path: &Path, mode: ReadMode) -> Result<Raw, DataError> {
     let mut decoder = ImageReader::with_format(Cursor::new(bytes), format)
         .into_decoder()
         .map_err(fail)?;
+    let (w, h) = decoder.dimensions();
+    check_size(u64::from(w), u64::from(h), path, name)?;
     // OpenCV applies EXIF orientation for JPEG, PNG and WebP; its TIFF reader fails on an
     // orientation tag (OpenCV 5.0.0), so the TIFF tag is left alone here.
     let orientation = match format {
@@ -179,6 +199,9 @@ fn decode_jpeg(bytes: &[u8], path: &Path, mode: ReadMode) -> Result<Raw, DataErr
         .jpeg_set_out_colorspace(out);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(|e| fail(format!("{e:?}")))?;
+    if let Some((w, h)) = decoder.dimensions() {
+        check_size(w as u64, h as u64, path, "JPEG")?;
+    }
     // A greyscale JPEG read in colour: decode the luma plane and repeat it (zune-jpeg has no
     // luma → BGR mapping; libjpeg's is the same repetition).
     let grey_source = decoder.input_colorspace() == Some(ColorSpace::Luma);
@@ -388,6 +411,56 @@ mod tests {
             let o = orient(raw_2x3(), Orientation::from_exif(exif).unwrap());
             assert_eq!([o.height, o.width], shape, "orientation {exif}");
             assert_eq!(o.data, expected, "orientation {exif}");
+        }
+    }
+
+    #[test]
+    fn fuzz_crash_png_claiming_terapixels_is_refused_before_allocating() {
+        // Found by `cargo fuzz run decode_transform` (the input is kept in
+        // fuzz/corpus/decode_transform/crash-png-claiming-terapixels): a PNG header claiming
+        // 131072 x 1291846917 pixels made the decoder allocate 169 TB and abort the process.
+        // Fuzzing builds skip PNG's CRC checks, so the same header is rebuilt here with a valid CRC.
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in bytes {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 {
+                        (crc >> 1) ^ 0xEDB8_8320
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&131_072u32.to_be_bytes());
+        ihdr.extend_from_slice(&1_291_846_917u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        // A (tiny) image-data chunk and the end: the header is what matters.
+        for (kind, data) in [
+            (&b"IDAT"[..], &b"\x78\x9c\x03\x00\x00\x00\x00\x01"[..]),
+            (b"IEND", b""),
+        ] {
+            let chunk = [kind, data].concat();
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            png.extend_from_slice(&chunk);
+            png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        }
+        for result in [
+            decode_bgr(&png, Path::new("huge.png")).map(|_| ()),
+            decode_gray(&png, Path::new("huge.png")).map(|_| ()),
+        ] {
+            let err = result.unwrap_err().to_string();
+            assert!(
+                err.contains("huge.png") && err.contains("more than the limit"),
+                "{err}"
+            );
         }
     }
 
