@@ -72,7 +72,12 @@ pub fn cifar(data: &[u8]) {
         return;
     };
     for (cifar100, classes) in [(false, 10), (true, 100)] {
-        if let Ok(ds) = CifarDataset::from_files(&[path.clone()], cifar100, classes, Cifar100Label::Fine) {
+        if let Ok(ds) = CifarDataset::from_files(
+            std::slice::from_ref(&path),
+            cifar100,
+            classes,
+            Cifar100Label::Fine,
+        ) {
             for i in 0..ds.len().min(64) {
                 let _ = ds.get(i);
             }

@@ -413,8 +413,15 @@ where
     if let Some(compose) = file.transforms.augmentation(file.data.format) {
         train = train.with_augmentation(compose, file.train.seed)?;
     }
-    let val = with_eval(ClassificationSource::subset(train_set, val_idx, norm.clone())?)?;
-    let test = with_eval(ClassificationSource::new(test_set, norm))?;
+    let policy = |src: ClassificationSource<D, I, C>| {
+        src.on_bad_sample(file.data.on_bad_sample, file.data.max_bad_fraction)
+    };
+    let val = with_eval(policy(ClassificationSource::subset(
+        train_set,
+        val_idx,
+        norm.clone(),
+    )?)?)?;
+    let test = with_eval(policy(ClassificationSource::new(test_set, norm))?)?;
     Ok((Box::new(train), Box::new(val), Box::new(test)))
 }
 
@@ -702,17 +709,22 @@ fn train_model<M: Classifier>(
     };
     run.write_json("summary.json", &summary)?;
     let mut warnings = result.warnings.clone();
-    if !result.skipped.is_empty() {
-        println!(
-            "skipped {} bad training samples (data.on_bad_sample = \"skip\"); listed in the report",
-            result.skipped.len()
-        );
-        warnings.extend(
-            result
-                .skipped
-                .iter()
-                .map(|s| format!("skipped sample {}: {}", s.index, s.reason)),
-        );
+    for (split, skipped) in [
+        ("training", result.skipped.clone()),
+        ("validation", val_src.skipped()),
+        ("test", test_src.skipped()),
+    ] {
+        if !skipped.is_empty() {
+            println!(
+                "skipped {} bad {split} samples (data.on_bad_sample = \"skip\"); listed in the report",
+                skipped.len()
+            );
+            warnings.extend(
+                skipped
+                    .iter()
+                    .map(|s| format!("skipped {split} sample {}: {}", s.index, s.reason)),
+            );
+        }
     }
     let monitor = if n_val > 0 { "val_acc" } else { "train_loss" };
     let report = run.write_report(&kiln_train::report::Report {

@@ -911,3 +911,60 @@ fn an_image_folder_of_mixed_sizes_trains_with_eval_transforms_and_refuses_withou
     assert_eq!(names.len(), 3);
     assert!(names.contains(&"red") && names.contains(&"blue"), "{names:?}");
 }
+
+#[test]
+fn a_corrupt_image_stops_the_run_or_is_skipped_and_reported_under_the_skip_policy() {
+    let root = tempfile::tempdir().unwrap();
+    for (split, n) in [("train", 8), ("val", 2)] {
+        for (class, rgb) in [("a", [200u8, 10, 10]), ("b", [10, 10, 200])] {
+            let dir = root.path().join("folder").join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                image::RgbImage::from_pixel(10, 10, image::Rgb(rgb))
+                    .save(dir.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    // A file with a PNG name and garbage inside, as a half-downloaded image would be.
+    std::fs::write(
+        root.path().join("folder/train/a/broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    let config = root.path().join("run.toml");
+    let write = |policy: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[data]\nformat = \"image-folder\"\npath = \"folder\"\nval_fraction = 0.25\n{policy}\n[transforms]\neval = [{{ op = \"resize\", height = 8, width = 8 }}]\n\n[train]\nepochs = 2\nbatch_size = 4\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let out = kiln()
+        .args(["train", "--no-progress", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(root.path().join("r1"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("broken.png"), "{stderr}");
+
+    write("on_bad_sample = \"skip\"\nmax_bad_fraction = 0.2");
+    let run = root.path().join("r2");
+    let out = kiln()
+        .args(["train", "--no-progress", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    assert!(stdout.contains("skipped 1 bad"), "{stdout}");
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("broken.png"), "{report}");
+}
