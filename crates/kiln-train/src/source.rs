@@ -153,20 +153,26 @@ where
     /// [`TrainError::InvalidConfig`] when the normalizations differ; the compose's own checks
     /// ([`Compose::validate_for`]).
     pub fn with_augmentation(mut self, compose: Compose, seed: u64) -> Result<Self, TrainError> {
+        self.check_pipeline(&compose, "transforms.train", "augmentation")?;
+        self.augmentation = Some((compose, seed));
+        Ok(self)
+    }
+
+    /// `compose` fits images in order `C` and normalizes as this source does.
+    fn check_pipeline(&self, compose: &Compose, field: &'static str, what: &str) -> Result<(), TrainError> {
         compose.validate_for::<C>()?;
         let theirs = compose.normalization.resolve()?;
         if theirs != self.normalization {
             return Err(TrainError::InvalidConfig {
-                field: "augmentation.normalization",
+                field,
                 value: describe(&theirs),
                 reason: format!(
-                    "the augmentation pipeline normalizes differently from the data source ({})",
+                    "the {what} pipeline normalizes differently from the data source ({})",
                     describe(&self.normalization)
                 ),
             });
         }
-        self.augmentation = Some((compose, seed));
-        Ok(self)
+        Ok(())
     }
 
     /// Every unaugmented batch ([`BatchSource::batch`]: validation, test, the doctor) goes through
@@ -177,18 +183,7 @@ where
     ///
     /// As [`ClassificationSource::with_augmentation`].
     pub fn with_eval_transform(mut self, compose: Compose) -> Result<Self, TrainError> {
-        compose.validate_for::<C>()?;
-        let theirs = compose.normalization.resolve()?;
-        if theirs != self.normalization {
-            return Err(TrainError::InvalidConfig {
-                field: "transforms.eval",
-                value: describe(&theirs),
-                reason: format!(
-                    "the evaluation pipeline normalizes differently from the data source ({})",
-                    describe(&self.normalization)
-                ),
-            });
-        }
+        self.check_pipeline(&compose, "transforms.eval", "evaluation")?;
         self.eval = Some(compose);
         Ok(self)
     }

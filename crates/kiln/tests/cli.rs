@@ -9,6 +9,25 @@ fn kiln() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
+/// `kiln train` on `data` for `epochs` epochs of batch 32, into `out`.
+fn train_tiny(data: &std::path::Path, out: &std::path::Path, epochs: &str) -> std::process::Output {
+    kiln()
+        .args([
+            "train",
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--data",
+        ])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 /// Asserts that the command succeeded (showing both streams if not) and returns its stdout.
 fn succeeded(out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -105,21 +124,7 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
     common::write_tiny_fashion_mnist(data.path(), 256, 64).unwrap();
     let runs = tempfile::tempdir().unwrap();
     let out_dir = runs.path().join("r1");
-    let out = kiln()
-        .args([
-            "train",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "32",
-            "--no-progress",
-            "--data",
-        ])
-        .arg(data.path())
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+    let out = train_tiny(data.path(), &out_dir, "2");
     let stdout = succeeded(&out);
     assert!(
         stdout.contains("epoch 1/2") && stdout.contains("epoch 2/2"),
@@ -440,21 +445,7 @@ fn eval_predict_transform_stats_and_inspect_work_on_a_trained_run() {
     let data = tempfile::tempdir().unwrap();
     common::write_tiny_fashion_mnist(data.path(), 128, 32).unwrap();
     let run = data.path().join("run");
-    let out = kiln()
-        .args([
-            "train",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            "--no-progress",
-            "--data",
-        ])
-        .arg(data.path())
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = train_tiny(data.path(), &run, "1");
     succeeded(&out);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
