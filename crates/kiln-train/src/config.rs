@@ -371,7 +371,8 @@ impl RunFile {
     ///
     /// As [`RunFile::load`].
     pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        // Deserialise the text itself first: its errors carry positions.
+        // Deserialise the text itself first: its errors carry positions (a table built from it
+        // would not), so a mistake in the file is reported against the file, not `--set`.
         let file: Self = toml::from_str(text).map_err(|e| invalid(path, Some(text), &e))?;
         if overrides.is_empty() {
             return Ok(file);
@@ -380,7 +381,6 @@ impl RunFile {
         for given in overrides {
             apply_override(&mut table, given)?;
         }
-        let _ = file;
         toml::Table::try_into::<Self>(table).map_err(|e| invalid(Path::new("--set"), None, &e))
     }
 
