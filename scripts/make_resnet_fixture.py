@@ -3,10 +3,14 @@ weights (BatchNorm running statistics included), its state dict as .safetensors 
 and PyTorch's eval-mode logits for it.
 
 Usage: python scripts/make_resnet_fixture.py crates/kiln-models/tests/fixtures/cifar_resnet20
-       python scripts/make_resnet_fixture.py --arch resnet18 [--weights FILE.pth] /tmp/r18
+       python scripts/make_resnet_fixture.py --arch resnet18 [--weights FILE.pth] [--calibrate] /tmp/r18
 The second form writes a full torchvision model (random weights and BatchNorm statistics unless
 --weights gives a real state dict) for the test `full_torchvision_resnet_when_a_fixture_is_supplied`
 (run it with KILN_TORCHVISION_FIXTURE=/tmp/r18); it is too large to commit.
+--calibrate sets the BatchNorm running statistics from the network's own activations on random
+inputs (as a trained network's are): activations stay normalised through the depth and the logits
+have the magnitude of a real classifier's (a few units), instead of the hundreds that arbitrary
+statistics compound to in ResNet-34/50.
 Needs: torch, safetensors (and torchvision for --arch). The layout follows torchvision's ResNet (conv1/bn1, layerN.M.conv1..,
 downsample.0/1, fc) with a 3x3 stem, no max-pool, widths 16/32/64 and 3 blocks per stage.
 """
@@ -47,6 +51,9 @@ args = sys.argv[1:]
 arch = "cifar_resnet20"; weights = None
 if "--arch" in args:
     i = args.index("--arch"); arch = args[i + 1]; del args[i:i + 2]
+calibrate = "--calibrate" in args
+if calibrate:
+    args.remove("--calibrate")
 if "--weights" in args:
     i = args.index("--weights"); weights = args[i + 1]; del args[i:i + 2]
 out = args[0]; os.makedirs(out, exist_ok=True)
@@ -63,6 +70,19 @@ for mod in ([] if weights else m.modules()):
     if isinstance(mod, nn.BatchNorm2d):
         mod.running_mean.uniform_(-0.5, 0.5); mod.running_var.uniform_(0.5, 2.0)
         mod.weight.data.uniform_(0.5, 1.5); mod.bias.data.uniform_(-0.2, 0.2)
+if calibrate and not weights:
+    # Cumulative averages (momentum=None) over a few batches: the running statistics become those
+    # of the activations this network produces, layer after layer.
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.reset_running_stats(); mod.momentum = None
+    m.train()
+    with torch.no_grad():
+        for _ in range(4):
+            m(torch.randn(8, *shape[1:]))
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.momentum = 0.1
 m.eval()
 x = torch.randn(*shape)
 with torch.no_grad():
@@ -72,5 +92,5 @@ save_file(sd, os.path.join(out, "weights.safetensors"))
 torch.save(m.state_dict(), os.path.join(out, "weights.pth"))
 x.numpy().astype("<f4").tofile(os.path.join(out, "input.f32"))
 y.numpy().astype("<f4").tofile(os.path.join(out, "logits.f32"))
-json.dump({"arch": arch, "torch": torch.__version__, "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
+json.dump({"arch": arch, "torch": torch.__version__, "batchnorm": "real" if weights else ("calibrated" if calibrate else "random"), "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
 print("logits", y[0, :4].tolist())
