@@ -19,6 +19,13 @@ pub trait Classifier: Module + Clone + Send + 'static {
     ///
     /// [`ModelError::InputShape`] when the model cannot take `dims`.
     fn check_input(&self, dims: &[usize]) -> Result<(), ModelError>;
+
+    /// Per-layer output shapes, parameters and MACs for one sample of `input_chw`, for models
+    /// that describe themselves (every zoo model does; the default is `None`).
+    fn summary(&self, input_chw: [usize; 3]) -> Option<crate::Summary> {
+        let _ = input_chw;
+        None
+    }
 }
 
 impl Classifier for crate::ReferenceCnn {
@@ -32,5 +39,9 @@ impl Classifier for crate::ReferenceCnn {
 
     fn check_input(&self, dims: &[usize]) -> Result<(), ModelError> {
         crate::ReferenceCnn::check_input(self, dims)
+    }
+
+    fn summary(&self, _input_chw: [usize; 3]) -> Option<crate::Summary> {
+        Some(crate::ReferenceCnn::summary(self))
     }
 }

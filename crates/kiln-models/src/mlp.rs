@@ -153,6 +153,10 @@ impl Classifier for Mlp {
             })
         }
     }
+
+    fn summary(&self, _input_chw: [usize; 3]) -> Option<crate::Summary> {
+        Some(Mlp::summary(self))
+    }
 }
 
 #[cfg(test)]

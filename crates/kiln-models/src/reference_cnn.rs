@@ -180,6 +180,51 @@ impl ReferenceCnn {
     }
 }
 
+impl ReferenceCnn {
+    /// Per-layer output shapes, parameters (BatchNorm's running statistics included, as Burn
+    /// counts them) and multiply-accumulates for one sample.
+    pub fn summary(&self) -> crate::Summary {
+        let (h, w) = (self.height, self.width);
+        let bn_params = |bn: &Option<BatchNorm>| bn.as_ref().map_or(0, |b| b.num_params());
+        let bn_name = |bn: &Option<BatchNorm>, bias: bool| match (bn.is_some(), bias) {
+            (true, _) => "no bias) → BatchNorm",
+            (false, true) => "bias)",
+            (false, false) => "no bias)",
+        };
+        let conv_row = |conv: &Conv2d, bn: &Option<BatchNorm>, out_hw: [usize; 2]| {
+            let [c_out, c_in, kh, kw] = conv.weight.dims();
+            crate::Row {
+                layer: format!(
+                    "Conv3x3({c_in}→{c_out}, {} → ReLU → MaxPool2",
+                    bn_name(bn, conv.bias.is_some())
+                ),
+                output: vec![c_out, out_hw[0] / 2, out_hw[1] / 2],
+                params: conv.num_params() + bn_params(bn),
+                macs: (c_out * c_in * kh * kw * out_hw[0] * out_hw[1]) as u64,
+            }
+        };
+        let linear_row = |fc: &Linear, bn: &Option<BatchNorm>, act: &str| {
+            let [d_in, d_out] = fc.weight.dims();
+            crate::Row {
+                layer: format!("Linear({d_in}→{d_out}, {}{act}", bn_name(bn, fc.bias.is_some())),
+                output: vec![d_out],
+                params: fc.num_params() + bn_params(bn),
+                macs: (d_in * d_out) as u64,
+            }
+        };
+        crate::Summary {
+            model: "ReferenceCnn".into(),
+            input: [self.in_channels, h, w],
+            rows: vec![
+                conv_row(&self.conv1, &self.bn1, [h, w]),
+                conv_row(&self.conv2, &self.bn2, [h / 2, w / 2]),
+                linear_row(&self.fc1, &self.bn3, " → ReLU"),
+                linear_row(&self.fc2, &None, ""),
+            ],
+        }
+    }
+}
+
 fn maybe_bn<const D: usize>(bn: &Option<BatchNorm>, x: Tensor<D>) -> Tensor<D> {
     match bn {
         Some(b) => b.forward(x),
@@ -214,6 +259,41 @@ mod tests {
             .unwrap();
         assert!(b.iter().all(|&v| v == 0.0));
         assert_eq!(plain.forward(Tensor::zeros([2, 1, 28, 28], &d)).dims(), [2, 10]);
+    }
+
+    #[test]
+    fn summary_counts_every_parameter_and_the_conv_macs() {
+        let d = Device::flex();
+        let model = ReferenceCnnConfig::new().init(&d).unwrap();
+        let s = model.summary();
+        assert_eq!(s.params(), model.num_params());
+        let outputs: Vec<_> = s.rows.iter().map(|r| r.output.clone()).collect();
+        assert_eq!(
+            outputs,
+            vec![vec![32, 14, 14], vec![64, 7, 7], vec![128], vec![10]]
+        );
+        // MACs by hand (as fvcore/thop count them: conv k·k·C_in·C_out·H_out·W_out, linear in·out):
+        // conv1 32·1·9·28·28 = 225,792; conv2 64·32·9·14·14 = 3,612,672;
+        // fc1 3136·128 = 401,408; fc2 128·10 = 1,280; total 4,241,152.
+        let macs: Vec<u64> = s.rows.iter().map(|r| r.macs).collect();
+        assert_eq!(macs, vec![225_792, 3_612_672, 401_408, 1_280]);
+        assert_eq!(s.macs(), 4_241_152);
+        assert!(
+            s.to_string()
+                .contains("Conv3x3(1→32, no bias) → BatchNorm → ReLU → MaxPool2"),
+            "{s}"
+        );
+        let plain = ReferenceCnnConfig::new()
+            .with_batch_norm(false)
+            .with_in_channels(3)
+            .with_height(32)
+            .with_width(32)
+            .init(&d)
+            .unwrap()
+            .summary();
+        assert_eq!(plain.rows[0].layer, "Conv3x3(3→32, bias) → ReLU → MaxPool2");
+        assert_eq!(plain.rows[2].output, vec![128]);
+        assert_eq!(plain.rows[2].macs, (64 * 8 * 8 * 128) as u64);
     }
 
     #[test]

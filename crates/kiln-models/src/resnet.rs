@@ -352,6 +352,10 @@ impl Classifier for ResNet {
             })
         }
     }
+
+    fn summary(&self, input_chw: [usize; 3]) -> Option<crate::Summary> {
+        Some(ResNet::summary(self, input_chw))
+    }
 }
 
 #[cfg(test)]

@@ -162,7 +162,9 @@ fn full_torchvision_resnet_when_a_fixture_is_supplied() {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-        println!("{kind:?} {file}: max |kiln - PyTorch| = {worst:e} (logits up to {scale}, BatchNorm {stats})");
+        println!(
+            "{kind:?} {file}: max |kiln - PyTorch| = {worst:e} (logits up to {scale}, BatchNorm {stats})"
+        );
         if stats == "random" {
             // Arbitrary BatchNorm statistics compound through 34-50 layers into logits in the
             // hundreds, where float32 summation order alone moves them by ~1e-6 relative.

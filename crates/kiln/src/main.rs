@@ -619,6 +619,16 @@ fn train_model<M: Classifier>(
     };
     let name = model_name(&file.model, data.chw, data.classes.len());
     println!("kiln train: {name} on {on}");
+    if let Some(summary) = model.summary(data.chw) {
+        println!(
+            "  model: {} parameters with BatchNorm statistics, {:.2} MMACs per image (layers: {})",
+            summary.params(),
+            summary.macs() as f64 / 1e6,
+            run.path().join("model.txt").display()
+        );
+        std::fs::write(run.path().join("model.txt"), format!("{summary}\n"))
+            .with_context(|| format!("writing {}", run.path().join("model.txt").display()))?;
+    }
     println!(
         "  data:  {} ({n_train} train / {n_val} val / {n_test} test)",
         data_root.display()

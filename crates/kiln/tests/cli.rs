@@ -155,6 +155,11 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
     ] {
         assert!(out_dir.join(f).is_file(), "{f} missing");
     }
+    // The model's layers, and the totals on stdout (the reference CNN's count, see
+    // kiln-models' reference_cnn tests: 421,866 + 448 BatchNorm statistics).
+    let layers = std::fs::read_to_string(out_dir.join("model.txt")).unwrap();
+    assert_eq!(layers.lines().count(), 7, "{layers}");
+    assert!(stdout.contains("model: 422314 parameters"), "{stdout}");
     // The weights carry their preprocessing and classes.
     let spec = kiln_models::PretrainedSpec::load_next_to(&out_dir.join("model.bpk")).unwrap();
     assert_eq!(
