@@ -139,10 +139,7 @@ impl CifarDataset {
         let mut labels = Vec::new();
         let mut both = Vec::new();
         for path in files {
-            let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let bytes = crate::paths::read_file(path)?;
             if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
                 return Err(DataError::Format {
                     path: path.clone(),

@@ -101,10 +101,7 @@ impl CocoDetection {
     pub fn new(images_dir: impl AsRef<Path>, annotations: impl AsRef<Path>) -> Result<Self, DataError> {
         let root = DatasetRoot::resolve(images_dir)?;
         let ann_path = annotations.as_ref().to_path_buf();
-        let bytes = std::fs::read(&ann_path).map_err(|source| DataError::Io {
-            path: ann_path.clone(),
-            source,
-        })?;
+        let bytes = crate::paths::read_file(&ann_path)?;
         let bad = |problem: String| DataError::Format {
             path: ann_path.clone(),
             problem,
@@ -311,6 +308,35 @@ mod tests {
             let msg = ds.unwrap_err().to_string();
             assert!(msg.contains(expected), "expected {expected:?} in {msg}");
             assert!(msg.contains("ann.json"), "{msg}");
+        }
+    }
+
+    /// Malformed JSON, as a truncated download or a hand edit leaves it: an error naming the file
+    /// and where serde_json stopped (line and column), never a panic.
+    #[test]
+    fn malformed_coco_json_names_the_file_line_and_column() {
+        let cases = [
+            ("", "EOF while parsing a value at line 1 column 0"),
+            ("<html>404 Not Found</html>", "expected value at line 1 column 1"),
+            (&GOOD[..GOOD.len() / 2], "EOF while parsing"),
+            ("\"a string\"", "invalid type: string \"a string\""),
+            (
+                &GOOD.replace("\"id\": 9", "\"id\": \"nine\""),
+                "invalid type: string \"nine\", expected u64 at line 2",
+            ),
+            (
+                &GOOD.replace("\"width\": 5", "\"width\": -5"),
+                "invalid value: integer `-5`, expected",
+            ),
+            (&GOOD.replace("}]\n    }", "}],\n    }"), "trailing comma at line"),
+        ];
+        for (json, expected) in cases {
+            let (_dir, ds) = setup(json);
+            let msg = ds.unwrap_err().to_string();
+            assert!(
+                msg.contains("ann.json: not a COCO annotation file") && msg.contains(expected),
+                "expected {expected:?} in {msg}"
+            );
         }
     }
 

@@ -88,10 +88,7 @@ pub fn decode_gray(bytes: &[u8], path: &Path) -> Result<Image<Hwc, Gray>, DataEr
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::paths::read_file(path)
 }
 
 /// Decoded pixels: `channels` is 3 (BGR) for [`ReadMode::Color`], 1 for grey.

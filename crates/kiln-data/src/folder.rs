@@ -57,6 +57,14 @@ pub enum ScanWarning {
         /// The link.
         path: PathBuf,
     },
+    /// A FIFO, socket or device among the files: never an image, and reading a FIFO would wait
+    /// for a writer forever.
+    NotAFile {
+        /// The entry.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
     /// Files directly under the root, which belong to no class.
     LooseFiles {
         /// How many.
@@ -71,6 +79,7 @@ impl std::fmt::Display for ScanWarning {
         match self {
             ScanWarning::SymlinkLoop { path } => write!(f, "{}: symlink loop, not followed", path.display()),
             ScanWarning::BrokenLink { path } => write!(f, "{}: broken symlink, skipped", path.display()),
+            ScanWarning::NotAFile { path, kind } => write!(f, "{}: a {kind}, skipped", path.display()),
             ScanWarning::LooseFiles { count, examples } => write!(
                 f,
                 "{count} files directly under the root belong to no class and are ignored (e.g. {})",
@@ -327,7 +336,14 @@ fn walk(dir: &Path, warnings: &mut Vec<ScanWarning>) -> Result<Vec<PathBuf>, Dat
             } else if path.is_symlink() && !path.exists() {
                 warnings.push(ScanWarning::BrokenLink { path });
             } else {
-                files.push(path);
+                match std::fs::metadata(&path) {
+                    Ok(meta) if !meta.is_file() => warnings.push(ScanWarning::NotAFile {
+                        kind: crate::paths::file_kind(&meta.file_type()),
+                        path,
+                    }),
+                    // Unreadable metadata: kept, so that reading it names the file and the cause.
+                    _ => files.push(path),
+                }
             }
         }
         files_by_folder.push((folder, files));

@@ -71,10 +71,7 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), DataE
 ///
 /// [`DataError::Io`], or [`DataError::Format`] saying what is wrong with the file.
 pub fn read(path: &Path) -> Result<NpyArray, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::paths::read_file(path)?;
     decode(&bytes, path)
 }
 

@@ -132,9 +132,83 @@ fn candidates(given: &Path, base: &Path, home: Option<&Path>, kiln_data: Option<
     out
 }
 
+/// Reads a whole file that a user named or a dataset lists, refusing anything that is not a
+/// regular file **before opening it**: opening a FIFO waits for a writer forever (a named pipe
+/// called `cat.png` in an image folder would hang the run), and a device or socket is never an
+/// image or a dataset file. Symlinks are followed.
+///
+/// # Errors
+///
+/// [`DataError::Io`] naming `path` for a missing or unreadable file (permissions: "Permission
+/// denied"), or for a FIFO, socket, device or directory, saying which it is.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    let io = |source: std::io::Error| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        let kind = file_kind(&meta.file_type());
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is a {kind}, not a regular file"),
+        )));
+    }
+    std::fs::read(path).map_err(io)
+}
+
+/// What a non-regular file is, in words.
+pub(crate) fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "FIFO (named pipe; reading it would wait for a writer)";
+        }
+        if t.is_socket() {
+            return "socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "device";
+        }
+    }
+    if t.is_dir() {
+        "directory"
+    } else if t.is_file() {
+        "regular file"
+    } else {
+        "special file"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn read_file_refuses_fifos_and_folders_before_opening_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("cat.png");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Opening it would block this test forever; the check comes first.
+        let msg = read_file(&fifo).unwrap_err().to_string();
+        assert!(msg.contains("cat.png") && msg.contains("FIFO"), "{msg}");
+        let sub = dir.path().join("dog.jpg");
+        std::fs::create_dir(&sub).unwrap();
+        let msg = read_file(&sub).unwrap_err().to_string();
+        assert!(msg.contains("dog.jpg") && msg.contains("a directory"), "{msg}");
+        let msg = read_file(&dir.path().join("none.png")).unwrap_err().to_string();
+        assert!(msg.contains("none.png") && msg.contains("No such file"), "{msg}");
+        std::fs::write(dir.path().join("ok.bin"), b"abc").unwrap();
+        assert_eq!(read_file(&dir.path().join("ok.bin")).unwrap(), b"abc");
+    }
 
     #[test]
     fn existing_relative_root_becomes_absolute() {
