@@ -42,6 +42,7 @@ fn a_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() -> anyhow:
         dir: ckpt.path().to_path_buf(),
         keep_last: 3,
         resume: false,
+        on_error: kiln_train::OnCheckpointError::Stop,
     };
     device.seed(3);
     let model = ReferenceCnnConfig::new().init(&device)?;
@@ -95,6 +96,7 @@ fn a_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() -> anyhow:
                 dir: ckpt.path().to_path_buf(),
                 keep_last: 3,
                 resume: true,
+                on_error: kiln_train::OnCheckpointError::Stop,
             }),
             ..Default::default()
         },
@@ -183,6 +185,7 @@ fn early_stopping_keeps_the_best_model_and_a_tiny_training_set_is_called_overfit
                 dir: ckpt.path().to_path_buf(),
                 keep_last: 1,
                 resume: false,
+                on_error: kiln_train::OnCheckpointError::Stop,
             }),
             ..Default::default()
         },
@@ -250,6 +253,7 @@ fn a_nan_stop_names_the_last_good_checkpoint() -> anyhow::Result<()> {
                 dir: ckpt.path().to_path_buf(),
                 keep_last: 2,
                 resume: false,
+                on_error: kiln_train::OnCheckpointError::Stop,
             }),
             ..Default::default()
         },
@@ -599,5 +603,173 @@ fn bad_samples_stop_the_run_or_are_skipped_and_listed_up_to_a_limit() -> anyhow:
             .on_bad_sample(OnBadSample::Skip, 1.5)
             .is_err()
     );
+    Ok(())
+}
+
+/// A checkpoint write that fails mid-run (here: epoch 2's temporary folder cannot be created,
+/// because something else already sits at its path). With `Stop`, the run ends at once with an
+/// error naming the file and the last good checkpoint, which loads and resumes; with `Continue`,
+/// the failure is reported, listed, and training goes on to write the next epoch's checkpoint.
+/// The disk-full version of this, at process level, is `crates/kiln/tests/cli.rs`'s
+/// `a_full_disk_during_checkpointing_stops_the_run_with_the_file_named`.
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_or_continues_by_policy() -> anyhow::Result<()> {
+    use kiln_train::{OnCheckpointError, TrainError};
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 64, 16)?;
+    let train = source(data.path(), MnistSplit::Train)?;
+    let device = Device::flex();
+    let cfg = TrainConfig {
+        epochs: 3,
+        batch_size: 16,
+        seed: 5,
+        ..TrainConfig::default()
+    };
+    let model = || MlpConfig::new(vec![32]).init(&Device::flex());
+    for policy in [OnCheckpointError::Stop, OnCheckpointError::Continue] {
+        let ckpt = tempfile::tempdir()?;
+        let blocker = ckpt.path().join(".epoch-0002.tmp");
+        let opts = CheckpointOptions {
+            on_error: policy,
+            keep_last: 5,
+            ..CheckpointOptions::new(ckpt.path())
+        };
+        let mut warnings = Vec::new();
+        let mut on_warning = |w: &str| warnings.push(w.to_string());
+        // After epoch 1's checkpoint is written, block epoch 2's.
+        let mut on_epoch = |r: &kiln_train::EpochRecord| {
+            if r.epoch == 1 {
+                std::fs::write(&blocker, b"in the way").unwrap();
+            }
+        };
+        let result = fit(
+            model()?,
+            &train,
+            None,
+            &cfg,
+            &device,
+            FitOutputs {
+                checkpoints: Some(opts.clone()),
+                on_epoch: Some(&mut on_epoch),
+                on_warning: Some(&mut on_warning),
+                ..Default::default()
+            },
+        );
+        // Reported at once: by the error that stops the run, or by a warning as it goes on.
+        let reported: Vec<_> = warnings.iter().filter(|w| w.contains("checkpoint")).collect();
+        let expected = usize::from(policy == OnCheckpointError::Continue);
+        assert_eq!(reported.len(), expected, "{warnings:?}");
+        if let Some(w) = reported.first() {
+            assert!(
+                w.contains("epoch 2's checkpoint") && w.contains("epoch-0001"),
+                "{w}"
+            );
+        }
+        let good = ckpt.path().join("epoch-0001");
+        match policy {
+            OnCheckpointError::Stop => {
+                let Err(err) = result else {
+                    anyhow::bail!("the run should stop")
+                };
+                let msg = err.to_string();
+                let TrainError::CheckpointFailed { epoch, last_good, .. } = err else {
+                    anyhow::bail!("wrong error: {msg}");
+                };
+                assert_eq!((epoch, last_good.as_deref()), (2, Some(good.as_path())));
+                assert!(
+                    msg.contains(".epoch-0002.tmp")
+                        && msg.contains(&good.display().to_string())
+                        && msg.contains("--resume"),
+                    "{msg}"
+                );
+                assert!(!ckpt.path().join("epoch-0002").exists());
+                // The last good checkpoint is whole: it loads, and the run resumes from it once
+                // the cause is gone, to the end.
+                let restored = kiln_train::checkpoint::load(&good, model()?)?;
+                assert_eq!(restored.state.epoch, 1);
+                std::fs::remove_file(&blocker)?;
+                let resumed = fit(
+                    model()?,
+                    &train,
+                    None,
+                    &cfg,
+                    &device,
+                    FitOutputs {
+                        checkpoints: Some(CheckpointOptions { resume: true, ..opts }),
+                        ..Default::default()
+                    },
+                )?;
+                assert_eq!((resumed.resumed_after, resumed.epochs.len()), (1, 3));
+                assert!(resumed.checkpoint_failures.is_empty());
+            }
+            OnCheckpointError::Continue => {
+                let r = result?;
+                assert_eq!(r.epochs.len(), 3, "trained on");
+                let failed: Vec<_> = r.checkpoint_failures.iter().map(|f| f.epoch).collect();
+                assert_eq!(failed, vec![2]);
+                assert!(r.checkpoint_failures[0].error.contains(".epoch-0002.tmp"));
+                assert!(!ckpt.path().join("epoch-0002").exists());
+                let last = kiln_train::checkpoint::latest(ckpt.path()).unwrap();
+                assert_eq!(kiln_train::checkpoint::read_state(&last)?.epoch, 3);
+                assert!(good.join("model.bpk").is_file());
+                assert!(r.warnings.iter().any(|w| w.contains("epoch 2's checkpoint")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Images of different sizes in one classification batch through `fit`: an error naming the
+/// sample's position, its shape against the first one's, and the fix (resize or crop), before
+/// any step, instead of Burn's shape panic in `Tensor::cat`. With a resizing eval stage the same
+/// folder trains.
+#[test]
+fn images_of_different_sizes_in_one_batch_are_an_error_that_suggests_a_resize() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    for (class, rgb) in [("a", [200u8, 10, 10]), ("b", [10, 10, 200])] {
+        let dir = root.path().join(class);
+        std::fs::create_dir_all(&dir)?;
+        for i in 0..4u32 {
+            // One odd-sized image per class.
+            let (w, h) = if i == 2 { (12, 9) } else { (10, 10) };
+            image::RgbImage::from_pixel(w, h, image::Rgb(rgb)).save(dir.join(format!("{i}.png")))?;
+        }
+    }
+    let device = Device::flex();
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 8,
+        ..TrainConfig::default()
+    };
+    let model = || {
+        ReferenceCnnConfig::new()
+            .with_in_channels(3)
+            .with_height(8)
+            .with_width(8)
+            .with_num_classes(2)
+            .init(&Device::flex())
+    };
+    let folder = || kiln_data::ImageFolder::new(root.path());
+    let plain = ClassificationSource::new(folder()?, Normalization::torch_imagenet());
+    let Err(err) = fit(model()?, &plain, None, &cfg, &device, FitOutputs::default()) else {
+        anyhow::bail!("mixed sizes cannot be stacked")
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cannot collate sample")
+            && msg.contains("[9, 12, 3]")
+            && msg.contains("[10, 10, 3]")
+            && msg.contains("resize or crop"),
+        "{msg}"
+    );
+    let resized = ClassificationSource::new(folder()?, Normalization::torch_imagenet()).with_eval_transform(
+        kiln_transforms::compose::Compose {
+            stages: vec![kiln_transforms::compose::Stage::Resize { height: 8, width: 8 }],
+            normalization: kiln_transforms::NormalizationSpec::TorchImagenet,
+            erasing: 0.0,
+        },
+    )?;
+    let r = fit(model()?, &resized, None, &cfg, &device, FitOutputs::default())?;
+    assert_eq!(r.epochs.len(), 1);
     Ok(())
 }

@@ -32,6 +32,53 @@ pub struct CheckpointOptions {
     pub keep_last: usize,
     /// Continue from the latest checkpoint in `dir` when there is one.
     pub resume: bool,
+    /// What a checkpoint that cannot be written (disk full, permissions) does to the run.
+    pub on_error: OnCheckpointError,
+}
+
+impl CheckpointOptions {
+    /// Checkpoints in `dir`, keeping the last 2 epochs, no resume, stopping on a write error.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            keep_last: 2,
+            resume: false,
+            on_error: OnCheckpointError::Stop,
+        }
+    }
+}
+
+/// The policy for a checkpoint that cannot be written. Either way the failure is reported at once
+/// (`FitOutputs::on_warning`) and the previous checkpoints stay intact: a checkpoint is written to
+/// a temporary folder and only renamed into place once complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnCheckpointError {
+    /// Stop the run with [`TrainError::CheckpointFailed`], naming the last good checkpoint to
+    /// resume from (the default: hours of training must not go on unprotected unnoticed).
+    #[default]
+    Stop,
+    /// Train on; each failure is listed in `FitResult::checkpoint_failures` (and the report), and
+    /// the next epoch tries again.
+    Continue,
+}
+
+impl std::fmt::Display for OnCheckpointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OnCheckpointError::Stop => "stop",
+            OnCheckpointError::Continue => "continue",
+        })
+    }
+}
+
+/// A checkpoint that could not be written under [`OnCheckpointError::Continue`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointFailure {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// The error, naming the file.
+    pub error: String,
 }
 
 /// What `state.json` holds.

@@ -307,11 +307,17 @@ impl Default for ModelConfig {
 pub struct CheckpointsConfig {
     /// Epoch checkpoints to keep (the best model is kept either way).
     pub keep_last: usize,
+    /// A checkpoint that cannot be written (disk full, permissions): `"stop"` the run (default)
+    /// or `"continue"` without it. Reported at once either way; earlier checkpoints stay intact.
+    pub on_error: crate::OnCheckpointError,
 }
 
 impl Default for CheckpointsConfig {
     fn default() -> Self {
-        Self { keep_last: 2 }
+        Self {
+            keep_last: 2,
+            on_error: crate::OnCheckpointError::Stop,
+        }
     }
 }
 
@@ -524,6 +530,7 @@ optimizer = { name = "adamw", weight_decay = 0.05 }
 
 [checkpoints]
 keep_last = 5
+on_error = "continue"
 
 [run]
 devices = ["flex", "flex"]
@@ -546,6 +553,11 @@ devices = ["flex", "flex"]
         assert_eq!((f.train.epochs, f.train.lr), (3, 0.1));
         assert_eq!(f.train.batch_size, TrainConfig::default().batch_size);
         assert_eq!(f.checkpoints.keep_last, 5);
+        assert_eq!(f.checkpoints.on_error, crate::OnCheckpointError::Continue);
+        assert_eq!(
+            RunFile::default().checkpoints.on_error,
+            crate::OnCheckpointError::Stop
+        );
         assert_eq!(f.run.devices, vec![DeviceSpec::Flex, DeviceSpec::Flex]);
     }
 

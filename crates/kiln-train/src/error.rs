@@ -97,6 +97,22 @@ pub enum TrainError {
         reason: String,
     },
 
+    /// An end-of-epoch checkpoint (or the best model) could not be written and the policy is
+    /// [`crate::checkpoint::OnCheckpointError::Stop`].
+    #[error(
+        "epoch {epoch}'s checkpoint could not be written: {error}\n  training stopped (checkpoints.on_error = \"stop\"); last good checkpoint: {}\n  hint: free disk space or fix the folder's permissions, then {}; or set checkpoints.on_error = \"continue\" (--on-checkpoint-error continue) to train on without checkpoints",
+        last_good.as_ref().map_or_else(|| "none".to_string(), |p| p.display().to_string()),
+        if last_good.is_some() { "`kiln train --resume RUN_DIR` continues from it" } else { "run again" }
+    )]
+    CheckpointFailed {
+        /// 1-based epoch whose checkpoint failed.
+        epoch: usize,
+        /// The last checkpoint written whole (intact on disk), to resume from.
+        last_good: Option<PathBuf>,
+        /// The write error (naming the file).
+        error: Box<TrainError>,
+    },
+
     /// A run directory that already holds files.
     #[error("output directory {path} is not empty; choose another --out or remove it")]
     OutputExists {

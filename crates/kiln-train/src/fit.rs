@@ -260,6 +260,9 @@ pub struct FitResult<M> {
     pub val_confusion: Option<ConfusionMatrix>,
     /// Training samples left out as bad ([`crate::OnBadSample::Skip`]), by dataset index.
     pub skipped: Vec<crate::SkippedSample>,
+    /// Checkpoints that could not be written under
+    /// [`OnCheckpointError::Continue`](crate::checkpoint::OnCheckpointError::Continue).
+    pub checkpoint_failures: Vec<checkpoint::CheckpointFailure>,
 }
 
 /// Trains `model` on `train` for `cfg.epochs`, evaluating on `val` after each epoch.
@@ -494,6 +497,7 @@ fn fit_in<'scope, 'env, M: Classifier>(
         data_parallel,
     } = outputs;
     let mut warnings = Vec::new();
+    let mut checkpoint_failures = Vec::new();
     cfg.validate()?;
     let micro = cfg.batch_size * cfg.accumulate;
     if train.len() < micro {
@@ -698,13 +702,6 @@ fn fit_in<'scope, 'env, M: Classifier>(
         if improved {
             best = monitor.value(&record).map(|v| (v, epoch));
             since_best = 0;
-            if let Some(opts) = &checkpoints {
-                std::fs::create_dir_all(&opts.dir).map_err(|e| TrainError::Write {
-                    path: opts.dir.clone(),
-                    reason: e.to_string(),
-                })?;
-                kiln_models::weights::save_weights(&model.valid(), &opts.dir.join("best.bpk"), None)?;
-            }
         } else {
             since_best += 1;
         }
@@ -722,7 +719,46 @@ fn fit_in<'scope, 'env, M: Classifier>(
                 best,
                 epochs_since_best: since_best,
             };
-            last_checkpoint = Some(checkpoint::save(opts, &model, &optim, &state)?);
+            let written = (|| -> Result<std::path::PathBuf, TrainError> {
+                if improved {
+                    std::fs::create_dir_all(&opts.dir).map_err(|e| TrainError::Write {
+                        path: opts.dir.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    kiln_models::weights::save_weights(&model.valid(), &opts.dir.join("best.bpk"), None)?;
+                }
+                checkpoint::save(opts, &model, &optim, &state)
+            })();
+            match written {
+                Ok(folder) => last_checkpoint = Some(folder),
+                // Stop: the error ends the run now. Continue: a warning now (the user may be
+                // hours from the end), and the failure is listed in the result.
+                Err(e) => match opts.on_error {
+                    checkpoint::OnCheckpointError::Stop => {
+                        return Err(TrainError::CheckpointFailed {
+                            epoch,
+                            last_good: last_checkpoint,
+                            error: Box::new(e),
+                        });
+                    }
+                    checkpoint::OnCheckpointError::Continue => {
+                        let last_good = last_checkpoint
+                            .as_ref()
+                            .map_or_else(|| "none".to_string(), |p| p.display().to_string());
+                        let w = format!(
+                            "epoch {epoch}'s checkpoint could not be written: {e}; training goes on (checkpoints.on_error = \"continue\"), last good checkpoint: {last_good}"
+                        );
+                        if let Some(f) = on_warning.as_deref_mut() {
+                            f(&w);
+                        }
+                        warnings.push(w);
+                        checkpoint_failures.push(checkpoint::CheckpointFailure {
+                            epoch,
+                            error: e.to_string(),
+                        });
+                    }
+                },
+            }
         }
         if let Some(log) = log.as_deref_mut() {
             log.append(&record)?;
@@ -751,6 +787,7 @@ fn fit_in<'scope, 'env, M: Classifier>(
         verdict,
         val_confusion,
         skipped: train.skipped(),
+        checkpoint_failures,
     })
 }
 

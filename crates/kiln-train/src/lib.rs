@@ -40,7 +40,7 @@ pub mod run;
 pub mod schedule;
 pub mod source;
 
-pub use checkpoint::CheckpointOptions;
+pub use checkpoint::{CheckpointFailure, CheckpointOptions, OnCheckpointError};
 pub use device::{DeviceError, DeviceSpec};
 pub use error::TrainError;
 pub use fit::{

@@ -270,6 +270,11 @@ pub(crate) struct TrainArgs {
     /// Epoch checkpoints to keep (the best model is kept as checkpoints/best.bpk either way).
     #[arg(long, default_value_t = 2)]
     pub(crate) keep_checkpoints: usize,
+    /// A checkpoint that cannot be written (disk full, permissions): `stop` the run, naming the
+    /// last good checkpoint to resume from, or `continue` training without it. Reported at once
+    /// either way; earlier checkpoints stay intact.
+    #[arg(long, value_name = "POLICY", default_value = "stop", value_parser = ["stop", "continue"])]
+    pub(crate) on_checkpoint_error: String,
     /// Training augmentation, a comma list: `crop=P` (random 28×28 crop of the image padded by P
     /// pixels, torchvision's RandomCrop(28, padding=P)), `flip` or `flip=p` (horizontal flip,
     /// p = 0.5 by default), `erase=p` (torchvision's RandomErasing after normalization); `none`
@@ -283,7 +288,7 @@ pub(crate) struct TrainArgs {
 }
 
 /// Flags that set what the run file sets: with --config they would be ambiguous.
-const TRAINING_FLAGS: [&str; 17] = [
+const TRAINING_FLAGS: [&str; 18] = [
     "data",
     "epochs",
     "batch_size",
@@ -300,6 +305,7 @@ const TRAINING_FLAGS: [&str; 17] = [
     "seed",
     "val_fraction",
     "keep_checkpoints",
+    "on_checkpoint_error",
     "augment",
 ];
 
@@ -336,6 +342,10 @@ pub(crate) fn file_from_flags(args: &TrainArgs) -> anyhow::Result<RunFile> {
         file.transforms.erasing = compose.erasing;
     }
     file.checkpoints.keep_last = args.keep_checkpoints;
+    file.checkpoints.on_error = match args.on_checkpoint_error.as_str() {
+        "continue" => kiln_train::OnCheckpointError::Continue,
+        _ => kiln_train::OnCheckpointError::Stop,
+    };
     Ok(file)
 }
 

@@ -442,6 +442,9 @@ pub(crate) fn stats(data: &Path, format: DataFormat, scale: Scale, json: bool) -
         DataFormat::ImageFolder => {
             // Images of any size: accumulated one by one, over data/train.
             let train = kiln_data::ImageFolder::new(data.join("train"))?;
+            for w in train.warnings() {
+                eprintln!("warning: {w}");
+            }
             let n = train.len();
             let mut s = kiln_transforms::stats::ChannelStats::new(3);
             for i in 0..n {

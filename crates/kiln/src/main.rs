@@ -365,6 +365,9 @@ fn splits(file: &RunFile) -> anyhow::Result<Splits> {
             })?;
             let train = kiln_data::ImageFolder::new(dir.join("train"))?;
             let test = kiln_data::ImageFolder::new(dir.join("val"))?;
+            for w in train.warnings().iter().chain(test.warnings()) {
+                eprintln!("warning: {w}");
+            }
             if train.classes() != test.classes() {
                 return Err(Usage(format!(
                     "{}: train/ has classes {:?} but val/ has {:?}; both need the same class folders",
@@ -682,6 +685,7 @@ fn train_model<M: Classifier>(
                 dir: run.checkpoints(),
                 keep_last: file.checkpoints.keep_last,
                 resume: args.resume.is_some(),
+                on_error: file.checkpoints.on_error,
             }),
             data_parallel,
             ..Default::default()
@@ -735,6 +739,17 @@ fn train_model<M: Classifier>(
                     .map(|s| format!("skipped {split} sample {}: {}", s.index, s.reason)),
             );
         }
+    }
+    if !result.checkpoint_failures.is_empty() {
+        let epochs: Vec<String> = result
+            .checkpoint_failures
+            .iter()
+            .map(|f| f.epoch.to_string())
+            .collect();
+        println!(
+            "checkpoints of epochs {} could not be written (checkpoints.on_error = \"continue\"); listed in the report",
+            epochs.join(", ")
+        );
     }
     let monitor = if n_val > 0 { "val_acc" } else { "train_loss" };
     let report = run.write_report(&kiln_train::report::Report {

@@ -964,3 +964,205 @@ fn a_corrupt_image_stops_the_run_or_is_skipped_and_reported_under_the_skip_polic
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(report.contains("broken.png"), "{report}");
 }
+
+/// A full disk, for real: the run is started under `ulimit -f 1024` (files over 1 MiB fail with
+/// EFBIG, "File too large", as writes on a full disk fail with ENOSPC; SIGXFSZ ignored, as a
+/// shell does for its children) so the 1.7 MB checkpoint of the reference CNN cannot be written.
+/// Default policy: the run stops at once with the file named, exit code 1, no panic and no
+/// temporary file left. `--on-checkpoint-error continue`: every epoch still trains, each failed
+/// checkpoint is a warning, and the final weights that cannot be saved end the run with an error.
+/// (That the last good checkpoint stays whole and resumes is `tests/train_loop.rs`'s
+/// `a_checkpoint_that_cannot_be_written_stops_or_continues_by_policy`.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_during_checkpointing_stops_the_run_with_the_file_named() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 64, 16).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    for policy in ["stop", "continue"] {
+        let out_dir = runs.path().join(policy);
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 1024; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .args(["train", "--epochs", "2", "--batch-size", "16", "--no-progress"])
+            .args(["--on-checkpoint-error", policy, "--data"])
+            .arg(data.path())
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{policy}: {stdout}\n{stderr}");
+        assert!(stderr.contains("File too large"), "{policy}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{policy}: {stderr}");
+        if policy == "stop" {
+            assert!(
+                stderr.contains("epoch 1's checkpoint could not be written")
+                    && stderr.contains("checkpoints/best.bpk")
+                    && stderr.contains("last good checkpoint: none"),
+                "{stderr}"
+            );
+            assert!(!stdout.contains("epoch 2/2"), "{stdout}");
+        } else {
+            assert!(stdout.contains("epoch 2/2"), "trained on: {stdout}");
+            assert_eq!(stderr.matches("training goes on").count(), 2, "{stderr}");
+            assert!(stderr.contains("model.bpk"), "{stderr}");
+        }
+        // Nothing half-written is left where a resume would look.
+        let leftovers: Vec<_> = std::fs::read_dir(out_dir.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(leftovers.is_empty(), "{policy}: {leftovers:?}");
+    }
+}
+
+/// Runs `args` of `kiln` the way an ordinary user would meet an unreadable file: root reads
+/// mode-000 files anyway (CAP_DAC_OVERRIDE), so as root the command runs under `setpriv` with
+/// those capabilities dropped. `None` as root without `setpriv`.
+#[cfg(target_os = "linux")]
+fn kiln_without_read_override() -> Option<Command> {
+    use std::os::unix::fs::MetadataExt;
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    if probe.as_file().metadata().unwrap().uid() != 0 {
+        return Some(kiln());
+    }
+    let mut c = Command::new("setpriv");
+    c.args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+        .arg(env!("CARGO_BIN_EXE_kiln"));
+    c.arg("--version").output().ok().filter(|o| o.status.success())?;
+    let mut c = Command::new("setpriv");
+    c.args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+        .arg(env!("CARGO_BIN_EXE_kiln"));
+    Some(c)
+}
+
+/// Waits at most `secs` for `cmd`: a hang is a test failure, not a stuck CI job.
+#[cfg(target_os = "linux")]
+fn output_within(mut cmd: Command, secs: u64) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() > secs {
+            child.kill().unwrap();
+            panic!("still running after {secs} s: {cmd:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Unreadable and special files: a mode-000 image and a FIFO named `pipe.png` in an ImageFolder,
+/// a mode-000 idx file, and both given to `predict`. Opening a FIFO waits for a writer forever,
+/// so kiln checks the file type first: the scan skips it with a warning and `predict` refuses it,
+/// within seconds. The unreadable image stops the run naming it ("Permission denied") or, under
+/// `on_bad_sample = "skip"`, is left out and listed.
+#[cfg(target_os = "linux")]
+#[test]
+fn unreadable_files_and_fifos_are_errors_or_skips_naming_them_never_hangs() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(_) = kiln_without_read_override() else {
+        eprintln!("skipped: running as root without setpriv, mode-000 files stay readable");
+        return;
+    };
+    let unprivileged = || kiln_without_read_override().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    for (split, n) in [("train", 8), ("val", 2)] {
+        for (class, rgb) in [("a", [200u8, 10, 10]), ("b", [10, 10, 200])] {
+            let dir = root.path().join("folder").join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                image::RgbImage::from_pixel(10, 10, image::Rgb(rgb))
+                    .save(dir.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    let locked = root.path().join("folder/train/a/locked.png");
+    image::RgbImage::from_pixel(10, 10, image::Rgb([200, 10, 10]))
+        .save(&locked)
+        .unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let fifo = root.path().join("folder/train/b/pipe.png");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+
+    let config = root.path().join("run.toml");
+    let write = |policy: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[data]\nformat = \"image-folder\"\npath = \"folder\"\nval_fraction = 0.25\n{policy}\n[transforms]\neval = [{{ op = \"resize\", height = 8, width = 8 }}]\n\n[train]\nepochs = 1\nbatch_size = 4\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let mut cmd = unprivileged();
+    cmd.args(["train", "--no-progress", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(root.path().join("r1"));
+    let out = output_within(cmd, 120);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("locked.png") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pipe.png: a FIFO") && stderr.contains("skipped"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    write("on_bad_sample = \"skip\"\nmax_bad_fraction = 0.2");
+    let run = root.path().join("r2");
+    let mut cmd = unprivileged();
+    cmd.args(["train", "--no-progress", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&run);
+    let out = output_within(cmd, 120);
+    let stdout = succeeded(&out);
+    assert!(stdout.contains("skipped 1 bad"), "{stdout}");
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        report.contains("locked.png") && report.contains("Permission denied"),
+        "{report}"
+    );
+
+    for (input, expected) in [(&fifo, "FIFO"), (&locked, "Permission denied")] {
+        let mut cmd = unprivileged();
+        cmd.args(["predict", "--weights"])
+            .arg(run.join("model.bpk"))
+            .arg("--input")
+            .arg(input);
+        let out = output_within(cmd, 60);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&input.display().to_string()) && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+
+    // An unreadable idx file.
+    let data = root.path().join("fmnist");
+    std::fs::create_dir(&data).unwrap();
+    common::write_tiny_fashion_mnist(&data, 32, 16).unwrap();
+    let images = data.join("train-images-idx3-ubyte");
+    std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = unprivileged();
+    cmd.args(["train", "--no-progress", "--data"]).arg(&data);
+    let out = output_within(cmd, 60);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("train-images-idx3-ubyte") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+}
