@@ -175,6 +175,35 @@ pub fn save<M: Module>(
     Ok(final_dir)
 }
 
+/// Removes what an interrupted write left in the checkpoint folder `dir`: the hidden temporaries
+/// (`.epoch-NNNN.tmp/`, `.best.bpk.<pid>.tmp`, ...) that a kill or a crash mid-write leaves. Only
+/// names kiln writes (a leading `.` and a `.tmp` ending) are touched; complete checkpoints never
+/// have such names. Returns what was removed. `fit` calls it before the first epoch.
+pub fn remove_stale_temporaries(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(".tmp")) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if gone.is_ok() {
+            removed.push(path);
+        }
+    }
+    removed.sort();
+    removed
+}
+
 /// Epochs with a complete checkpoint in `dir`.
 fn list(dir: &Path) -> Vec<usize> {
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -537,6 +537,18 @@ fn fit_in<'scope, 'env, M: Classifier>(
     let mut since_best = 0usize;
     let mut start_epoch = 1;
     let mut last_checkpoint: Option<std::path::PathBuf> = None;
+    if let Some(opts) = &checkpoints {
+        for path in checkpoint::remove_stale_temporaries(&opts.dir) {
+            let w = format!(
+                "removed {}, left by a write that was interrupted (a kill or a crash); the complete checkpoints are untouched",
+                path.display()
+            );
+            if let Some(f) = on_warning.as_deref_mut() {
+                f(&w);
+            }
+            warnings.push(w);
+        }
+    }
     if let Some(opts) = checkpoints.as_ref().filter(|o| o.resume)
         && let Some(folder) = checkpoint::latest(&opts.dir)
     {
