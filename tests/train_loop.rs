@@ -773,3 +773,105 @@ fn images_of_different_sizes_in_one_batch_are_an_error_that_suggests_a_resize() 
     assert_eq!(r.epochs.len(), 1);
     Ok(())
 }
+
+/// A model whose logits turn NaN on one forward pass: the loss is NaN at a known step.
+#[derive(burn::module::Module, Debug)]
+struct NanOnCall {
+    inner: kiln_models::Mlp,
+    #[module(skip)]
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    #[module(skip)]
+    nan_on: usize,
+}
+
+impl kiln_models::Classifier for NanOnCall {
+    fn name(&self) -> &'static str {
+        "NanOnCall"
+    }
+
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let logits = self.inner.logits(images);
+        if call == self.nan_on {
+            logits.mul_scalar(f32::NAN)
+        } else {
+            logits
+        }
+    }
+
+    fn check_input(&self, dims: &[usize]) -> Result<(), kiln_models::ModelError> {
+        self.inner.check_input(dims)
+    }
+}
+
+/// A NaN injected into the loss at a known step (epoch 2, step 2: the 6th forward pass with 4
+/// steps per epoch): the run stops there, naming that step and epoch 1's checkpoint, which
+/// loads; the lr explosion of `a_nan_stop_names_the_last_good_checkpoint` is the natural cause.
+#[test]
+fn a_nan_injected_into_the_loss_stops_at_that_step_with_the_checkpoint_before_it() -> anyhow::Result<()> {
+    use kiln_models::Classifier as _;
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 64, 16)?;
+    let train = source(data.path(), MnistSplit::Train)?;
+    let device = Device::flex();
+    let model = NanOnCall {
+        inner: MlpConfig::new(vec![32]).init(&device)?,
+        calls: Default::default(),
+        nan_on: 5,
+    };
+    let ckpt = tempfile::tempdir()?;
+    let cfg = TrainConfig {
+        epochs: 3,
+        batch_size: 16,
+        ..TrainConfig::default()
+    };
+    let Err(err) = fit(
+        model,
+        &train,
+        None,
+        &cfg,
+        &device,
+        FitOutputs {
+            checkpoints: Some(CheckpointOptions::new(ckpt.path())),
+            ..Default::default()
+        },
+    ) else {
+        anyhow::bail!("the NaN must stop the run");
+    };
+    let msg = err.to_string();
+    let kiln_train::TrainError::NonFiniteLoss {
+        epoch,
+        step,
+        loss,
+        checkpoint,
+        ..
+    } = err
+    else {
+        anyhow::bail!("wrong error: {msg}");
+    };
+    assert_eq!((epoch, step), (2, 2), "{msg}");
+    assert!(loss.is_nan());
+    let good = ckpt.path().join("epoch-0001");
+    assert_eq!(checkpoint.as_deref(), Some(good.as_path()));
+    assert!(
+        msg.contains("loss is NaN at epoch 2, step 2") && msg.contains("epoch-0001"),
+        "{msg}"
+    );
+    let fresh = NanOnCall {
+        inner: MlpConfig::new(vec![32]).init(&device)?,
+        calls: Default::default(),
+        nan_on: usize::MAX,
+    };
+    let restored = kiln_train::checkpoint::load(&good, fresh)?;
+    assert_eq!(restored.state.epoch, 1);
+    assert!(
+        restored
+            .model
+            .inner
+            .logits(Tensor::zeros([1, 1, 28, 28], &device))
+            .into_data()
+            .iter::<f32>()
+            .all(f32::is_finite)
+    );
+    Ok(())
+}
