@@ -875,3 +875,62 @@ fn a_nan_injected_into_the_loss_stops_at_that_step_with_the_checkpoint_before_it
     );
     Ok(())
 }
+
+/// Every float tensor of a module, in visiting order (the reference CNN's head, `fc2`, comes
+/// last: its weight and bias).
+fn float_tensors<M: burn::module::Module>(m: &M) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0.push(p.val().into_data().iter::<f32>().collect());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    m.visit(&mut c);
+    c.0
+}
+
+/// Fine-tuning with a frozen backbone through `fit`: a new head for 3 classes on weights trained
+/// for 10, and after an epoch every backbone tensor — weights and BatchNorm running statistics —
+/// is bit-identical to the pretrained one while the head has moved.
+#[test]
+fn a_frozen_backbone_keeps_every_tensor_and_only_the_head_trains() -> anyhow::Result<()> {
+    use kiln_models::FineTune;
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 64, 16)?;
+    // Three of the ten classes, relabelled 0..3.
+    let three = kiln_data::Mapped::new(
+        kiln_data::Subset::new(
+            MnistDataset::from_dir(data.path(), MnistSplit::Train)?,
+            (0..64).collect(),
+        )?,
+        |mut item: kiln_data::MnistItem| {
+            item.label %= 3;
+            Ok(item)
+        },
+    );
+    let train = ClassificationSource::new(three, Normalization::fashion_mnist());
+    let device = Device::flex();
+    device.seed(4);
+    let pretrained = ReferenceCnnConfig::new().init(&device)?;
+    let before = float_tensors(&pretrained);
+    let model = pretrained.replace_head(3, &device)?;
+    let head_before = float_tensors(&model).into_iter().rev().nth(1).unwrap_or_default();
+    let model = model.freeze_backbone();
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        ..TrainConfig::default()
+    };
+    let r = fit(model, &train, None, &cfg, &device, FitOutputs::default())?;
+    let after = float_tensors(&r.model.valid());
+    // conv1, BN (γ, β, running mean, running var), conv2, BN ×4, fc1, BN ×4, fc2 weight and bias.
+    assert_eq!((before.len(), after.len()), (17, 17));
+    let n = after.len();
+    for (i, (a, b)) in before.iter().zip(&after).enumerate().take(n - 2) {
+        assert_eq!(a, b, "backbone tensor {i} changed");
+    }
+    assert_eq!(after[n - 2].len(), 128 * 3, "the new head");
+    assert_ne!(after[n - 2], head_before, "the head trained");
+    Ok(())
+}

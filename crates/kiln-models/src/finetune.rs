@@ -83,6 +83,20 @@ impl FineTune for ResNet {
     }
 }
 
+impl FineTune for crate::ReferenceCnn {
+    const HEAD_PATTERN: &'static str = r"^fc2\.";
+
+    fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
+        let [d_in, _] = self.fc2.weight.dims();
+        self.fc2 = new_head(d_in, num_classes, device)?;
+        Ok(self)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.fc2.weight.dims()[1]
+    }
+}
+
 impl FineTune for Mlp {
     const HEAD_PATTERN: &'static str = r"^head\.";
 

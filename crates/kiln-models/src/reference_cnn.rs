@@ -56,7 +56,7 @@ pub struct ReferenceCnn {
     bn2: Option<BatchNorm>,
     fc1: Linear,
     bn3: Option<BatchNorm>,
-    fc2: Linear,
+    pub(crate) fc2: Linear,
     pool: MaxPool2d,
     in_channels: usize,
     height: usize,

@@ -331,8 +331,38 @@ pub struct RunSection {
     pub devices: Vec<DeviceSpec>,
     /// The run directory (must be empty or absent); absent: `runs/run-<UTC time>`.
     pub out: Option<PathBuf>,
-    /// Start from these weights (a kiln `.bpk` of the same model).
+    /// Start from these weights (a kiln `.bpk` of the same architecture; with a
+    /// `<weights>.kiln.json` spec whose class count differs from the data's, the classifier head
+    /// is replaced by a fresh one — see `[finetune]`).
     pub init_from: Option<PathBuf>,
+}
+
+/// `[finetune]`: how weights loaded with `run.init_from` are trained.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FineTuneConfig {
+    /// Train only the classifier head: the backbone gets no gradients and its BatchNorm layers
+    /// keep the pretrained running statistics (PyTorch's `requires_grad = False` **and**
+    /// `backbone.eval()`).
+    pub freeze_backbone: bool,
+    /// The backbone's learning rate as a fraction of the head's (e.g. 0.1); 1 trains both alike.
+    pub backbone_lr_factor: f64,
+}
+
+impl Default for FineTuneConfig {
+    fn default() -> Self {
+        Self {
+            freeze_backbone: false,
+            backbone_lr_factor: 1.0,
+        }
+    }
+}
+
+impl FineTuneConfig {
+    /// Whether anything differs from training every parameter alike.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A whole run file. Every section is optional.
@@ -349,6 +379,8 @@ pub struct RunFile {
     pub train: TrainConfig,
     /// `[checkpoints]`.
     pub checkpoints: CheckpointsConfig,
+    /// `[finetune]` (with `run.init_from`).
+    pub finetune: FineTuneConfig,
     /// `[run]`.
     pub run: RunSection,
 }

@@ -527,10 +527,94 @@ fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     };
     let (_, device, _) = devices(&file)?;
     let data = splits(&file)?;
-    with_model!(file, data, &device, |m| train_model(m, data, file.clone(), args))
+    match initial_model(&file, &data, &device, args)? {
+        AnyModel::Cnn(m) => train_model(m, data, file, args),
+        AnyModel::Mlp(m) => train_model(m, data, file, args),
+        AnyModel::ResNet(m) => train_model(m, data, file, args),
+    }
 }
 
-fn train_model<M: Classifier>(
+/// Applies `$body` to the model inside an [`AnyModel`], rewrapping the result in the same variant.
+macro_rules! map_model {
+    ($model:expr, |$m:ident| $body:expr) => {
+        match $model {
+            AnyModel::Cnn($m) => AnyModel::Cnn($body),
+            AnyModel::Mlp($m) => AnyModel::Mlp($body),
+            AnyModel::ResNet($m) => AnyModel::ResNet($body),
+        }
+    };
+}
+
+/// The model a run starts from: the run file's, freshly initialised (seeded), or with
+/// `run.init_from` those weights. When the weights' spec names another number of classes than the
+/// data has, the model is built for the weights' classes, loaded, and its classifier head replaced
+/// by a fresh one for the data's (`model.fc = nn.Linear(512, n)`); `[finetune]` then freezes the
+/// backbone if asked. A resumed run starts from its checkpoint instead.
+fn initial_model(
+    file: &RunFile,
+    data: &Splits,
+    device: &Device,
+    args: &TrainArgs,
+) -> anyhow::Result<AnyModel> {
+    use kiln_models::FineTune;
+    device.seed(file.train.seed);
+    let classes = data.classes.len();
+    let Some(path) = file.run.init_from.as_ref().filter(|_| args.resume.is_none()) else {
+        if !file.finetune.is_default() && args.resume.is_none() {
+            return Err(Usage(
+                "[finetune] settings need weights to start from: set run.init_from (or --init-from WEIGHTS)"
+                    .into(),
+            )
+            .into());
+        }
+        return build_model(&file.model, data.chw, classes, device);
+    };
+    let f = file.finetune.backbone_lr_factor;
+    if !(f.is_finite() && f > 0.0) {
+        return Err(Usage(format!(
+            "finetune.backbone_lr_factor = {f}: must be a positive number (0.1 gives the backbone a tenth of the head's learning rate); to train the head alone use finetune.freeze_backbone = true"
+        ))
+        .into());
+    }
+    let norm = file.transforms.normalization(file.data.format).resolve()?;
+    let sidecar = PretrainedSpec::sidecar_path(path);
+    let spec = if sidecar.exists() {
+        Some(PretrainedSpec::load_next_to(path)?)
+    } else {
+        if !path.is_file() {
+            anyhow::bail!("--init-from {}: no such file", path.display());
+        }
+        eprintln!(
+            "warning: {} has no {} next to it; the normalization and classes it was trained with cannot be checked",
+            path.display(),
+            sidecar.display()
+        );
+        None
+    };
+    if let Some(spec) = &spec {
+        spec.check_normalization(&norm, args.allow_normalization_override)
+            .with_context(|| format!("--init-from {}", path.display()))?;
+    }
+    let from_classes = spec.as_ref().map_or(classes, |s| s.num_classes);
+    let model = build_model(&file.model, data.chw, from_classes, device)?;
+    let context = || format!("--init-from {}", path.display());
+    let mut model = map_model!(model, |m| kiln_models::weights::load_weights(m, path)
+        .with_context(context)?
+        .0);
+    if from_classes != classes {
+        eprintln!(
+            "note: {} was trained for {from_classes} classes, the data has {classes}: the classifier head is replaced by a new one (nn.Linear's default init)",
+            path.display()
+        );
+        model = map_model!(model, |m| m.replace_head(classes, device)?);
+    }
+    if file.finetune.freeze_backbone {
+        model = map_model!(model, |m| m.freeze_backbone());
+    }
+    Ok(model)
+}
+
+fn train_model<M: Classifier + kiln_models::FineTune>(
     model: M,
     data: Splits,
     mut file: RunFile,
@@ -553,23 +637,16 @@ fn train_model<M: Classifier>(
     let steps_per_epoch = n_train / cfg.batch_size / cfg.accumulate;
     cfg.schedule
         .validate(cfg.lr, steps_per_epoch, steps_per_epoch * cfg.epochs)?;
-    let mut model = model;
-    if let Some(path) = &file.run.init_from
-        && args.resume.is_none()
-    {
-        let (loaded, spec) = kiln_models::weights::load_weights(model, path)?;
-        match spec {
-            Some(spec) => spec
-                .check_normalization(&norm, args.allow_normalization_override)
-                .with_context(|| format!("--init-from {}", path.display()))?,
-            None => eprintln!(
-                "warning: {} has no {} next to it; the normalization it was trained with cannot be checked",
-                path.display(),
-                PretrainedSpec::sidecar_path(path).display()
-            ),
-        }
-        model = loaded;
-    }
+    // The backbone's own learning rate when fine-tuning (the head keeps the scheduled one).
+    let lr_groups = if file.finetune.backbone_lr_factor == 1.0 {
+        Vec::new()
+    } else {
+        vec![kiln_train::optim::LrGroup {
+            name: "backbone".into(),
+            group: M::backbone_group(),
+            lr_scale: file.finetune.backbone_lr_factor,
+        }]
+    };
     let run = match (&args.resume, &file.run.out) {
         (Some(dir), _) => RunDir::open_existing(dir)?,
         (None, Some(p)) => RunDir::create(p)?,
@@ -651,7 +728,12 @@ fn train_model<M: Classifier>(
         }
     }
     if let Some(path) = &file.run.init_from {
-        println!("  init:  {}", path.display());
+        let how = match (file.finetune.freeze_backbone, file.finetune.backbone_lr_factor) {
+            (true, _) => " (backbone frozen: only the head trains)".to_string(),
+            (false, f) if f != 1.0 => format!(" (backbone at {f}× the learning rate)"),
+            _ => String::new(),
+        };
+        println!("  init:  {}{how}", path.display());
     }
     println!("  run:   {}", run.path().display());
 
@@ -687,8 +769,8 @@ fn train_model<M: Classifier>(
                 resume: args.resume.is_some(),
                 on_error: file.checkpoints.on_error,
             }),
+            lr_groups,
             data_parallel,
-            ..Default::default()
         },
     )?;
 

@@ -1182,3 +1182,118 @@ fn unreadable_files_and_fifos_are_errors_or_skips_naming_them_never_hangs() {
         "{stderr}"
     );
 }
+
+/// An ImageFolder (`train/` and `val/`) of flat-colour 12×12 PNGs, one class per colour.
+fn colour_folder(root: &std::path::Path, classes: &[(&str, [u8; 3])], train: usize, val: usize) {
+    for (split, n) in [("train", train), ("val", val)] {
+        for (class, rgb) in classes {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let shade = |c: u8| c.saturating_sub((i * 5) as u8);
+                image::RgbImage::from_pixel(12, 12, image::Rgb(rgb.map(shade)))
+                    .save(dir.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Fine-tuning from the command line: weights trained on 5 classes start a run on 3; the head is
+/// replaced (said on stderr), `[finetune] freeze_backbone` trains only the head, and the result's
+/// spec names the 3 new classes. `[finetune]` without weights, or a backbone factor of 0, is a
+/// config error (exit 2).
+#[test]
+fn fine_tuning_replaces_the_head_for_new_classes_and_can_freeze_the_backbone() {
+    let root = tempfile::tempdir().unwrap();
+    colour_folder(
+        &root.path().join("five"),
+        &[
+            ("a", [220, 20, 20]),
+            ("b", [20, 220, 20]),
+            ("c", [20, 20, 220]),
+            ("d", [220, 220, 20]),
+            ("e", [20, 220, 220]),
+        ],
+        6,
+        2,
+    );
+    colour_folder(
+        &root.path().join("three"),
+        &[
+            ("cat", [200, 100, 50]),
+            ("dog", [50, 100, 200]),
+            ("owl", [100, 200, 50]),
+        ],
+        8,
+        2,
+    );
+    let common = "[transforms]\neval = [{ op = \"resize\", height = 8, width = 8 }]\n\n[train]\nepochs = 1\nbatch_size = 4\n";
+    let pre = root.path().join("pre.toml");
+    std::fs::write(
+        &pre,
+        format!("[data]\nformat = \"image-folder\"\npath = \"five\"\nval_fraction = 0.2\n\n{common}"),
+    )
+    .unwrap();
+    succeeded(
+        &kiln()
+            .args(["train", "--no-progress", "--config"])
+            .arg(&pre)
+            .arg("--out")
+            .arg(root.path().join("pre"))
+            .output()
+            .unwrap(),
+    );
+    let tune = root.path().join("tune.toml");
+    let write_tune = |extra: &str| {
+        std::fs::write(
+            &tune,
+            format!("[data]\nformat = \"image-folder\"\npath = \"three\"\nval_fraction = 0.25\n\n{common}\n{extra}"),
+        )
+        .unwrap();
+    };
+    write_tune("[run]\ninit_from = \"pre/model.bpk\"\n\n[finetune]\nfreeze_backbone = true\n");
+    let out = kiln()
+        .args(["train", "--no-progress", "--config"])
+        .arg(&tune)
+        .arg("--out")
+        .arg(root.path().join("tuned"))
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("was trained for 5 classes, the data has 3: the classifier head is replaced"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("backbone frozen: only the head trains"),
+        "{stdout}"
+    );
+    let spec = kiln_models::PretrainedSpec::load_next_to(&root.path().join("tuned/model.bpk")).unwrap();
+    assert_eq!(spec.class_names, vec!["cat", "dog", "owl"]);
+
+    for (extra, expected) in [
+        (
+            "[finetune]\nfreeze_backbone = true\n",
+            "[finetune] settings need weights to start from",
+        ),
+        (
+            "[run]\ninit_from = \"pre/model.bpk\"\n\n[finetune]\nbackbone_lr_factor = 0.0\n",
+            "finetune.backbone_lr_factor = 0: must be a positive number",
+        ),
+    ] {
+        write_tune(extra);
+        let out = kiln()
+            .args(["train", "--no-progress", "--config"])
+            .arg(&tune)
+            .arg("--out")
+            .arg(root.path().join("never"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!root.path().join("never").exists());
+    }
+}
