@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use kiln_data::npy;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/npy").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/npy")
+        .join(name)
 }
 
 /// `np.arange(24, dtype='<f4').reshape(2, 3, 4) / np.float32(7)`, in f32 as numpy computes it.
@@ -44,7 +46,10 @@ fn what_kiln_does_not_read_is_an_error_not_garbage() {
     // A Fortran-order array has the same bytes in another order: reading it as C order would
     // silently transpose the data.
     let msg = npy::read(&fixture("f32_fortran.npy")).unwrap_err().to_string();
-    assert!(msg.contains("f32_fortran.npy") && msg.contains("fortran"), "{msg}");
+    assert!(
+        msg.contains("f32_fortran.npy") && msg.contains("fortran"),
+        "{msg}"
+    );
     let msg = npy::read(&fixture("f64_3.npy")).unwrap_err().to_string();
     assert!(msg.contains("f64_3.npy") && msg.contains("<f8"), "{msg}");
 }

@@ -255,6 +255,10 @@ pub(crate) struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub(crate) no_progress: bool,
+    /// Make stdout one JSON object (train: the summary, every epoch's record and the run's files;
+    /// doctor, lr-find, overfit-batch: their report); the human-readable lines go to stderr.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// Start from these weights (a kiln `.bpk` of the same model, e.g. a previous run's
     /// model.bpk) instead of a fresh initialisation. Its `.kiln.json` spec must name the same
     /// normalization as this run's data.

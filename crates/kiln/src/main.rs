@@ -428,6 +428,17 @@ where
     Ok((Box::new(train), Box::new(val), Box::new(test)))
 }
 
+/// `println!` for the human-readable lines, or `eprintln!` when stdout is kept for `--json`.
+macro_rules! say {
+    ($json:expr, $($arg:tt)*) => {
+        if $json {
+            eprintln!($($arg)*)
+        } else {
+            println!($($arg)*)
+        }
+    };
+}
+
 /// Runs `$body` with `$m` bound to the model the run file names (seeded first).
 macro_rules! with_model {
     ($file:expr, $splits:expr, $device:expr, |$m:ident| $body:expr) => {{
@@ -450,8 +461,14 @@ fn doctor(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<bool> 
         &file.train,
         &device
     )?);
-    print!("{report}");
-    println!(
+    let json = args.json;
+    if json {
+        eprint!("{report}");
+    } else {
+        print!("{report}");
+    }
+    say!(
+        json,
         "{}",
         if report.ok() {
             "doctor: all checks passed"
@@ -459,6 +476,12 @@ fn doctor(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<bool> 
             "doctor: some checks failed (see above)"
         }
     );
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"ok": report.ok(), "report": &report}))?
+        );
+    }
     Ok(report.ok())
 }
 
@@ -478,17 +501,26 @@ fn lr_find(args: &TrainArgs, matches: &clap::ArgMatches, plot: &Path, steps: usi
         &sweep,
         Some(plot)
     )?);
+    let json = args.json;
     match r.suggested {
-        Some(lr) => println!(
+        Some(lr) => say!(
+            json,
             "lr-find: suggested lr {lr:.3e} ({} steps from {:.0e}); curve: {}",
             r.lrs.len(),
             sweep.start_lr,
             plot.display()
         ),
-        None => println!(
+        None => say!(
+            json,
             "lr-find: the loss never fell; no suggestion (curve: {})",
             plot.display()
         ),
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"result": &r, "plot": plot}))?
+        );
     }
     Ok(())
 }
@@ -505,7 +537,10 @@ fn overfit_batch(args: &TrainArgs, matches: &clap::ArgMatches, steps: usize) -> 
         steps,
         0.05
     )?);
-    println!("overfit-batch: {}", r.message);
+    say!(args.json, "overfit-batch: {}", r.message);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
     Ok(r.passed)
 }
 
@@ -621,6 +656,7 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
     args: &TrainArgs,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
+    let json = args.json;
     // The devices first: a backend that is not compiled in fails before any data is read.
     let (spec, device, data_parallel) = devices(&file)?;
     let cfg = file.train.clone();
@@ -667,7 +703,8 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
                 )
             })?;
             let state = kiln_train::checkpoint::read_state(&latest)?;
-            println!(
+            say!(
+                json,
                 "kiln train: resuming {} after epoch {} of {}",
                 run.path().display(),
                 state.epoch,
@@ -698,9 +735,10 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
         spec.to_string()
     };
     let name = model_name(&file.model, data.chw, data.classes.len());
-    println!("kiln train: {name} on {on}");
+    say!(json, "kiln train: {name} on {on}");
     if let Some(summary) = model.summary(data.chw) {
-        println!(
+        say!(
+            json,
             "  model: {} parameters with BatchNorm statistics, {:.2} MMACs per image (layers: {})",
             summary.params(),
             summary.macs() as f64 / 1e6,
@@ -709,22 +747,33 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
         std::fs::write(run.path().join("model.txt"), format!("{summary}\n"))
             .with_context(|| format!("writing {}", run.path().join("model.txt").display()))?;
     }
-    println!(
+    say!(
+        json,
         "  data:  {} ({n_train} train / {n_val} val / {n_test} test)",
         data_root.display()
     );
-    println!(
+    say!(
+        json,
         "  optim: {} lr={} schedule={} batch={} epochs={} seed={}",
-        cfg.optimizer, cfg.lr, cfg.schedule, cfg.batch_size, cfg.epochs, cfg.seed
+        cfg.optimizer,
+        cfg.lr,
+        cfg.schedule,
+        cfg.batch_size,
+        cfg.epochs,
+        cfg.seed
     );
-    println!(
+    say!(
+        json,
         "  norm:  {} mean={:?} std={:?} ({:?} scale)",
-        norm.name, norm.mean, norm.std, norm.scale
+        norm.name,
+        norm.mean,
+        norm.std,
+        norm.scale
     );
     if let Some(compose) = &augmentation {
-        println!("  augment (training batches only):");
+        say!(json, "  augment (training batches only):");
         for line in compose.describe(data.stored) {
-            println!("    {line}");
+            say!(json, "    {line}");
         }
     }
     if let Some(path) = &file.run.init_from {
@@ -733,9 +782,9 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
             (false, f) if f != 1.0 => format!(" (backbone at {f}× the learning rate)"),
             _ => String::new(),
         };
-        println!("  init:  {}{how}", path.display());
+        say!(json, "  init:  {}{how}", path.display());
     }
-    println!("  run:   {}", run.path().display());
+    say!(json, "  run:   {}", run.path().display());
 
     let epochs = cfg.epochs;
     let mut print_epoch = |r: &EpochRecord| {
@@ -743,12 +792,18 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
             (Some(l), Some(a)) => format!("val_loss={l:.4} val_acc={a:.4}"),
             _ => "no validation split".to_string(),
         };
-        println!(
+        say!(
+            json,
             "epoch {}/{epochs}  lr={:.4}  train_loss={:.4} train_acc={:.4}  {val}  {:.0} img/s  {:.1}s",
-            r.epoch, r.lr, r.train_loss, r.train_acc, r.train_images_per_s, r.seconds
+            r.epoch,
+            r.lr,
+            r.train_loss,
+            r.train_acc,
+            r.train_images_per_s,
+            r.seconds
         );
         if let Some(v) = r.verdict.as_deref().filter(|v| !v.starts_with("healthy")) {
-            println!("  verdict: {v}");
+            say!(json, "  verdict: {v}");
         }
     };
     let val_opt: Option<&dyn BatchSource> = if n_val > 0 { Some(val_src.as_ref()) } else { None };
@@ -811,7 +866,8 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
         ("test", test_src.skipped()),
     ] {
         if !skipped.is_empty() {
-            println!(
+            say!(
+                json,
                 "skipped {} bad {split} samples (data.on_bad_sample = \"skip\"); listed in the report",
                 skipped.len()
             );
@@ -828,7 +884,8 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
             .iter()
             .map(|f| f.epoch.to_string())
             .collect();
-        println!(
+        say!(
+            json,
             "checkpoints of epochs {} could not be written (checkpoints.on_error = \"continue\"); listed in the report",
             epochs.join(", ")
         );
@@ -849,22 +906,51 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
         train_images_per_s: result.train_images_per_s,
     })?;
     if result.stopped_early {
-        println!(
+        say!(
+            json,
             "early stopping: no improvement for {} epochs",
             cfg.early_stopping.map_or(0, |e| e.patience)
         );
     }
-    println!("verdict: {}", result.verdict);
-    println!(
+    say!(json, "verdict: {}", result.verdict);
+    say!(
+        json,
         "saved: {} (best: {})",
         model_path.display(),
         run.checkpoints().join("best.bpk").display()
     );
-    println!("report: {}", report.display());
-    println!(
+    say!(json, "report: {}", report.display());
+    say!(
+        json,
         "summary: epochs={epochs} train_images_per_s={:.1} test_loss={:.4} test_acc={:.4} seconds={:.1}",
-        summary.train_images_per_s, summary.test_loss, summary.test_acc, summary.seconds
+        summary.train_images_per_s,
+        summary.test_loss,
+        summary.test_acc,
+        summary.seconds
     );
+    if json {
+        let files = |name: &str| run.path().join(name);
+        let out = serde_json::json!({
+            "run": run.path(),
+            "summary": &summary,
+            "verdict": result.verdict.to_string(),
+            "best": result.best.map(|(value, epoch)| serde_json::json!({"epoch": epoch, "value": value, "monitor": monitor})),
+            "stopped_early": result.stopped_early,
+            "resumed_after": result.resumed_after,
+            "epochs": &result.epochs,
+            "warnings": &warnings,
+            "checkpoint_failures": &result.checkpoint_failures,
+            "files": {
+                "model": &model_path,
+                "spec": PretrainedSpec::sidecar_path(&model_path),
+                "best": run.checkpoints().join("best.bpk"),
+                "report": &report,
+                "metrics": files("metrics.jsonl"),
+                "config": files("config.toml"),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
     Ok(())
 }
 

@@ -1297,3 +1297,57 @@ fn fine_tuning_replaces_the_head_for_new_classes_and_can_freeze_the_backbone() {
         assert!(!root.path().join("never").exists());
     }
 }
+
+/// `--json` keeps stdout for one JSON object (the human lines go to stderr): train's summary,
+/// epochs and files; doctor's and overfit-batch's reports.
+#[test]
+fn json_makes_stdout_one_object_for_train_doctor_and_overfit_batch() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 128, 32).unwrap();
+    let run = data.path().join("run");
+    let out = kiln()
+        .args([
+            "train",
+            "--json",
+            "--no-progress",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--data",
+        ])
+        .arg(data.path())
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    assert_eq!(v["epochs"].as_array().unwrap().len(), 2);
+    assert_eq!(v["epochs"][1]["epoch"], 2);
+    let acc = v["summary"]["test_acc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(v["summary"]["test_images"], 32);
+    for f in ["model", "spec", "report", "metrics", "config"] {
+        let path = v["files"][f].as_str().unwrap();
+        assert!(std::path::Path::new(path).is_file(), "{f}: {path}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("epoch 2/2"));
+
+    let out = kiln()
+        .args(["doctor", "--json", "--batch-size", "32", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(!v["report"]["checks"].as_array().unwrap().is_empty(), "{v}");
+
+    let out = kiln()
+        .args(["overfit-batch", "--json", "--steps", "5", "--batch-size", "32", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(v["passed"].is_boolean(), "{v}");
+}
