@@ -523,38 +523,63 @@ struct InspectReport {
 
 /// `kiln inspect`: `dataset[N]` and the first training batch, as the seed inspected them by hand.
 pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Path>) -> anyhow::Result<()> {
-    if file.data.format.input_chw()[0] != 1 {
-        return Err(
-            Usage("kiln inspect reads grey idx datasets (fashion-mnist, mnist) so far".into()).into(),
-        );
-    }
     let dir = data_dir(file)?;
-    let train_set = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
-    if index >= train_set.len() {
+    let names = file.data.format.class_names();
+    // `dataset[index]` of the training files, as decoded: grey idx, or BGR as `cv2.imread` gives.
+    let (len, item) = match file.data.format {
+        DataFormat::FashionMnist | DataFormat::Mnist => {
+            let set = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
+            let file = set.images_path().to_path_buf();
+            let parts = |i: kiln_data::MnistItem| (i.image, i.label, None);
+            (set.len(), raw_sample(&set, index, parts, file, "grey")?)
+        }
+        DataFormat::Cifar10 => {
+            let set = kiln_data::CifarDataset::cifar10(&dir, kiln_data::CifarSplit::Train)?;
+            let parts = |i: kiln_data::CifarItem| (i.image, i.label, None);
+            let files = dir.clone();
+            (set.len(), raw_sample(&set, index, parts, files, "BGR")?)
+        }
+        DataFormat::ImageFolder => {
+            let set = kiln_data::ImageFolder::new(dir.join("train"))?;
+            for w in set.warnings() {
+                eprintln!("warning: {w}");
+            }
+            let parts = |i: kiln_data::ImageFolderItem| (i.image, i.label, Some(i.path));
+            let root = dir.join("train");
+            (set.len(), raw_sample(&set, index, parts, root, "BGR")?)
+        }
+    };
+    let Some((sample_file, label, [h, w, c], order, px)) = item else {
         return Err(Usage(format!(
-            "--index {index}: the training split has {} images (0..{})",
-            train_set.len(),
-            train_set.len()
+            "--index {index}: the training split has {len} images (0..{len})"
         ))
         .into());
-    }
-    let (img, label) = train_set.get(index)?.into_parts();
-    let px = img.as_slice();
-    let names = file.data.format.class_names();
+    };
+    // The splits as training sees them (validation held out, transforms applied).
+    let splits = crate::splits(file)?;
+    let class_names = if names.is_empty() {
+        splits.classes.clone()
+    } else {
+        names
+    };
+    let channel_means = (0..c)
+        .map(|ch| px.iter().skip(ch).step_by(c).map(|&v| f64::from(v)).sum::<f64>() / (h * w).max(1) as f64)
+        .collect();
     let sample = SampleReport {
         index,
-        file: train_set.images_path().to_path_buf(),
+        file: sample_file,
         label,
-        class: names.get(label as usize).cloned().unwrap_or_default(),
-        raw_shape_hwc: [img.height(), img.width(), 1],
+        class: class_names.get(label as usize).cloned().unwrap_or_default(),
+        raw_shape_hwc: [h, w, c],
         layout: "HWC",
-        colour_order: "grey",
+        colour_order: order,
         dtype: "u8",
         min: px.iter().copied().min().unwrap_or(0),
         max: px.iter().copied().max().unwrap_or(0),
-        channel_means: vec![px.iter().map(|&v| f64::from(v)).sum::<f64>() / px.len().max(1) as f64],
+        channel_means,
     };
-    let src = crate::splits(file)?.train;
+    let names = class_names;
+    let src = splits.train;
     // The first batch training draws: epoch 0's shuffled order, augmentation included.
     let len = src.len();
     let order = kiln_data::BatchOrder::new(
@@ -618,7 +643,34 @@ pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Pa
     Ok(())
 }
 
-/// The batch as a PNG grid, de-normalised back to 0–255 grey (8 images per row).
+/// One decoded training sample for `inspect`: (file, label, HWC shape, colour order, pixels).
+type RawSample = (PathBuf, u32, [usize; 3], &'static str, Vec<u8>);
+
+/// `set[index]` as stored, or `None` past the end. `parts` splits an item into its image, label
+/// and file (when the item knows it; `files` otherwise names where it came from).
+fn raw_sample<I, C: kiln_data::ColorOrder>(
+    set: &impl burn::data::dataset::Dataset<I, kiln_data::DataError>,
+    index: usize,
+    parts: impl FnOnce(I) -> (kiln_data::Image<kiln_data::Hwc, C>, u32, Option<PathBuf>),
+    files: PathBuf,
+    order: &'static str,
+) -> anyhow::Result<Option<RawSample>> {
+    if index >= set.len() {
+        return Ok(None);
+    }
+    let (img, label, path) = parts(set.get(index)?);
+    let shape = [img.height(), img.width(), C::CHANNELS];
+    Ok(Some((
+        path.unwrap_or(files),
+        label,
+        shape,
+        order,
+        img.as_slice().to_vec(),
+    )))
+}
+
+/// The batch as a PNG grid, de-normalised back to 0–255 (grey, or RGB whatever the model's order;
+/// 8 images per row).
 fn write_grid(
     path: &Path,
     data: &[f32],
@@ -628,22 +680,34 @@ fn write_grid(
     let cols = n.clamp(1, 8);
     let rows = n.div_ceil(cols);
     let (gw, gh) = (cols * (w + 2), rows * (h + 2));
-    let mut canvas = vec![0u8; gw * gh];
+    // Grey stays one channel; colour is written as RGB: a model fed BGR (the Caffe preset) has
+    // its channels read back in reverse, so a colour swap upstream shows as blue skin.
+    let out_c = if c == 1 { 1 } else { 3 };
+    let mut canvas = vec![0u8; gw * gh * out_c];
     let unscale = if norm.scale == Scale::Unit { 255.0 } else { 1.0 };
+    let bgr = norm.order == kiln_transforms::ChannelOrder::Bgr;
     for i in 0..n {
         let (ox, oy) = ((i % cols) * (w + 2) + 1, (i / cols) * (h + 2) + 1);
         for y in 0..h {
             for x in 0..w {
-                // Grey: channel 0; colour images would need their own order here.
-                let v = data[((i * c) * h + y) * w + x];
-                let raw = (v * norm.std[0] + norm.mean[0]) * unscale;
-                canvas[(oy + y) * gw + ox + x] = raw.round().clamp(0.0, 255.0) as u8;
+                for oc in 0..out_c {
+                    let ch = if bgr { out_c - 1 - oc } else { oc };
+                    let v = data[((i * c + ch) * h + y) * w + x];
+                    let raw = (v * norm.std[ch] + norm.mean[ch]) * unscale;
+                    canvas[((oy + y) * gw + ox + x) * out_c + oc] = raw.round().clamp(0.0, 255.0) as u8;
+                }
             }
         }
     }
-    image::GrayImage::from_raw(gw as u32, gh as u32, canvas)
-        .context("grid buffer")?
-        .save(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let saved = if out_c == 1 {
+        image::GrayImage::from_raw(gw as u32, gh as u32, canvas)
+            .context("grid buffer")?
+            .save(path)
+    } else {
+        image::RgbImage::from_raw(gw as u32, gh as u32, canvas)
+            .context("grid buffer")?
+            .save(path)
+    };
+    saved.with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

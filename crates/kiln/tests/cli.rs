@@ -1343,11 +1343,89 @@ fn json_makes_stdout_one_object_for_train_doctor_and_overfit_batch() {
     assert!(!v["report"]["checks"].as_array().unwrap().is_empty(), "{v}");
 
     let out = kiln()
-        .args(["overfit-batch", "--json", "--steps", "5", "--batch-size", "32", "--data"])
+        .args([
+            "overfit-batch",
+            "--json",
+            "--steps",
+            "5",
+            "--batch-size",
+            "32",
+            "--data",
+        ])
         .arg(data.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert!(v["passed"].is_boolean(), "{v}");
+}
+
+/// `kiln inspect` on colour data: CIFAR-10 binary (stored RGB planes, decoded to HWC BGR as
+/// everything else) and an ImageFolder. The raw sample's channel means come in BGR order, the
+/// first batch is RGB CHW, and `--grid` writes an RGB PNG in which a red image is red.
+#[test]
+fn inspect_shows_colour_samples_in_bgr_and_the_batch_grid_in_rgb() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&data).unwrap();
+    write_tiny_cifar10(&data, 20);
+    let config = root.path().join("cifar.toml");
+    std::fs::write(
+        &config,
+        "[data]\nformat = \"cifar10\"\npath = \"cifar-10-batches-bin\"\n\n[train]\nbatch_size = 16\n",
+    )
+    .unwrap();
+    let grid = root.path().join("grid.png");
+    let out = kiln()
+        .args(["inspect", "--json", "--index", "0", "--config"])
+        .arg(&config)
+        .arg("--grid")
+        .arg(&grid)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    let s = &v["sample"];
+    assert_eq!(s["raw_shape_hwc"], serde_json::json!([32, 32, 3]));
+    assert_eq!(
+        (s["colour_order"].as_str(), s["label"].as_u64()),
+        (Some("BGR"), Some(0))
+    );
+    assert_eq!(s["class"], "airplane");
+    // Sample 0 is class 0, red-dominated in the file (R plane ≈ 200+, G and B ≈ 40+): in BGR
+    // order the last mean is the large one.
+    let m: Vec<f64> = serde_json::from_value(s["channel_means"].clone()).unwrap();
+    assert!(m[2] > 200.0 && m[0] < 100.0 && m[1] < 100.0, "{m:?}");
+    let b = &v["first_batch"];
+    assert_eq!(b["shape"], serde_json::json!([16, 3, 32, 32]));
+    assert_eq!(b["colour_order"], "Rgb");
+    // The grid: 8 columns × 2 rows of 34-pixel cells, RGB; somewhere a red image is red.
+    let img = image::open(&grid).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (8 * 34, 2 * 34));
+    assert!(img.pixels().any(|p| p[0] > 190 && p[1] < 110 && p[2] < 110));
+    assert!(img.pixels().any(|p| p[2] > 190 && p[0] < 110 && p[1] < 110));
+
+    // An ImageFolder: the sample names its file.
+    colour_folder(
+        &root.path().join("folder"),
+        &[("blue", [20, 20, 220]), ("red", [220, 20, 20])],
+        4,
+        1,
+    );
+    std::fs::write(
+        &config,
+        "[data]\nformat = \"image-folder\"\npath = \"folder\"\nval_fraction = 0.25\n\n[transforms]\neval = [{ op = \"resize\", height = 8, width = 8 }]\n\n[train]\nbatch_size = 4\n",
+    )
+    .unwrap();
+    let out = kiln()
+        .args(["inspect", "--index", "5", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = succeeded(&out);
+    assert!(
+        text.contains("red/1.png")
+            && text.contains("label 1 (red)")
+            && text.contains("[12, 12, 3] HWC BGR u8"),
+        "{text}"
+    );
 }
