@@ -92,6 +92,10 @@ pub enum DataFormat {
     /// torchvision's ImageFolder layout: `path/train/<class>/*.jpg` and `path/val/<class>/*.jpg`
     /// (the test split); images of any size, so `[transforms] eval` must end in a fixed size.
     ImageFolder,
+    /// COCO detection: `path` is the images folder, `annotations` the instances JSON. Detection
+    /// data is inspected (`kiln inspect`: a sample's boxes and the first padded detection batch)
+    /// and batched in code (`examples/detection.rs`); kiln's training loop trains classifiers.
+    Coco,
 }
 
 impl DataFormat {
@@ -101,14 +105,14 @@ impl DataFormat {
             DataFormat::FashionMnist => NormalizationSpec::FashionMnist,
             DataFormat::Mnist => NormalizationSpec::Mnist,
             DataFormat::Cifar10 => NormalizationSpec::Cifar10,
-            DataFormat::ImageFolder => NormalizationSpec::TorchImagenet,
+            DataFormat::ImageFolder | DataFormat::Coco => NormalizationSpec::TorchImagenet,
         }
     }
 
     /// Class names, in label order (ImageFolder: found in the data, empty here).
     pub fn class_names(self) -> Vec<String> {
         match self {
-            DataFormat::ImageFolder => Vec::new(),
+            DataFormat::ImageFolder | DataFormat::Coco => Vec::new(),
             DataFormat::FashionMnist => kiln_data::FASHION_MNIST_CLASSES
                 .iter()
                 .map(|c| c.to_string())
@@ -124,7 +128,7 @@ impl DataFormat {
         match self {
             DataFormat::FashionMnist | DataFormat::Mnist => [1, 28, 28],
             DataFormat::Cifar10 => [3, 32, 32],
-            DataFormat::ImageFolder => [3, 0, 0],
+            DataFormat::ImageFolder | DataFormat::Coco => [3, 0, 0],
         }
     }
 }
@@ -144,6 +148,8 @@ pub struct DataConfig {
     pub on_bad_sample: OnBadSample,
     /// Under `"skip"`, the fraction of bad samples beyond which the run stops anyway.
     pub max_bad_fraction: f64,
+    /// `format = "coco"` only: the annotations JSON, relative to the config file's folder.
+    pub annotations: Option<PathBuf>,
 }
 
 impl Default for DataConfig {
@@ -154,6 +160,7 @@ impl Default for DataConfig {
             val_fraction: 0.1,
             on_bad_sample: OnBadSample::Error,
             max_bad_fraction: 0.01,
+            annotations: None,
         }
     }
 }
@@ -430,6 +437,7 @@ impl RunFile {
             }
         };
         self.data.path.as_mut().map(fix);
+        self.data.annotations.as_mut().map(fix);
         self.run.out.as_mut().map(fix);
         self.run.init_from.as_mut().map(fix);
     }

@@ -378,7 +378,9 @@ fn order_name(order: crate::ChannelOrder) -> &'static str {
 
 /// `[H, W]` with the shorter side `size`, the other scaled to keep the aspect ratio (torchvision
 /// truncates the long side: `int(size * long / short)`).
-fn shorter_side(h: usize, w: usize, size: usize) -> [usize; 2] {
+/// `[H, W]` after resizing an `h × w` image so that its shorter side is `size`, keeping the aspect
+/// ratio as torchvision's `Resize(size)` does (the longer side truncated: `int(size * long / short)`).
+pub fn shorter_side(h: usize, w: usize, size: usize) -> [usize; 2] {
     if h <= w {
         [size, (size * w / h.max(1)).max(1)]
     } else {

@@ -454,6 +454,12 @@ pub(crate) fn stats(data: &Path, format: DataFormat, scale: Scale, json: bool) -
             }
             (n, s, "rgb")
         }
+        DataFormat::Coco => {
+            return Err(Usage(
+                "kiln stats reads fashion-mnist, mnist, cifar10 and image-folder data; for COCO images, point it at an ImageFolder of them or use `kiln inspect`".into(),
+            )
+            .into());
+        }
     };
     if !json {
         eprintln!();
@@ -539,6 +545,7 @@ pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Pa
             let files = dir.clone();
             (set.len(), raw_sample(&set, index, parts, files, "BGR")?)
         }
+        DataFormat::Coco => return crate::detection::inspect(file, &dir, index, json, grid),
         DataFormat::ImageFolder => {
             let set = kiln_data::ImageFolder::new(dir.join("train"))?;
             for w in set.warnings() {

@@ -357,6 +357,12 @@ fn splits(file: &RunFile) -> anyhow::Result<Splits> {
             let root = std::fs::canonicalize(&dir).unwrap_or(dir);
             (a, b, c, root, format.input_chw(), format.class_names())
         }
+        DataFormat::Coco => {
+            return Err(Usage(
+                "data.format = \"coco\" is detection data: kiln's training loop, eval, doctor and ablations train classifiers. Look at it with `kiln inspect --config FILE` (a sample's boxes and the first padded detection batch); batch it in code as examples/detection.rs does".into(),
+            )
+            .into());
+        }
         DataFormat::ImageFolder => {
             let [h, w] = file.transforms.eval_size().ok_or_else(|| {
                 Usage(
@@ -968,3 +974,4 @@ fn inspect_file(config: Option<&Path>, data: Option<&Path>) -> anyhow::Result<Ru
 
 mod ablate;
 mod commands;
+mod detection;

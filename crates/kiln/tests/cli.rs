@@ -1429,3 +1429,81 @@ fn inspect_shows_colour_samples_in_bgr_and_the_batch_grid_in_rgb() {
         "{text}"
     );
 }
+
+/// The detection demo (`examples/configs/coco-detection.toml` on the committed COCO-style shapes):
+/// `inspect` shows a sample's boxes with contiguous labels and the first padded batch; `train`
+/// refuses detection data with the reason (exit 2), and so does a COCO config without annotations.
+#[test]
+fn inspect_shows_a_coco_sample_and_the_first_padded_detection_batch() {
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/configs/coco-detection.toml");
+    let out = kiln()
+        .args(["inspect", "--json", "--index", "2", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    assert_eq!(v["categories"], serde_json::json!(["person", "car", "dog"]));
+    assert_eq!(v["category_ids"], serde_json::json!([1, 3, 18]));
+    let s = &v["sample"];
+    assert!(s["file"].as_str().unwrap().ends_with("crowd.png"));
+    // scripts/make_coco_shapes.py: crowd.png has (1, 0, 0, 60, 72, crowd), (1, 70, 10, 20, 50),
+    // (3, 95, 40, 20, 20) as (category, x, y, w, h): xyxy, labels person = 0, car = 1.
+    let boxes: Vec<([f32; 4], u32, bool)> = s["boxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                serde_json::from_value(b["xyxy"].clone()).unwrap(),
+                b["label"].as_u64().unwrap() as u32,
+                b["crowd"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        boxes,
+        vec![
+            ([0.0, 0.0, 60.0, 72.0], 0, true),
+            ([70.0, 10.0, 90.0, 60.0], 0, false),
+            ([95.0, 40.0, 115.0, 60.0], 1, false)
+        ]
+    );
+    let b = &v["first_batch"];
+    let images: Vec<usize> = serde_json::from_value(b["images"].clone()).unwrap();
+    assert_eq!(&images[..2], &[4, 3]);
+    assert!(images[2].is_multiple_of(32) && images[3].is_multiple_of(32), "{images:?}");
+    let m = b["boxes"][1].as_u64().unwrap() as usize;
+    for (labels, mask) in b["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b["mask"].as_array().unwrap())
+    {
+        for (l, k) in labels.as_array().unwrap().iter().zip(mask.as_array().unwrap()) {
+            assert_eq!(
+                l.as_i64().unwrap() >= 0,
+                k.as_bool().unwrap(),
+                "labels are -1 exactly where the mask is false"
+            );
+        }
+        assert_eq!(labels.as_array().unwrap().len(), m);
+    }
+    for meta in b["meta"].as_array().unwrap() {
+        let r: [usize; 2] = serde_json::from_value(meta["resized_hw"].clone()).unwrap();
+        assert_eq!(r[0].min(r[1]), 64, "shorter side 64: {meta}");
+    }
+
+    let out = kiln().args(["train", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is detection data"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("coco.toml");
+    let images = config.parent().unwrap().join("../data/coco-shapes/images");
+    std::fs::write(&bare, format!("[data]\nformat = \"coco\"\npath = {:?}\n", images)).unwrap();
+    let out = kiln().args(["inspect", "--config"]).arg(&bare).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs data.annotations"), "{stderr}");
+}
