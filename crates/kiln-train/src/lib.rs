@@ -53,3 +53,8 @@ pub use optim::{LrGroup, OptimizerConfig};
 pub use run::{MetricsLog, RunDir};
 pub use schedule::{LrSchedule, Schedule};
 pub use source::{BatchSource, ClassificationSource, OnBadSample, SkippedSample};
+
+/// `docs/pitfalls.md`: its Rust snippets run as doctests, so the messages it shows stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/pitfalls.md")]
+pub struct PitfallsGuide;

@@ -1472,7 +1472,10 @@ fn inspect_shows_a_coco_sample_and_the_first_padded_detection_batch() {
     let b = &v["first_batch"];
     let images: Vec<usize> = serde_json::from_value(b["images"].clone()).unwrap();
     assert_eq!(&images[..2], &[4, 3]);
-    assert!(images[2].is_multiple_of(32) && images[3].is_multiple_of(32), "{images:?}");
+    assert!(
+        images[2].is_multiple_of(32) && images[3].is_multiple_of(32),
+        "{images:?}"
+    );
     let m = b["boxes"][1].as_u64().unwrap() as usize;
     for (labels, mask) in b["labels"]
         .as_array()
