@@ -167,9 +167,6 @@ pub(crate) enum Command {
         /// Where the CSV and PNG go (default runs/ablate-STUDY).
         #[arg(long)]
         out_dir: Option<PathBuf>,
-        /// Print one JSON object instead of the table.
-        #[arg(long)]
-        json: bool,
     },
     /// Train on the first batch only: a model that can learn drives its loss below 5% of the
     /// start; exits with 1 when it cannot.
@@ -491,5 +488,34 @@ fn parse_scale(s: &str) -> Result<kiln_transforms::Scale, String> {
         "unit" => Ok(kiln_transforms::Scale::Unit),
         "byte" => Ok(kiln_transforms::Scale::Byte),
         other => Err(format!("unknown scale `{other}`: use unit (0-1) or byte (0-255)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `kiln --help` and every subcommand's help are complete: clap's own consistency checks
+    /// pass, and every flag and positional argument of every command has a help text.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        let cli = super::Cli::command();
+        cli.clone().debug_assert();
+        let mut missing = Vec::new();
+        let mut commands = vec![cli.clone()];
+        commands.extend(cli.get_subcommands().cloned());
+        for cmd in &commands {
+            if cmd.get_name() != "kiln" && cmd.get_about().is_none() {
+                missing.push(format!("command `{}`", cmd.get_name()));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if !matches!(id, "help" | "version") && arg.get_help().is_none() {
+                    missing.push(format!("`{} --{id}`", cmd.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "without help: {missing:?}");
+        assert!(commands.len() >= 11, "{} commands", commands.len());
     }
 }

@@ -122,17 +122,12 @@ fn main() -> ExitCode {
         }) => inspect_file(config.as_deref(), data.as_deref())
             .and_then(|file| commands::inspect(&file, *index, *json, grid.as_deref()))
             .map(|()| true),
-        Some(Command::Ablate {
-            args,
-            study,
-            out_dir,
-            json,
-        }) => run_file_allowing(args, sub, &["epochs"])
+        Some(Command::Ablate { args, study, out_dir }) => run_file_allowing(args, sub, &["epochs"])
             .and_then(|file| {
                 let out = out_dir.clone().unwrap_or_else(|| {
                     PathBuf::from("runs").join(format!("ablate-{}", format!("{study:?}").to_lowercase()))
                 });
-                ablate::ablate(file, *study, &out, *json)
+                ablate::ablate(file, *study, &out, args.json)
             })
             .map(|()| true),
     };
