@@ -333,6 +333,28 @@ fn doctor_overfit_batch_and_lr_find_run_on_the_train_flags() {
     ]);
     assert!(ok && text.contains("lr-find:"), "{text}");
     assert!(plot.is_file());
+    let out = kiln()
+        .args([
+            "lr-find",
+            "--json",
+            "--batch-size",
+            "16",
+            "--steps",
+            "20",
+            "--plot",
+        ])
+        .arg(&plot)
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    assert_eq!(
+        v["result"]["lrs"].as_array().map(Vec::len),
+        v["result"]["losses"].as_array().map(Vec::len),
+        "{v}"
+    );
+    assert!(v["plot"].as_str().unwrap().ends_with("curve.png"));
 }
 
 #[test]
