@@ -50,3 +50,22 @@ pub fn fmnist_train_source(
         kiln_transforms::Normalization::fashion_mnist(),
     ))
 }
+
+/// The backends this test build runs its backend-generic tests on: flex always, and wgpu when the
+/// `wgpu` feature is compiled in and an adapter answers (Mesa's software Vulkan in CI). Without
+/// an adapter the wgpu part is skipped with the reason on stderr — unless `KILN_REQUIRE_WGPU` is
+/// set (`.ci/run` sets it once the driver is installed), where a missing adapter fails the test.
+pub fn backends() -> Vec<(&'static str, burn::prelude::Device)> {
+    let mut v = vec![("flex", burn::prelude::Device::flex())];
+    let wgpu = kiln_train::DeviceSpec::Wgpu;
+    if wgpu.is_compiled() {
+        match wgpu.device() {
+            Ok(d) => v.push(("wgpu", d)),
+            Err(e) if std::env::var_os("KILN_REQUIRE_WGPU").is_some() => {
+                panic!("KILN_REQUIRE_WGPU is set, but {e}")
+            }
+            Err(e) => eprintln!("skipped on wgpu: {e}"),
+        }
+    }
+    v
+}

@@ -46,6 +46,16 @@ pub enum DeviceError {
         /// The backends this build has, comma-separated.
         compiled: String,
     },
+    /// A backend in this build whose device cannot run: no GPU adapter, no driver.
+    #[error("device `{spec}` cannot be used: {reason}\n  hint: {hint}")]
+    Unusable {
+        /// The device asked for.
+        spec: DeviceSpec,
+        /// What failed (the backend's message).
+        reason: String,
+        /// What to check or do instead.
+        hint: &'static str,
+    },
 }
 
 impl DeviceSpec {
@@ -74,9 +84,17 @@ impl DeviceSpec {
             #[cfg(feature = "flex")]
             DeviceSpec::Flex => Ok(Device::flex()),
             #[cfg(feature = "wgpu")]
-            DeviceSpec::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            DeviceSpec::Wgpu => probe(
+                self,
+                Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+                "no Vulkan, Metal or DX12 adapter answered; on Linux without a GPU, `apt-get install mesa-vulkan-drivers` provides a (slow) software one; or use --device flex",
+            ),
             #[cfg(feature = "cuda")]
-            DeviceSpec::Cuda(index) => Ok(Device::cuda(index)),
+            DeviceSpec::Cuda(index) => probe(
+                self,
+                Device::cuda(index),
+                "check `nvidia-smi`, the CUDA driver and CUDA_VISIBLE_DEVICES (cuda:N counts the visible GPUs from 0); or use --device flex",
+            ),
             #[cfg(feature = "ndarray")]
             DeviceSpec::Ndarray => {
                 #[allow(deprecated)] // opt-in only; kept for comparisons
@@ -89,6 +107,31 @@ impl DeviceSpec {
                 compiled: compiled_features().join(", "),
             }),
         }
+    }
+}
+
+/// Runs one tiny computation on a GPU `device` before anything else does, so that a missing adapter
+/// or driver is a [`DeviceError::Unusable`] here — not a panic deep in the first training step.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn probe(spec: DeviceSpec, device: Device, hint: &'static str) -> Result<Device, DeviceError> {
+    let d = device.clone();
+    let ran = std::panic::catch_unwind(move || {
+        burn::tensor::Tensor::<1>::ones([2], &d)
+            .sum()
+            .into_scalar::<f32>()
+    });
+    match ran {
+        Ok(v) if v == 2.0 => Ok(device),
+        Ok(v) => Err(DeviceError::Unusable {
+            spec,
+            reason: format!("a test sum of [1, 1] gave {v}"),
+            hint,
+        }),
+        Err(payload) => Err(DeviceError::Unusable {
+            spec,
+            reason: kiln_data::loader::panic_message(payload.as_ref()),
+            hint,
+        }),
     }
 }
 

@@ -113,6 +113,41 @@ pub enum TrainError {
         error: Box<TrainError>,
     },
 
+    /// The device ran out of memory during a training step (a panic inside the backend, caught).
+    #[error(
+        "out of memory on {device} at epoch {epoch}, step {step} (batch_size {batch}): {message}\n  hint: lower train.batch_size (e.g. {}) and keep the effective batch with train.accumulate = {}, or train a smaller model or input size",
+        (batch / 2).max(1),
+        accumulate * 2
+    )]
+    OutOfMemory {
+        /// The device, printed.
+        device: String,
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// The batch size that did not fit.
+        batch: usize,
+        /// The accumulation in use.
+        accumulate: usize,
+        /// The backend's message.
+        message: String,
+    },
+
+    /// The backend panicked during a training step (caught, so that the run ends with an error
+    /// naming where instead of a panic).
+    #[error("the backend failed on {device} at epoch {epoch}, step {step}: {message}")]
+    BackendPanic {
+        /// The device, printed.
+        device: String,
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// The panic's message.
+        message: String,
+    },
+
     /// A run directory that already holds files.
     #[error("output directory {path} is not empty; choose another --out or remove it")]
     OutputExists {

@@ -416,6 +416,46 @@ pub(crate) struct ShardOut {
 
 /// Forward, loss and backward over `micro` on `model`, gradients summed over the micro-batches
 /// (each loss scaled by `context.scale`).
+/// A panic caught inside a training step, as an error: out of memory (recognised by the messages
+/// of Burn's backends and allocators) with the batch size and a hint, or a backend failure naming
+/// the step.
+pub(crate) fn step_failure(
+    payload: &(dyn std::any::Any + Send),
+    device: &str,
+    epoch: usize,
+    step: usize,
+    cfg: &TrainConfig,
+) -> TrainError {
+    let message = kiln_data::loader::panic_message(payload);
+    let lower = message.to_ascii_lowercase();
+    let oom = [
+        "out of memory",
+        "outofmemory",
+        "out_of_memory",
+        "memory allocation",
+        "failed to allocate",
+    ]
+    .iter()
+    .any(|m| lower.contains(m));
+    if oom {
+        TrainError::OutOfMemory {
+            device: device.to_string(),
+            epoch,
+            step,
+            batch: cfg.batch_size,
+            accumulate: cfg.accumulate,
+            message,
+        }
+    } else {
+        TrainError::BackendPanic {
+            device: device.to_string(),
+            epoch,
+            step,
+            message,
+        }
+    }
+}
+
 pub(crate) fn shard_grads<M: Classifier>(
     model: &M,
     micro: Vec<Micro>,
@@ -642,7 +682,10 @@ fn fit_in<'scope, 'env, M: Classifier>(
             };
             let (out, grads) = match replicas.as_mut() {
                 None => {
-                    let out = shard_grads(&model, micro, &context, &ad)?;
+                    let out = catch_unwind(AssertUnwindSafe(|| shard_grads(&model, micro, &context, &ad)))
+                        .map_err(|payload| {
+                        step_failure(payload.as_ref(), &format!("{plain:?}"), epoch, step + 1, cfg)
+                    })??;
                     let grads = out.grads.unwrap_or_default();
                     (ShardOut { grads: None, ..out }, grads)
                 }
@@ -955,6 +998,32 @@ fn progress_bar(enabled: bool, len: usize, epoch: usize, epochs: usize) -> Progr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The OOM a GPU backend raises as a panic (cubecl's wording), and any other panic in a step,
+    /// become errors naming the step; the OOM one with the batch size and the fix.
+    #[test]
+    fn a_panic_in_a_training_step_becomes_an_error_and_oom_gets_a_hint() {
+        let cfg = TrainConfig {
+            batch_size: 256,
+            accumulate: 1,
+            ..TrainConfig::default()
+        };
+        let oom: Box<dyn std::any::Any + Send> =
+            Box::new("Unable to allocate: OutOfMemory { requested: 2147483648 }".to_string());
+        let msg = step_failure(oom.as_ref(), "Cuda(0)", 3, 17, &cfg).to_string();
+        assert!(
+            msg.starts_with("out of memory on Cuda(0) at epoch 3, step 17 (batch_size 256)")
+                && msg.contains("train.batch_size (e.g. 128)")
+                && msg.contains("train.accumulate = 2"),
+            "{msg}"
+        );
+        let other: Box<dyn std::any::Any + Send> = Box::new("index out of bounds");
+        let msg = step_failure(other.as_ref(), "Flex", 1, 2, &cfg).to_string();
+        assert_eq!(
+            msg,
+            "the backend failed on Flex at epoch 1, step 2: index out of bounds"
+        );
+    }
 
     #[test]
     fn defaults_are_pytorch_sgd_semantics() {

@@ -1,0 +1,111 @@
+//! The backend-generic tests: each runs on every backend this build has (`common::backends()`:
+//! flex, and wgpu with `--features wgpu` — on Mesa's software Vulkan in CI). Tolerances per
+//! backend are in `docs/gpu.md`: flex is the reference; wgpu's logits and gradients agree with
+//! it within 1e-4 relative to the largest magnitude (float32 sums in another order).
+
+mod common;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::prelude::*;
+use burn::tensor::{Distribution, Int, TensorData};
+use kiln_models::{Classifier, ReferenceCnnConfig};
+use kiln_train::{FitOutputs, TrainConfig, fit};
+
+/// Every float tensor's gradient, in visiting order.
+struct Grads<'a>(&'a burn::tensor::Gradients, Vec<Vec<f32>>);
+
+impl ModuleVisitor for Grads<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = p.grad(self.0) {
+            self.1.push(g.into_data().iter::<f32>().collect());
+        }
+    }
+}
+
+/// Logits and every parameter's gradient of one cross-entropy step on `device`, from the same
+/// weights and batch.
+fn forward_backward(device: &Device) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let flex = Device::flex();
+    flex.seed(21);
+    let model = ReferenceCnnConfig::new().init(&flex).unwrap();
+    // Parameters are drawn lazily, on first use, from the device's generator: draw them here, on
+    // flex, so that every backend starts from the same weights.
+    let _ = model.logits(Tensor::zeros([1, 1, 28, 28], &flex));
+    let x = Tensor::<4>::random([8, 1, 28, 28], Distribution::Normal(0.0, 1.0), &flex).into_data();
+    let y = TensorData::new(vec![0i64, 1, 2, 3, 4, 5, 6, 7], [8]);
+    let ad = device.clone().autodiff();
+    let model = model.fork(&ad).train();
+    let logits = model.logits(Tensor::from_data(x, &ad));
+    let loss = CrossEntropyLossConfig::new()
+        .init(&ad)
+        .forward(logits.clone(), Tensor::<1, Int>::from_data(y, &ad));
+    let grads = loss.backward();
+    let mut visitor = Grads(&grads, Vec::new());
+    model.visit(&mut visitor);
+    (logits.inner().into_data().iter::<f32>().collect(), visitor.1)
+}
+
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+}
+
+#[test]
+fn one_forward_backward_matches_flex_on_every_backend() {
+    let (want_logits, want_grads) = forward_backward(&Device::flex());
+    assert_eq!(want_grads.len(), 11, "every trainable tensor has a gradient");
+    for (name, device) in common::backends() {
+        let (logits, grads) = forward_backward(&device);
+        let worst_logits = max_rel_diff(&want_logits, &logits);
+        assert!(
+            worst_logits <= 1e-4,
+            "{name}: logits differ by {worst_logits:e} (relative)"
+        );
+        assert_eq!(grads.len(), want_grads.len(), "{name}");
+        let mut worst_grad = 0f32;
+        for (i, (a, b)) in want_grads.iter().zip(&grads).enumerate() {
+            let worst = max_rel_diff(a, b);
+            assert!(
+                worst <= 1e-4,
+                "{name}: gradient {i} differs by {worst:e} (relative)"
+            );
+            worst_grad = worst_grad.max(worst);
+        }
+        eprintln!(
+            "{name}: logits within {worst_logits:.1e}, 11 gradients within {worst_grad:.1e} of flex (relative)"
+        );
+    }
+}
+
+#[test]
+fn the_reference_cnn_learns_on_every_backend() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(dir.path(), 64, 16)?;
+    let src = common::fmnist_train_source(dir.path())?;
+    for (name, device) in common::backends() {
+        // 4 epochs × 8 steps of 8: a few dozen steps, affordable on a software GPU.
+        let cfg = TrainConfig {
+            epochs: 4,
+            batch_size: 8,
+            lr: 0.05,
+            seed: 3,
+            num_workers: 0,
+            ..TrainConfig::default()
+        };
+        device.seed(3);
+        let model = ReferenceCnnConfig::new().init(&device)?;
+        let r = fit(model, &src, None, &cfg, &device, FitOutputs::default())?;
+        let losses: Vec<f64> = r.epochs.iter().map(|e| e.train_loss).collect();
+        assert!(losses.iter().all(|l| l.is_finite()), "{name}: {losses:?}");
+        assert!(
+            losses[3] < 0.7 * losses[0],
+            "{name}: training loss per epoch {losses:?}"
+        );
+        eprintln!(
+            "{name}: loss {:.3} → {:.3}, {:.1} img/s",
+            losses[0], losses[3], r.train_images_per_s
+        );
+    }
+    Ok(())
+}
