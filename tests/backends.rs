@@ -23,17 +23,27 @@ impl ModuleVisitor for Grads<'_> {
     }
 }
 
-/// Logits and every parameter's gradient of one cross-entropy step on `device`, from the same
-/// weights and batch.
-fn forward_backward(device: &Device) -> (Vec<f32>, Vec<Vec<f32>>) {
+/// The reference CNN with its weights drawn (on flex), a batch and its labels. Drawn once and
+/// shared by every backend: Burn's generator is process-global on flex, so another test running
+/// at the same time would change a second draw.
+fn weights_and_batch() -> (kiln_models::ReferenceCnn, TensorData, TensorData) {
     let flex = Device::flex();
     flex.seed(21);
     let model = ReferenceCnnConfig::new().init(&flex).unwrap();
-    // Parameters are drawn lazily, on first use, from the device's generator: draw them here, on
-    // flex, so that every backend starts from the same weights.
+    // Parameters are drawn lazily, on first use: draw them now, before the model is cloned.
     let _ = model.logits(Tensor::zeros([1, 1, 28, 28], &flex));
     let x = Tensor::<4>::random([8, 1, 28, 28], Distribution::Normal(0.0, 1.0), &flex).into_data();
     let y = TensorData::new(vec![0i64, 1, 2, 3, 4, 5, 6, 7], [8]);
+    (model, x, y)
+}
+
+/// Logits and every parameter's gradient of one cross-entropy step of `model` on `device`.
+fn forward_backward(
+    model: kiln_models::ReferenceCnn,
+    x: TensorData,
+    y: TensorData,
+    device: &Device,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
     let ad = device.clone().autodiff();
     let model = model.fork(&ad).train();
     let logits = model.logits(Tensor::from_data(x, &ad));
@@ -53,10 +63,11 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn one_forward_backward_matches_flex_on_every_backend() {
-    let (want_logits, want_grads) = forward_backward(&Device::flex());
+    let (model, x, y) = weights_and_batch();
+    let (want_logits, want_grads) = forward_backward(model.clone(), x.clone(), y.clone(), &Device::flex());
     assert_eq!(want_grads.len(), 11, "every trainable tensor has a gradient");
     for (name, device) in common::backends() {
-        let (logits, grads) = forward_backward(&device);
+        let (logits, grads) = forward_backward(model.clone(), x.clone(), y.clone(), &device);
         let worst_logits = max_rel_diff(&want_logits, &logits);
         assert!(
             worst_logits <= 1e-4,
