@@ -28,6 +28,20 @@ fn train_tiny(data: &std::path::Path, out: &std::path::Path, epochs: &str) -> st
         .unwrap()
 }
 
+/// `kiln train --no-progress --config CONFIG --out OUT`.
+fn train_config(
+    config: impl AsRef<std::ffi::OsStr>,
+    out: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Output {
+    kiln()
+        .args(["train", "--no-progress", "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 /// Asserts that the command succeeded (showing both streams if not) and returns its stdout.
 fn succeeded(out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -407,13 +421,7 @@ batch_size = 32
         text.contains("lr = 0.02") && text.contains("name = \"mlp\""),
         "{text}"
     );
-    let again = kiln()
-        .args(["train", "--no-progress", "--config"])
-        .arg(&saved)
-        .arg("--out")
-        .arg(root.path().join("runs/b"))
-        .output()
-        .unwrap();
+    let again = train_config(&saved, root.path().join("runs/b"));
     succeeded(&again);
     let acc = |dir: &str| {
         let s = std::fs::read_to_string(root.path().join(dir).join("summary.json")).unwrap();
@@ -809,13 +817,7 @@ fn cifar10_binary_trains_a_colour_model_from_a_run_file_and_predicts_a_png() {
         )
         .unwrap();
         let run = root.path().join(format!("run-{}", name.len()));
-        let out = kiln()
-            .args(["train", "--no-progress", "--config"])
-            .arg(&config)
-            .arg("--out")
-            .arg(&run)
-            .output()
-            .unwrap();
+        let out = train_config(&config, &run);
         let stdout = succeeded(&out);
         assert!(
             stdout.contains(name) && stdout.contains("(90 train / 10 val / 20 test)"),
@@ -901,13 +903,7 @@ fn an_image_folder_of_mixed_sizes_trains_with_eval_transforms_and_refuses_withou
     )
     .unwrap();
     let run = root.path().join("run");
-    let out = kiln()
-        .args(["train", "--no-progress", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = train_config(&config, &run);
     let stdout = succeeded(&out);
     assert!(
         stdout.contains("ReferenceCnn(3x16x16 -> 3 classes)")
@@ -949,17 +945,12 @@ fn an_image_folder_of_mixed_sizes_trains_with_eval_transforms_and_refuses_withou
 #[test]
 fn a_corrupt_image_stops_the_run_or_is_skipped_and_reported_under_the_skip_policy() {
     let root = tempfile::tempdir().unwrap();
-    for (split, n) in [("train", 8), ("val", 2)] {
-        for (class, rgb) in [("a", [200u8, 10, 10]), ("b", [10, 10, 200])] {
-            let dir = root.path().join("folder").join(split).join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..n {
-                image::RgbImage::from_pixel(10, 10, image::Rgb(rgb))
-                    .save(dir.join(format!("{i}.png")))
-                    .unwrap();
-            }
-        }
-    }
+    colour_folder(
+        &root.path().join("folder"),
+        &[("a", [200, 10, 10]), ("b", [10, 10, 200])],
+        8,
+        2,
+    );
     // A file with a PNG name and garbage inside, as a half-downloaded image would be.
     std::fs::write(
         root.path().join("folder/train/a/broken.png"),
@@ -977,26 +968,14 @@ fn a_corrupt_image_stops_the_run_or_is_skipped_and_reported_under_the_skip_polic
         .unwrap();
     };
     write("");
-    let out = kiln()
-        .args(["train", "--no-progress", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(root.path().join("r1"))
-        .output()
-        .unwrap();
+    let out = train_config(&config, root.path().join("r1"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("broken.png"), "{stderr}");
 
     write("on_bad_sample = \"skip\"\nmax_bad_fraction = 0.2");
     let run = root.path().join("r2");
-    let out = kiln()
-        .args(["train", "--no-progress", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = train_config(&config, &run);
     let stdout = succeeded(&out);
     assert!(stdout.contains("skipped 1 bad"), "{stdout}");
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
@@ -1108,17 +1087,12 @@ fn unreadable_files_and_fifos_are_errors_or_skips_naming_them_never_hangs() {
     };
     let unprivileged = || kiln_without_read_override().unwrap();
     let root = tempfile::tempdir().unwrap();
-    for (split, n) in [("train", 8), ("val", 2)] {
-        for (class, rgb) in [("a", [200u8, 10, 10]), ("b", [10, 10, 200])] {
-            let dir = root.path().join("folder").join(split).join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..n {
-                image::RgbImage::from_pixel(10, 10, image::Rgb(rgb))
-                    .save(dir.join(format!("{i}.png")))
-                    .unwrap();
-            }
-        }
-    }
+    colour_folder(
+        &root.path().join("folder"),
+        &[("a", [200, 10, 10]), ("b", [10, 10, 200])],
+        8,
+        2,
+    );
     let locked = root.path().join("folder/train/a/locked.png");
     image::RgbImage::from_pixel(10, 10, image::Rgb([200, 10, 10]))
         .save(&locked)
@@ -1257,15 +1231,7 @@ fn fine_tuning_replaces_the_head_for_new_classes_and_can_freeze_the_backbone() {
         format!("[data]\nformat = \"image-folder\"\npath = \"five\"\nval_fraction = 0.2\n\n{common}"),
     )
     .unwrap();
-    succeeded(
-        &kiln()
-            .args(["train", "--no-progress", "--config"])
-            .arg(&pre)
-            .arg("--out")
-            .arg(root.path().join("pre"))
-            .output()
-            .unwrap(),
-    );
+    succeeded(&train_config(&pre, root.path().join("pre")));
     let tune = root.path().join("tune.toml");
     let write_tune = |extra: &str| {
         std::fs::write(
@@ -1275,13 +1241,7 @@ fn fine_tuning_replaces_the_head_for_new_classes_and_can_freeze_the_backbone() {
         .unwrap();
     };
     write_tune("[run]\ninit_from = \"pre/model.bpk\"\n\n[finetune]\nfreeze_backbone = true\n");
-    let out = kiln()
-        .args(["train", "--no-progress", "--config"])
-        .arg(&tune)
-        .arg("--out")
-        .arg(root.path().join("tuned"))
-        .output()
-        .unwrap();
+    let out = train_config(&tune, root.path().join("tuned"));
     let stdout = succeeded(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -1306,13 +1266,7 @@ fn fine_tuning_replaces_the_head_for_new_classes_and_can_freeze_the_backbone() {
         ),
     ] {
         write_tune(extra);
-        let out = kiln()
-            .args(["train", "--no-progress", "--config"])
-            .arg(&tune)
-            .arg("--out")
-            .arg(root.path().join("never"))
-            .output()
-            .unwrap();
+        let out = train_config(&tune, root.path().join("never"));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
