@@ -286,7 +286,7 @@ impl LinearBnAct {
 
     /// The summary row of this block.
     pub fn summarize(&self) -> crate::summary::Row {
-        let [d_in, d_out] = self.linear.weight.dims();
+        let [d_in, d_out] = crate::summary::lazy_dims(&self.linear.weight);
         crate::summary::Row {
             layer: self.description.clone(),
             output: vec![d_out],

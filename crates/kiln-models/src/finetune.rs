@@ -73,13 +73,13 @@ impl FineTune for ResNet {
     const HEAD_PATTERN: &'static str = r"^fc\.";
 
     fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        let [d_in, _] = self.fc.weight.dims();
+        let [d_in, _] = crate::summary::lazy_dims(&self.fc.weight);
         self.fc = new_head(d_in, num_classes, device)?;
         Ok(self)
     }
 
     fn num_classes(&self) -> usize {
-        self.fc.weight.dims()[1]
+        crate::summary::lazy_dims::<2>(&self.fc.weight)[1]
     }
 }
 
@@ -87,13 +87,13 @@ impl FineTune for crate::ReferenceCnn {
     const HEAD_PATTERN: &'static str = r"^fc2\.";
 
     fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        let [d_in, _] = self.fc2.weight.dims();
+        let [d_in, _] = crate::summary::lazy_dims(&self.fc2.weight);
         self.fc2 = new_head(d_in, num_classes, device)?;
         Ok(self)
     }
 
     fn num_classes(&self) -> usize {
-        self.fc2.weight.dims()[1]
+        crate::summary::lazy_dims::<2>(&self.fc2.weight)[1]
     }
 }
 
@@ -101,7 +101,7 @@ impl FineTune for Mlp {
     const HEAD_PATTERN: &'static str = r"^head\.";
 
     fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        let [d_in, _] = self.head.weight.dims();
+        let [d_in, _] = crate::summary::lazy_dims(&self.head.weight);
         self.head = new_head(d_in, num_classes, device)?;
         if let Some(last) = self.layers.last_mut() {
             *last = format!("Linear({d_in}→{num_classes}, bias)");
@@ -110,7 +110,7 @@ impl FineTune for Mlp {
     }
 
     fn num_classes(&self) -> usize {
-        self.head.weight.dims()[1]
+        crate::summary::lazy_dims::<2>(&self.head.weight)[1]
     }
 }
 

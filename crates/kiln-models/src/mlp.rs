@@ -118,7 +118,7 @@ impl Mlp {
     /// Per-layer output shapes, parameters and MACs.
     pub fn summary(&self) -> crate::Summary {
         let mut rows: Vec<crate::Row> = self.hidden.iter().map(LinearBnAct::summarize).collect();
-        let [d_in, d_out] = self.head.weight.dims();
+        let [d_in, d_out] = crate::summary::lazy_dims(&self.head.weight);
         rows.push(crate::Row {
             layer: format!("Linear({d_in}→{d_out}, bias)"),
             output: vec![d_out],

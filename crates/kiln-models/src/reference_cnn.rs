@@ -192,7 +192,7 @@ impl ReferenceCnn {
             (false, false) => "no bias)",
         };
         let conv_row = |conv: &Conv2d, bn: &Option<BatchNorm>, out_hw: [usize; 2]| {
-            let [c_out, c_in, kh, kw] = conv.weight.dims();
+            let [c_out, c_in, kh, kw] = crate::summary::lazy_dims(&conv.weight);
             crate::Row {
                 layer: format!(
                     "Conv3x3({c_in}→{c_out}, {} → ReLU → MaxPool2",
@@ -204,7 +204,7 @@ impl ReferenceCnn {
             }
         };
         let linear_row = |fc: &Linear, bn: &Option<BatchNorm>, act: &str| {
-            let [d_in, d_out] = fc.weight.dims();
+            let [d_in, d_out] = crate::summary::lazy_dims(&fc.weight);
             crate::Row {
                 layer: format!("Linear({d_in}→{d_out}, {}{act}", bn_name(bn, fc.bias.is_some())),
                 output: vec![d_out],
@@ -266,6 +266,9 @@ mod tests {
         let d = Device::flex();
         let model = ReferenceCnnConfig::new().init(&d).unwrap();
         let s = model.summary();
+        // Describing the model draws no weights: they are drawn lazily, at the first forward,
+        // and drawing them earlier would change a seeded run (kiln train prints the summary).
+        assert!(!model.conv1.weight.is_initialized() && !model.fc2.weight.is_initialized());
         assert_eq!(s.params(), model.num_params());
         let outputs: Vec<_> = s.rows.iter().map(|r| r.output.clone()).collect();
         assert_eq!(

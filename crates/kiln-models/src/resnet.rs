@@ -315,7 +315,7 @@ impl ResNet {
             params: 0,
             macs: 0,
         });
-        let [d_in, d_out] = self.fc.weight.dims();
+        let [d_in, d_out] = crate::summary::lazy_dims(&self.fc.weight);
         rows.push(crate::Row {
             layer: format!("Linear({d_in}→{d_out}, bias)"),
             output: vec![d_out],

@@ -13,6 +13,21 @@
 
 use std::fmt;
 
+use burn::module::Param;
+use burn::prelude::*;
+
+/// A parameter's shape **without drawing its values**: Burn initialises parameters lazily, on
+/// first use, from the device's (process-global, seeded) generator, so reading `dims()` before
+/// training would draw the weights at another point of the random stream and change the run.
+pub fn lazy_dims<const D: usize>(param: &Param<Tensor<D>>) -> [usize; D] {
+    let shape = param.lazy_shape();
+    let mut out = [0; D];
+    for (o, d) in out.iter_mut().zip(shape.iter()) {
+        *o = *d;
+    }
+    out
+}
+
 /// One layer (or block) of a summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
