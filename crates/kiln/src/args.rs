@@ -119,6 +119,10 @@ pub(crate) enum Command {
         /// The epoch whose random draws --train uses.
         #[arg(long, default_value_t = 0)]
         epoch: u64,
+        /// Print one JSON object (input, output, shape, normalization, per-channel mean and std)
+        /// instead of the line.
+        #[arg(long)]
+        json: bool,
     },
     /// Per-channel mean and std of a dataset's training split, ready to paste into a run file.
     Stats {

@@ -364,6 +364,7 @@ pub(crate) fn transform(
     out: &Path,
     train: bool,
     epoch: u64,
+    json: bool,
 ) -> anyhow::Result<()> {
     let file = RunFile::load(config, &[])?;
     let norm = file.transforms.normalization(file.data.format).resolve()?;
@@ -391,6 +392,30 @@ pub(crate) fn transform(
         ([3, out.height(), out.width()], out.into_vec())
     };
     npy::write_f32(out, &shape, &data)?;
+    if json {
+        let plane = shape[1] * shape[2];
+        let stats: Vec<(f64, f64)> = data
+            .chunks(plane.max(1))
+            .map(|c| {
+                let n = c.len().max(1) as f64;
+                let mean = c.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+                let var = c.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+                (mean, var.sqrt())
+            })
+            .collect();
+        let v = serde_json::json!({
+            "input": input,
+            "out": out,
+            "shape_chw": shape,
+            "dtype": "f32",
+            "normalization": norm.name,
+            "training_augmentation": train,
+            "channel_mean": stats.iter().map(|s| s.0).collect::<Vec<_>>(),
+            "channel_std": stats.iter().map(|s| s.1).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     println!(
         "kiln transform: {} -> {} (CHW f32 {:?}, normalised `{}`{})",
         input.display(),

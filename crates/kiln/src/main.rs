@@ -106,7 +106,8 @@ fn main() -> ExitCode {
             out,
             train,
             epoch,
-        }) => commands::transform(config, input, out, *train, *epoch).map(|()| true),
+            json,
+        }) => commands::transform(config, input, out, *train, *epoch, *json).map(|()| true),
         Some(Command::Stats {
             data,
             format,

@@ -558,6 +558,20 @@ fn eval_predict_transform_stats_and_inspect_work_on_a_trained_run() {
     let norm = kiln_transforms::Normalization::fashion_mnist();
     let expected = (f32::from(item.image.as_slice()[400]) / 255.0 - norm.mean[0]) / norm.std[0];
     assert!((x.data[400] - expected).abs() < 1e-6);
+    // --json: the same file, and its statistics computed here from what was written.
+    let t = json(&[
+        "transform",
+        "--json",
+        "--config",
+        run.join("config.toml").to_str().unwrap(),
+        "--input",
+        png.to_str().unwrap(),
+        "--out",
+        npy.to_str().unwrap(),
+    ]);
+    assert_eq!(t["shape_chw"], serde_json::json!([1, 28, 28]));
+    let mean = x.data.iter().map(|&v| f64::from(v)).sum::<f64>() / x.data.len() as f64;
+    assert!((t["channel_mean"][0].as_f64().unwrap() - mean).abs() < 1e-9);
     let q = json(&[
         "predict",
         "--weights",
