@@ -161,21 +161,12 @@ pub(crate) fn inspect(
     let category_ids = dataset.category_ids().to_vec();
     let loader = Loader::new(dataset, transform, batcher, config)?;
     let b = loader.epoch(0).next().context("the dataset has no batch")??;
-    let rows = |flat: Vec<i64>, m: usize| flat.chunks(m.max(1)).map(<[i64]>::to_vec).collect();
     let m = b.labels.dims()[1];
     let first_batch = BatchReport {
         images: b.images.dims().to_vec(),
         boxes: b.boxes.dims().to_vec(),
         labels: rows(b.labels.clone().into_data().iter::<i64>().collect(), m),
-        mask: b
-            .mask
-            .clone()
-            .into_data()
-            .iter::<bool>()
-            .collect::<Vec<_>>()
-            .chunks(m.max(1))
-            .map(<[bool]>::to_vec)
-            .collect(),
+        mask: rows(b.mask.clone().into_data().iter::<bool>().collect(), m),
         meta: b.meta.iter().map(meta).collect(),
     };
     let report = Report {
@@ -238,6 +229,11 @@ pub(crate) fn inspect(
         );
     }
     Ok(())
+}
+
+/// A flat `[N, M]` tensor's values as N rows of M.
+fn rows<T: Clone>(flat: Vec<T>, m: usize) -> Vec<Vec<T>> {
+    flat.chunks(m.max(1)).map(<[T]>::to_vec).collect()
 }
 
 fn meta(m: &ImageMeta) -> MetaReport {

@@ -562,12 +562,14 @@ fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         None => run_file(args, matches)?,
     };
-    let (_, device, _) = devices(&file)?;
+    // The devices first (once: a GPU is probed when created): a backend that is not compiled
+    // in, or cannot run, fails before any data is read.
+    let devs = devices(&file)?;
     let data = splits(&file)?;
-    match initial_model(&file, &data, &device, args)? {
-        AnyModel::Cnn(m) => train_model(m, data, file, args),
-        AnyModel::Mlp(m) => train_model(m, data, file, args),
-        AnyModel::ResNet(m) => train_model(m, data, file, args),
+    match initial_model(&file, &data, &devs.1, args)? {
+        AnyModel::Cnn(m) => train_model(m, data, file, devs, args),
+        AnyModel::Mlp(m) => train_model(m, data, file, devs, args),
+        AnyModel::ResNet(m) => train_model(m, data, file, devs, args),
     }
 }
 
@@ -655,12 +657,11 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
     model: M,
     data: Splits,
     mut file: RunFile,
+    (spec, device, data_parallel): (DeviceSpec, Device, Option<DataParallel>),
     args: &TrainArgs,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     let json = args.json;
-    // The devices first: a backend that is not compiled in fails before any data is read.
-    let (spec, device, data_parallel) = devices(&file)?;
     let cfg = file.train.clone();
     let format = file.data.format;
     let norm_spec = file.transforms.normalization(format);
