@@ -177,12 +177,13 @@ impl ConvBnActConfig {
 impl ConvBnAct {
     /// `[N, C_in, H, W]` → `[N, C_out, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.conv.forward(x);
-        let x = match &self.bn {
-            Some(bn) => bn.forward(x),
-            None => x,
-        };
-        self.activation.apply(x)
+        let x = crate::kernels::conv2d(&self.conv, x);
+        match (&self.bn, self.activation) {
+            (Some(bn), Activation::Relu) => crate::kernels::batch_norm_act(bn, x, true),
+            (Some(bn), Activation::Identity) => crate::kernels::batch_norm_act(bn, x, false),
+            (Some(bn), act) => act.apply(bn.forward(x)),
+            (None, act) => act.apply(x),
+        }
     }
 
     /// What the block is, in one line (for model summaries).
@@ -271,12 +272,14 @@ impl LinearBnAct {
     /// `[N, d_in]` → `[N, d_out]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let x = self.linear.forward(x);
-        let x = match &self.bn {
-            // Burn's BatchNorm takes [N, C, ...]: add a length-1 axis for BatchNorm1d semantics.
-            Some(bn) => bn.forward(x.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2),
-            None => x,
-        };
-        self.activation.apply(x)
+        // Burn's BatchNorm takes [N, C, ...]: a length-1 axis gives BatchNorm1d semantics.
+        match (&self.bn, self.activation) {
+            (Some(bn), Activation::Relu) => {
+                crate::kernels::batch_norm_act(bn, x.unsqueeze_dim::<3>(2), true).squeeze_dim::<2>(2)
+            }
+            (Some(bn), act) => act.apply(bn.forward(x.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2)),
+            (None, act) => act.apply(x),
+        }
     }
 
     /// What the block is, in one line.

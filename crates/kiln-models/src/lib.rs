@@ -33,6 +33,7 @@ pub mod error;
 pub mod finetune;
 pub mod import;
 pub mod init;
+pub mod kernels;
 pub mod mlp;
 pub mod pretrained;
 pub mod reference_cnn;

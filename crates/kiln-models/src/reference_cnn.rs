@@ -18,7 +18,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, Pa
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use crate::{InitScheme, ModelError};
+use crate::{InitScheme, ModelError, kernels};
 
 /// Configuration of [`ReferenceCnn`].
 #[derive(Config, Debug, PartialEq)]
@@ -150,14 +150,12 @@ impl ReferenceCnn {
     /// On an input of another shape (Burn's layers assert); call [`ReferenceCnn::check_input`]
     /// first on anything a user supplies.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self
-            .pool
-            .forward(relu(maybe_bn(&self.bn1, self.conv1.forward(x))));
-        let x = self
-            .pool
-            .forward(relu(maybe_bn(&self.bn2, self.conv2.forward(x))));
+        // `self.pool` is 2×2 with stride 2; kiln's kernel does it (and the fused BatchNorm + ReLU)
+        // on flex, Burn's layers elsewhere.
+        let x = kernels::max_pool2x2(bn_relu(&self.bn1, kernels::conv2d(&self.conv1, x)));
+        let x = kernels::max_pool2x2(bn_relu(&self.bn2, kernels::conv2d(&self.conv2, x)));
         let x = x.flatten::<2>(1, 3);
-        let x = relu(maybe_bn(&self.bn3, self.fc1.forward(x)));
+        let x = bn_relu(&self.bn3, self.fc1.forward(x));
         self.fc2.forward(x)
     }
 
@@ -225,10 +223,11 @@ impl ReferenceCnn {
     }
 }
 
-fn maybe_bn<const D: usize>(bn: &Option<BatchNorm>, x: Tensor<D>) -> Tensor<D> {
+/// `relu(bn(x))`, or `relu(x)` without BatchNorm.
+fn bn_relu<const D: usize>(bn: &Option<BatchNorm>, x: Tensor<D>) -> Tensor<D> {
     match bn {
-        Some(b) => b.forward(x),
-        None => x,
+        Some(b) => kernels::batch_norm_act(b, x, true),
+        None => relu(x),
     }
 }
 

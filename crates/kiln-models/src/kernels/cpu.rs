@@ -1,0 +1,554 @@
+//! The kernels themselves, on plain `f32` slices in NCHW order (no Burn types), so each can be read
+//! and tested on its own. Parallel over channels (BatchNorm) or over samples (pooling,
+//! convolution) with rayon; every task writes a disjoint part of its output.
+
+use rayon::prelude::*;
+
+/// A raw pointer that tasks writing disjoint ranges may share.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
+// SAFETY: every user writes only ranges no other task touches, and the buffer outlives the tasks.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// The `len` elements from `offset` as a slice.
+    ///
+    /// # Safety
+    ///
+    /// The range must be in bounds and touched by no other live reference.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
+}
+
+/// Sum of a slice in f64 (through f32 lanes of 8, flushed per row: accurate and vectorisable).
+fn sum_f64(row: &[f32]) -> f64 {
+    let mut acc = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().map(|&v| f64::from(v)).sum::<f64>() + rest.iter().map(|&v| f64::from(v)).sum::<f64>()
+}
+
+/// Per-channel mean and biased variance of `x` `[N, C, L]` (two passes, as Burn's
+/// `batch_norm_train` computes them). Returns `(mean, var)`, each of length C.
+pub fn channel_stats(x: &[f32], n: usize, c: usize, l: usize) -> (Vec<f32>, Vec<f32>) {
+    let m = (n * l) as f64;
+    let stats: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let rows = (0..n).map(|i| &x[(i * c + ch) * l..(i * c + ch + 1) * l]);
+            let mean = rows.clone().map(sum_f64).sum::<f64>() / m;
+            let mean32 = mean as f32;
+            let mut var = 0f64;
+            for row in rows {
+                let mut acc = [0f32; 8];
+                let chunks = row.chunks_exact(8);
+                let rest = chunks.remainder();
+                for v in chunks {
+                    for i in 0..8 {
+                        let d = v[i] - mean32;
+                        acc[i] += d * d;
+                    }
+                }
+                var += acc.iter().map(|&v| f64::from(v)).sum::<f64>();
+                var += rest
+                    .iter()
+                    .map(|&v| f64::from((v - mean32) * (v - mean32)))
+                    .sum::<f64>();
+            }
+            (mean32, (var / m) as f32)
+        })
+        .collect();
+    stats.into_iter().unzip()
+}
+
+/// `y = act(x · scale[c] + shift[c])` over `[N, C, L]`, act = ReLU when `relu`.
+pub fn scale_shift_act(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    l: usize,
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(l.max(1))
+        .zip(x.par_chunks(l.max(1)))
+        .enumerate()
+        .with_min_len((4096 / l.max(1)).max(1))
+        .for_each(|(row, (yr, xr))| {
+            let ch = row % c;
+            let (s, b) = (scale[ch], shift[ch]);
+            if relu {
+                for (o, &v) in yr.iter_mut().zip(xr) {
+                    *o = (v * s + b).max(0.0);
+                }
+            } else {
+                for (o, &v) in yr.iter_mut().zip(xr) {
+                    *o = v * s + b;
+                }
+            }
+        });
+    debug_assert_eq!(y.len(), n * c * l);
+    y
+}
+
+/// Gradients of `y = act(γ·(x − mean)·invstd + β)` with batch statistics, given `dy`.
+/// `y` is the forward output (its sign is ReLU's mask). Returns `(dx, dγ, dβ)`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_act_backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    l: usize,
+    gamma: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0f32; x.len()];
+    let out = SyncPtr(dx.as_mut_ptr());
+    let m = (n * l) as f32;
+    let sums: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mu, is) = (mean[ch], invstd[ch]);
+            let mut sum_dz = 0f64;
+            let mut sum_dz_xhat = 0f64;
+            for i in 0..n {
+                let o = (i * c + ch) * l;
+                let (xr, yr, gr) = (&x[o..o + l], &y[o..o + l], &dy[o..o + l]);
+                let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+                let mut xs = xr.chunks_exact(8);
+                let mut ys = yr.chunks_exact(8);
+                let mut gs = gr.chunks_exact(8);
+                for ((xv, yv), gv) in (&mut xs).zip(&mut ys).zip(&mut gs) {
+                    for k in 0..8 {
+                        let g = relu_mask(relu, yv[k], gv[k]);
+                        a[k] += g;
+                        b[k] += g * (xv[k] - mu);
+                    }
+                }
+                for ((&xv, &yv), &gv) in xs.remainder().iter().zip(ys.remainder()).zip(gs.remainder()) {
+                    let g = relu_mask(relu, yv, gv);
+                    a[0] += g;
+                    b[0] += g * (xv - mu);
+                }
+                sum_dz += a.iter().map(|&v| f64::from(v)).sum::<f64>();
+                sum_dz_xhat += b.iter().map(|&v| f64::from(v)).sum::<f64>();
+            }
+            let dbeta = sum_dz as f32;
+            let dgamma = (sum_dz_xhat as f32) * is;
+            // dx = γ·invstd·(dz − dβ/M − x̂·dγ/M), x̂ = (x − μ)·invstd.
+            let k = gamma[ch] * is;
+            let mean_dz = dbeta / m;
+            let coef = dgamma * is / m;
+            for i in 0..n {
+                let o = (i * c + ch) * l;
+                let (xr, yr, gr) = (&x[o..o + l], &y[o..o + l], &dy[o..o + l]);
+                // SAFETY: row (i, ch) belongs to this channel's task alone.
+                let dr = unsafe { out.slice(o, l) };
+                for (((d, &xv), &yv), &gv) in dr.iter_mut().zip(xr).zip(yr).zip(gr) {
+                    *d = k * (relu_mask(relu, yv, gv) - mean_dz - (xv - mu) * coef);
+                }
+            }
+            (dgamma, dbeta)
+        })
+        .collect();
+    let (dgamma, dbeta) = sums.into_iter().unzip();
+    (dx, dgamma, dbeta)
+}
+
+/// `g`, or 0 where ReLU's output `y` is ≤ 0 (Burn's and PyTorch's `relu` backward).
+#[inline(always)]
+fn relu_mask(relu: bool, y: f32, g: f32) -> f32 {
+    if relu && y <= 0.0 { 0.0 } else { g }
+}
+
+/// `dx = dy · scale[c]`, zeroed where `y ≤ 0` when `relu` (the backward of [`scale_shift_act`]
+/// with respect to its input).
+pub fn scale_act_backward(y: &[f32], dy: &[f32], c: usize, l: usize, scale: &[f32], relu: bool) -> Vec<f32> {
+    let mut dx = vec![0f32; dy.len()];
+    dx.par_chunks_mut(l.max(1))
+        .enumerate()
+        .with_min_len((4096 / l.max(1)).max(1))
+        .for_each(|(row, d)| {
+            let s = scale[row % c];
+            let o = row * l;
+            let (yr, gr) = (&y[o..o + d.len()], &dy[o..o + d.len()]);
+            for ((v, &yv), &gv) in d.iter_mut().zip(yr).zip(gr) {
+                *v = relu_mask(relu, yv, gv * s);
+            }
+        });
+    dx
+}
+
+/// 2×2 max-pooling with stride 2 (floor mode, no padding) over `[P, H, W]` planes. Returns the
+/// output `[P, H/2, W/2]` and, per output, which of the four window positions won (0..4,
+/// row-major; the first maximum wins and NaN propagates, as PyTorch and Burn).
+pub fn max_pool2x2(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = vec![0f32; planes * oh * ow];
+    let mut arg = vec![0u8; planes * oh * ow];
+    out.par_chunks_mut(oh * ow)
+        .zip(arg.par_chunks_mut(oh * ow))
+        .enumerate()
+        .with_min_len(4)
+        .for_each(|(p, (o, a))| {
+            let src = &x[p * h * w..(p + 1) * h * w];
+            for i in 0..oh {
+                let r0 = &src[2 * i * w..2 * i * w + w];
+                let r1 = &src[(2 * i + 1) * w..(2 * i + 1) * w + w];
+                for j in 0..ow {
+                    let cand = [r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]];
+                    let (mut best, mut at) = (cand[0], 0u8);
+                    for (k, &v) in cand.iter().enumerate().skip(1) {
+                        if v > best || (v.is_nan() && !best.is_nan()) {
+                            best = v;
+                            at = k as u8;
+                        }
+                    }
+                    o[i * ow + j] = best;
+                    a[i * ow + j] = at;
+                }
+            }
+        });
+    (out, arg)
+}
+
+/// The backward of [`max_pool2x2`]: each output's gradient goes to the input that won.
+pub fn max_pool2x2_backward(dy: &[f32], arg: &[u8], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut dx = vec![0f32; planes * h * w];
+    dx.par_chunks_mut(h * w)
+        .enumerate()
+        .with_min_len(4)
+        .for_each(|(p, d)| {
+            let (g, a) = (&dy[p * oh * ow..], &arg[p * oh * ow..]);
+            for i in 0..oh {
+                for j in 0..ow {
+                    let k = a[i * ow + j] as usize;
+                    d[(2 * i + k / 2) * w + 2 * j + k % 2] = g[i * ow + j];
+                }
+            }
+        });
+    dx
+}
+
+/// The shape of one 2-D convolution (dilation 1, one group), NCHW input, OIHW weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub ci: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub co: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Strides (rows, columns).
+    pub stride: [usize; 2],
+    /// Padding: top, left (bottom and right follow from the output size).
+    pub pad: [usize; 2],
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl ConvGeometry {
+    /// The geometry for an input `[n, ci, h, w]`, a weight `[co, ci, kh, kw]`, strides and
+    /// padding `[top, bottom, left, right]`; `None` when the window does not fit the padded input.
+    pub fn new(
+        [n, ci, h, w]: [usize; 4],
+        [co, kh, kw]: [usize; 3],
+        stride: [usize; 2],
+        [top, bottom, left, right]: [usize; 4],
+    ) -> Option<Self> {
+        let (ph, pw) = (h + top + bottom, w + left + right);
+        if kh == 0 || kw == 0 || stride[0] == 0 || stride[1] == 0 || ph < kh || pw < kw {
+            return None;
+        }
+        Some(ConvGeometry {
+            n,
+            ci,
+            h,
+            w,
+            co,
+            kh,
+            kw,
+            stride,
+            pad: [top, left],
+            oh: (ph - kh) / stride[0] + 1,
+            ow: (pw - kw) / stride[1] + 1,
+        })
+    }
+
+    fn ckk(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+
+    fn ohw(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// A 1×1 kernel with stride 1 and no padding reads the input as its own column matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+    }
+
+    /// Output columns `ox` whose input column `ox·s + kj − pad` lies inside `0..w`.
+    fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        let (s, p) = (self.stride[1], self.pad[1]);
+        let lo = p.saturating_sub(kj).div_ceil(s);
+        let hi = (self.w + p).saturating_sub(kj).div_ceil(s).min(self.ow);
+        (lo.min(hi), hi)
+    }
+}
+
+/// Unfolds one sample `[ci, h, w]` into `col` `[ci·kh·kw, oh·ow]`.
+fn im2col(x: &[f32], g: &ConvGeometry, col: &mut [f32]) {
+    let (ohw, [sh, sw], [ph, pw]) = (g.ohw(), g.stride, g.pad);
+    for c in 0..g.ci {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (c * g.kh + ki) * g.kw + kj;
+                let dst = &mut col[row * ohw..(row + 1) * ohw];
+                let (lo, hi) = g.valid_cols(kj);
+                for oy in 0..g.oh {
+                    let d = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                    let iy = (oy * sh + ki).wrapping_sub(ph);
+                    if iy >= g.h {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy * g.w..(iy + 1) * g.w];
+                    d[..lo].fill(0.0);
+                    d[hi..].fill(0.0);
+                    let start = lo * sw + kj - pw;
+                    if sw == 1 {
+                        d[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                    } else {
+                        for (k, v) in d[lo..hi].iter_mut().enumerate() {
+                            *v = src[start + k * sw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds `col` `[ci·kh·kw, oh·ow]` back into `dx` `[ci, h, w]`.
+fn col2im(col: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+    let (ohw, [sh, sw], [ph, pw]) = (g.ohw(), g.stride, g.pad);
+    for c in 0..g.ci {
+        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (c * g.kh + ki) * g.kw + kj;
+                let src = &col[row * ohw..(row + 1) * ohw];
+                let (lo, hi) = g.valid_cols(kj);
+                for oy in 0..g.oh {
+                    let iy = (oy * sh + ki).wrapping_sub(ph);
+                    if iy >= g.h || lo >= hi {
+                        continue;
+                    }
+                    let s = &src[oy * g.ow + lo..oy * g.ow + hi];
+                    let start = lo * sw + kj - pw;
+                    let d = &mut plane[iy * g.w..(iy + 1) * g.w];
+                    if sw == 1 {
+                        for (o, &v) in d[start..start + (hi - lo)].iter_mut().zip(s) {
+                            *o += v;
+                        }
+                    } else {
+                        for (k, &v) in s.iter().enumerate() {
+                            d[start + k * sw] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `c[m×n] = a·b` (or `c += a·b` when `accumulate`), single-threaded, with explicit strides
+/// (`*_rs` row stride, `*_cs` column stride, in elements).
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    [m, n, k]: [usize; 3],
+    c: &mut [f32],
+    c_rs: usize,
+    accumulate: bool,
+    a: &[f32],
+    [a_rs, a_cs]: [usize; 2],
+    b: &[f32],
+    [b_rs, b_cs]: [usize; 2],
+) {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    };
+    assert!(
+        c.len() >= last(m, n, c_rs, 1)
+            && a.len() >= last(m, k, a_rs, a_cs)
+            && b.len() >= last(k, n, b_rs, b_cs),
+        "sgemm operands out of bounds"
+    );
+    // SAFETY: the bounds are checked above; `c` is exclusively borrowed.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// 2-D convolution forward: `x` `[n, ci, h, w]`, `weight` `[co, ci, kh, kw]` → `[n, co, oh, ow]`
+/// (no bias). im2col + gemm per sample, samples in parallel.
+pub fn conv2d(x: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (ckk, ohw, chw) = (g.ckk(), g.ohw(), g.ci * g.h * g.w);
+    let mut y = vec![0f32; g.n * g.co * ohw];
+    y.par_chunks_mut(g.co * ohw).enumerate().for_each_init(
+        || vec![0f32; if g.is_pointwise() { 0 } else { ckk * ohw }],
+        |col, (i, yn)| {
+            let xn = &x[i * chw..(i + 1) * chw];
+            let col: &[f32] = if g.is_pointwise() {
+                xn
+            } else {
+                im2col(xn, g, col);
+                col
+            };
+            sgemm([g.co, ohw, ckk], yn, ohw, false, weight, [ckk, 1], col, [ohw, 1]);
+        },
+    );
+    y
+}
+
+/// Gradients of [`conv2d`] given `dy` `[n, co, oh, ow]`: `dx` (when `need_dx`) and `dweight`
+/// (when `need_dw`). Samples in parallel; one weight-gradient accumulator per task, summed.
+pub fn conv2d_backward(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    need_dx: bool,
+    need_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (ckk, ohw, chw) = (g.ckk(), g.ohw(), g.ci * g.h * g.w);
+    let mut dx = need_dx.then(|| vec![0f32; g.n * chw]);
+    let dx_ptr = dx.as_mut().map(|d| SyncPtr(d.as_mut_ptr()));
+    let tasks = rayon::current_num_threads().clamp(1, g.n.max(1));
+    let per = g.n.div_ceil(tasks);
+    let pointwise = g.is_pointwise();
+    let partial: Vec<Vec<f32>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let mut dw = vec![0f32; if need_dw { g.co * ckk } else { 0 }];
+            let mut col = vec![0f32; if pointwise { 0 } else { ckk * ohw }];
+            let mut dcol = vec![0f32; if need_dx && !pointwise { ckk * ohw } else { 0 }];
+            for i in t * per..((t + 1) * per).min(g.n) {
+                let xn = &x[i * chw..(i + 1) * chw];
+                let dyn_ = &dy[i * g.co * ohw..(i + 1) * g.co * ohw];
+                if let Some(ptr) = dx_ptr {
+                    // SAFETY: sample i's slice of dx belongs to this task alone.
+                    let dxn = unsafe { ptr.slice(i * chw, chw) };
+                    if pointwise {
+                        // dx_n[ci, hw] = Wᵀ[ci, co] · dy_n[co, hw]
+                        sgemm(
+                            [ckk, ohw, g.co],
+                            dxn,
+                            ohw,
+                            false,
+                            weight,
+                            [1, ckk],
+                            dyn_,
+                            [ohw, 1],
+                        );
+                    } else {
+                        sgemm(
+                            [ckk, ohw, g.co],
+                            &mut dcol,
+                            ohw,
+                            false,
+                            weight,
+                            [1, ckk],
+                            dyn_,
+                            [ohw, 1],
+                        );
+                        col2im(&dcol, g, dxn);
+                    }
+                }
+                if need_dw {
+                    let col: &[f32] = if pointwise {
+                        xn
+                    } else {
+                        im2col(xn, g, &mut col);
+                        &col
+                    };
+                    // dW[co, ckk] += dy_n[co, ohw] · col_nᵀ[ohw, ckk]
+                    sgemm(
+                        [g.co, ckk, ohw],
+                        &mut dw,
+                        ckk,
+                        true,
+                        dyn_,
+                        [ohw, 1],
+                        col,
+                        [1, ohw],
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    let dw = need_dw.then(|| {
+        let mut it = partial.into_iter();
+        let mut acc = it.next().unwrap_or_else(|| vec![0f32; g.co * ckk]);
+        for p in it {
+            for (a, v) in acc.iter_mut().zip(p) {
+                *a += v;
+            }
+        }
+        acc
+    });
+    (dx, dw)
+}

@@ -1,0 +1,372 @@
+//! The kernels as a Burn backend extension: one trait, implemented for the flex backend (forward
+//! only) and for autodiff over flex (forward, plus a hand-written backward registered with the
+//! graph). Other backends never reach it: [`super`] checks the device first.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
+use burn::tensor::TensorData;
+
+use super::cpu;
+
+/// kiln's own CPU operations. `x` is `[N, C, L]` (L = H·W, or 1 for BatchNorm1d) for the
+/// BatchNorm operations and `[N, C, H, W]` for pooling; all `f32`.
+#[backend_extension(Flex, Autodiff)]
+pub trait KilnKernels: Backend {
+    /// Per-channel batch mean (row 0) and biased variance (row 1), `[2, C]`; not differentiable.
+    fn kiln_channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `act(γ·(x − mean)·invstd + β)` with `stats` from [`KilnKernels::kiln_channel_stats`];
+    /// differentiable in `x`, `γ` and `β` as training-mode BatchNorm (through the statistics).
+    fn kiln_batch_norm_act(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+    /// `act(x·scale[c] + shift[c])`; differentiable in `x` only (inference BatchNorm).
+    fn kiln_scale_shift_act(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+    /// 2×2 max-pooling, stride 2, no padding, floor mode.
+    fn kiln_max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// 2-D convolution without bias, dilation 1, one group; `padding` is
+    /// `[top, bottom, left, right]`. Differentiable in `x` and `weight`.
+    fn kiln_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Self>;
+}
+
+fn geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    stride: [usize; 2],
+    padding: [usize; 4],
+) -> cpu::ConvGeometry {
+    let (xd, wd) = (x.shape().to_vec(), weight.shape().to_vec());
+    // The public wrapper checked the shapes before dispatching here.
+    cpu::ConvGeometry::new(
+        [xd[0], xd[1], xd[2], xd[3]],
+        [wd[0], wd[2], wd[3]],
+        stride,
+        padding,
+    )
+    .unwrap_or_else(|| unreachable!("kernels::conv2d checks the geometry first"))
+}
+
+fn conv(x: &FlexTensor, weight: &FlexTensor, g: &cpu::ConvGeometry) -> FlexTensor {
+    let y = cpu::conv2d(&f32s(x), &f32s(weight), g);
+    tensor(y, &[g.n, g.co, g.oh, g.ow])
+}
+
+/// The tensor's elements in logical order (borrowed when already contiguous).
+fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .map(<[f32]>::to_vec)
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
+}
+
+/// `(N, C, L)` of an `[N, C, ...]` tensor.
+fn ncl(t: &FlexTensor) -> (usize, usize, usize) {
+    let dims = t.shape().to_vec();
+    let l = dims[2..].iter().product();
+    (dims[0], dims[1], l)
+}
+
+fn stats(x: &FlexTensor) -> FlexTensor {
+    let (n, c, l) = ncl(x);
+    let (mean, var) = cpu::channel_stats(&f32s(x), n, c, l);
+    tensor([mean, var].concat(), &[2, c])
+}
+
+/// `invstd = 1/sqrt(var + eps)` and the mean, from a `[2, C]` stats tensor.
+fn mean_invstd(stats: &FlexTensor, epsilon: f64) -> (Vec<f32>, Vec<f32>) {
+    let s = f32s(stats);
+    let c = s.len() / 2;
+    let invstd = s[c..]
+        .iter()
+        .map(|&v| (1.0 / (f64::from(v) + epsilon).sqrt()) as f32)
+        .collect();
+    (s[..c].to_vec(), invstd)
+}
+
+fn batch_norm_act(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    stats: &FlexTensor,
+    epsilon: f64,
+    relu: bool,
+) -> FlexTensor {
+    let (n, c, l) = ncl(x);
+    let (mean, invstd) = mean_invstd(stats, epsilon);
+    let (g, b) = (f32s(gamma), f32s(beta));
+    let scale: Vec<f32> = (0..c).map(|i| g[i] * invstd[i]).collect();
+    let shift: Vec<f32> = (0..c).map(|i| b[i] - mean[i] * scale[i]).collect();
+    let y = cpu::scale_shift_act(&f32s(x), n, c, l, &scale, &shift, relu);
+    tensor(y, &x.shape().to_vec())
+}
+
+fn scale_shift_act(x: &FlexTensor, scale: &FlexTensor, shift: &FlexTensor, relu: bool) -> FlexTensor {
+    let (n, c, l) = ncl(x);
+    let y = cpu::scale_shift_act(&f32s(x), n, c, l, &f32s(scale), &f32s(shift), relu);
+    tensor(y, &x.shape().to_vec())
+}
+
+fn max_pool(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
+    let dims = x.shape().to_vec();
+    let (planes, h, w) = (dims[0] * dims[1], dims[2], dims[3]);
+    let (y, arg) = cpu::max_pool2x2(&f32s(x), planes, h, w);
+    (tensor(y, &[dims[0], dims[1], h / 2, w / 2]), arg)
+}
+
+impl KilnKernels for Flex {
+    fn kiln_channel_stats(x: FlexTensor) -> FlexTensor {
+        stats(&x)
+    }
+
+    fn kiln_batch_norm_act(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stats: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+    ) -> FlexTensor {
+        batch_norm_act(&x, &gamma, &beta, &stats, epsilon, relu)
+    }
+
+    fn kiln_scale_shift_act(x: FlexTensor, scale: FlexTensor, shift: FlexTensor, relu: bool) -> FlexTensor {
+        scale_shift_act(&x, &scale, &shift, relu)
+    }
+
+    fn kiln_max_pool2x2(x: FlexTensor) -> FlexTensor {
+        max_pool(&x).0
+    }
+
+    fn kiln_conv2d(x: FlexTensor, weight: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> FlexTensor {
+        conv(&x, &weight, &geometry(&x, &weight, stride, padding))
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    /// x, weight, geometry.
+    type State = (FlexTensor, FlexTensor, cpu::ConvGeometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, weight, g) = ops.state;
+        let (dx, dw) = cpu::conv2d_backward(
+            &f32s(&x),
+            &f32s(&weight),
+            &f32s(&dy),
+            &g,
+            node_x.is_some(),
+            node_w.is_some(),
+        );
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, tensor(dx, &[g.n, g.ci, g.h, g.w]));
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, tensor(dw, &[g.co, g.ci, g.kh, g.kw]));
+        }
+    }
+}
+
+type Ad<C> = Autodiff<Flex, C>;
+
+#[derive(Debug)]
+struct BatchNormActBackward;
+
+impl Backward<Flex, 3> for BatchNormActBackward {
+    /// x, y, γ, stats, epsilon, relu.
+    type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64, bool);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, y, gamma, stats, epsilon, relu) = ops.state;
+        let (n, c, l) = ncl(&x);
+        let (mean, invstd) = mean_invstd(&stats, epsilon);
+        let (dx, dgamma, dbeta) = cpu::batch_norm_act_backward(
+            &f32s(&x),
+            &f32s(&y),
+            &f32s(&dy),
+            n,
+            c,
+            l,
+            &f32s(&gamma),
+            &mean,
+            &invstd,
+            relu,
+        );
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, tensor(dx, &x.shape().to_vec()));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, tensor(dgamma, &[c]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, tensor(dbeta, &[c]));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ScaleActBackward;
+
+impl Backward<Flex, 1> for ScaleActBackward {
+    /// y, scale, relu.
+    type State = (FlexTensor, FlexTensor, bool);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (y, scale, relu) = ops.state;
+        if let Some(node) = node_x {
+            let (_, c, l) = ncl(&y);
+            let dx = cpu::scale_act_backward(&f32s(&y), &f32s(&dy), c, l, &f32s(&scale), relu);
+            grads.register::<Flex>(node.id, tensor(dx, &y.shape().to_vec()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl Backward<Flex, 1> for MaxPoolBackward {
+    /// Input shape `[N, C, H, W]` and the winning window positions.
+    type State = ([usize; 4], Arc<Vec<u8>>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let ([n, c, h, w], arg) = ops.state;
+        if let Some(node) = node_x {
+            let dx = cpu::max_pool2x2_backward(&f32s(&dy), &arg, n * c, h, w);
+            grads.register::<Flex>(node.id, tensor(dx, &[n, c, h, w]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
+    fn kiln_channel_stats(x: FloatTensor<Ad<C>>) -> FloatTensor<Ad<C>> {
+        // Two rows of C values, outside the graph: a fresh leaf that requires no gradient.
+        // (Flex has a single, unit device.)
+        Self::float_from_data(stats(x.primitive()).into_data(), &Default::default())
+    }
+
+    fn kiln_batch_norm_act(
+        x: FloatTensor<Ad<C>>,
+        gamma: FloatTensor<Ad<C>>,
+        beta: FloatTensor<Ad<C>>,
+        stats: FloatTensor<Ad<C>>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Ad<C>> {
+        let stats = stats.into_primitive();
+        match BatchNormActBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
+                let y = batch_norm_act(&x, &gamma, &beta, &stats, epsilon, relu);
+                prep.finish((x, y.clone(), gamma, stats, epsilon, relu), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(batch_norm_act(
+                x.primitive(),
+                gamma.primitive(),
+                beta.primitive(),
+                &stats,
+                epsilon,
+                relu,
+            )),
+        }
+    }
+
+    fn kiln_scale_shift_act(
+        x: FloatTensor<Ad<C>>,
+        scale: FloatTensor<Ad<C>>,
+        shift: FloatTensor<Ad<C>>,
+        relu: bool,
+    ) -> FloatTensor<Ad<C>> {
+        let (scale, shift) = (scale.into_primitive(), shift.into_primitive());
+        match ScaleActBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = scale_shift_act(x.primitive(), &scale, &shift, relu);
+                prep.finish((y.clone(), scale, relu), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(scale_shift_act(x.primitive(), &scale, &shift, relu)),
+        }
+    }
+
+    fn kiln_conv2d(
+        x: FloatTensor<Ad<C>>,
+        weight: FloatTensor<Ad<C>>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Ad<C>> {
+        let g = geometry(x.primitive(), weight.primitive(), stride, padding);
+        match ConvBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, weight) = (x.into_primitive(), weight.into_primitive());
+                let y = conv(&x, &weight, &g);
+                prep.finish((x, weight, g), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(conv(x.primitive(), weight.primitive(), &g)),
+        }
+    }
+
+    fn kiln_max_pool2x2(x: FloatTensor<Ad<C>>) -> FloatTensor<Ad<C>> {
+        let dims = x.primitive().shape().to_vec();
+        let (y, arg) = max_pool(x.primitive());
+        match MaxPoolBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(([dims[0], dims[1], dims[2], dims[3]], Arc::new(arg)), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! kiln's own CPU kernels on Burn's flex backend, used automatically by the zoo's layers.
+//!
+//! Burn 0.22.1's flex backend builds training-mode BatchNorm out of generic tensor operations
+//! (swap the batch and channel axes, copy, reduce, broadcast; the same again in the backward),
+//! and its max-pooling backward scatters through generic index tensors. On the reference CNN
+//! those layout copies cost more than the convolutions. This module supplies fused replacements
+//! as a Burn backend extension ([`ext::KilnKernels`]), with hand-written backward passes:
+//!
+//! * BatchNorm (training: batch statistics, running statistics updated exactly as Burn's
+//!   [`BatchNorm`] does; inference: running statistics) fused with the ReLU that follows it —
+//!   [`batch_norm_act`];
+//! * 2×2 stride-2 max-pooling that keeps the winning position of each window for its backward —
+//!   [`max_pool2x2`].
+//!
+//! They run only where they apply: an `f32` tensor on the flex device (plain or autodiff), with
+//! the kernels [`enabled`]. Everything else (wgpu, CUDA, other dtypes, a frozen BatchNorm on the
+//! training device) goes through Burn's own operations, unchanged. Switch them off for a
+//! comparison or to rule them out while debugging with [`set_enabled`]`(false)` or the
+//! environment variable `KILN_FAST_KERNELS=0` (read once, at the first use).
+//!
+//! Numerics: each kernel equals Burn's reference composition within 1e-4 relative, forward and
+//! backward (`tests` below and `tests/kernels.rs` at the workspace root).
+//!
+//! ```
+//! use burn::nn::BatchNormConfig;
+//! use burn::prelude::*;
+//! use kiln_models::kernels;
+//!
+//! let device = Device::flex();
+//! let bn = BatchNormConfig::new(3).init(&device);
+//! let x = Tensor::<4>::ones([2, 3, 4, 4], &device);
+//! let y = kernels::max_pool2x2(kernels::batch_norm_act(&bn, x, true));
+//! assert_eq!(y.dims(), [2, 3, 2, 2]);
+//! ```
+
+pub mod cpu;
+pub mod ext;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use burn::backend::{Dispatch, DispatchDevice};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::activation::relu as burn_relu;
+
+use ext::KilnKernels;
+
+/// 0: not decided yet (read `KILN_FAST_KERNELS`), 1: off, 2: on.
+static STATE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether kiln's kernels are used where they apply (on by default; `KILN_FAST_KERNELS=0` or
+/// [`set_enabled`]`(false)` turns them off).
+pub fn enabled() -> bool {
+    match STATE.load(Ordering::Relaxed) {
+        0 => {
+            let off = std::env::var("KILN_FAST_KERNELS")
+                .is_ok_and(|v| matches!(v.trim(), "0" | "off" | "false" | "no"));
+            STATE.store(if off { 1 } else { 2 }, Ordering::Relaxed);
+            !off
+        }
+        s => s == 2,
+    }
+}
+
+/// Turns kiln's kernels on or off for the whole process (overrides `KILN_FAST_KERNELS`).
+pub fn set_enabled(on: bool) {
+    STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+/// Whether the kernels take `x`: enabled, `f32`, on the flex device (autodiff or not).
+pub fn applies_to<const D: usize>(x: &Tensor<D>) -> bool {
+    enabled()
+        && x.dtype() == DType::F32
+        && matches!(
+            x.device().without_autodiff().as_dispatch(),
+            &DispatchDevice::Flex(_)
+        )
+}
+
+/// `[N, C, ...]` → `[N, C, L]`, the layout the kernels take.
+fn as_ncl<const D: usize>(x: Tensor<D>) -> Tensor<3> {
+    let dims = x.dims();
+    let l = dims[2..].iter().product::<usize>();
+    x.reshape([dims[0], dims[1], l])
+}
+
+/// `bn` followed by ReLU when `relu`, exactly as `relu(bn.forward(x))` computes it (training
+/// mode on an autodiff input with `bn` trainable, updating the running statistics; inference
+/// mode otherwise), through kiln's fused kernel where it [applies](applies_to).
+///
+/// # Shapes
+///
+/// `[N, C, ...]` → same, with C = `bn`'s features.
+///
+/// # Panics
+///
+/// As `bn.forward`, when C is not `bn`'s feature count.
+pub fn batch_norm_act<const D: usize>(bn: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
+    let dims = x.dims();
+    let [features] = bn.gamma.shape().dims();
+    if !applies_to(&x) || D < 2 || dims[1] != features || dims[0] == 0 {
+        let y = bn.forward(x);
+        return if relu { burn_relu(y) } else { y };
+    }
+    let device = x.device();
+    let training = device.is_autodiff() && bn.training.is_enabled();
+    if device.is_autodiff() && !training {
+        // A frozen BatchNorm on the training device: Burn's path (differentiable in γ, β too).
+        let y = bn.forward(x);
+        return if relu { burn_relu(y) } else { y };
+    }
+    let x3 = as_ncl(x);
+    let y = if training {
+        let stats = Tensor::<2>::from_dispatch(<Dispatch as KilnKernels>::kiln_channel_stats(
+            x3.clone().detach().into_dispatch(),
+        ));
+        let y = Tensor::<3>::from_dispatch(<Dispatch as KilnKernels>::kiln_batch_norm_act(
+            x3.into_dispatch(),
+            bn.gamma.val().into_dispatch(),
+            bn.beta.val().into_dispatch(),
+            stats.clone().into_dispatch(),
+            bn.epsilon,
+            relu,
+        ));
+        // Running statistics, exactly as Burn's `BatchNorm::forward_train`.
+        let mean = stats.clone().slice([0..1, 0..features]).reshape([features]);
+        let var = stats.slice([1..2, 0..features]).reshape([features]);
+        let running_mean = bn.running_mean.value_sync().to_device(&device);
+        let running_var = bn.running_var.value_sync().to_device(&device);
+        let running_mean = running_mean
+            .mul_scalar(1.0 - bn.momentum)
+            .add(mean.detach().mul_scalar(bn.momentum));
+        let running_var = running_var
+            .mul_scalar(1.0 - bn.momentum)
+            .add(var.detach().mul_scalar(bn.momentum));
+        bn.running_mean.update(running_mean.detach());
+        bn.running_var.update(running_var.detach());
+        y
+    } else {
+        let mean = bn.running_mean.value().to_device(&device);
+        let var = bn.running_var.value().to_device(&device);
+        let scale = bn.gamma.val().div(var.add_scalar(bn.epsilon).sqrt());
+        let shift = bn.beta.val().sub(mean.mul(scale.clone()));
+        Tensor::<3>::from_dispatch(<Dispatch as KilnKernels>::kiln_scale_shift_act(
+            x3.into_dispatch(),
+            scale.into_dispatch(),
+            shift.into_dispatch(),
+            relu,
+        ))
+    };
+    y.reshape(dims)
+}
+
+/// 2×2 max-pooling with stride 2 (floor mode, no padding; Burn's `MaxPool2dConfig::new([2, 2])`),
+/// through kiln's kernel where it [applies](applies_to).
+///
+/// # Shapes
+///
+/// `[N, C, H, W]` → `[N, C, H/2, W/2]`.
+pub fn max_pool2x2(x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    if !applies_to(&x) || h < 2 || w < 2 {
+        return burn::nn::pool::MaxPool2dConfig::new([2, 2]).init().forward(x);
+    }
+    Tensor::from_dispatch(<Dispatch as KilnKernels>::kiln_max_pool2x2(x.into_dispatch()))
+}
+
+/// `conv.forward(x)` through kiln's convolution where it [applies](applies_to) and the layer
+/// is a plain one (dilation 1, one group, explicit or no padding); Burn's otherwise. A bias is
+/// added after the kernel.
+///
+/// # Shapes
+///
+/// `[N, C_in, H, W]` → `[N, C_out, H', W']`.
+///
+/// # Panics
+///
+/// As `conv.forward`, on an input whose channels are not the layer's.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Some([top, bottom, left, right]),
+        PaddingConfig2d::Valid => Some([0, 0, 0, 0]),
+        PaddingConfig2d::Same => None,
+    };
+    let [co, ci, kh, kw] = crate::summary::lazy_dims(&conv.weight);
+    let dims = x.dims();
+    let geometry = padding.and_then(|p| cpu::ConvGeometry::new(dims, [co, kh, kw], conv.stride, p));
+    let plain = conv.dilation == [1, 1] && conv.groups == 1 && dims[1] == ci && dims[0] > 0;
+    let (Some(padding), Some(_), true, true) = (padding, geometry, plain, applies_to(&x)) else {
+        return conv.forward(x);
+    };
+    let y = Tensor::<4>::from_dispatch(<Dispatch as KilnKernels>::kiln_conv2d(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        conv.stride,
+        padding,
+    ));
+    match &conv.bias {
+        Some(bias) => y + bias.val().reshape([1, co, 1, 1]),
+        None => y,
+    }
+}
+
+#[cfg(test)]
+mod tests;

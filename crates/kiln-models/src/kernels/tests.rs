@@ -1,0 +1,240 @@
+//! Each kernel against Burn's own operation (the reference), forward and backward, on random
+//! inputs over many shapes: strides 1 and 2, padding 0/1/2 (and asymmetric), odd sizes, batch 1,
+//! channel counts that are not multiples of 8 or 16. Gradients are compared with Burn's autodiff
+//! through its reference operations. Bound: max |kiln − Burn| ≤ 1e-4 · max(1, max |Burn|).
+
+use burn::module::Param;
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::pool::MaxPool2dConfig;
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use super::*;
+
+/// Values in [-1, 1) from a xorshift generator (no global device seed: tests run in parallel).
+fn random_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn random<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let len = shape.iter().product();
+    Tensor::<1>::from_floats(random_values(len, seed).as_slice(), device).reshape(shape)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap_or_else(|e| panic!("not f32 data: {e:?}"))
+}
+
+#[track_caller]
+fn assert_close(what: &str, kiln: Vec<f32>, burn: Vec<f32>) {
+    assert_eq!(kiln.len(), burn.len(), "{what}: lengths");
+    let scale = burn.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let worst = kiln
+        .iter()
+        .zip(&burn)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: max |kiln − burn| = {worst:e} (scale {scale})"
+    );
+}
+
+fn ad() -> Device {
+    Device::flex().autodiff()
+}
+
+#[test]
+fn kernels_apply_only_to_f32_on_flex() {
+    let x = Tensor::<2>::zeros([2, 2], &Device::flex());
+    assert!(applies_to(&x));
+    assert!(applies_to(&Tensor::<2>::zeros([2, 2], &ad())));
+}
+
+#[test]
+fn conv2d_matches_burn_forward_and_backward() {
+    // (n, ci, h, w, co, k, stride, [top, bottom, left, right])
+    type Case = (usize, usize, usize, usize, usize, usize, usize, [usize; 4]);
+    let cases: &[Case] = &[
+        (1, 1, 5, 5, 3, 3, 1, [1, 1, 1, 1]),
+        (2, 3, 7, 6, 5, 3, 2, [1, 1, 1, 1]),
+        (3, 4, 8, 8, 6, 1, 1, [0, 0, 0, 0]),
+        (2, 5, 9, 9, 7, 1, 2, [0, 0, 0, 0]),
+        (2, 2, 6, 7, 3, 5, 1, [2, 2, 2, 2]),
+        (1, 17, 5, 5, 18, 3, 1, [0, 0, 0, 0]),
+        (2, 3, 11, 9, 4, 3, 2, [2, 2, 2, 2]),
+        (2, 2, 6, 6, 3, 3, 1, [0, 1, 1, 0]),
+        (4, 32, 14, 14, 64, 3, 1, [1, 1, 1, 1]),
+        (1, 3, 4, 4, 2, 3, 2, [0, 0, 0, 0]),
+    ];
+    for (i, &(n, ci, h, w, co, k, s, [t, b, l, r])) in cases.iter().enumerate() {
+        let case = format!("case {i}: x [{n},{ci},{h},{w}] k{k} s{s} pad {t},{b},{l},{r} co {co}");
+        let device = ad();
+        let mut conv = Conv2dConfig::new([ci, co], [k, k])
+            .with_stride([s, s])
+            .with_padding(PaddingConfig2d::Explicit(t, l, b, r))
+            .with_bias(false)
+            .init(&device);
+        conv.weight = Param::from_tensor(random([co, ci, k, k], 7 + i as u64, &device));
+        let x = random([n, ci, h, w], 100 + i as u64, &device).require_grad();
+
+        let y_burn = conv.forward(x.clone());
+        let y_kiln = conv2d(&conv, x.clone());
+        assert_eq!(y_kiln.dims(), y_burn.dims(), "{case}: output shape");
+        let weights = random(y_burn.dims(), 1000 + i as u64, &device);
+        let g_burn = (y_burn.clone() * weights.clone()).sum().backward();
+        let g_kiln = (y_kiln.clone() * weights).sum().backward();
+        assert_close(&format!("{case}: y"), values(y_kiln), values(y_burn));
+        let grad = |g: &burn::tensor::Gradients, t: &Tensor<4>| {
+            values(t.grad(g).unwrap_or_else(|| panic!("{case}: no gradient")))
+        };
+        assert_close(&format!("{case}: dx"), grad(&g_kiln, &x), grad(&g_burn, &x));
+        let w = conv.weight.val();
+        assert_close(&format!("{case}: dw"), grad(&g_kiln, &w), grad(&g_burn, &w));
+    }
+}
+
+#[test]
+fn conv2d_with_bias_and_on_plain_tensors_matches_burn() {
+    let device = Device::flex();
+    let mut conv = Conv2dConfig::new([3, 4], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&device);
+    conv.weight = Param::from_tensor(random([4, 3, 3, 3], 1, &device));
+    conv.bias = Some(Param::from_tensor(random([4], 2, &device)));
+    let x = random([2, 3, 6, 5], 3, &device);
+    assert_close("bias", values(conv2d(&conv, x.clone())), values(conv.forward(x)));
+}
+
+fn batch_norm(c: usize, seed: u64, device: &Device) -> BatchNorm {
+    let mut bn = BatchNormConfig::new(c).init(device);
+    bn.gamma = Param::from_tensor(random([c], seed, device).add_scalar(1.5));
+    bn.beta = Param::from_tensor(random([c], seed + 1, device));
+    bn
+}
+
+#[test]
+fn batch_norm_act_matches_burn_in_training_with_running_statistics() {
+    let shapes: &[[usize; 4]] = &[
+        [1, 3, 5, 5],
+        [4, 7, 3, 9],
+        [8, 32, 14, 14],
+        [2, 5, 1, 1],
+        [3, 17, 2, 13],
+    ];
+    for (i, &shape) in shapes.iter().enumerate() {
+        for act in [true, false] {
+            let case = format!("x {shape:?} relu {act}");
+            let device = ad();
+            let c = shape[1];
+            let (bn_burn, bn_kiln) = (
+                batch_norm(c, 10 + i as u64, &device),
+                batch_norm(c, 10 + i as u64, &device),
+            );
+            // Shift and scale the input so the statistics are far from 0 and 1.
+            let x = random(shape, 20 + i as u64, &device)
+                .mul_scalar(3.0)
+                .add_scalar(2.0)
+                .require_grad();
+            let y_burn = bn_burn.forward(x.clone());
+            let y_burn = if act { relu(y_burn) } else { y_burn };
+            let y_kiln = batch_norm_act(&bn_kiln, x.clone(), act);
+            let weights = random(shape, 30 + i as u64, &device);
+            let g_burn = (y_burn.clone() * weights.clone()).sum().backward();
+            let g_kiln = (y_kiln.clone() * weights).sum().backward();
+            assert_close(&format!("{case}: y"), values(y_kiln), values(y_burn));
+            let dx =
+                |g: &burn::tensor::Gradients| values(x.grad(g).unwrap_or_else(|| panic!("{case}: no dx")));
+            assert_close(&format!("{case}: dx"), dx(&g_kiln), dx(&g_burn));
+            for (name, kiln, burn) in [
+                ("dgamma", bn_kiln.gamma.val(), bn_burn.gamma.val()),
+                ("dbeta", bn_kiln.beta.val(), bn_burn.beta.val()),
+            ] {
+                let k = kiln.grad(&g_kiln).unwrap_or_else(|| panic!("{case}: no {name}"));
+                let b = burn.grad(&g_burn).unwrap_or_else(|| panic!("{case}: no {name}"));
+                assert_close(&format!("{case}: {name}"), values(k), values(b));
+            }
+            assert_close(
+                &format!("{case}: running mean"),
+                values(bn_kiln.running_mean.value()),
+                values(bn_burn.running_mean.value()),
+            );
+            assert_close(
+                &format!("{case}: running var"),
+                values(bn_kiln.running_var.value()),
+                values(bn_burn.running_var.value()),
+            );
+            // Inference afterwards (plain tensors): running statistics, fused affine + ReLU.
+            let plain = x.clone().detach().without_autodiff();
+            let (ek, eb) = (bn_kiln.valid(), bn_burn.valid());
+            let y_burn = eb.forward(plain.clone());
+            let y_burn = if act { relu(y_burn) } else { y_burn };
+            assert_close(
+                &format!("{case}: inference y"),
+                values(batch_norm_act(&ek, plain, act)),
+                values(y_burn),
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_norm_act_on_two_dimensional_input_is_batch_norm_1d() {
+    let device = ad();
+    let (bn_burn, bn_kiln) = (batch_norm(6, 3, &device), batch_norm(6, 3, &device));
+    let x = random([5, 6], 4, &device).require_grad();
+    let y_burn = relu(bn_burn.forward(x.clone()));
+    let y_kiln = batch_norm_act(&bn_kiln, x.clone(), true);
+    let g_burn = y_burn.clone().sum().backward();
+    let g_kiln = y_kiln.clone().sum().backward();
+    assert_close("y", values(y_kiln), values(y_burn));
+    assert_close(
+        "dx",
+        values(x.grad(&g_kiln).unwrap_or_else(|| panic!("no dx"))),
+        values(x.grad(&g_burn).unwrap_or_else(|| panic!("no dx"))),
+    );
+}
+
+#[test]
+fn max_pool2x2_matches_burn_including_ties_and_odd_sizes() {
+    let pool = MaxPool2dConfig::new([2, 2]).init();
+    for (i, shape) in [[2, 3, 6, 6], [1, 5, 7, 7], [3, 2, 5, 8], [1, 1, 2, 3]]
+        .into_iter()
+        .enumerate()
+    {
+        let device = ad();
+        // ReLU first: many windows then hold several equal zeros (the first one must win).
+        let x = random(shape, 50 + i as u64, &device).require_grad();
+        let y_burn = pool.forward(relu(x.clone()));
+        let y_kiln = max_pool2x2(relu(x.clone()));
+        assert_eq!(y_kiln.dims(), y_burn.dims());
+        let weights = random(y_burn.dims(), 60 + i as u64, &device);
+        let g_burn = (y_burn.clone() * weights.clone()).sum().backward();
+        let g_kiln = (y_kiln.clone() * weights).sum().backward();
+        assert_eq!(values(y_kiln), values(y_burn), "{shape:?}: y");
+        assert_eq!(
+            values(x.grad(&g_kiln).unwrap_or_else(|| panic!("no dx"))),
+            values(x.grad(&g_burn).unwrap_or_else(|| panic!("no dx"))),
+            "{shape:?}: dx"
+        );
+    }
+}
+
+#[test]
+fn max_pool2x2_propagates_nan_like_burn() {
+    let device = Device::flex();
+    let x = Tensor::<1>::from_floats([1.0, f32::NAN, 3.0, 2.0], &device).reshape([1, 1, 2, 2]);
+    let y = values(max_pool2x2(x));
+    assert!(y[0].is_nan(), "{y:?}");
+}
