@@ -2,26 +2,51 @@
 //! and tested on its own. Parallel over channels (BatchNorm) or over samples (pooling,
 //! convolution) with rayon; every task writes a disjoint part of its output.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// A raw pointer that tasks writing disjoint ranges may share.
-#[derive(Clone, Copy)]
-pub(crate) struct SyncPtr(pub(crate) *mut f32);
+pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
 // SAFETY: every user writes only ranges no other task touches, and the buffer outlives the tasks.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 
-impl SyncPtr {
+impl<T> SyncPtr<T> {
     /// The `len` elements from `offset` as a slice.
     ///
     /// # Safety
     ///
     /// The range must be in bounds and touched by no other live reference.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+    pub(crate) unsafe fn slice(&self, offset: usize, len: usize) -> &mut [T] {
         // SAFETY: the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
     }
+}
+
+/// A vector of `len` elements that `fill` writes, every one of them, without zeroing it first
+/// (a freshly zeroed multi-megabyte buffer costs a pass over memory).
+fn written_by(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    let spare = &mut v.spare_capacity_mut()[..len];
+    fill(spare);
+    // SAFETY: every caller's `fill` writes each of the `len` elements (it covers the slice with
+    // disjoint chunks whose loops write every element), so they are initialised.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `s` seen as possibly-uninitialised memory, for kernels that only write floats into it.
+fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the callee writes only initialised `f32`s, so `s` stays initialised.
+    unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// Sum of a slice in f64 (through f32 lanes of 8, flushed per row: accurate and vectorisable).
@@ -80,24 +105,25 @@ pub fn scale_shift_act(
     shift: &[f32],
     relu: bool,
 ) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(l.max(1))
-        .zip(x.par_chunks(l.max(1)))
-        .enumerate()
-        .with_min_len((4096 / l.max(1)).max(1))
-        .for_each(|(row, (yr, xr))| {
-            let ch = row % c;
-            let (s, b) = (scale[ch], shift[ch]);
-            if relu {
-                for (o, &v) in yr.iter_mut().zip(xr) {
-                    *o = (v * s + b).max(0.0);
+    let y = written_by(x.len(), |y| {
+        y.par_chunks_mut(l.max(1))
+            .zip(x.par_chunks(l.max(1)))
+            .enumerate()
+            .with_min_len((4096 / l.max(1)).max(1))
+            .for_each(|(row, (yr, xr))| {
+                let ch = row % c;
+                let (s, b) = (scale[ch], shift[ch]);
+                if relu {
+                    for (o, &v) in yr.iter_mut().zip(xr) {
+                        o.write((v * s + b).max(0.0));
+                    }
+                } else {
+                    for (o, &v) in yr.iter_mut().zip(xr) {
+                        o.write(v * s + b);
+                    }
                 }
-            } else {
-                for (o, &v) in yr.iter_mut().zip(xr) {
-                    *o = v * s + b;
-                }
-            }
-        });
+            });
+    });
     debug_assert_eq!(y.len(), n * c * l);
     y
 }
@@ -117,39 +143,56 @@ pub fn batch_norm_act_backward(
     invstd: &[f32],
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut dx = vec![0f32; x.len()];
-    let out = SyncPtr(dx.as_mut_ptr());
+    if relu {
+        bn_backward::<true>(x, y, dy, [n, c, l], gamma, mean, invstd)
+    } else {
+        bn_backward::<false>(x, y, dy, [n, c, l], gamma, mean, invstd)
+    }
+}
+
+/// [`batch_norm_act_backward`] with the activation fixed at compile time, so the inner loops are
+/// branch-free and vectorise (8 lanes).
+fn bn_backward<const RELU: bool>(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    [n, c, l]: [usize; 3],
+    gamma: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = Vec::with_capacity(x.len());
+    let out = SyncPtr(dx.spare_capacity_mut().as_mut_ptr());
     let m = (n * l) as f32;
     let sums: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mu, is) = (mean[ch], invstd[ch]);
-            let mut sum_dz = 0f64;
-            let mut sum_dz_xhat = 0f64;
+            let mu = mean[ch];
+            let (mut sum_dz, mut sum_dz_xc) = (0f64, 0f64);
             for i in 0..n {
                 let o = (i * c + ch) * l;
                 let (xr, yr, gr) = (&x[o..o + l], &y[o..o + l], &dy[o..o + l]);
                 let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
-                let mut xs = xr.chunks_exact(8);
-                let mut ys = yr.chunks_exact(8);
-                let mut gs = gr.chunks_exact(8);
-                for ((xv, yv), gv) in (&mut xs).zip(&mut ys).zip(&mut gs) {
+                let ((xc, xt), (yc, yt), (gc, gt)) =
+                    (xr.as_chunks::<8>(), yr.as_chunks::<8>(), gr.as_chunks::<8>());
+                for ((xv, yv), gv) in xc.iter().zip(yc).zip(gc) {
                     for k in 0..8 {
-                        let g = relu_mask(relu, yv[k], gv[k]);
+                        let g = relu_mask::<RELU>(yv[k], gv[k]);
                         a[k] += g;
                         b[k] += g * (xv[k] - mu);
                     }
                 }
-                for ((&xv, &yv), &gv) in xs.remainder().iter().zip(ys.remainder()).zip(gs.remainder()) {
-                    let g = relu_mask(relu, yv, gv);
+                for ((&xv, &yv), &gv) in xt.iter().zip(yt).zip(gt) {
+                    let g = relu_mask::<RELU>(yv, gv);
                     a[0] += g;
                     b[0] += g * (xv - mu);
                 }
                 sum_dz += a.iter().map(|&v| f64::from(v)).sum::<f64>();
-                sum_dz_xhat += b.iter().map(|&v| f64::from(v)).sum::<f64>();
+                sum_dz_xc += b.iter().map(|&v| f64::from(v)).sum::<f64>();
             }
+            let is = invstd[ch];
             let dbeta = sum_dz as f32;
-            let dgamma = (sum_dz_xhat as f32) * is;
+            let dgamma = (sum_dz_xc as f32) * is;
             // dx = γ·invstd·(dz − dβ/M − x̂·dγ/M), x̂ = (x − μ)·invstd.
             let k = gamma[ch] * is;
             let mean_dz = dbeta / m;
@@ -160,20 +203,22 @@ pub fn batch_norm_act_backward(
                 // SAFETY: row (i, ch) belongs to this channel's task alone.
                 let dr = unsafe { out.slice(o, l) };
                 for (((d, &xv), &yv), &gv) in dr.iter_mut().zip(xr).zip(yr).zip(gr) {
-                    *d = k * (relu_mask(relu, yv, gv) - mean_dz - (xv - mu) * coef);
+                    d.write(k * (relu_mask::<RELU>(yv, gv) - mean_dz - (xv - mu) * coef));
                 }
             }
             (dgamma, dbeta)
         })
         .collect();
+    // SAFETY: the channel tasks wrote every row (i, ch) of dx in full.
+    unsafe { dx.set_len(x.len()) };
     let (dgamma, dbeta) = sums.into_iter().unzip();
     (dx, dgamma, dbeta)
 }
 
 /// `g`, or 0 where ReLU's output `y` is ≤ 0 (Burn's and PyTorch's `relu` backward).
 #[inline(always)]
-fn relu_mask(relu: bool, y: f32, g: f32) -> f32 {
-    if relu && y <= 0.0 { 0.0 } else { g }
+fn relu_mask<const RELU: bool>(y: f32, g: f32) -> f32 {
+    if RELU && y <= 0.0 { 0.0 } else { g }
 }
 
 /// `dx = dy · scale[c]`, zeroed where `y ≤ 0` when `relu` (the backward of [`scale_shift_act`]
@@ -188,7 +233,7 @@ pub fn scale_act_backward(y: &[f32], dy: &[f32], c: usize, l: usize, scale: &[f3
             let o = row * l;
             let (yr, gr) = (&y[o..o + d.len()], &dy[o..o + d.len()]);
             for ((v, &yv), &gv) in d.iter_mut().zip(yr).zip(gr) {
-                *v = relu_mask(relu, yv, gv * s);
+                *v = if relu && yv <= 0.0 { 0.0 } else { gv * s };
             }
         });
     dx
@@ -395,7 +440,7 @@ fn col2im(col: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
 #[allow(clippy::too_many_arguments)]
 fn sgemm(
     [m, n, k]: [usize; 3],
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
     c_rs: usize,
     accumulate: bool,
     a: &[f32],
@@ -416,13 +461,14 @@ fn sgemm(
             && b.len() >= last(k, n, b_rs, b_cs),
         "sgemm operands out of bounds"
     );
-    // SAFETY: the bounds are checked above; `c` is exclusively borrowed.
+    // SAFETY: the bounds are checked above; `c` is exclusively borrowed, and only read when
+    // `accumulate` (callers pass initialised memory then).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c.as_mut_ptr().cast::<f32>(),
             1,
             c_rs as isize,
             accumulate,
@@ -446,21 +492,27 @@ fn sgemm(
 /// (no bias). im2col + gemm per sample, samples in parallel.
 pub fn conv2d(x: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (ckk, ohw, chw) = (g.ckk(), g.ohw(), g.ci * g.h * g.w);
-    let mut y = vec![0f32; g.n * g.co * ohw];
-    y.par_chunks_mut(g.co * ohw).enumerate().for_each_init(
-        || vec![0f32; if g.is_pointwise() { 0 } else { ckk * ohw }],
-        |col, (i, yn)| {
-            let xn = &x[i * chw..(i + 1) * chw];
-            let col: &[f32] = if g.is_pointwise() {
-                xn
-            } else {
-                im2col(xn, g, col);
-                col
-            };
-            sgemm([g.co, ohw, ckk], yn, ohw, false, weight, [ckk, 1], col, [ohw, 1]);
-        },
-    );
-    y
+    // One contiguous run of samples per thread, each with one column buffer.
+    let per = g.n.div_ceil(rayon::current_num_threads().clamp(1, g.n.max(1)));
+    // Every output element is written by its sample's gemm (which does not read it).
+    written_by(g.n * g.co * ohw, |y| {
+        y.par_chunks_mut(per * g.co * ohw)
+            .enumerate()
+            .for_each(|(t, ys)| {
+                let mut col = vec![0f32; if g.is_pointwise() { 0 } else { ckk * ohw }];
+                for (j, yn) in ys.chunks_mut(g.co * ohw).enumerate() {
+                    let i = t * per + j;
+                    let xn = &x[i * chw..(i + 1) * chw];
+                    let col: &[f32] = if g.is_pointwise() {
+                        xn
+                    } else {
+                        im2col(xn, g, &mut col);
+                        &col
+                    };
+                    sgemm([g.co, ohw, ckk], yn, ohw, false, weight, [ckk, 1], col, [ohw, 1]);
+                }
+            })
+    })
 }
 
 /// Gradients of [`conv2d`] given `dy` `[n, co, oh, ow]`: `dx` (when `need_dx`) and `dweight`
@@ -495,7 +547,7 @@ pub fn conv2d_backward(
                         // dx_n[ci, hw] = Wᵀ[ci, co] · dy_n[co, hw]
                         sgemm(
                             [ckk, ohw, g.co],
-                            dxn,
+                            as_uninit(dxn),
                             ohw,
                             false,
                             weight,
@@ -506,7 +558,7 @@ pub fn conv2d_backward(
                     } else {
                         sgemm(
                             [ckk, ohw, g.co],
-                            &mut dcol,
+                            as_uninit(&mut dcol),
                             ohw,
                             false,
                             weight,
@@ -527,7 +579,7 @@ pub fn conv2d_backward(
                     // dW[co, ckk] += dy_n[co, ohw] · col_nᵀ[ohw, ckk]
                     sgemm(
                         [g.co, ckk, ohw],
-                        &mut dw,
+                        as_uninit(&mut dw),
                         ckk,
                         true,
                         dyn_,
