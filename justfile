@@ -23,8 +23,11 @@ lint:
 ci:
     bash .ci/run
 
-# Throughput next to the PyTorch peers on the same machine: training (needs `pip install torch
-# numpy`) and the JPEG input pipeline (needs `pip install torch torchvision pillow scikit-learn`).
+# Throughput next to the PyTorch peers on the same machine: the zoo models with kiln's flex kernels
+# on and off (training, inference, peak RSS), training on the real Fashion-MNIST (needs `pip
+# install torch numpy torchvision`), and the JPEG input pipeline (needs `pip install torch
+# torchvision pillow scikit-learn`). Medians of 3 (5 for the pipeline).
 bench:
+    bash bench/models.sh
     bash bench/fmnist.sh
     bash bench/pipeline.sh
