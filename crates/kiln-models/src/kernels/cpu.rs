@@ -543,29 +543,19 @@ pub fn conv2d_backward(
                 if let Some(ptr) = dx_ptr {
                     // SAFETY: sample i's slice of dx belongs to this task alone.
                     let dxn = unsafe { ptr.slice(i * chw, chw) };
-                    if pointwise {
-                        // dx_n[ci, hw] = Wᵀ[ci, co] · dy_n[co, hw]
-                        sgemm(
-                            [ckk, ohw, g.co],
-                            as_uninit(dxn),
-                            ohw,
-                            false,
-                            weight,
-                            [1, ckk],
-                            dyn_,
-                            [ohw, 1],
-                        );
-                    } else {
-                        sgemm(
-                            [ckk, ohw, g.co],
-                            as_uninit(&mut dcol),
-                            ohw,
-                            false,
-                            weight,
-                            [1, ckk],
-                            dyn_,
-                            [ohw, 1],
-                        );
+                    // dcol[ckk, ohw] = Wᵀ[ckk, co] · dy_n[co, ohw]; a pointwise conv's dcol is dx_n.
+                    let dst: &mut [f32] = if pointwise { &mut *dxn } else { &mut dcol };
+                    sgemm(
+                        [ckk, ohw, g.co],
+                        as_uninit(dst),
+                        ohw,
+                        false,
+                        weight,
+                        [1, ckk],
+                        dyn_,
+                        [ohw, 1],
+                    );
+                    if !pointwise {
                         col2im(&dcol, g, dxn);
                     }
                 }
