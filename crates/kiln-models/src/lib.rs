@@ -10,6 +10,8 @@
 //! * [`pretrained`], [`import`], [`weights`] — what weights expect ([`PretrainedSpec`]), torchvision
 //!   import, kiln checkpoints and the safetensors export PyTorch loads back.
 //! * [`finetune`] — replacing the head, freezing the backbone, backbone/head parameter groups.
+//! * [`kernels`] — kiln's own CPU kernels on Burn's flex backend (convolution, BatchNorm + ReLU,
+//!   2×2 max-pool), used by the layers above on flex; Burn's ops on every other device.
 //!
 //! Invariants: no I/O except explicit save/load; every model is built from a serialisable config
 //! whose `init` validates it and returns [`ModelError`] instead of panicking; each model checks its

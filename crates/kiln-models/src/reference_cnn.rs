@@ -150,10 +150,9 @@ impl ReferenceCnn {
     /// On an input of another shape (Burn's layers assert); call [`ReferenceCnn::check_input`]
     /// first on anything a user supplies.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        // `self.pool` is 2×2 with stride 2; kiln's kernel does it (and the fused BatchNorm + ReLU)
-        // on flex, Burn's layers elsewhere.
-        let x = kernels::max_pool2x2(bn_relu(&self.bn1, kernels::conv2d(&self.conv1, x)));
-        let x = kernels::max_pool2x2(bn_relu(&self.bn2, kernels::conv2d(&self.conv2, x)));
+        // kiln's kernels on flex (conv, fused BatchNorm + ReLU, 2×2 pool), Burn's layers elsewhere.
+        let x = kernels::max_pool2d(&self.pool, bn_relu(&self.bn1, kernels::conv2d(&self.conv1, x)));
+        let x = kernels::max_pool2d(&self.pool, bn_relu(&self.bn2, kernels::conv2d(&self.conv2, x)));
         let x = x.flatten::<2>(1, 3);
         let x = bn_relu(&self.bn3, self.fc1.forward(x));
         self.fc2.forward(x)

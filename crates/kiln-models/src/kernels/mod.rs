@@ -10,7 +10,8 @@
 //!   [`BatchNorm`] does; inference: running statistics) fused with the ReLU that follows it —
 //!   [`batch_norm_act`];
 //! * 2×2 stride-2 max-pooling that keeps the winning position of each window for its backward —
-//!   [`max_pool2x2`].
+//!   [`max_pool2d`];
+//! * convolution (im2col + gemm, backward data and weight in one pass) — [`conv2d`].
 //!
 //! They run only where they apply: an `f32` tensor on the flex device (plain or autodiff), with
 //! the kernels [`enabled`]. Everything else (wgpu, CUDA, other dtypes, a frozen BatchNorm on the
@@ -23,13 +24,15 @@
 //!
 //! ```
 //! use burn::nn::BatchNormConfig;
+//! use burn::nn::pool::MaxPool2dConfig;
 //! use burn::prelude::*;
 //! use kiln_models::kernels;
 //!
 //! let device = Device::flex();
 //! let bn = BatchNormConfig::new(3).init(&device);
 //! let x = Tensor::<4>::ones([2, 3, 4, 4], &device);
-//! let y = kernels::max_pool2x2(kernels::batch_norm_act(&bn, x, true));
+//! let pool = MaxPool2dConfig::new([2, 2]).init();
+//! let y = kernels::max_pool2d(&pool, kernels::batch_norm_act(&bn, x, true));
 //! assert_eq!(y.dims(), [2, 3, 2, 2]);
 //! ```
 
@@ -40,6 +43,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -100,14 +104,12 @@ fn as_ncl<const D: usize>(x: Tensor<D>) -> Tensor<3> {
 pub fn batch_norm_act<const D: usize>(bn: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
     let dims = x.dims();
     let [features] = bn.gamma.shape().dims();
-    if !applies_to(&x) || D < 2 || dims[1] != features || dims[0] == 0 {
-        let y = bn.forward(x);
-        return if relu { burn_relu(y) } else { y };
-    }
     let device = x.device();
-    let training = device.is_autodiff() && bn.training.is_enabled();
-    if device.is_autodiff() && !training {
-        // A frozen BatchNorm on the training device: Burn's path (differentiable in γ, β too).
+    // Training mode exactly when Burn's `BatchNorm::forward` would train: an autodiff input and a
+    // trainable layer. A frozen BatchNorm on the training device stays on Burn's path.
+    let training = device.is_autodiff();
+    let frozen = training && !bn.training.is_enabled();
+    if frozen || !applies_to(&x) || D < 2 || dims[1] != features || dims[0] == 0 {
         let y = bn.forward(x);
         return if relu { burn_relu(y) } else { y };
     }
@@ -153,16 +155,25 @@ pub fn batch_norm_act<const D: usize>(bn: &BatchNorm, x: Tensor<D>, relu: bool) 
     y.reshape(dims)
 }
 
-/// 2×2 max-pooling with stride 2 (floor mode, no padding; Burn's `MaxPool2dConfig::new([2, 2])`),
-/// through kiln's kernel where it [applies](applies_to).
+/// `pool.forward(x)`, through kiln's kernel where it [applies](applies_to) and `pool` is a
+/// 2×2 window with stride 2, no padding or dilation, floor mode (`MaxPool2dConfig::new([2, 2])`);
+/// Burn's layer otherwise.
 ///
 /// # Shapes
 ///
-/// `[N, C, H, W]` → `[N, C, H/2, W/2]`.
-pub fn max_pool2x2(x: Tensor<4>) -> Tensor<4> {
+/// `[N, C, H, W]` → `[N, C, H', W']` (`H/2`, `W/2` for the 2×2 case).
+pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    if !applies_to(&x) || h < 2 || w < 2 {
-        return burn::nn::pool::MaxPool2dConfig::new([2, 2]).init().forward(x);
+    let two_by_two = pool.kernel_size == [2, 2]
+        && pool.stride == [2, 2]
+        && pool.dilation == [1, 1]
+        && matches!(
+            pool.padding,
+            PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+        )
+        && !pool.ceil_mode;
+    if !two_by_two || !applies_to(&x) || h < 2 || w < 2 {
+        return pool.forward(x);
     }
     Tensor::from_dispatch(<Dispatch as KilnKernels>::kiln_max_pool2x2(x.into_dispatch()))
 }

@@ -207,7 +207,7 @@ fn batch_norm_act_on_two_dimensional_input_is_batch_norm_1d() {
 }
 
 #[test]
-fn max_pool2x2_matches_burn_including_ties_and_odd_sizes() {
+fn max_pool2d_matches_burn_including_ties_and_odd_sizes() {
     let pool = MaxPool2dConfig::new([2, 2]).init();
     for (i, shape) in [[2, 3, 6, 6], [1, 5, 7, 7], [3, 2, 5, 8], [1, 1, 2, 3]]
         .into_iter()
@@ -217,7 +217,7 @@ fn max_pool2x2_matches_burn_including_ties_and_odd_sizes() {
         // ReLU first: many windows then hold several equal zeros (the first one must win).
         let x = random(shape, 50 + i as u64, &device).require_grad();
         let y_burn = pool.forward(relu(x.clone()));
-        let y_kiln = max_pool2x2(relu(x.clone()));
+        let y_kiln = max_pool2d(&pool, relu(x.clone()));
         assert_eq!(y_kiln.dims(), y_burn.dims());
         let weights = random(y_burn.dims(), 60 + i as u64, &device);
         let g_burn = (y_burn.clone() * weights.clone()).sum().backward();
@@ -232,9 +232,22 @@ fn max_pool2x2_matches_burn_including_ties_and_odd_sizes() {
 }
 
 #[test]
-fn max_pool2x2_propagates_nan_like_burn() {
+fn max_pool2d_propagates_nan_like_burn() {
     let device = Device::flex();
     let x = Tensor::<1>::from_floats([1.0, f32::NAN, 3.0, 2.0], &device).reshape([1, 1, 2, 2]);
-    let y = values(max_pool2x2(x));
+    let y = values(max_pool2d(&MaxPool2dConfig::new([2, 2]).init(), x));
     assert!(y[0].is_nan(), "{y:?}");
+}
+
+#[test]
+fn max_pool2d_other_than_2x2_stride_2_is_burns_layer() {
+    let device = Device::flex();
+    let pool = MaxPool2dConfig::new([3, 3])
+        .with_strides([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init();
+    let x = random([2, 3, 8, 8], 70, &device);
+    let y = max_pool2d(&pool, x.clone());
+    assert_eq!(y.dims(), [2, 3, 4, 4]);
+    assert_eq!(values(y), values(pool.forward(x)));
 }
