@@ -77,6 +77,15 @@ fn conv2d_matches_burn_forward_and_backward() {
         (2, 2, 6, 6, 3, 3, 1, [0, 1, 1, 0]),
         (4, 32, 14, 14, 64, 3, 1, [1, 1, 1, 1]),
         (1, 3, 4, 4, 2, 3, 2, [0, 0, 0, 0]),
+        // Wide rows, cut into bands of output rows (the column matrix of one band is at most 1M
+        // floats): one row per band (stride 1 and 2, and a pointwise conv), and 2 + 2 + 1 rows.
+        (1, 8, 3, 15000, 2, 3, 1, [1, 1, 1, 1]),
+        (2, 8, 5, 30000, 2, 3, 2, [1, 1, 1, 1]),
+        (1, 1100, 2, 1000, 2, 1, 1, [0, 0, 0, 0]),
+        (1, 8, 5, 6000, 2, 3, 1, [1, 1, 1, 1]),
+        // Small samples grouped for the weight gradient, with a partial last group.
+        (8, 3, 10, 10, 4, 3, 1, [1, 1, 1, 1]),
+        (9, 5, 4, 4, 6, 1, 1, [0, 0, 0, 0]),
     ];
     for (i, &(n, ci, h, w, co, k, s, [t, b, l, r])) in cases.iter().enumerate() {
         let case = format!("case {i}: x [{n},{ci},{h},{w}] k{k} s{s} pad {t},{b},{l},{r} co {co}");
