@@ -130,7 +130,8 @@ pub fn scale_shift_act(
 }
 
 /// Gradients of `y = act(γ·(x − mean)·invstd + β)` with batch statistics, given `dy`.
-/// `y` is the forward output (its sign is ReLU's mask). Returns `(dx, dγ, dβ)`.
+/// `y` is the forward output (its sign is ReLU's mask), read only when `relu` (any slice of the
+/// same length will do otherwise). Returns `(dx, dγ, dβ)`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_act_backward(
     x: &[f32],
@@ -220,6 +221,44 @@ fn bn_backward<const RELU: bool>(
 #[inline(always)]
 fn relu_mask<const RELU: bool>(y: f32, g: f32) -> f32 {
     if RELU && y <= 0.0 { 0.0 } else { g }
+}
+
+/// Elements per parallel task of the element-wise kernels.
+const ELEMENTS_PER_TASK: usize = 1 << 15;
+
+/// `relu(a + b)` element-wise (a residual join).
+pub fn add_relu(a: &[f32], b: &[f32]) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "add_relu: operands of different lengths");
+    written_by(a.len(), |y| {
+        y.par_chunks_mut(ELEMENTS_PER_TASK)
+            .zip(
+                a.par_chunks(ELEMENTS_PER_TASK)
+                    .zip(b.par_chunks(ELEMENTS_PER_TASK)),
+            )
+            .for_each(|(y, (a, b))| {
+                for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
+                    o.write((u + v).max(0.0));
+                }
+            });
+    })
+}
+
+/// ReLU's backward from its output: `dy` where `y > 0`, else 0 (Burn's and PyTorch's `relu`
+/// backward, which is 0 at 0).
+pub fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(y.len(), dy.len(), "relu_backward: operands of different lengths");
+    written_by(y.len(), |dx| {
+        dx.par_chunks_mut(ELEMENTS_PER_TASK)
+            .zip(
+                y.par_chunks(ELEMENTS_PER_TASK)
+                    .zip(dy.par_chunks(ELEMENTS_PER_TASK)),
+            )
+            .for_each(|(dx, (y, dy))| {
+                for ((o, &v), &g) in dx.iter_mut().zip(y).zip(dy) {
+                    o.write(relu_mask::<true>(v, g));
+                }
+            });
+    })
 }
 
 /// `dx = dy · scale[c]`, zeroed where `y ≤ 0` when `relu` (the backward of [`scale_shift_act`]

@@ -43,6 +43,10 @@ pub trait KilnKernels: Backend {
     ) -> FloatTensor<Self>;
     /// 2×2 max-pooling, stride 2, no padding, floor mode.
     fn kiln_max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `relu(a + b)` for two tensors of the same shape (a residual join); differentiable in both.
+    /// The backward keeps only the output (its sign is the mask), which the next layer holds
+    /// anyway: Burn's `relu` keeps its input, a tensor nothing else needs.
+    fn kiln_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
     /// 2-D convolution without bias, dilation 1, one group; `padding` is
     /// `[top, bottom, left, right]`. Differentiable in `x` and `weight`.
     fn kiln_conv2d(
@@ -139,6 +143,10 @@ fn scale_shift_act(x: &FlexTensor, scale: &FlexTensor, shift: &FlexTensor, relu:
     tensor(y, &x.shape().to_vec())
 }
 
+fn add_relu(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+    tensor(cpu::add_relu(&f32s(a), &f32s(b)), &a.shape().to_vec())
+}
+
 fn max_pool(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
     let dims = x.shape().to_vec();
     let (planes, h, w) = (dims[0] * dims[1], dims[2], dims[3]);
@@ -168,6 +176,10 @@ impl KilnKernels for Flex {
 
     fn kiln_max_pool2x2(x: FlexTensor) -> FlexTensor {
         max_pool(&x).0
+    }
+
+    fn kiln_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        add_relu(&a, &b)
     }
 
     fn kiln_conv2d(x: FlexTensor, weight: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> FlexTensor {
@@ -209,8 +221,9 @@ type Ad<C> = Autodiff<Flex, C>;
 struct BatchNormActBackward;
 
 impl Backward<Flex, 3> for BatchNormActBackward {
-    /// x, y, γ, stats, epsilon, relu.
-    type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64, bool);
+    /// x, y (only with ReLU, for its mask: without it, keeping y would hold a tensor nothing
+    /// else needs, and stop the next op from reusing its buffer), γ, stats, epsilon, relu.
+    type State = (FlexTensor, Option<FlexTensor>, FlexTensor, FlexTensor, f64, bool);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
@@ -218,10 +231,13 @@ impl Backward<Flex, 3> for BatchNormActBackward {
         let (x, y, gamma, stats, epsilon, relu) = ops.state;
         let (n, c, l) = ncl(&x);
         let (mean, invstd) = mean_invstd(&stats, epsilon);
+        let dy = f32s(&dy);
+        // Without ReLU the backward does not read y; `dy` stands in (same length).
+        let y = y.as_ref().map(f32s);
         let (dx, dgamma, dbeta) = cpu::batch_norm_act_backward(
             &f32s(&x),
-            &f32s(&y),
-            &f32s(&dy),
+            y.as_deref().unwrap_or(&dy),
+            &dy,
             n,
             c,
             l,
@@ -257,6 +273,30 @@ impl Backward<Flex, 1> for ScaleActBackward {
             let (_, c, l) = ncl(&y);
             let dx = cpu::scale_act_backward(&f32s(&y), &f32s(&dy), c, l, &f32s(&scale), relu);
             grads.register::<Flex>(node.id, tensor(dx, &y.shape().to_vec()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AddReluBackward;
+
+impl Backward<Flex, 2> for AddReluBackward {
+    /// The output.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_a, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let y = ops.state;
+        let shape = y.shape().to_vec();
+        let dx = tensor(cpu::relu_backward(&f32s(&y), &f32s(&dy)), &shape);
+        match (node_a, node_b) {
+            (Some(a), Some(b)) => {
+                grads.register::<Flex>(a.id, dx.clone());
+                grads.register::<Flex>(b.id, dx);
+            }
+            (Some(node), None) | (None, Some(node)) => grads.register::<Flex>(node.id, dx),
+            (None, None) => {}
         }
     }
 }
@@ -303,7 +343,7 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
             OpsKind::Tracked(prep) => {
                 let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
                 let y = batch_norm_act(&x, &gamma, &beta, &stats, epsilon, relu);
-                prep.finish((x, y.clone(), gamma, stats, epsilon, relu), y)
+                prep.finish((x, relu.then(|| y.clone()), gamma, stats, epsilon, relu), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(batch_norm_act(
                 x.primitive(),
@@ -366,6 +406,18 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(([dims[0], dims[1], dims[2], dims[3]], Arc::new(arg)), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn kiln_add_relu(a: FloatTensor<Ad<C>>, b: FloatTensor<Ad<C>>) -> FloatTensor<Ad<C>> {
+        let y = add_relu(a.primitive(), b.primitive());
+        match AddReluBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }

@@ -11,7 +11,8 @@
 //!   [`batch_norm_act`];
 //! * 2×2 stride-2 max-pooling that keeps the winning position of each window for its backward —
 //!   [`max_pool2d`];
-//! * convolution (im2col + gemm, backward data and weight in one pass) — [`conv2d`].
+//! * convolution (im2col + gemm, backward data and weight in one pass) — [`conv2d`];
+//! * a residual join, `relu(a + b)`, whose backward keeps only the output — [`add_relu`].
 //!
 //! They run only where they apply: an `f32` tensor on the flex device (plain or autodiff), with
 //! the kernels [`enabled`]. Everything else (wgpu, CUDA, other dtypes, a frozen BatchNorm on the
@@ -176,6 +177,26 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
         return pool.forward(x);
     }
     Tensor::from_dispatch(<Dispatch as KilnKernels>::kiln_max_pool2x2(x.into_dispatch()))
+}
+
+/// `relu(a + b)`, a residual connection's join, through kiln's kernel where it
+/// [applies](applies_to) to both (and the shapes are equal); Burn's ops otherwise.
+///
+/// Same values and gradients as `relu(a + b)`, with less memory in training: Burn's `relu`
+/// keeps its input for the backward, a tensor of the block's output size that nothing else
+/// needs; this keeps only the output, which the next layer keeps anyway.
+///
+/// # Shapes
+///
+/// `a` and `b` of the same shape (broadcasting goes through Burn's ops) → that shape.
+pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    if a.dims() != b.dims() || !applies_to(&a) || !applies_to(&b) {
+        return burn_relu(a + b);
+    }
+    Tensor::from_dispatch(<Dispatch as KilnKernels>::kiln_add_relu(
+        a.into_dispatch(),
+        b.into_dispatch(),
+    ))
 }
 
 /// `conv.forward(x)` through kiln's convolution where it [applies](applies_to) and the layer

@@ -260,3 +260,42 @@ fn max_pool2d_other_than_2x2_stride_2_is_burns_layer() {
     assert_eq!(y.dims(), [2, 3, 4, 4]);
     assert_eq!(values(y), values(pool.forward(x)));
 }
+
+#[test]
+fn add_relu_matches_burn_including_exact_zeros() {
+    let device = ad();
+    let shape = [3, 5, 7, 9];
+    let a = random(shape, 11, &device);
+    // b = −a on every third element: a + b is exactly 0 there, where ReLU's gradient is 0.
+    let b_vals: Vec<f32> = random_values(3 * 5 * 7 * 9, 12)
+        .into_iter()
+        .zip(values(a.clone()))
+        .enumerate()
+        .map(|(i, (r, av))| if i % 3 == 0 { -av } else { r })
+        .collect();
+    let b = Tensor::<1>::from_floats(b_vals.as_slice(), &device).reshape(shape);
+    let weights = random(shape, 13, &device);
+    for (grad_a, grad_b) in [(true, true), (true, false), (false, true)] {
+        let case = format!("a requires grad {grad_a}, b {grad_b}");
+        let (a, b) = (a.clone(), b.clone());
+        let a = if grad_a { a.require_grad() } else { a };
+        let b = if grad_b { b.require_grad() } else { b };
+        let y_burn = relu(a.clone() + b.clone());
+        let y_kiln = add_relu(a.clone(), b.clone());
+        let g_burn = (y_burn.clone() * weights.clone()).sum().backward();
+        let g_kiln = (y_kiln.clone() * weights.clone()).sum().backward();
+        assert_eq!(values(y_kiln), values(y_burn), "{case}: y");
+        for (t, on) in [(&a, grad_a), (&b, grad_b)] {
+            match (t.grad(&g_kiln), t.grad(&g_burn)) {
+                (Some(k), Some(r)) => assert_eq!(values(k), values(r), "{case}: gradient"),
+                (None, None) => assert!(!on, "{case}: no gradient"),
+                _ => panic!("{case}: one side has a gradient, the other not"),
+            }
+        }
+    }
+    // Plain tensors, and shapes that only broadcast (Burn's ops).
+    let (p, q) = (random([2, 3], 1, &Device::flex()), random([2, 3], 2, &Device::flex()));
+    assert_eq!(values(add_relu(p.clone(), q.clone())), values(relu(p.clone() + q)));
+    let row = random([1, 3], 3, &Device::flex());
+    assert_eq!(values(add_relu(p.clone(), row.clone())), values(relu(p + row)));
+}
