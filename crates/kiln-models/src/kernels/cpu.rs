@@ -293,23 +293,33 @@ pub fn max_pool2x2(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, V
         .for_each(|(p, (o, a))| {
             let src = &x[p * h * w..(p + 1) * h * w];
             for i in 0..oh {
-                let r0 = &src[2 * i * w..2 * i * w + w];
-                let r1 = &src[(2 * i + 1) * w..(2 * i + 1) * w + w];
-                for j in 0..ow {
-                    let cand = [r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]];
-                    let (mut best, mut at) = (cand[0], 0u8);
-                    for (k, &v) in cand.iter().enumerate().skip(1) {
-                        if v > best || (v.is_nan() && !best.is_nan()) {
-                            best = v;
-                            at = k as u8;
-                        }
-                    }
-                    o[i * ow + j] = best;
-                    a[i * ow + j] = at;
+                let r0 = &src[2 * i * w..2 * i * w + 2 * ow];
+                let r1 = &src[(2 * i + 1) * w..(2 * i + 1) * w + 2 * ow];
+                let (o, a) = (&mut o[i * ow..(i + 1) * ow], &mut a[i * ow..(i + 1) * ow]);
+                for (((o, a), top), bottom) in o
+                    .iter_mut()
+                    .zip(a)
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    // Branch-free (selects, not jumps: the winner of random data is unpredictable).
+                    let (m01, i01) = pick(top[0], 0, top[1], 1);
+                    let (m23, i23) = pick(bottom[0], 2, bottom[1], 3);
+                    let (m, k) = pick(m01, i01, m23, i23);
+                    *o = m;
+                    *a = k;
                 }
             }
         });
     (out, arg)
+}
+
+/// The max of two window entries, `a` (the earlier) winning ties, a NaN winning over a number
+/// and the earlier NaN over a later one: `(value, index)`.
+#[inline(always)]
+fn pick(a: f32, ia: u8, b: f32, ib: u8) -> (f32, u8) {
+    let take_b = b > a || (b.is_nan() & !a.is_nan());
+    (if take_b { b } else { a }, if take_b { ib } else { ia })
 }
 
 /// The backward of [`max_pool2x2`]: each output's gradient goes to the input that won.

@@ -294,8 +294,14 @@ fn add_relu_matches_burn_including_exact_zeros() {
         }
     }
     // Plain tensors, and shapes that only broadcast (Burn's ops).
-    let (p, q) = (random([2, 3], 1, &Device::flex()), random([2, 3], 2, &Device::flex()));
-    assert_eq!(values(add_relu(p.clone(), q.clone())), values(relu(p.clone() + q)));
+    let (p, q) = (
+        random([2, 3], 1, &Device::flex()),
+        random([2, 3], 2, &Device::flex()),
+    );
+    assert_eq!(
+        values(add_relu(p.clone(), q.clone())),
+        values(relu(p.clone() + q))
+    );
     let row = random([1, 3], 3, &Device::flex());
     assert_eq!(values(add_relu(p.clone(), row.clone())), values(relu(p + row)));
 }
