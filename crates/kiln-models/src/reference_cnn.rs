@@ -150,9 +150,9 @@ impl ReferenceCnn {
     /// On an input of another shape (Burn's layers assert); call [`ReferenceCnn::check_input`]
     /// first on anything a user supplies.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        // kiln's kernels on flex (conv, fused BatchNorm + ReLU, 2×2 pool), Burn's layers elsewhere.
-        let x = kernels::max_pool2d(&self.pool, bn_relu(&self.bn1, kernels::conv2d(&self.conv1, x)));
-        let x = kernels::max_pool2d(&self.pool, bn_relu(&self.bn2, kernels::conv2d(&self.conv2, x)));
+        // kiln's kernels on flex (conv, fused BatchNorm + ReLU + 2×2 pool), Burn's layers elsewhere.
+        let x = self.bn_relu_pool(&self.bn1, kernels::conv2d(&self.conv1, x));
+        let x = self.bn_relu_pool(&self.bn2, kernels::conv2d(&self.conv2, x));
         let x = x.flatten::<2>(1, 3);
         let x = bn_relu(&self.bn3, self.fc1.forward(x));
         self.fc2.forward(x)
@@ -218,6 +218,16 @@ impl ReferenceCnn {
                 linear_row(&self.fc1, &self.bn3, " → ReLU"),
                 linear_row(&self.fc2, &None, ""),
             ],
+        }
+    }
+}
+
+impl ReferenceCnn {
+    /// `pool(relu(bn(x)))`, or `pool(relu(x))` without BatchNorm.
+    fn bn_relu_pool(&self, bn: &Option<BatchNorm>, x: Tensor<4>) -> Tensor<4> {
+        match bn {
+            Some(b) => kernels::batch_norm_relu_max_pool(b, &self.pool, x),
+            None => kernels::max_pool2d(&self.pool, relu(x)),
         }
     }
 }

@@ -341,6 +341,131 @@ pub fn max_pool2x2_backward(dy: &[f32], arg: &[u8], planes: usize, h: usize, w: 
     dx
 }
 
+/// The input position (row-major in an `h×w` plane of width `w`) of window `(i, j)`'s entry `k`.
+#[inline(always)]
+fn window_entry(i: usize, j: usize, k: u8, w: usize) -> usize {
+    (2 * i + usize::from(k / 2)) * w + 2 * j + usize::from(k % 2)
+}
+
+/// Training-mode BatchNorm, ReLU and 2×2 stride-2 max-pooling in one pass: `x` `[n, c, h, w]`,
+/// per-channel `scale = γ·invstd` and `shift = β − mean·scale` → the pooled `[n, c, h/2, w/2]` and
+/// each window's winner (as [`max_pool2x2`] of [`scale_shift_act`]'s output, bit for bit). The
+/// full-size activation is never written.
+pub fn scale_shift_relu_pool(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    scale: &[f32],
+    shift: &[f32],
+) -> (Vec<f32>, Vec<u8>) {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = vec![0f32; n * c * oh * ow];
+    let mut arg = vec![0u8; n * c * oh * ow];
+    out.par_chunks_mut((oh * ow).max(1))
+        .zip(arg.par_chunks_mut((oh * ow).max(1)))
+        .enumerate()
+        .with_min_len(4)
+        .for_each(|(p, (o, a))| {
+            let (s, b) = (scale[p % c], shift[p % c]);
+            let act = |v: f32| (v * s + b).max(0.0);
+            let src = &x[p * h * w..(p + 1) * h * w];
+            for i in 0..oh {
+                let r0 = &src[2 * i * w..2 * i * w + 2 * ow];
+                let r1 = &src[(2 * i + 1) * w..(2 * i + 1) * w + 2 * ow];
+                let (o, a) = (&mut o[i * ow..(i + 1) * ow], &mut a[i * ow..(i + 1) * ow]);
+                for (((o, a), top), bottom) in o
+                    .iter_mut()
+                    .zip(a)
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    let (m01, i01) = pick(act(top[0]), 0, act(top[1]), 1);
+                    let (m23, i23) = pick(act(bottom[0]), 2, act(bottom[1]), 3);
+                    let (m, k) = pick(m01, i01, m23, i23);
+                    *o = m;
+                    *a = k;
+                }
+            }
+        });
+    (out, arg)
+}
+
+/// The backward of [`scale_shift_relu_pool`] with batch statistics: gradients of `x`, `γ`, `β`
+/// given the pooled output `y`, its winners `arg` and its gradient `dy` (`[n, c, h/2, w/2]`).
+/// Only a window's winner with `y > 0` passes a gradient back through the pool and the ReLU;
+/// BatchNorm's backward then reaches every input (through the batch statistics), including the
+/// rows and columns an odd size leaves out of the windows.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_relu_pool_backward(
+    x: &[f32],
+    y: &[f32],
+    arg: &[u8],
+    dy: &[f32],
+    [n, c, h, w]: [usize; 4],
+    gamma: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (oh, ow, hw) = (h / 2, w / 2, h * w);
+    let ohw = oh * ow;
+    let mut dx = Vec::with_capacity(x.len());
+    let out = SyncPtr(dx.spare_capacity_mut().as_mut_ptr());
+    let m = (n * hw) as f32;
+    let sums: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mu = mean[ch];
+            // Σ dz and Σ dz·(x − μ) over the passing winners (dz is 0 everywhere else).
+            let (mut sum_dz, mut sum_dz_xc) = (0f64, 0f64);
+            for i in 0..n {
+                let (plane, po) = (&x[(i * c + ch) * hw..(i * c + ch + 1) * hw], (i * c + ch) * ohw);
+                let (yp, ap, gp) = (&y[po..po + ohw], &arg[po..po + ohw], &dy[po..po + ohw]);
+                let (mut a, mut b) = (0f32, 0f32);
+                for oi in 0..oh {
+                    for oj in 0..ow {
+                        let q = oi * ow + oj;
+                        let g = relu_mask::<true>(yp[q], gp[q]);
+                        a += g;
+                        b += g * (plane[window_entry(oi, oj, ap[q], w)] - mu);
+                    }
+                }
+                sum_dz += f64::from(a);
+                sum_dz_xc += f64::from(b);
+            }
+            let is = invstd[ch];
+            let dbeta = sum_dz as f32;
+            let dgamma = (sum_dz_xc as f32) * is;
+            // dx = γ·invstd·(dz − dβ/M − x̂·dγ/M): the dz-free part everywhere, then dz added
+            // at the passing winners.
+            let k = gamma[ch] * is;
+            let mean_dz = dbeta / m;
+            let coef = dgamma * is / m;
+            for i in 0..n {
+                let o = (i * c + ch) * hw;
+                let po = (i * c + ch) * ohw;
+                // SAFETY: plane (i, ch) belongs to this channel's task alone.
+                let dr = unsafe { out.slice(o, hw) };
+                for (d, &xv) in dr.iter_mut().zip(&x[o..o + hw]) {
+                    d.write(k * (-mean_dz - (xv - mu) * coef));
+                }
+                // SAFETY: every element was written just above.
+                let dr = unsafe { &mut *(dr as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                for oi in 0..oh {
+                    for oj in 0..ow {
+                        let q = po + oi * ow + oj;
+                        let g = relu_mask::<true>(y[q], dy[q]);
+                        dr[window_entry(oi, oj, arg[q], w)] += k * g;
+                    }
+                }
+            }
+            (dgamma, dbeta)
+        })
+        .collect();
+    // SAFETY: the channel tasks wrote every plane (i, ch) of dx in full.
+    unsafe { dx.set_len(x.len()) };
+    let (dgamma, dbeta) = sums.into_iter().unzip();
+    (dx, dgamma, dbeta)
+}
+
 /// The shape of one 2-D convolution (dilation 1, one group), NCHW input, OIHW weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {

@@ -43,6 +43,16 @@ pub trait KilnKernels: Backend {
     ) -> FloatTensor<Self>;
     /// 2×2 max-pooling, stride 2, no padding, floor mode.
     fn kiln_max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Training-mode BatchNorm with batch statistics `stats`, ReLU, then 2×2 stride-2
+    /// max-pooling, in one pass that never writes the full-size activation: `[N, C, H, W]` →
+    /// `[N, C, H/2, W/2]`; differentiable in `x`, `γ` and `β`.
+    fn kiln_batch_norm_relu_pool(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
     /// `relu(a + b)` for two tensors of the same shape (a residual join); differentiable in both.
     /// The backward keeps only the output (its sign is the mask), which the next layer holds
     /// anyway: Burn's `relu` keeps its input, a tensor nothing else needs.
@@ -129,12 +139,42 @@ fn batch_norm_act(
     relu: bool,
 ) -> FlexTensor {
     let (n, c, l) = ncl(x);
-    let (mean, invstd) = mean_invstd(stats, epsilon);
-    let (g, b) = (f32s(gamma), f32s(beta));
-    let scale: Vec<f32> = (0..c).map(|i| g[i] * invstd[i]).collect();
-    let shift: Vec<f32> = (0..c).map(|i| b[i] - mean[i] * scale[i]).collect();
+    let (scale, shift) = scale_shift_of(gamma, beta, stats, epsilon);
     let y = cpu::scale_shift_act(&f32s(x), n, c, l, &scale, &shift, relu);
     tensor(y, &x.shape().to_vec())
+}
+
+/// BatchNorm as a per-channel `scale = γ·invstd` and `shift = β − mean·scale`.
+fn scale_shift_of(
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    stats: &FlexTensor,
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mean, invstd) = mean_invstd(stats, epsilon);
+    let (g, b) = (f32s(gamma), f32s(beta));
+    let scale: Vec<f32> = (0..mean.len()).map(|i| g[i] * invstd[i]).collect();
+    let shift: Vec<f32> = (0..mean.len()).map(|i| b[i] - mean[i] * scale[i]).collect();
+    (scale, shift)
+}
+
+/// `[N, C, H, W]` of a 4-D tensor.
+fn nchw(t: &FlexTensor) -> [usize; 4] {
+    let d = t.shape().to_vec();
+    [d[0], d[1], d[2], d[3]]
+}
+
+fn batch_norm_relu_pool(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    stats: &FlexTensor,
+    epsilon: f64,
+) -> (FlexTensor, Vec<u8>) {
+    let [n, c, h, w] = nchw(x);
+    let (scale, shift) = scale_shift_of(gamma, beta, stats, epsilon);
+    let (y, arg) = cpu::scale_shift_relu_pool(&f32s(x), [n, c, h, w], &scale, &shift);
+    (tensor(y, &[n, c, h / 2, w / 2]), arg)
 }
 
 fn scale_shift_act(x: &FlexTensor, scale: &FlexTensor, shift: &FlexTensor, relu: bool) -> FlexTensor {
@@ -180,6 +220,16 @@ impl KilnKernels for Flex {
 
     fn kiln_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
         add_relu(&a, &b)
+    }
+
+    fn kiln_batch_norm_relu_pool(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stats: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        batch_norm_relu_pool(&x, &gamma, &beta, &stats, epsilon).0
     }
 
     fn kiln_conv2d(x: FlexTensor, weight: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> FlexTensor {
@@ -273,6 +323,41 @@ impl Backward<Flex, 1> for ScaleActBackward {
             let (_, c, l) = ncl(&y);
             let dx = cpu::scale_act_backward(&f32s(&y), &f32s(&dy), c, l, &f32s(&scale), relu);
             grads.register::<Flex>(node.id, tensor(dx, &y.shape().to_vec()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BatchNormReluPoolBackward;
+
+impl Backward<Flex, 3> for BatchNormReluPoolBackward {
+    /// x, the pooled output y, its winners, γ, stats, epsilon.
+    type State = (FlexTensor, FlexTensor, Arc<Vec<u8>>, FlexTensor, FlexTensor, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, y, arg, gamma, stats, epsilon) = ops.state;
+        let dims = nchw(&x);
+        let (mean, invstd) = mean_invstd(&stats, epsilon);
+        let (dx, dgamma, dbeta) = cpu::batch_norm_relu_pool_backward(
+            &f32s(&x),
+            &f32s(&y),
+            &arg,
+            &f32s(&dy),
+            dims,
+            &f32s(&gamma),
+            &mean,
+            &invstd,
+        );
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, tensor(dx, &dims));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, tensor(dgamma, &[dims[1]]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, tensor(dbeta, &[dims[1]]));
         }
     }
 }
@@ -419,6 +504,37 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
         {
             OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn kiln_batch_norm_relu_pool(
+        x: FloatTensor<Ad<C>>,
+        gamma: FloatTensor<Ad<C>>,
+        beta: FloatTensor<Ad<C>>,
+        stats: FloatTensor<Ad<C>>,
+        epsilon: f64,
+    ) -> FloatTensor<Ad<C>> {
+        let stats = stats.into_primitive();
+        match BatchNormReluPoolBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
+                let (y, arg) = batch_norm_relu_pool(&x, &gamma, &beta, &stats, epsilon);
+                prep.finish((x, y.clone(), Arc::new(arg), gamma, stats, epsilon), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(
+                batch_norm_relu_pool(
+                    x.primitive(),
+                    gamma.primitive(),
+                    beta.primitive(),
+                    &stats,
+                    epsilon,
+                )
+                .0,
+            ),
         }
     }
 }

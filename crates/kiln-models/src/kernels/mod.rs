@@ -10,7 +10,8 @@
 //!   [`BatchNorm`] does; inference: running statistics) fused with the ReLU that follows it —
 //!   [`batch_norm_act`];
 //! * 2×2 stride-2 max-pooling that keeps the winning position of each window for its backward —
-//!   [`max_pool2d`];
+//!   [`max_pool2d`], and in training BatchNorm + ReLU + that pooling in one pass that never writes
+//!   the full-size activation — [`batch_norm_relu_max_pool`];
 //! * convolution (im2col + gemm, backward data and weight in one pass) — [`conv2d`];
 //! * a residual join, `relu(a + b)`, whose backward keeps only the output — [`add_relu`].
 //!
@@ -116,31 +117,15 @@ pub fn batch_norm_act<const D: usize>(bn: &BatchNorm, x: Tensor<D>, relu: bool) 
     }
     let x3 = as_ncl(x);
     let y = if training {
-        let stats = Tensor::<2>::from_dispatch(<Dispatch as KilnKernels>::kiln_channel_stats(
-            x3.clone().detach().into_dispatch(),
-        ));
-        let y = Tensor::<3>::from_dispatch(<Dispatch as KilnKernels>::kiln_batch_norm_act(
+        let stats = batch_statistics(bn, &x3);
+        Tensor::<3>::from_dispatch(<Dispatch as KilnKernels>::kiln_batch_norm_act(
             x3.into_dispatch(),
             bn.gamma.val().into_dispatch(),
             bn.beta.val().into_dispatch(),
-            stats.clone().into_dispatch(),
+            stats.into_dispatch(),
             bn.epsilon,
             relu,
-        ));
-        // Running statistics, exactly as Burn's `BatchNorm::forward_train`.
-        let mean = stats.clone().slice([0..1, 0..features]).reshape([features]);
-        let var = stats.slice([1..2, 0..features]).reshape([features]);
-        let running_mean = bn.running_mean.value_sync().to_device(&device);
-        let running_var = bn.running_var.value_sync().to_device(&device);
-        let running_mean = running_mean
-            .mul_scalar(1.0 - bn.momentum)
-            .add(mean.detach().mul_scalar(bn.momentum));
-        let running_var = running_var
-            .mul_scalar(1.0 - bn.momentum)
-            .add(var.detach().mul_scalar(bn.momentum));
-        bn.running_mean.update(running_mean.detach());
-        bn.running_var.update(running_var.detach());
-        y
+        ))
     } else {
         let mean = bn.running_mean.value().to_device(&device);
         let var = bn.running_var.value().to_device(&device);
@@ -156,6 +141,70 @@ pub fn batch_norm_act<const D: usize>(bn: &BatchNorm, x: Tensor<D>, relu: bool) 
     y.reshape(dims)
 }
 
+/// The batch statistics of `x` `[N, C, L]` (`[2, C]`: mean, biased variance) for a training step
+/// of `bn`, whose running statistics they update exactly as Burn's `BatchNorm::forward_train`.
+fn batch_statistics(bn: &BatchNorm, x: &Tensor<3>) -> Tensor<2> {
+    let [features] = bn.gamma.shape().dims();
+    let device = x.device();
+    let stats = Tensor::<2>::from_dispatch(<Dispatch as KilnKernels>::kiln_channel_stats(
+        x.clone().detach().into_dispatch(),
+    ));
+    let mean = stats.clone().slice([0..1, 0..features]).reshape([features]);
+    let var = stats.clone().slice([1..2, 0..features]).reshape([features]);
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    let running_mean = running_mean
+        .mul_scalar(1.0 - bn.momentum)
+        .add(mean.detach().mul_scalar(bn.momentum));
+    let running_var = running_var
+        .mul_scalar(1.0 - bn.momentum)
+        .add(var.detach().mul_scalar(bn.momentum));
+    bn.running_mean.update(running_mean.detach());
+    bn.running_var.update(running_var.detach());
+    stats
+}
+
+/// `pool.forward(relu(bn.forward(x)))`, exactly as [`max_pool2d`] of [`batch_norm_act`]
+/// computes it, with one kernel in training where both apply (a trainable `bn` on an autodiff
+/// input, a 2×2 stride-2 `pool`): the full-size activation is neither written nor kept for the
+/// backward, which needs only the pooled output and each window's winner.
+///
+/// # Shapes
+///
+/// `[N, C, H, W]` → `[N, C, H', W']`, with C = `bn`'s features.
+///
+/// # Panics
+///
+/// As `bn.forward`, when C is not `bn`'s feature count.
+pub fn batch_norm_relu_max_pool(bn: &BatchNorm, pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let [features] = bn.gamma.shape().dims();
+    let training = x.device().is_autodiff() && bn.training.is_enabled();
+    if !training || !is_two_by_two(pool) || !applies_to(&x) || c != features || n == 0 || h < 2 || w < 2 {
+        return max_pool2d(pool, batch_norm_act(bn, x, true));
+    }
+    let stats = batch_statistics(bn, &as_ncl(x.clone()));
+    Tensor::from_dispatch(<Dispatch as KilnKernels>::kiln_batch_norm_relu_pool(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        stats.into_dispatch(),
+        bn.epsilon,
+    ))
+}
+
+/// A 2×2 window with stride 2, no padding or dilation, floor mode: the pooling kiln's kernels do.
+fn is_two_by_two(pool: &MaxPool2d) -> bool {
+    pool.kernel_size == [2, 2]
+        && pool.stride == [2, 2]
+        && pool.dilation == [1, 1]
+        && matches!(
+            pool.padding,
+            PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+        )
+        && !pool.ceil_mode
+}
+
 /// `pool.forward(x)`, through kiln's kernel where it [applies](applies_to) and `pool` is a
 /// 2×2 window with stride 2, no padding or dilation, floor mode (`MaxPool2dConfig::new([2, 2])`);
 /// Burn's layer otherwise.
@@ -165,15 +214,7 @@ pub fn batch_norm_act<const D: usize>(bn: &BatchNorm, x: Tensor<D>, relu: bool) 
 /// `[N, C, H, W]` → `[N, C, H', W']` (`H/2`, `W/2` for the 2×2 case).
 pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    let two_by_two = pool.kernel_size == [2, 2]
-        && pool.stride == [2, 2]
-        && pool.dilation == [1, 1]
-        && matches!(
-            pool.padding,
-            PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
-        )
-        && !pool.ceil_mode;
-    if !two_by_two || !applies_to(&x) || h < 2 || w < 2 {
+    if !is_two_by_two(pool) || !applies_to(&x) || h < 2 || w < 2 {
         return pool.forward(x);
     }
     Tensor::from_dispatch(<Dispatch as KilnKernels>::kiln_max_pool2x2(x.into_dispatch()))

@@ -305,3 +305,78 @@ fn add_relu_matches_burn_including_exact_zeros() {
     let row = random([1, 3], 3, &Device::flex());
     assert_eq!(values(add_relu(p.clone(), row.clone())), values(relu(p + row)));
 }
+
+#[test]
+fn batch_norm_relu_max_pool_matches_burn_in_training() {
+    // Odd sizes (a row and a column outside every window), batch 1, many ReLU zeros (ties in
+    // the pool: the input is centred, so about half the activations are 0).
+    let shapes: &[[usize; 4]] = &[
+        [1, 3, 5, 7],
+        [4, 7, 6, 6],
+        [8, 32, 14, 14],
+        [3, 17, 2, 13],
+        [2, 4, 3, 2],
+    ];
+    let pool = MaxPool2dConfig::new([2, 2]).init();
+    for (i, &shape) in shapes.iter().enumerate() {
+        let case = format!("x {shape:?}");
+        let device = ad();
+        let c = shape[1];
+        let (bn_burn, bn_kiln, bn_unfused) = (
+            batch_norm(c, 40 + i as u64, &device),
+            batch_norm(c, 40 + i as u64, &device),
+            batch_norm(c, 40 + i as u64, &device),
+        );
+        let x = random(shape, 50 + i as u64, &device)
+            .mul_scalar(3.0)
+            .add_scalar(0.5)
+            .require_grad();
+        let y_burn = pool.forward(relu(bn_burn.forward(x.clone())));
+        let y_kiln = batch_norm_relu_max_pool(&bn_kiln, &pool, x.clone());
+        // The same values as kiln's unfused kernels, bit for bit (same arithmetic, same winners).
+        let y_unfused = max_pool2d(&pool, batch_norm_act(&bn_unfused, x.clone(), true));
+        assert_eq!(
+            values(y_kiln.clone()),
+            values(y_unfused),
+            "{case}: fused vs unfused y"
+        );
+        let weights = random(y_burn.dims(), 60 + i as u64, &device);
+        let g_burn = (y_burn.clone() * weights.clone()).sum().backward();
+        let g_kiln = (y_kiln.clone() * weights).sum().backward();
+        assert_close(&format!("{case}: y"), values(y_kiln), values(y_burn));
+        let dx = |g: &burn::tensor::Gradients| values(x.grad(g).unwrap_or_else(|| panic!("{case}: no dx")));
+        assert_close(&format!("{case}: dx"), dx(&g_kiln), dx(&g_burn));
+        for (name, kiln, burn) in [
+            ("dgamma", bn_kiln.gamma.val(), bn_burn.gamma.val()),
+            ("dbeta", bn_kiln.beta.val(), bn_burn.beta.val()),
+        ] {
+            let k = kiln.grad(&g_kiln).unwrap_or_else(|| panic!("{case}: no {name}"));
+            let b = burn.grad(&g_burn).unwrap_or_else(|| panic!("{case}: no {name}"));
+            assert_close(&format!("{case}: {name}"), values(k), values(b));
+        }
+        for (name, kiln, burn) in [
+            (
+                "running mean",
+                bn_kiln.running_mean.value(),
+                bn_burn.running_mean.value(),
+            ),
+            (
+                "running var",
+                bn_kiln.running_var.value(),
+                bn_burn.running_var.value(),
+            ),
+        ] {
+            assert_close(&format!("{case}: {name}"), values(kiln), values(burn));
+        }
+    }
+    // Inference (plain tensors) and other pools go through the unfused path.
+    let device = Device::flex();
+    let bn = batch_norm(3, 1, &device);
+    let x = random([2, 3, 6, 6], 2, &device);
+    let three = MaxPool2dConfig::new([3, 3]).init();
+    assert_close(
+        "inference, 3×3 pool",
+        values(batch_norm_relu_max_pool(&bn, &three, x.clone())),
+        values(three.forward(relu(bn.forward(x)))),
+    );
+}
