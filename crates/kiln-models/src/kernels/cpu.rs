@@ -226,39 +226,32 @@ fn relu_mask<const RELU: bool>(y: f32, g: f32) -> f32 {
 /// Elements per parallel task of the element-wise kernels.
 const ELEMENTS_PER_TASK: usize = 1 << 15;
 
-/// `relu(a + b)` element-wise (a residual join).
-pub fn add_relu(a: &[f32], b: &[f32]) -> Vec<f32> {
-    assert_eq!(a.len(), b.len(), "add_relu: operands of different lengths");
-    written_by(a.len(), |y| {
-        y.par_chunks_mut(ELEMENTS_PER_TASK)
+/// `f(a[i], b[i])` for every `i`, in parallel.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "operands of different lengths");
+    written_by(a.len(), |out| {
+        out.par_chunks_mut(ELEMENTS_PER_TASK)
             .zip(
                 a.par_chunks(ELEMENTS_PER_TASK)
                     .zip(b.par_chunks(ELEMENTS_PER_TASK)),
             )
-            .for_each(|(y, (a, b))| {
-                for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
-                    o.write((u + v).max(0.0));
+            .for_each(|(out, (a, b))| {
+                for ((o, &u), &v) in out.iter_mut().zip(a).zip(b) {
+                    o.write(f(u, v));
                 }
             });
     })
 }
 
+/// `relu(a + b)` element-wise (a residual join).
+pub fn add_relu(a: &[f32], b: &[f32]) -> Vec<f32> {
+    zip_map(a, b, |u, v| (u + v).max(0.0))
+}
+
 /// ReLU's backward from its output: `dy` where `y > 0`, else 0 (Burn's and PyTorch's `relu`
 /// backward, which is 0 at 0).
 pub fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
-    assert_eq!(y.len(), dy.len(), "relu_backward: operands of different lengths");
-    written_by(y.len(), |dx| {
-        dx.par_chunks_mut(ELEMENTS_PER_TASK)
-            .zip(
-                y.par_chunks(ELEMENTS_PER_TASK)
-                    .zip(dy.par_chunks(ELEMENTS_PER_TASK)),
-            )
-            .for_each(|(dx, (y, dy))| {
-                for ((o, &v), &g) in dx.iter_mut().zip(y).zip(dy) {
-                    o.write(relu_mask::<true>(v, g));
-                }
-            });
-    })
+    zip_map(y, dy, relu_mask::<true>)
 }
 
 /// `dx = dy · scale[c]`, zeroed where `y ≤ 0` when `relu` (the backward of [`scale_shift_act`]

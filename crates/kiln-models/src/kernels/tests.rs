@@ -133,6 +133,34 @@ fn batch_norm(c: usize, seed: u64, device: &Device) -> BatchNorm {
     bn
 }
 
+/// dγ, dβ and the running statistics of a BatchNorm trained through kiln's kernel and of one
+/// trained through Burn's layer, compared.
+#[track_caller]
+fn assert_same_batch_norm_training(
+    case: &str,
+    (kiln, g_kiln): (&BatchNorm, &burn::tensor::Gradients),
+    (burn, g_burn): (&BatchNorm, &burn::tensor::Gradients),
+) {
+    for (name, k, b) in [
+        ("dgamma", kiln.gamma.val(), burn.gamma.val()),
+        ("dbeta", kiln.beta.val(), burn.beta.val()),
+    ] {
+        let k = k.grad(g_kiln).unwrap_or_else(|| panic!("{case}: no {name}"));
+        let b = b.grad(g_burn).unwrap_or_else(|| panic!("{case}: no {name}"));
+        assert_close(&format!("{case}: {name}"), values(k), values(b));
+    }
+    for (name, k, b) in [
+        (
+            "running mean",
+            kiln.running_mean.value(),
+            burn.running_mean.value(),
+        ),
+        ("running var", kiln.running_var.value(), burn.running_var.value()),
+    ] {
+        assert_close(&format!("{case}: {name}"), values(k), values(b));
+    }
+}
+
 #[test]
 fn batch_norm_act_matches_burn_in_training_with_running_statistics() {
     let shapes: &[[usize; 4]] = &[
@@ -166,24 +194,7 @@ fn batch_norm_act_matches_burn_in_training_with_running_statistics() {
             let dx =
                 |g: &burn::tensor::Gradients| values(x.grad(g).unwrap_or_else(|| panic!("{case}: no dx")));
             assert_close(&format!("{case}: dx"), dx(&g_kiln), dx(&g_burn));
-            for (name, kiln, burn) in [
-                ("dgamma", bn_kiln.gamma.val(), bn_burn.gamma.val()),
-                ("dbeta", bn_kiln.beta.val(), bn_burn.beta.val()),
-            ] {
-                let k = kiln.grad(&g_kiln).unwrap_or_else(|| panic!("{case}: no {name}"));
-                let b = burn.grad(&g_burn).unwrap_or_else(|| panic!("{case}: no {name}"));
-                assert_close(&format!("{case}: {name}"), values(k), values(b));
-            }
-            assert_close(
-                &format!("{case}: running mean"),
-                values(bn_kiln.running_mean.value()),
-                values(bn_burn.running_mean.value()),
-            );
-            assert_close(
-                &format!("{case}: running var"),
-                values(bn_kiln.running_var.value()),
-                values(bn_burn.running_var.value()),
-            );
+            assert_same_batch_norm_training(&case, (&bn_kiln, &g_kiln), (&bn_burn, &g_burn));
             // Inference afterwards (plain tensors): running statistics, fused affine + ReLU.
             let plain = x.clone().detach().without_autodiff();
             let (ek, eb) = (bn_kiln.valid(), bn_burn.valid());
@@ -346,28 +357,7 @@ fn batch_norm_relu_max_pool_matches_burn_in_training() {
         assert_close(&format!("{case}: y"), values(y_kiln), values(y_burn));
         let dx = |g: &burn::tensor::Gradients| values(x.grad(g).unwrap_or_else(|| panic!("{case}: no dx")));
         assert_close(&format!("{case}: dx"), dx(&g_kiln), dx(&g_burn));
-        for (name, kiln, burn) in [
-            ("dgamma", bn_kiln.gamma.val(), bn_burn.gamma.val()),
-            ("dbeta", bn_kiln.beta.val(), bn_burn.beta.val()),
-        ] {
-            let k = kiln.grad(&g_kiln).unwrap_or_else(|| panic!("{case}: no {name}"));
-            let b = burn.grad(&g_burn).unwrap_or_else(|| panic!("{case}: no {name}"));
-            assert_close(&format!("{case}: {name}"), values(k), values(b));
-        }
-        for (name, kiln, burn) in [
-            (
-                "running mean",
-                bn_kiln.running_mean.value(),
-                bn_burn.running_mean.value(),
-            ),
-            (
-                "running var",
-                bn_kiln.running_var.value(),
-                bn_burn.running_var.value(),
-            ),
-        ] {
-            assert_close(&format!("{case}: {name}"), values(kiln), values(burn));
-        }
+        assert_same_batch_norm_training(&case, (&bn_kiln, &g_kiln), (&bn_burn, &g_burn));
     }
     // Inference (plain tensors) and other pools go through the unfused path.
     let device = Device::flex();
