@@ -120,3 +120,42 @@ fn the_reference_cnn_learns_on_every_backend() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// With every graphics driver hidden from wgpu (no Vulkan ICD, no EGL vendor library), asking for
+/// the wgpu device is a clear [`kiln_train::DeviceError`] naming the cause, not a panic. Runs
+/// itself again as a child process, since the drivers are found once per process.
+#[cfg(all(feature = "wgpu", target_os = "linux"))]
+#[test]
+fn no_wgpu_adapter_is_a_clear_error() -> anyhow::Result<()> {
+    const CHILD: &str = "KILN_TEST_NO_ADAPTER_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let err = match kiln_train::DeviceSpec::Wgpu.device() {
+            Ok(_) => anyhow::bail!("an adapter answered with every driver hidden"),
+            Err(e) => e.to_string(),
+        };
+        // The backend's own message (from its device thread), then kiln's hint.
+        assert!(err.contains("device `wgpu` cannot be used"), "{err}");
+        assert!(err.contains("no adapter found"), "{err}");
+        assert!(err.contains("mesa-vulkan-drivers"), "{err}");
+        return Ok(());
+    }
+    let runtime_dir = tempfile::tempdir()?;
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["--exact", "no_wgpu_adapter_is_a_clear_error", "--nocapture"])
+        .env(CHILD, "1")
+        .env("VK_ICD_FILENAMES", "/nonexistent/kiln-test-icd.json")
+        .env(
+            "__EGL_VENDOR_LIBRARY_FILENAMES",
+            "/nonexistent/kiln-test-egl.json",
+        )
+        .env("XDG_RUNTIME_DIR", runtime_dir.path())
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+    Ok(())
+}

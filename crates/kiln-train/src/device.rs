@@ -112,26 +112,46 @@ impl DeviceSpec {
 
 /// Runs one tiny computation on a GPU `device` before anything else does, so that a missing adapter
 /// or driver is a [`DeviceError::Unusable`] here — not a panic deep in the first training step.
+///
+/// The backend fails on its own device thread (cubecl's `Unable to acquire wgpu device:
+/// AdapterUnavailable …`), and the calling thread then only sees a closed channel. While the
+/// probe runs, a panic hook keeps the first panic message of any thread (and prints none), so the
+/// error names the cause.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn probe(spec: DeviceSpec, device: Device, hint: &'static str) -> Result<Device, DeviceError> {
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    let first_panic: Arc<Mutex<Option<String>>> = Arc::default();
+    let previous_hook = std::panic::take_hook();
+    let slot = Arc::clone(&first_panic);
+    std::panic::set_hook(Box::new(move |info| {
+        let mut first = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if first.is_none() {
+            *first = Some(kiln_data::loader::panic_message(info.payload()));
+        }
+    }));
     let d = device.clone();
     let ran = std::panic::catch_unwind(move || {
         burn::tensor::Tensor::<1>::ones([2], &d)
             .sum()
             .into_scalar::<f32>()
     });
+    std::panic::set_hook(previous_hook);
     match ran {
-        Ok(v) if v == 2.0 => Ok(device),
+        Ok(2.0) => Ok(device),
         Ok(v) => Err(DeviceError::Unusable {
             spec,
             reason: format!("a test sum of [1, 1] gave {v}"),
             hint,
         }),
-        Err(payload) => Err(DeviceError::Unusable {
-            spec,
-            reason: kiln_data::loader::panic_message(payload.as_ref()),
-            hint,
-        }),
+        Err(payload) => {
+            let first = first_panic.lock().unwrap_or_else(PoisonError::into_inner).take();
+            Err(DeviceError::Unusable {
+                spec,
+                reason: first.unwrap_or_else(|| kiln_data::loader::panic_message(payload.as_ref())),
+                hint,
+            })
+        }
     }
 }
 
