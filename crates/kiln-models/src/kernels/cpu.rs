@@ -276,14 +276,27 @@ pub fn scale_act_backward(y: &[f32], dy: &[f32], c: usize, l: usize, scale: &[f3
 /// output `[P, H/2, W/2]` and, per output, which of the four window positions won (0..4,
 /// row-major; the first maximum wins and NaN propagates, as PyTorch and Burn).
 pub fn max_pool2x2(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
+    pool2x2_of(x, planes, h, w, |_| |v| v)
+}
+
+/// 2×2 stride-2 max-pooling of `act_of(plane)` applied to each element of that plane: the pooled
+/// values and each window's winner (0..4, row-major in the window).
+fn pool2x2_of<A: Fn(f32) -> f32>(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    act_of: impl Fn(usize) -> A + Sync,
+) -> (Vec<f32>, Vec<u8>) {
     let (oh, ow) = (h / 2, w / 2);
     let mut out = vec![0f32; planes * oh * ow];
     let mut arg = vec![0u8; planes * oh * ow];
-    out.par_chunks_mut(oh * ow)
-        .zip(arg.par_chunks_mut(oh * ow))
+    out.par_chunks_mut((oh * ow).max(1))
+        .zip(arg.par_chunks_mut((oh * ow).max(1)))
         .enumerate()
         .with_min_len(4)
         .for_each(|(p, (o, a))| {
+            let act = act_of(p);
             let src = &x[p * h * w..(p + 1) * h * w];
             for i in 0..oh {
                 let r0 = &src[2 * i * w..2 * i * w + 2 * ow];
@@ -296,8 +309,8 @@ pub fn max_pool2x2(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, V
                     .zip(r1.chunks_exact(2))
                 {
                     // Branch-free (selects, not jumps: the winner of random data is unpredictable).
-                    let (m01, i01) = pick(top[0], 0, top[1], 1);
-                    let (m23, i23) = pick(bottom[0], 2, bottom[1], 3);
+                    let (m01, i01) = pick(act(top[0]), 0, act(top[1]), 1);
+                    let (m23, i23) = pick(act(bottom[0]), 2, act(bottom[1]), 3);
                     let (m, k) = pick(m01, i01, m23, i23);
                     *o = m;
                     *a = k;
@@ -350,36 +363,10 @@ pub fn scale_shift_relu_pool(
     scale: &[f32],
     shift: &[f32],
 ) -> (Vec<f32>, Vec<u8>) {
-    let (oh, ow) = (h / 2, w / 2);
-    let mut out = vec![0f32; n * c * oh * ow];
-    let mut arg = vec![0u8; n * c * oh * ow];
-    out.par_chunks_mut((oh * ow).max(1))
-        .zip(arg.par_chunks_mut((oh * ow).max(1)))
-        .enumerate()
-        .with_min_len(4)
-        .for_each(|(p, (o, a))| {
-            let (s, b) = (scale[p % c], shift[p % c]);
-            let act = |v: f32| (v * s + b).max(0.0);
-            let src = &x[p * h * w..(p + 1) * h * w];
-            for i in 0..oh {
-                let r0 = &src[2 * i * w..2 * i * w + 2 * ow];
-                let r1 = &src[(2 * i + 1) * w..(2 * i + 1) * w + 2 * ow];
-                let (o, a) = (&mut o[i * ow..(i + 1) * ow], &mut a[i * ow..(i + 1) * ow]);
-                for (((o, a), top), bottom) in o
-                    .iter_mut()
-                    .zip(a)
-                    .zip(r0.chunks_exact(2))
-                    .zip(r1.chunks_exact(2))
-                {
-                    let (m01, i01) = pick(act(top[0]), 0, act(top[1]), 1);
-                    let (m23, i23) = pick(act(bottom[0]), 2, act(bottom[1]), 3);
-                    let (m, k) = pick(m01, i01, m23, i23);
-                    *o = m;
-                    *a = k;
-                }
-            }
-        });
-    (out, arg)
+    pool2x2_of(x, n * c, h, w, |p| {
+        let (s, b) = (scale[p % c], shift[p % c]);
+        move |v: f32| (v * s + b).max(0.0)
+    })
 }
 
 /// The backward of [`scale_shift_relu_pool`] with batch statistics: gradients of `x`, `γ`, `β`
