@@ -155,6 +155,30 @@ fn probe(spec: DeviceSpec, device: Device, hint: &'static str) -> Result<Device,
     }
 }
 
+/// A device as kiln's `--device` spells it (`flex`, `wgpu`, `cuda:1`, `ndarray`), for messages;
+/// Burn's `Debug` text (`Device<Cube(Wgpu(WgpuDevice { kind: DefaultDevice, … }))>`) for anything
+/// else.
+pub fn name(device: &Device) -> String {
+    let debug = format!("{device:?}");
+    let index_after = |key: &str| -> Option<usize> {
+        let rest = &debug[debug.find(key)? + key.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    if debug.contains("Wgpu") {
+        "wgpu".into()
+    } else if debug.contains("Cuda") {
+        // cubecl's CudaDevice prints as `Cuda(N)`.
+        format!("cuda:{}", index_after("Cuda(").unwrap_or(0))
+    } else if debug.contains("Flex") {
+        "flex".into()
+    } else if debug.contains("NdArray") || debug.contains("Ndarray") {
+        "ndarray".into()
+    } else {
+        debug
+    }
+}
+
 /// The backend features compiled into this build, in a fixed order.
 pub fn compiled_features() -> Vec<&'static str> {
     let mut v = Vec::new();
@@ -218,6 +242,18 @@ impl TryFrom<String> for DeviceSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Messages name devices as `--device` spells them, whatever the autodiff wrapping (Burn
+    /// 0.22.1's `Debug` texts; a CUDA device prints as `Cube(Cuda(N))`, cubecl-runtime 0.11.3).
+    #[test]
+    fn device_names_are_the_command_line_spellings() {
+        assert_eq!(name(&Device::flex()), "flex");
+        assert_eq!(name(&Device::flex().autodiff()), "flex");
+        #[cfg(feature = "wgpu")]
+        assert_eq!(name(&Device::wgpu(Default::default()).autodiff()), "wgpu");
+        #[cfg(feature = "cuda")]
+        assert_eq!(name(&Device::cuda(2).autodiff()), "cuda:2");
+    }
 
     #[test]
     fn parses_every_form() {

@@ -215,7 +215,7 @@ pub fn doctor<M: Classifier>(
         loss_value.is_finite() && grad_norm.is_finite() && grad_norm > 0.0,
         format!(
             "loss {loss_value:.4}, gradient norm {grad_norm:.4} on {}",
-            device_name(device)
+            crate::device::name(device)
         ),
     );
     let ln_c = (classes as f64).ln();
@@ -236,10 +236,6 @@ pub fn doctor<M: Classifier>(
         checks,
         class_counts: counts,
     })
-}
-
-fn device_name(device: &Device) -> String {
-    format!("{device:?}")
 }
 
 /// The outcome of [`overfit_one_batch`].

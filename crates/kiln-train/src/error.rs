@@ -113,37 +113,34 @@ pub enum TrainError {
         error: Box<TrainError>,
     },
 
-    /// The device ran out of memory during a training step (a panic inside the backend, caught).
+    /// The device could not allocate what a training step or an evaluation batch needs: out of
+    /// device memory, or one tensor larger than the biggest buffer the device allows (wgpu). A
+    /// panic inside the backend, caught; the hint depends on [`RunPoint`].
     #[error(
-        "out of memory on {device} at epoch {epoch}, step {step} (batch_size {batch}): {message}\n  hint: lower train.batch_size (e.g. {}) and keep the effective batch with train.accumulate = {}, or train a smaller model or input size",
-        (batch / 2).max(1),
-        accumulate * 2
+        "out of memory on {device} at {at} (batch_size {batch}): {message}\n  hint: {}",
+        oom_hint(at, *batch, *accumulate)
     )]
     OutOfMemory {
         /// The device, printed.
         device: String,
-        /// 1-based epoch.
-        epoch: usize,
-        /// 1-based step within the epoch.
-        step: usize,
+        /// Where in the run.
+        at: RunPoint,
         /// The batch size that did not fit.
         batch: usize,
-        /// The accumulation in use.
+        /// The accumulation in use (1 in evaluation).
         accumulate: usize,
-        /// The backend's message.
+        /// The backend's message: the line that names the failed allocation.
         message: String,
     },
 
-    /// The backend panicked during a training step (caught, so that the run ends with an error
-    /// naming where instead of a panic).
-    #[error("the backend failed on {device} at epoch {epoch}, step {step}: {message}")]
+    /// The backend panicked during a training step or an evaluation batch (caught, so that the
+    /// run ends with an error naming where instead of a panic).
+    #[error("the backend failed on {device} at {at}: {message}")]
     BackendPanic {
         /// The device, printed.
         device: String,
-        /// 1-based epoch.
-        epoch: usize,
-        /// 1-based step within the epoch.
-        step: usize,
+        /// Where in the run.
+        at: RunPoint,
         /// The panic's message.
         message: String,
     },
@@ -154,4 +151,44 @@ pub enum TrainError {
         /// The directory.
         path: PathBuf,
     },
+}
+
+/// Where in a run a device failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPoint {
+    /// A training step.
+    Training {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+    },
+    /// An evaluation batch (validation during training, or `kiln evaluate`).
+    Evaluation {
+        /// 1-based batch in dataset order.
+        batch: usize,
+    },
+}
+
+impl std::fmt::Display for RunPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Training { epoch, step } => write!(f, "epoch {epoch}, step {step}"),
+            Self::Evaluation { batch } => write!(f, "evaluation batch {batch}"),
+        }
+    }
+}
+
+/// What to change after an out-of-memory at `at` with this batch size and accumulation.
+fn oom_hint(at: &RunPoint, batch: usize, accumulate: usize) -> String {
+    let half = (batch / 2).max(1);
+    match at {
+        RunPoint::Training { .. } => format!(
+            "lower train.batch_size (e.g. {half}) and keep the effective batch with train.accumulate = {}, or train a smaller model or input size",
+            accumulate * 2
+        ),
+        RunPoint::Evaluation { .. } => format!(
+            "lower the batch size (e.g. {half}; validation during training uses train.batch_size, `kiln evaluate` its --batch-size), or use a smaller input size"
+        ),
+    }
 }

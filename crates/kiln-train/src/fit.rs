@@ -17,6 +17,7 @@ use kiln_transforms::check::check_batch;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointOptions, CheckpointState};
+use crate::error::RunPoint;
 use crate::loss::LossConfig;
 use crate::metrics::{ConfusionMatrix, Verdict, VerdictConfig};
 use crate::parallel::{DataParallel, ReplicaSetup, Replicas};
@@ -398,6 +399,12 @@ pub(crate) struct StepContext<'a> {
     /// more when n replicas' gradients are summed).
     pub(crate) scale: f64,
     pub(crate) epoch: usize,
+    /// 1-based step within the epoch.
+    pub(crate) step: usize,
+    /// `train.batch_size` and `train.accumulate`, for an out-of-memory error's hint.
+    pub(crate) batch_size: usize,
+    /// See `batch_size`.
+    pub(crate) accumulate: usize,
     /// Check the loss settings against the model's output width (the run's first step).
     pub(crate) validate_loss: bool,
 }
@@ -414,49 +421,92 @@ pub(crate) struct ShardOut {
     pub(crate) grads: Option<GradientsParams>,
 }
 
-/// Forward, loss and backward over `micro` on `model`, gradients summed over the micro-batches
-/// (each loss scaled by `context.scale`).
-/// A panic caught inside a training step, as an error: out of memory (recognised by the messages
-/// of Burn's backends and allocators) with the batch size and a hint, or a backend failure naming
-/// the step.
-pub(crate) fn step_failure(
+/// A panic caught inside a training step or an evaluation batch, as an error: an allocation
+/// failure (recognised by the messages of Burn's backends, see [`allocation_failure`]) becomes
+/// [`TrainError::OutOfMemory`] with the batch size and a hint, anything else
+/// [`TrainError::BackendPanic`] naming where.
+pub(crate) fn device_failure(
     payload: &(dyn std::any::Any + Send),
     device: &str,
-    epoch: usize,
-    step: usize,
-    cfg: &TrainConfig,
+    at: RunPoint,
+    batch: usize,
+    accumulate: usize,
 ) -> TrainError {
-    let message = kiln_data::loader::panic_message(payload);
-    let lower = message.to_ascii_lowercase();
-    let oom = [
+    let message = panic_message(payload);
+    match allocation_failure(&message) {
+        Some(message) => TrainError::OutOfMemory {
+            device: device.to_string(),
+            at,
+            batch,
+            accumulate,
+            message,
+        },
+        None => TrainError::BackendPanic {
+            device: device.to_string(),
+            at,
+            message,
+        },
+    }
+}
+
+/// The line of a backend's panic message that says an allocation failed, made readable; `None`
+/// when nothing in it is about memory. cubecl (Burn's GPU backends) says
+/// `can't allocate buffer of size: N` for one tensor larger than any buffer the device allows
+/// (wgpu's binding limit: 128 MiB on Mesa's lavapipe) and `out of device memory allocating N
+/// bytes` when the device is full; the message chains several `Caused by:` lines around it.
+fn allocation_failure(message: &str) -> Option<String> {
+    const MARKERS: [&str; 7] = [
+        "can't allocate buffer",
+        "out of device memory",
         "out of memory",
         "outofmemory",
         "out_of_memory",
         "memory allocation",
         "failed to allocate",
-    ]
-    .iter()
-    .any(|m| lower.contains(m));
-    if oom {
-        TrainError::OutOfMemory {
-            device: device.to_string(),
-            epoch,
-            step,
-            batch: cfg.batch_size,
-            accumulate: cfg.accumulate,
-            message,
-        }
-    } else {
-        TrainError::BackendPanic {
-            device: device.to_string(),
-            epoch,
-            step,
-            message,
-        }
-    }
+    ];
+    let line = message.lines().map(str::trim).find(|line| {
+        let lower = line.to_ascii_lowercase();
+        MARKERS.iter().any(|m| lower.contains(m))
+    })?;
+    let too_big = line
+        .strip_prefix("can't allocate buffer of size: ")
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    Some(match too_big {
+        Some(bytes) => format!(
+            "one tensor needs a buffer of {:.1} MiB ({bytes} bytes), more than the device allows in one buffer",
+            bytes as f64 / (1024.0 * 1024.0)
+        ),
+        None => line.to_string(),
+    })
 }
 
+/// Forward, loss and backward over `micro` on `model`, gradients summed over the micro-batches
+/// (each loss scaled by `context.scale`). A panic inside the backend (out of memory, most often)
+/// is caught and becomes an error naming the step.
 pub(crate) fn shard_grads<M: Classifier>(
+    model: &M,
+    micro: Vec<Micro>,
+    context: &StepContext<'_>,
+    ad: &Device,
+) -> Result<ShardOut, TrainError> {
+    catch_unwind(AssertUnwindSafe(|| {
+        shard_grads_unguarded(model, micro, context, ad)
+    }))
+    .unwrap_or_else(|payload| {
+        Err(device_failure(
+            payload.as_ref(),
+            &crate::device::name(ad),
+            RunPoint::Training {
+                epoch: context.epoch,
+                step: context.step,
+            },
+            context.batch_size,
+            context.accumulate,
+        ))
+    })
+}
+
+fn shard_grads_unguarded<M: Classifier>(
     model: &M,
     micro: Vec<Micro>,
     context: &StepContext<'_>,
@@ -678,14 +728,14 @@ fn fit_in<'scope, 'env, M: Classifier>(
                 // Averaging, not summing: each micro-batch contributes loss / k.
                 scale: 1.0 / cfg.accumulate as f64,
                 epoch,
+                step: step + 1,
+                batch_size: cfg.batch_size,
+                accumulate: cfg.accumulate,
                 validate_loss: epoch == start_epoch && step == 0,
             };
             let (out, grads) = match replicas.as_mut() {
                 None => {
-                    let out = catch_unwind(AssertUnwindSafe(|| shard_grads(&model, micro, &context, &ad)))
-                        .map_err(|payload| {
-                        step_failure(payload.as_ref(), &format!("{plain:?}"), epoch, step + 1, cfg)
-                    })??;
+                    let out = shard_grads(&model, micro, &context, &ad)?;
                     let grads = out.grads.unwrap_or_default();
                     (ShardOut { grads: None, ..out }, grads)
                 }
@@ -888,7 +938,8 @@ pub fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_nor
 ///
 /// # Errors
 ///
-/// Data errors, a bad input shape, or a zero batch size.
+/// Data errors, a bad input shape, a zero batch size, a label the model has no output for, or
+/// a device failure ([`TrainError::OutOfMemory`] when a batch does not fit).
 pub fn evaluate<M: Classifier>(
     model: &M,
     source: &dyn BatchSource,
@@ -914,33 +965,27 @@ pub fn evaluate_with_confusion<M: Classifier>(
     let loss_fn = LossConfig::default();
     let (mut loss_sum, mut top5, mut seen) = (0f64, 0usize, 0usize);
     let mut confusion: Option<ConfusionMatrix> = None;
-    for positions in order.epoch(0) {
+    for (i, positions) in order.epoch(0).into_iter().enumerate() {
         let batch = source.batch(&positions)?;
         model.check_input(&batch.shape)?;
         let n = batch.labels.len();
-        let labels = batch.labels.clone();
-        let (images, targets) = batch.into_tensors(device);
-        let logits = model.logits(images);
-        let classes = logits.dims()[1];
-        check_labels(&labels, &positions, classes, || "evaluation".into())?;
-        let loss: f32 = loss_fn.forward(logits.clone(), targets.clone()).into_scalar();
-        loss_sum += f64::from(loss) * n as f64;
-        // Top-k: the label's logit is beaten by fewer than k others.
-        let k = classes.min(5);
-        let label_logit = logits.clone().gather(1, targets.clone().unsqueeze_dim(1));
-        let beaten_by: Tensor<1, Int> = logits
-            .clone()
-            .greater(label_logit)
-            .int()
-            .sum_dim(1)
-            .squeeze_dim(1);
-        let within: i64 = beaten_by.lower_elem(k as i64).int().sum().into_scalar();
-        top5 += usize::try_from(within).unwrap_or(0);
-        let predicted = logits.argmax(1).squeeze_dim::<1>(1);
-        let predicted = predicted.into_data().try_into_vec_as::<i64>().unwrap_or_default();
-        let truth = targets.into_data().try_into_vec_as::<i64>().unwrap_or_default();
-        let m = confusion.get_or_insert_with(|| ConfusionMatrix::new(classes));
-        for (t, p) in truth.iter().zip(&predicted) {
+        // The device's part, guarded: an out-of-memory panic becomes an error naming the batch.
+        let scored = catch_unwind(AssertUnwindSafe(|| {
+            score_batch(model, batch, &positions, &loss_fn, device)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(device_failure(
+                payload.as_ref(),
+                &crate::device::name(device),
+                RunPoint::Evaluation { batch: i + 1 },
+                batch_size,
+                1,
+            ))
+        })?;
+        loss_sum += f64::from(scored.loss) * n as f64;
+        top5 += scored.within_top5;
+        let m = confusion.get_or_insert_with(|| ConfusionMatrix::new(scored.classes));
+        for (t, p) in scored.truth.iter().zip(&scored.predicted) {
             m.add(*t as usize, *p as usize);
         }
         seen += n;
@@ -956,6 +1001,49 @@ pub fn evaluate_with_confusion<M: Classifier>(
         },
         confusion,
     ))
+}
+
+/// One evaluation batch's results.
+struct Scored {
+    loss: f32,
+    within_top5: usize,
+    classes: usize,
+    truth: Vec<i64>,
+    predicted: Vec<i64>,
+}
+
+/// Mean loss, top-5 hits, labels and predictions of one batch.
+fn score_batch<M: Classifier>(
+    model: &M,
+    batch: ChwBatch,
+    positions: &[usize],
+    loss_fn: &LossConfig,
+    device: &Device,
+) -> Result<Scored, TrainError> {
+    let labels = batch.labels.clone();
+    let (images, targets) = batch.into_tensors(device);
+    let logits = model.logits(images);
+    let classes = logits.dims()[1];
+    check_labels(&labels, positions, classes, || "evaluation".into())?;
+    let loss: f32 = loss_fn.forward(logits.clone(), targets.clone()).into_scalar();
+    // Top-k: the label's logit is beaten by fewer than k others.
+    let k = classes.min(5);
+    let label_logit = logits.clone().gather(1, targets.clone().unsqueeze_dim(1));
+    let beaten_by: Tensor<1, Int> = logits
+        .clone()
+        .greater(label_logit)
+        .int()
+        .sum_dim(1)
+        .squeeze_dim(1);
+    let within: i64 = beaten_by.lower_elem(k as i64).int().sum().into_scalar();
+    let predicted = logits.argmax(1).squeeze_dim::<1>(1);
+    Ok(Scored {
+        loss,
+        within_top5: usize::try_from(within).unwrap_or(0),
+        classes,
+        truth: targets.into_data().try_into_vec_as::<i64>().unwrap_or_default(),
+        predicted: predicted.into_data().try_into_vec_as::<i64>().unwrap_or_default(),
+    })
 }
 
 /// Refuses a batch with a label ≥ `classes` before it reaches the loss (where Burn's gather would
@@ -999,26 +1087,56 @@ fn progress_bar(enabled: bool, len: usize, epoch: usize, epochs: usize) -> Progr
 mod tests {
     use super::*;
 
-    /// The OOM a GPU backend raises as a panic (cubecl's wording), and any other panic in a step,
-    /// become errors naming the step; the OOM one with the batch size and the fix.
+    /// The allocation failures Burn's GPU backends raise as panics (cubecl 0.11's wording, inside
+    /// its chain of causes), and any other panic, become errors naming where, the OOM one with
+    /// the batch size and the fix. The wgpu message is the one `tests/backends.rs` provokes on
+    /// lavapipe; the CUDA one is `IoError::OutOfMemory`'s text in cubecl-runtime 0.11.3.
     #[test]
-    fn a_panic_in_a_training_step_becomes_an_error_and_oom_gets_a_hint() {
-        let cfg = TrainConfig {
-            batch_size: 256,
-            accumulate: 1,
-            ..TrainConfig::default()
-        };
-        let oom: Box<dyn std::any::Any + Send> =
-            Box::new("Unable to allocate: OutOfMemory { requested: 2147483648 }".to_string());
-        let msg = step_failure(oom.as_ref(), "Cuda(0)", 3, 17, &cfg).to_string();
+    fn a_panic_in_the_backend_becomes_an_error_and_oom_gets_a_hint() {
+        let too_big: Box<dyn std::any::Any + Send> = Box::new(
+            "Error while reading data: use `try_into_scalar` instead to catch the error at runtime: Execution(An error happened during execution\nCaused by:\n  Several failures at once\nCaused by:\n  An IO error happened\nCaused by:\n  can't allocate buffer of size: 135266304\nNo backtrace available)".to_string(),
+        );
+        let at = RunPoint::Training { epoch: 3, step: 17 };
+        let msg = device_failure(too_big.as_ref(), "Wgpu", at, 256, 1).to_string();
+        assert_eq!(
+            msg.lines().next(),
+            Some(
+                "out of memory on Wgpu at epoch 3, step 17 (batch_size 256): one tensor needs a buffer of 129.0 MiB (135266304 bytes), more than the device allows in one buffer"
+            ),
+            "{msg}"
+        );
         assert!(
-            msg.starts_with("out of memory on Cuda(0) at epoch 3, step 17 (batch_size 256)")
-                && msg.contains("train.batch_size (e.g. 128)")
-                && msg.contains("train.accumulate = 2"),
+            msg.contains("lower train.batch_size (e.g. 128)") && msg.contains("train.accumulate = 2"),
+            "{msg}"
+        );
+        let full: Box<dyn std::any::Any + Send> = Box::new(
+            "An IO error happened\nCaused by:\n  out of device memory allocating 2147483648 bytes\n"
+                .to_string(),
+        );
+        let msg = device_failure(
+            full.as_ref(),
+            "Cuda(0)",
+            RunPoint::Evaluation { batch: 4 },
+            1000,
+            1,
+        )
+        .to_string();
+        assert!(
+            msg.starts_with(
+                "out of memory on Cuda(0) at evaluation batch 4 (batch_size 1000): out of device memory allocating 2147483648 bytes\n"
+            ) && msg.contains("lower the batch size (e.g. 500;")
+                && !msg.contains("accumulate"),
             "{msg}"
         );
         let other: Box<dyn std::any::Any + Send> = Box::new("index out of bounds");
-        let msg = step_failure(other.as_ref(), "Flex", 1, 2, &cfg).to_string();
+        let msg = device_failure(
+            other.as_ref(),
+            "Flex",
+            RunPoint::Training { epoch: 1, step: 2 },
+            8,
+            1,
+        )
+        .to_string();
         assert_eq!(
             msg,
             "the backend failed on Flex at epoch 1, step 2: index out of bounds"

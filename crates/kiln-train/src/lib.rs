@@ -42,7 +42,7 @@ pub mod source;
 
 pub use checkpoint::{CheckpointFailure, CheckpointOptions, OnCheckpointError};
 pub use device::{DeviceError, DeviceSpec};
-pub use error::TrainError;
+pub use error::{RunPoint, TrainError};
 pub use fit::{
     EarlyStopping, EpochRecord, EvalMetrics, FitOutputs, FitResult, Monitor, TrainConfig, clip_grad_norm,
     evaluate, evaluate_with_confusion, fit,

@@ -148,6 +148,9 @@ enum Command {
         loss: LossConfig,
         scale: f64,
         epoch: usize,
+        step: usize,
+        batch_size: usize,
+        accumulate: usize,
         validate_loss: bool,
     },
     Apply {
@@ -278,6 +281,9 @@ impl Replicas {
                 loss: context.loss.clone(),
                 scale,
                 epoch: context.epoch,
+                step: context.step,
+                batch_size: context.batch_size,
+                accumulate: context.accumulate,
                 validate_loss: false,
             };
             worker.commands.send(command).map_err(|_| gone(&worker.device))?;
@@ -286,6 +292,9 @@ impl Replicas {
             scale,
             loss: context.loss,
             epoch: context.epoch,
+            step: context.step,
+            batch_size: context.batch_size,
+            accumulate: context.accumulate,
             validate_loss: context.validate_loss,
         };
         let mut total = shard_grads(model, own, &local, ad)?;
@@ -331,7 +340,8 @@ impl Replicas {
 
 fn gone(device: &Device) -> TrainError {
     TrainError::Data(DataError::Custom(format!(
-        "the replica on {device:?} stopped (see the error printed above)"
+        "the replica on {} stopped (see the error printed above)",
+        crate::device::name(device)
     )))
 }
 
@@ -370,12 +380,18 @@ fn replica_loop<M: Classifier>(
                 loss,
                 scale,
                 epoch,
+                step,
+                batch_size,
+                accumulate,
                 validate_loss,
             } => {
                 let context = StepContext {
                     loss: &loss,
                     scale,
                     epoch,
+                    step,
+                    batch_size,
+                    accumulate,
                     validate_loss,
                 };
                 match shard_grads(&model, micro, &context, &ad) {

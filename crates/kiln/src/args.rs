@@ -72,6 +72,10 @@ pub(crate) enum Command {
         /// Device to evaluate on.
         #[arg(long, default_value = "flex")]
         device: DeviceSpec,
+        /// Images per forward pass (default: the run file's train.batch_size, which fitted in
+        /// training and so fits here); lower it after an out-of-memory error.
+        #[arg(long)]
+        batch_size: Option<usize>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,

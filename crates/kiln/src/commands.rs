@@ -86,6 +86,7 @@ pub(crate) fn eval(
     weights: Option<&Path>,
     config: Option<&Path>,
     device: DeviceSpec,
+    batch_size: Option<usize>,
     json: bool,
 ) -> anyhow::Result<()> {
     let weights = match (run, weights) {
@@ -111,7 +112,7 @@ pub(crate) fn eval(
     let (metrics, confusion) = dispatch!(model, |m| kiln_train::evaluate_with_confusion(
         &m,
         data.test.as_ref(),
-        1000,
+        batch_size.unwrap_or(file.train.batch_size),
         &device
     )?);
     let names = data.classes.clone();

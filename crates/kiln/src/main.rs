@@ -73,12 +73,14 @@ fn main() -> ExitCode {
             weights,
             config,
             device,
+            batch_size,
             json,
         }) => commands::eval(
             run.as_deref(),
             weights.as_deref(),
             config.as_deref(),
             *device,
+            *batch_size,
             *json,
         )
         .map(|()| true),
@@ -834,7 +836,7 @@ fn train_model<M: Classifier + kiln_models::FineTune>(
 
     let eval_model = result.model.valid();
     let (test, confusion) =
-        kiln_train::evaluate_with_confusion(&eval_model, test_src.as_ref(), 1000, &device)?;
+        kiln_train::evaluate_with_confusion(&eval_model, test_src.as_ref(), cfg.batch_size, &device)?;
     let model_path = run
         .save_model(&eval_model, "model")
         .context("saving the trained model")?;
