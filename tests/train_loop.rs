@@ -21,14 +21,22 @@ fn source(dir: &std::path::Path, split: MnistSplit) -> anyhow::Result<impl Batch
 }
 
 #[test]
-fn a_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() -> anyhow::Result<()> {
+fn a_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one_on_every_backend() -> anyhow::Result<()> {
+    for (name, device) in common::backends() {
+        resumed_equals_straight(name, &device)?;
+    }
+    Ok(())
+}
+
+/// Three epochs straight, then the same run resumed from epoch 2's checkpoint: the metrics of
+/// every epoch are bit-identical (same kernels, same order), on `device`.
+fn resumed_equals_straight(name: &str, device: &Device) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     common::write_tiny_fashion_mnist(data.path(), 256, 64)?;
     let (train, val) = (
         source(data.path(), MnistSplit::Train)?,
         source(data.path(), MnistSplit::Test)?,
     );
-    let device = Device::flex();
     let cfg = TrainConfig {
         epochs: 3,
         batch_size: 32,
@@ -45,13 +53,13 @@ fn a_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() -> anyhow:
         on_error: kiln_train::OnCheckpointError::Stop,
     };
     device.seed(3);
-    let model = ReferenceCnnConfig::new().init(&device)?;
+    let model = ReferenceCnnConfig::new().init(device)?;
     let straight = fit(
         model,
         &train,
         Some(&val),
         &cfg,
-        &device,
+        device,
         FitOutputs {
             checkpoints: Some(opts.clone()),
             ..Default::default()
@@ -61,36 +69,36 @@ fn a_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() -> anyhow:
     std::fs::remove_dir_all(ckpt.path().join("epoch-0003"))?;
     assert!(ckpt.path().join("epoch-0002/optimizer.bpk").is_file());
     device.seed(99); // a different fresh init: the resume must not depend on it
-    let fresh = ReferenceCnnConfig::new().init(&device)?;
+    let fresh = ReferenceCnnConfig::new().init(device)?;
     let resumed = fit(
         fresh,
         &train,
         Some(&val),
         &cfg,
-        &device,
+        device,
         FitOutputs {
             checkpoints: Some(CheckpointOptions { resume: true, ..opts }),
             ..Default::default()
         },
     )?;
-    assert_eq!(resumed.resumed_after, 2);
+    assert_eq!(resumed.resumed_after, 2, "{name}");
     assert_eq!(resumed.epochs.len(), 3);
     for (a, b) in straight.epochs.iter().zip(&resumed.epochs) {
         assert_eq!(
             (a.train_loss, a.train_acc, a.val_loss, a.val_acc),
             (b.train_loss, b.train_acc, b.val_loss, b.val_acc),
-            "epoch {}",
+            "{name}: epoch {}",
             a.epoch
         );
     }
     // A resume with another config is refused instead of silently mixing runs.
     let other = TrainConfig { lr: 0.1, ..cfg };
     let err = fit(
-        ReferenceCnnConfig::new().init(&device)?,
+        ReferenceCnnConfig::new().init(device)?,
         &train,
         Some(&val),
         &other,
-        &device,
+        device,
         FitOutputs {
             checkpoints: Some(CheckpointOptions {
                 dir: ckpt.path().to_path_buf(),
@@ -105,24 +113,31 @@ fn a_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one() -> anyhow:
     .to_string();
     assert!(
         err.contains("another training config") && err.contains("state.json"),
-        "{err}"
+        "{name}: {err}"
     );
+    eprintln!("{name}: the resumed run's 3 epochs of metrics are bit-identical to the uninterrupted run's");
     Ok(())
 }
 
 #[test]
-fn accumulating_two_half_batches_equals_one_full_batch() -> anyhow::Result<()> {
+fn accumulating_two_half_batches_equals_one_full_batch_on_every_backend() -> anyhow::Result<()> {
+    for (name, device) in common::backends() {
+        accumulation_averages(name, &device)?;
+    }
+    Ok(())
+}
+
+fn accumulation_averages(name: &str, device: &Device) -> anyhow::Result<()> {
     // Without BatchNorm (whose statistics depend on the batch), the mean loss over 32 samples has
     // the gradient of the average of two 16-sample mean losses: accumulation must average.
     let data = tempfile::tempdir()?;
     common::write_tiny_fashion_mnist(data.path(), 128, 16)?;
     let train = source(data.path(), MnistSplit::Train)?;
-    let device = Device::flex();
     // One init, cloned for every run: `Device::seed` is process-global on flex, so seeding and
     // initialising inside each run would race with the other tests of this binary (their `fit`
     // re-seeds the device every epoch) and the three runs would start from different weights.
     device.seed(5);
-    let init = MlpConfig::new(vec![32]).with_batch_norm(false).init(&device)?;
+    let init = MlpConfig::new(vec![32]).with_batch_norm(false).init(device)?;
     let run = |batch_size, accumulate| -> anyhow::Result<Vec<f32>> {
         let model = init.clone();
         let cfg = TrainConfig {
@@ -133,8 +148,8 @@ fn accumulating_two_half_batches_equals_one_full_batch() -> anyhow::Result<()> {
             seed: 5,
             ..TrainConfig::default()
         };
-        let r = fit(model, &train, None, &cfg, &device, FitOutputs::default())?;
-        let probe = train.batch(&[0, 1, 2, 3])?.into_tensors(&device).0;
+        let r = fit(model, &train, None, &cfg, device, FitOutputs::default())?;
+        let probe = train.batch(&[0, 1, 2, 3])?.into_tensors(device).0;
         Ok(kiln_models::Classifier::logits(&r.model.valid(), probe)
             .into_data()
             .try_into_vec_as::<f32>()?)
@@ -143,8 +158,16 @@ fn accumulating_two_half_batches_equals_one_full_batch() -> anyhow::Result<()> {
     let accumulated = run(16, 2)?;
     let summed_would_be = run(16, 1)?; // 8 steps of 16 instead of 4 of 32: visibly different
     let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-    assert!(diff(&full, &accumulated) < 1e-4, "{}", diff(&full, &accumulated));
-    assert!(diff(&full, &summed_would_be) > 1e-2);
+    assert!(
+        diff(&full, &accumulated) < 1e-4,
+        "{name}: {}",
+        diff(&full, &accumulated)
+    );
+    assert!(diff(&full, &summed_would_be) > 1e-2, "{name}");
+    eprintln!(
+        "{name}: 2 × 16 accumulated within {:.1e} of one batch of 32",
+        diff(&full, &accumulated)
+    );
     Ok(())
 }
 
@@ -445,16 +468,24 @@ fn a_panicking_dataset_is_an_error_naming_the_batch_not_a_hang() -> anyhow::Resu
 }
 
 #[test]
-fn two_replicas_train_exactly_like_one_device_on_the_whole_batch() -> anyhow::Result<()> {
+fn two_replicas_train_exactly_like_one_device_on_the_whole_batch_on_every_backend() -> anyhow::Result<()> {
+    for (name, device) in common::backends() {
+        replicas_average(name, &device)?;
+    }
+    Ok(())
+}
+
+/// Replicas on `device` (the same device several times: the data-parallel code path without
+/// several GPUs).
+fn replicas_average(name: &str, device: &Device) -> anyhow::Result<()> {
     use kiln_train::parallel::DataParallel;
     // Without BatchNorm, the mean loss over 32 samples has the gradient of the average of the two
     // 16-sample shard losses: data parallelism must average, as accumulation does.
     let data = tempfile::tempdir()?;
     common::write_tiny_fashion_mnist(data.path(), 128, 16)?;
     let train = source(data.path(), MnistSplit::Train)?;
-    let device = Device::flex();
     device.seed(6);
-    let init = MlpConfig::new(vec![32]).with_batch_norm(false).init(&device)?;
+    let init = MlpConfig::new(vec![32]).with_batch_norm(false).init(device)?;
     let cfg = TrainConfig {
         epochs: 2,
         batch_size: 32,
@@ -468,13 +499,13 @@ fn two_replicas_train_exactly_like_one_device_on_the_whole_batch() -> anyhow::Re
             &train,
             None,
             &cfg,
-            &device,
+            device,
             FitOutputs {
                 data_parallel: parallel,
                 ..Default::default()
             },
         )?;
-        let probe = train.batch(&[0, 1, 2, 3])?.into_tensors(&device).0;
+        let probe = train.batch(&[0, 1, 2, 3])?.into_tensors(device).0;
         let logits = kiln_models::Classifier::logits(&r.model.valid(), probe)
             .into_data()
             .try_into_vec_as::<f32>()?;
@@ -484,11 +515,27 @@ fn two_replicas_train_exactly_like_one_device_on_the_whole_batch() -> anyhow::Re
     let (two, two_loss) = run(Some(DataParallel::gather(vec![device.clone(), device.clone()])))?;
     let (four, _) = run(Some(DataParallel::gather(vec![device.clone(); 4])))?;
     let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-    assert!(diff(&one, &two) < 1e-4, "2 replicas: {}", diff(&one, &two));
-    assert!(diff(&one, &four) < 1e-4, "4 replicas: {}", diff(&one, &four));
+    // Tolerance per backend (docs/gpu.md): flex runs the same kernels on every shard size; wgpu
+    // autotunes a kernel per shape, so an 8-image shard sums in another order than 32 images
+    // (measured on lavapipe: 4 replicas 4.2e-4 from one device after 8 steps).
+    let tol = if name == "flex" { 1e-4 } else { 2e-3 };
+    assert!(diff(&one, &two) < tol, "{name}, 2 replicas: {}", diff(&one, &two));
+    assert!(
+        diff(&one, &four) < tol,
+        "{name}, 4 replicas: {}",
+        diff(&one, &four)
+    );
     for (a, b) in one_loss.iter().zip(&two_loss) {
-        assert!((a - b).abs() < 1e-5, "{one_loss:?} vs {two_loss:?}");
+        assert!(
+            (a - b).abs() < f64::from(tol) / 10.0,
+            "{name}: {one_loss:?} vs {two_loss:?}"
+        );
     }
+    eprintln!(
+        "{name}: logits of 2 and 4 replicas within {:.1e} and {:.1e} of one device",
+        diff(&one, &two),
+        diff(&one, &four)
+    );
     // A batch that does not split evenly is refused before training.
     let odd = TrainConfig {
         batch_size: 30,
@@ -499,7 +546,7 @@ fn two_replicas_train_exactly_like_one_device_on_the_whole_batch() -> anyhow::Re
         &train,
         None,
         &odd,
-        &device,
+        device,
         FitOutputs {
             data_parallel: Some(DataParallel::gather(vec![device.clone(); 4])),
             ..Default::default()
@@ -507,7 +554,7 @@ fn two_replicas_train_exactly_like_one_device_on_the_whole_batch() -> anyhow::Re
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("split evenly over the 4 devices"), "{err}");
+    assert!(err.contains("split evenly over the 4 devices"), "{name}: {err}");
     Ok(())
 }
 

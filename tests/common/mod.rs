@@ -69,3 +69,9 @@ pub fn backends() -> Vec<(&'static str, burn::prelude::Device)> {
     }
     v
 }
+
+/// Whether wgpu is pinned to Mesa's software Vulkan (lavapipe), as `.ci/run` pins it with
+/// `VK_ICD_FILENAMES`: slow, and with a 128 MiB limit on one buffer.
+pub fn wgpu_is_lavapipe() -> bool {
+    std::env::var("VK_ICD_FILENAMES").is_ok_and(|f| f.contains("lvp_icd"))
+}
