@@ -86,12 +86,18 @@ impl DataParallel {
         Ok(Self { devices, sync })
     }
 
-    /// Checks that batches of `batch_size` split evenly over the devices (call it before any
-    /// output is written; `fit` checks it again).
+    /// Checks that batches of `batch_size` split evenly over the devices and that no GPU is
+    /// listed twice (call it before any output is written; `fit` checks it again).
+    ///
+    /// A CPU device may repeat (replicas are threads; the tests use it); a GPU may not: replicas
+    /// on one GPU only compete for it, and several threads driving one wgpu device intermittently
+    /// failed inside Burn 0.22.1's fusion (`Should have handle for tensor TensorId …`, seen on
+    /// lavapipe).
     ///
     /// # Errors
     ///
-    /// [`TrainError::InvalidConfig`] naming `batch_size`, or `devices` when there are fewer than 2.
+    /// [`TrainError::InvalidConfig`] naming `batch_size`, or `devices` when there are fewer than 2
+    /// or a GPU repeats.
     pub fn check_batch_size(&self, batch_size: usize) -> Result<(), TrainError> {
         let n = self.devices.len();
         if n < 2 {
@@ -99,6 +105,22 @@ impl DataParallel {
                 field: "devices",
                 value: n.to_string(),
                 reason: "data parallelism needs at least two devices".into(),
+            });
+        }
+        let names: Vec<String> = self.devices.iter().map(crate::device::name).collect();
+        let cpu = |name: &str| name == "flex" || name == "ndarray";
+        if let Some((i, twice)) = names
+            .iter()
+            .enumerate()
+            .find(|(i, name)| !cpu(name) && names[..*i].contains(name))
+        {
+            return Err(TrainError::InvalidConfig {
+                field: "devices",
+                value: names.join(","),
+                reason: format!(
+                    "`{twice}` is listed twice (position {}): replicas on one GPU only compete for it; list each GPU once",
+                    i + 1
+                ),
             });
         }
         if !batch_size.is_multiple_of(n) {
