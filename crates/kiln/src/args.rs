@@ -251,7 +251,8 @@ pub(crate) struct TrainArgs {
     pub(crate) device: String,
     /// Train on several devices at once, e.g. cuda:0,cuda:1: one model replica each, every batch
     /// split evenly between them, gradients averaged (NCCL all-reduce on CUDA; gathered on the
-    /// first device otherwise). The batch size must divide by the number of devices. See docs/gpu.md.
+    /// first device otherwise). The batch size must divide by the number of devices; each GPU is
+    /// listed once. See docs/gpu.md.
     #[arg(long, value_delimiter = ',', value_name = "LIST", conflicts_with = "device")]
     pub(crate) devices: Vec<DeviceSpec>,
     /// Directory for the run's outputs (must be empty or absent). Default: runs/run-<UTC time>.
