@@ -163,7 +163,7 @@ pub enum RunPoint {
         /// 1-based step within the epoch.
         step: usize,
     },
-    /// An evaluation batch (validation during training, or `kiln evaluate`).
+    /// An evaluation batch (validation during training, or `kiln eval`).
     Evaluation {
         /// 1-based batch in dataset order.
         batch: usize,
@@ -188,7 +188,7 @@ fn oom_hint(at: &RunPoint, batch: usize, accumulate: usize) -> String {
             accumulate * 2
         ),
         RunPoint::Evaluation { .. } => format!(
-            "lower the batch size (e.g. {half}; validation during training uses train.batch_size, `kiln evaluate` its --batch-size), or use a smaller input size"
+            "lower the batch size (e.g. {half}; validation during training uses train.batch_size, `kiln eval` its --batch-size), or use a smaller input size"
         ),
     }
 }
