@@ -69,6 +69,37 @@ impl DeviceSpec {
         }
     }
 
+    /// The spec naming `device`, whatever its autodiff wrapping; `None` for a backend kiln does not
+    /// create (libtorch, a capture device).
+    ///
+    /// Burn 0.22.1 has no accessor for a device's backend, so this reads its `Debug` text
+    /// (`Device<Cube(Wgpu(WgpuDevice { … }))>`, `Device<Cube(Cuda(2))>` in cubecl-runtime 0.11.3,
+    /// `Device<Flex(…)>`). Every wgpu adapter reads as [`DeviceSpec::Wgpu`], the one kiln creates.
+    pub fn of(device: &Device) -> Option<DeviceSpec> {
+        let debug = format!("{device:?}");
+        if debug.contains("Wgpu") {
+            Some(DeviceSpec::Wgpu)
+        } else if let Some(at) = debug.find("Cuda(") {
+            let digits: String = debug[at + "Cuda(".len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            Some(DeviceSpec::Cuda(digits.parse().unwrap_or(0)))
+        } else if debug.contains("Flex") {
+            Some(DeviceSpec::Flex)
+        } else if debug.contains("NdArray") || debug.contains("Ndarray") {
+            Some(DeviceSpec::Ndarray)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the device is the machine's CPU, which several data-parallel replicas may share
+    /// (each GPU is listed once).
+    pub fn is_cpu(self) -> bool {
+        matches!(self, DeviceSpec::Flex | DeviceSpec::Ndarray)
+    }
+
     /// Whether this build can create the device.
     pub fn is_compiled(self) -> bool {
         compiled_features().contains(&self.feature())
@@ -156,27 +187,9 @@ fn probe(spec: DeviceSpec, device: Device, hint: &'static str) -> Result<Device,
 }
 
 /// A device as kiln's `--device` spells it (`flex`, `wgpu`, `cuda:1`, `ndarray`), for messages;
-/// Burn's `Debug` text (`Device<Cube(Wgpu(WgpuDevice { kind: DefaultDevice, … }))>`) for anything
-/// else.
+/// Burn's `Debug` text (`Device<…>`) for a device [`DeviceSpec::of`] cannot name.
 pub fn name(device: &Device) -> String {
-    let debug = format!("{device:?}");
-    let index_after = |key: &str| -> Option<usize> {
-        let rest = &debug[debug.find(key)? + key.len()..];
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    };
-    if debug.contains("Wgpu") {
-        "wgpu".into()
-    } else if debug.contains("Cuda") {
-        // cubecl's CudaDevice prints as `Cuda(N)`.
-        format!("cuda:{}", index_after("Cuda(").unwrap_or(0))
-    } else if debug.contains("Flex") {
-        "flex".into()
-    } else if debug.contains("NdArray") || debug.contains("Ndarray") {
-        "ndarray".into()
-    } else {
-        debug
-    }
+    DeviceSpec::of(device).map_or_else(|| format!("{device:?}"), |spec| spec.to_string())
 }
 
 /// The backend features compiled into this build, in a fixed order.
@@ -249,6 +262,17 @@ mod tests {
     fn device_names_are_the_command_line_spellings() {
         assert_eq!(name(&Device::flex()), "flex");
         assert_eq!(name(&Device::flex().autodiff()), "flex");
+        assert_eq!(DeviceSpec::of(&Device::flex().autodiff()), Some(DeviceSpec::Flex));
+        for spec in compiled_features()
+            .iter()
+            .filter_map(|f| f.parse::<DeviceSpec>().ok())
+        {
+            if let Ok(device) = spec.device() {
+                assert_eq!(DeviceSpec::of(&device), Some(spec), "{device:?}");
+            }
+        }
+        assert!(DeviceSpec::Flex.is_cpu() && DeviceSpec::Ndarray.is_cpu());
+        assert!(!DeviceSpec::Wgpu.is_cpu() && !DeviceSpec::Cuda(1).is_cpu());
         #[cfg(feature = "wgpu")]
         assert_eq!(name(&Device::wgpu(Default::default()).autodiff()), "wgpu");
         #[cfg(feature = "cuda")]

@@ -107,18 +107,16 @@ impl DataParallel {
                 reason: "data parallelism needs at least two devices".into(),
             });
         }
-        let names: Vec<String> = self.devices.iter().map(crate::device::name).collect();
-        let cpu = |name: &str| name == "flex" || name == "ndarray";
-        if let Some((i, twice)) = names
-            .iter()
-            .enumerate()
-            .find(|(i, name)| !cpu(name) && names[..*i].contains(name))
-        {
+        let gpu = |d: &Device| !DeviceSpec::of(d).is_some_and(DeviceSpec::is_cpu);
+        let devices = &self.devices;
+        if let Some(i) = (1..n).find(|&i| gpu(&devices[i]) && devices[..i].contains(&devices[i])) {
+            let names: Vec<String> = devices.iter().map(crate::device::name).collect();
             return Err(TrainError::InvalidConfig {
                 field: "devices",
                 value: names.join(","),
                 reason: format!(
-                    "`{twice}` is listed twice (position {}): replicas on one GPU only compete for it; list each GPU once",
+                    "`{}` is listed twice (position {}): replicas on one GPU only compete for it; list each GPU once",
+                    names[i],
                     i + 1
                 ),
             });
@@ -310,16 +308,7 @@ impl Replicas {
             };
             worker.commands.send(command).map_err(|_| gone(&worker.device))?;
         }
-        let local = StepContext {
-            scale,
-            loss: context.loss,
-            epoch: context.epoch,
-            step: context.step,
-            batch_size: context.batch_size,
-            accumulate: context.accumulate,
-            validate_loss: context.validate_loss,
-        };
-        let mut total = shard_grads(model, own, &local, ad)?;
+        let mut total = shard_grads(model, own, &StepContext { scale, ..*context }, ad)?;
         let mut grads = total.grads.take().unwrap_or_default();
         for worker in &self.workers {
             let out = worker.replies.recv().map_err(|_| gone(&worker.device))??;
