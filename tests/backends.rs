@@ -250,8 +250,42 @@ fn no_wgpu_adapter_is_a_clear_error() -> anyhow::Result<()> {
 /// 28×28 images is 1536 × 32 × 28 × 28 × 4 B = 147 MiB. Flex has no such limit (a CPU allocation
 /// that fails aborts the process, which nothing can catch), and another wgpu adapter's limit may
 /// be far larger, so only lavapipe runs it (CI pins it with `VK_ICD_FILENAMES`).
+///
+/// It runs in a child process whose output is checked: the backend's panic (a twenty-line chain of
+/// causes, plus a backtrace under `RUST_BACKTRACE=1`) must not be printed before kiln's error.
 #[test]
 fn a_batch_too_big_for_the_device_is_an_out_of_memory_error_on_every_backend() -> anyhow::Result<()> {
+    const CHILD: &str = "KILN_TEST_OOM_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return batch_too_big_is_out_of_memory();
+    }
+    if !common::backends().iter().any(|(name, _)| *name == "wgpu") || !common::wgpu_is_lavapipe() {
+        return batch_too_big_is_out_of_memory(); // prints why it is skipped
+    }
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "a_batch_too_big_for_the_device_is_an_out_of_memory_error_on_every_backend",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env("RUST_BACKTRACE", "1")
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+    assert!(!text.contains("panicked at"), "{text}");
+    assert!(!text.contains("Caused by"), "{text}");
+    eprint!("{text}");
+    Ok(())
+}
+
+/// The test above, in the child process.
+fn batch_too_big_is_out_of_memory() -> anyhow::Result<()> {
     let Some((_, device)) = common::backends().into_iter().find(|(name, _)| *name == "wgpu") else {
         eprintln!("skipped: no wgpu backend in this build (flex has no per-buffer limit to hit)");
         return Ok(());

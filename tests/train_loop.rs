@@ -950,6 +950,187 @@ fn a_nan_injected_into_the_loss_stops_at_that_step_with_the_checkpoint_before_it
     Ok(())
 }
 
+/// A model whose forward pass panics with `message` on a batch larger than `max_batch`, as a
+/// backend does when a tensor does not fit the device.
+#[derive(burn::module::Module, Debug)]
+struct PanicsAbove {
+    inner: kiln_models::Mlp,
+    #[module(skip)]
+    max_batch: usize,
+    #[module(skip)]
+    message: String,
+}
+
+impl kiln_models::Classifier for PanicsAbove {
+    fn name(&self) -> &'static str {
+        "PanicsAbove"
+    }
+
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        if images.dims()[0] > self.max_batch {
+            panic!("{}", self.message);
+        }
+        self.inner.logits(images)
+    }
+
+    fn check_input(&self, dims: &[usize]) -> Result<(), kiln_models::ModelError> {
+        self.inner.check_input(dims)
+    }
+}
+
+/// A panic inside a training step or an evaluation batch reaches the user once, as kiln's
+/// error — not first as the panic hook's print of the backend's whole text (cubecl's
+/// out-of-memory panic is a chain of `Caused by:` lines and a backtrace section; lavapipe's, in
+/// `tests/backends.rs`, printed twenty lines before kiln's one). Checked in a child process, whose
+/// stderr is what a terminal would show: the out-of-memory panics in training (one device and two
+/// replicas) and in evaluation print nothing, even with `RUST_BACKTRACE=1`; another panic in a step
+/// (a bug) is the error with where it was raised, and is printed by the hook too only with
+/// `RUST_BACKTRACE=1`; a panic outside any step prints as always.
+#[test]
+fn a_backend_panic_is_reported_once_as_an_error_not_printed_by_the_panic_hook() -> anyhow::Result<()> {
+    const CHILD: &str = "KILN_TEST_QUIET_PANIC_CHILD";
+    const NAME: &str = "a_backend_panic_is_reported_once_as_an_error_not_printed_by_the_panic_hook";
+    if std::env::var_os(CHILD).is_some() {
+        return backend_panics_become_errors();
+    }
+    let run = |backtrace: bool| -> anyhow::Result<String> {
+        let mut child = std::process::Command::new(std::env::current_exe()?);
+        child.args(["--exact", NAME, "--nocapture"]).env(CHILD, "1");
+        if backtrace {
+            child.env("RUST_BACKTRACE", "1");
+        } else {
+            child.env_remove("RUST_BACKTRACE");
+        }
+        let out = child.output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "child failed:\n{text}");
+        assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+        Ok(text)
+    };
+    for backtrace in [false, true] {
+        let text = run(backtrace)?;
+        assert_eq!(
+            text.matches("out of memory on flex at epoch 1, step 1 (batch_size 32)")
+                .count(),
+            2,
+            "one device, then two replicas:\n{text}"
+        );
+        assert!(
+            text.contains("out of memory on flex at evaluation batch 1 (batch_size 32)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the backend failed on flex at epoch 1, step 1"),
+            "{text}"
+        );
+        // Only kiln's errors: not the backend's chain of causes.
+        assert!(!text.contains("Caused by"), "{text}");
+        // What the panic hook printed: `thread '…' panicked at file:line:col:`, then the message.
+        let lines: Vec<&str> = text.lines().collect();
+        let printed: Vec<&str> = lines
+            .windows(2)
+            .filter(|w| w[0].starts_with("thread '") && w[0].contains(" panicked at "))
+            .map(|w| w[1])
+            .collect();
+        let expected: &[&str] = if backtrace {
+            &["index 40 is out of bounds for 32 classes", "outside any step"]
+        } else {
+            &["outside any step"]
+        };
+        assert_eq!(printed, expected, "RUST_BACKTRACE {backtrace}:\n{text}");
+    }
+    Ok(())
+}
+
+/// The child's half of the test above: every failure is an error naming where.
+fn backend_panics_become_errors() -> anyhow::Result<()> {
+    use kiln_train::{RunPoint, TrainError};
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 64, 16)?;
+    let train = source(data.path(), MnistSplit::Train)?;
+    let device = Device::flex();
+    // cubecl-runtime 0.11.3's `IoError::BufferTooBig` in the chain Burn panics with (the text
+    // lavapipe gave in tests/backends.rs, its backtrace section shortened).
+    let oom = "Error while reading data: Execution(An error happened during execution\nCaused by:\n  An IO error happened\nCaused by:\n  can't allocate buffer of size: 154140672\nNo backtrace available)";
+    let model = |message: &str| -> anyhow::Result<PanicsAbove> {
+        Ok(PanicsAbove {
+            inner: MlpConfig::new(vec![32]).init(&device)?,
+            max_batch: 8,
+            message: message.into(),
+        })
+    };
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
+    let parallel = || kiln_train::parallel::DataParallel::gather(vec![device.clone(), device.clone()]);
+    for data_parallel in [None, Some(parallel())] {
+        let outputs = FitOutputs {
+            data_parallel,
+            ..Default::default()
+        };
+        let Err(err) = fit(model(oom)?, &train, None, &cfg, &device, outputs) else {
+            anyhow::bail!("a step larger than the device trained");
+        };
+        eprintln!("{err}");
+        assert!(
+            matches!(
+                err,
+                TrainError::OutOfMemory {
+                    at: RunPoint::Training { epoch: 1, step: 1 },
+                    batch: 32,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    let Err(err) = evaluate(&model(oom)?, &train, 32, &device) else {
+        anyhow::bail!("a batch larger than the device was evaluated");
+    };
+    eprintln!("{err}");
+    assert!(
+        matches!(
+            err,
+            TrainError::OutOfMemory {
+                at: RunPoint::Evaluation { batch: 1 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Any other panic: the message, and where it was raised (the hook did not print it).
+    let Err(err) = fit(
+        model("index 40 is out of bounds for 32 classes")?,
+        &train,
+        None,
+        &cfg,
+        &device,
+        FitOutputs::default(),
+    ) else {
+        anyhow::bail!("the panicking model trained");
+    };
+    eprintln!("{err}");
+    let TrainError::BackendPanic {
+        message, location, ..
+    } = &err
+    else {
+        anyhow::bail!("wrong error: {err}");
+    };
+    assert_eq!(message, "index 40 is out of bounds for 32 classes");
+    let at = location.as_deref().unwrap_or_default();
+    assert!(at.contains("train_loop.rs:"), "{at}");
+    // The guard is gone after the run: a panic outside a step prints as usual.
+    let outside = std::panic::catch_unwind(|| panic!("outside any step"));
+    assert!(outside.is_err());
+    Ok(())
+}
+
 /// Every float tensor of a module, in visiting order (the reference CNN's head, `fc2`, comes
 /// last: its weight and bias).
 fn float_tensors<M: burn::module::Module>(m: &M) -> Vec<Vec<f32>> {

@@ -133,9 +133,12 @@ pub enum TrainError {
         message: String,
     },
 
-    /// The backend panicked during a training step or an evaluation batch (caught, so that the
-    /// run ends with an error naming where instead of a panic).
-    #[error("the backend failed on {device} at {at}: {message}")]
+    /// The backend (or the model's own code) panicked during a training step or an evaluation
+    /// batch: caught, so that the run ends with an error naming where instead of a panic.
+    #[error(
+        "the backend failed on {device} at {at}: {message}{}",
+        location.as_ref().map_or_else(String::new, |l| format!("\n  panicked at {l} (RUST_BACKTRACE=1 prints the panic with its backtrace)"))
+    )]
     BackendPanic {
         /// The device, printed.
         device: String,
@@ -143,6 +146,8 @@ pub enum TrainError {
         at: RunPoint,
         /// The panic's message.
         message: String,
+        /// `file:line:column` of the panic, when it was raised on the thread running the step.
+        location: Option<String>,
     },
 
     /// A run directory that already holds files.

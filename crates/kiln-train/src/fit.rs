@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointOptions, CheckpointState};
 use crate::error::RunPoint;
+use crate::guard::{self, Caught};
 use crate::loss::LossConfig;
 use crate::metrics::{ConfusionMatrix, Verdict, VerdictConfig};
 use crate::parallel::{DataParallel, ReplicaSetup, Replicas};
@@ -424,15 +425,15 @@ pub(crate) struct ShardOut {
 /// A panic caught inside a training step or an evaluation batch, as an error: an allocation
 /// failure (recognised by the messages of Burn's backends, see [`allocation_failure`]) becomes
 /// [`TrainError::OutOfMemory`] with the batch size and a hint, anything else
-/// [`TrainError::BackendPanic`] naming where.
+/// [`TrainError::BackendPanic`] naming where (and where it was raised).
 pub(crate) fn device_failure(
-    payload: &(dyn std::any::Any + Send),
+    caught: &Caught,
     device: &str,
     at: RunPoint,
     batch: usize,
     accumulate: usize,
 ) -> TrainError {
-    let message = panic_message(payload);
+    let message = panic_message(caught.payload.as_ref());
     match allocation_failure(&message) {
         Some(message) => TrainError::OutOfMemory {
             device: device.to_string(),
@@ -445,6 +446,7 @@ pub(crate) fn device_failure(
             device: device.to_string(),
             at,
             message,
+            location: caught.location.clone(),
         },
     }
 }
@@ -454,7 +456,7 @@ pub(crate) fn device_failure(
 /// `can't allocate buffer of size: N` for one tensor larger than any buffer the device allows
 /// (wgpu's binding limit: 128 MiB on Mesa's lavapipe) and `out of device memory allocating N
 /// bytes` when the device is full; the message chains several `Caused by:` lines around it.
-fn allocation_failure(message: &str) -> Option<String> {
+pub(crate) fn allocation_failure(message: &str) -> Option<String> {
     const MARKERS: [&str; 7] = [
         "can't allocate buffer",
         "out of device memory",
@@ -482,19 +484,16 @@ fn allocation_failure(message: &str) -> Option<String> {
 
 /// Forward, loss and backward over `micro` on `model`, gradients summed over the micro-batches
 /// (each loss scaled by `context.scale`). A panic inside the backend (out of memory, most often)
-/// is caught and becomes an error naming the step.
+/// is caught, unprinted ([`guard::catch`]), and becomes an error naming the step.
 pub(crate) fn shard_grads<M: Classifier>(
     model: &M,
     micro: Vec<Micro>,
     context: &StepContext<'_>,
     ad: &Device,
 ) -> Result<ShardOut, TrainError> {
-    catch_unwind(AssertUnwindSafe(|| {
-        shard_grads_unguarded(model, micro, context, ad)
-    }))
-    .unwrap_or_else(|payload| {
+    guard::catch(|| shard_grads_unguarded(model, micro, context, ad)).unwrap_or_else(|caught| {
         Err(device_failure(
-            payload.as_ref(),
+            &caught,
             &crate::device::name(ad),
             RunPoint::Training {
                 epoch: context.epoch,
@@ -970,18 +969,16 @@ pub fn evaluate_with_confusion<M: Classifier>(
         model.check_input(&batch.shape)?;
         let n = batch.labels.len();
         // The device's part, guarded: an out-of-memory panic becomes an error naming the batch.
-        let scored = catch_unwind(AssertUnwindSafe(|| {
-            score_batch(model, batch, &positions, &loss_fn, device)
-        }))
-        .unwrap_or_else(|payload| {
-            Err(device_failure(
-                payload.as_ref(),
-                &crate::device::name(device),
-                RunPoint::Evaluation { batch: i + 1 },
-                batch_size,
-                1,
-            ))
-        })?;
+        let scored = guard::catch(|| score_batch(model, batch, &positions, &loss_fn, device))
+            .unwrap_or_else(|caught| {
+                Err(device_failure(
+                    &caught,
+                    &crate::device::name(device),
+                    RunPoint::Evaluation { batch: i + 1 },
+                    batch_size,
+                    1,
+                ))
+            })?;
         loss_sum += f64::from(scored.loss) * n as f64;
         top5 += scored.within_top5;
         let m = confusion.get_or_insert_with(|| ConfusionMatrix::new(scored.classes));
@@ -1093,11 +1090,16 @@ mod tests {
     /// lavapipe; the CUDA one is `IoError::OutOfMemory`'s text in cubecl-runtime 0.11.3.
     #[test]
     fn a_panic_in_the_backend_becomes_an_error_and_oom_gets_a_hint() {
-        let too_big: Box<dyn std::any::Any + Send> = Box::new(
+        let caught = |message: String, location: Option<&str>| Caught {
+            payload: Box::new(message),
+            location: location.map(str::to_string),
+        };
+        let too_big = caught(
             "Error while reading data: use `try_into_scalar` instead to catch the error at runtime: Execution(An error happened during execution\nCaused by:\n  Several failures at once\nCaused by:\n  An IO error happened\nCaused by:\n  can't allocate buffer of size: 135266304\nNo backtrace available)".to_string(),
+            Some("burn-tensor/src/tensor/api/base.rs:1:1"),
         );
         let at = RunPoint::Training { epoch: 3, step: 17 };
-        let msg = device_failure(too_big.as_ref(), "Wgpu", at, 256, 1).to_string();
+        let msg = device_failure(&too_big, "Wgpu", at, 256, 1).to_string();
         assert_eq!(
             msg.lines().next(),
             Some(
@@ -1109,18 +1111,14 @@ mod tests {
             msg.contains("lower train.batch_size (e.g. 128)") && msg.contains("train.accumulate = 2"),
             "{msg}"
         );
-        let full: Box<dyn std::any::Any + Send> = Box::new(
+        // An allocation failure's location is the backend's, of no use to the user.
+        assert!(!msg.contains("base.rs"), "{msg}");
+        let full = caught(
             "An IO error happened\nCaused by:\n  out of device memory allocating 2147483648 bytes\n"
                 .to_string(),
+            None,
         );
-        let msg = device_failure(
-            full.as_ref(),
-            "Cuda(0)",
-            RunPoint::Evaluation { batch: 4 },
-            1000,
-            1,
-        )
-        .to_string();
+        let msg = device_failure(&full, "Cuda(0)", RunPoint::Evaluation { batch: 4 }, 1000, 1).to_string();
         assert!(
             msg.starts_with(
                 "out of memory on Cuda(0) at evaluation batch 4 (batch_size 1000): out of device memory allocating 2147483648 bytes\n"
@@ -1129,18 +1127,18 @@ mod tests {
                 && !msg.contains("accumulate"),
             "{msg}"
         );
-        let other: Box<dyn std::any::Any + Send> = Box::new("index out of bounds");
-        let msg = device_failure(
-            other.as_ref(),
-            "Flex",
-            RunPoint::Training { epoch: 1, step: 2 },
-            8,
-            1,
-        )
-        .to_string();
+        let other = caught("index out of bounds".into(), None);
+        let msg = device_failure(&other, "Flex", RunPoint::Training { epoch: 1, step: 2 }, 8, 1).to_string();
         assert_eq!(
             msg,
             "the backend failed on Flex at epoch 1, step 2: index out of bounds"
+        );
+        // Where it was raised, when the guard saw it (the hook printed nothing).
+        let located = caught("index out of bounds".into(), Some("src/model.rs:42:9"));
+        let msg = device_failure(&located, "flex", RunPoint::Evaluation { batch: 1 }, 8, 1).to_string();
+        assert_eq!(
+            msg,
+            "the backend failed on flex at evaluation batch 1: index out of bounds\n  panicked at src/model.rs:42:9 (RUST_BACKTRACE=1 prints the panic with its backtrace)"
         );
     }
 

@@ -30,6 +30,7 @@ pub mod device;
 pub mod diagnose;
 pub mod error;
 pub mod fit;
+mod guard;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
