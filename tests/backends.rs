@@ -23,11 +23,18 @@ impl ModuleVisitor for Grads<'_> {
     }
 }
 
-/// `model` with its weights drawn (on flex), a batch of `dims` standard-normal images and labels
-/// `i mod 10`. Drawn once and shared by every backend: Burn's generator is process-global on
-/// flex, so another test running at the same time would change a second draw.
-fn drawn<M: Classifier>(model: M, dims: [usize; 4]) -> (M, TensorData, TensorData) {
+/// Held while a test seeds flex and draws from it: Burn's generator is process-global on flex, so
+/// a test drawing at the same time would change the draw.
+static FLEX_DRAWS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `model` with its weights drawn on flex from `seed`, a batch of `dims` standard-normal images
+/// and labels `i mod 10`: the same draw on every run, shared by every backend.
+fn drawn<M: Classifier>(model: M, seed: u64, dims: [usize; 4]) -> (M, TensorData, TensorData) {
     let flex = Device::flex();
+    let _draws = FLEX_DRAWS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    flex.seed(seed);
     // Parameters are drawn lazily, on first use: draw them now, before the model is cloned.
     let [_, c, h, w] = dims;
     let _ = model.logits(Tensor::zeros([1, c, h, w], &flex));
@@ -72,21 +79,30 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
 }
 
-/// Runs [`eval_logits`] and [`train_step`] on every backend and compares them with flex's
-/// within `tol` (relative). Every backend's eval logits come first: clones of a model share
-/// BatchNorm's running statistics, which a training step updates.
-fn compare_with_flex<M: Classifier>(label: &str, model: M, dims: [usize; 4], tol: f32) {
-    compare_on(common::backends(), label, model, dims, tol);
+/// The largest [`max_rel_diff`] over a model's gradients, and which gradient it is.
+fn worst_gradient(want: &[Vec<f32>], got: &[Vec<f32>]) -> (f32, usize) {
+    want.iter()
+        .zip(got)
+        .map(|(a, b)| max_rel_diff(a, b))
+        .enumerate()
+        .fold((0.0, 0), |(d, at), (i, x)| if x > d { (x, i) } else { (d, at) })
 }
 
-fn compare_on<M: Classifier>(
-    backends: Vec<(&str, Device)>,
-    label: &str,
-    model: M,
-    dims: [usize; 4],
-    tol: f32,
-) {
-    let (model, x, y) = drawn(model, dims);
+/// Runs [`eval_logits`] and [`train_step`] on every backend and compares them with flex's
+/// within `tol` (relative), on the draw of `seed`. Every backend's eval logits come first: clones
+/// of a model share BatchNorm's running statistics, which a training step updates.
+///
+/// A ReLU network's gradient jumps where a pre-activation lies within rounding of zero: the two
+/// sides of the kink route a whole upstream gradient differently, so two correct backends can
+/// differ by 1e-2 or more while their logits agree to 1e-6. Measured on flex itself (2026-11-29):
+/// Burn's own gradients for ResNet-18 at seed 4 change by 1.9e-1 when the input is scaled by
+/// (1 + 1e-7), and land within 3e-5 of kiln's kernels' gradients at the unscaled input; 2 of 16
+/// ResNet draws had such a kink. So when a backend's gradients miss, flex is asked again at
+/// inputs scaled by (1 + δ), δ = 1e-7, 1e-6, 1e-5 (BatchNorm cancels the scale: only rounding
+/// moves), and the backend passes if it matches one of them — a wrong kernel misses them all.
+fn compare_with_flex<M: Classifier>(label: &str, model: M, seed: u64, dims: [usize; 4], tol: f32) {
+    let backends = common::backends();
+    let (model, x, y) = drawn(model, seed, dims);
     let want = eval_logits(model.clone(), x.clone(), &Device::flex());
     let mut eval = Vec::new();
     for (name, device) in &backends {
@@ -107,17 +123,29 @@ fn compare_on<M: Classifier>(
             "{label} on {name}: logits differ by {train:e} (relative)"
         );
         assert_eq!(grads.len(), want_grads.len(), "{label} on {name}");
-        let mut grad = 0f32;
-        for (i, (a, b)) in want_grads.iter().zip(&grads).enumerate() {
-            let d = max_rel_diff(a, b);
-            assert!(
-                d <= tol,
-                "{label} on {name}: gradient {i} differs by {d:e} (relative)"
-            );
-            grad = grad.max(d);
+        let (mut grad, at) = worst_gradient(&want_grads, &grads);
+        let mut kink = String::new();
+        if grad > tol {
+            let xs: Vec<f32> = x.iter::<f32>().collect();
+            for delta in [1e-7f32, 1e-6, 1e-5] {
+                let scaled = TensorData::new(xs.iter().map(|v| v * (1.0 + delta)).collect(), dims);
+                let (_, nearby) = train_step(model.clone(), scaled, y.clone(), &Device::flex());
+                let (d, _) = worst_gradient(&nearby, &grads);
+                if d <= tol {
+                    kink = format!(
+                        " (at a ReLU kink: {grad:.1e} from flex's gradients at x, within {d:.1e} of flex's at x·(1 + {delta:e}))"
+                    );
+                    grad = d;
+                    break;
+                }
+            }
         }
+        assert!(
+            grad <= tol,
+            "{label} on {name}: gradient {at} differs by {grad:e} (relative), and from flex's at inputs scaled by 1 + 1e-7, 1e-6, 1e-5 as well"
+        );
         eprintln!(
-            "{label} on {name}: eval logits within {eval:.1e}, training logits within {train:.1e}, {} gradients within {grad:.1e} of flex (relative)",
+            "{label} on {name}: eval logits within {eval:.1e}, training logits within {train:.1e}, {} gradients within {grad:.1e} of flex (relative){kink}",
             grads.len()
         );
     }
@@ -125,35 +153,25 @@ fn compare_on<M: Classifier>(
 
 #[test]
 fn one_forward_backward_matches_flex_on_every_backend() {
-    let flex = Device::flex();
-    flex.seed(21);
-    let model = ReferenceCnnConfig::new().init(&flex).unwrap();
-    compare_with_flex("reference CNN", model, [8, 1, 28, 28], 1e-4);
+    let model = ReferenceCnnConfig::new().init(&Device::flex()).unwrap();
+    compare_with_flex("reference CNN", model, 21, [8, 1, 28, 28], 1e-4);
 }
 
 /// The rest of the model zoo: an MLP (Linear + BatchNorm1d), the CIFAR ResNet-20 (3×3 stem,
 /// residual joins, strided downsampling) and the ImageNet ResNet-18 (7×7 stride-2 stem, 3×3
 /// max-pool), so that flex's own kernels (convolution, BatchNorm, add + ReLU, pooling) are
-/// checked against another backend's independent implementation.
-///
-/// The ResNets skip lavapipe: there Burn's convolution autotune did not finish one CIFAR
-/// ResNet-20 step of 4 images in 5 minutes (measured 2026-11-29; the reference CNN's shapes take
-/// seconds). On a real GPU they run.
+/// checked against another backend's independent implementation. The ResNets' draws (seed 1)
+/// have no ReLU kink on flex (kiln's kernels and Burn's own agree within 3e-5; see
+/// [`compare_with_flex`] for a draw that has one).
 #[test]
 fn every_zoo_model_matches_flex_on_every_backend() {
     let flex = Device::flex();
-    flex.seed(22);
     let mlp = MlpConfig::new(vec![64, 32]).init(&flex).unwrap();
-    compare_with_flex("MLP", mlp, [8, 1, 28, 28], 1e-4);
-    let mut backends = common::backends();
-    if common::wgpu_is_lavapipe() {
-        backends.retain(|(name, _)| *name != "wgpu");
-        eprintln!("ResNets skipped on wgpu: lavapipe's convolution autotune takes too long for them");
-    }
+    compare_with_flex("MLP", mlp, 22, [8, 1, 28, 28], 1e-4);
     let cifar20 = ResNetConfig::new(ResNetKind::Cifar20).init(&flex).unwrap();
-    compare_on(backends.clone(), "CIFAR ResNet-20", cifar20, [4, 3, 32, 32], 1e-3);
+    compare_with_flex("CIFAR ResNet-20", cifar20, 1, [4, 3, 32, 32], 1e-4);
     let resnet18 = ResNetConfig::new(ResNetKind::ResNet18).init(&flex).unwrap();
-    compare_on(backends, "ResNet-18", resnet18, [2, 3, 64, 64], 1e-3);
+    compare_with_flex("ResNet-18", resnet18, 1, [2, 3, 64, 64], 1e-4);
 }
 
 #[test]
@@ -171,8 +189,16 @@ fn the_reference_cnn_learns_on_every_backend() -> anyhow::Result<()> {
             num_workers: 0,
             ..TrainConfig::default()
         };
-        device.seed(3);
-        let model = ReferenceCnnConfig::new().init(&device)?;
+        let model = {
+            // Its weights drawn now, not inside `fit` while another test draws on flex.
+            let _draws = FLEX_DRAWS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            device.seed(3);
+            let model = ReferenceCnnConfig::new().init(&device)?;
+            let _ = model.logits(Tensor::zeros([1, 1, 28, 28], &device));
+            model
+        };
         let r = fit(model, &src, None, &cfg, &device, FitOutputs::default())?;
         let losses: Vec<f64> = r.epochs.iter().map(|e| e.train_loss).collect();
         assert!(losses.iter().all(|l| l.is_finite()), "{name}: {losses:?}");
