@@ -249,23 +249,16 @@ fn no_wgpu_adapter_is_a_clear_error() -> anyhow::Result<()> {
         return Ok(());
     }
     let runtime_dir = tempfile::tempdir()?;
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args(["--exact", "no_wgpu_adapter_is_a_clear_error", "--nocapture"])
-        .env(CHILD, "1")
-        .env("VK_ICD_FILENAMES", "/nonexistent/kiln-test-icd.json")
-        .env(
-            "__EGL_VENDOR_LIBRARY_FILENAMES",
-            "/nonexistent/kiln-test-egl.json",
-        )
-        .env("XDG_RUNTIME_DIR", runtime_dir.path())
-        .output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child failed:\n{text}");
-    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+    common::run_test_in_child("no_wgpu_adapter_is_a_clear_error", |child| {
+        child
+            .env(CHILD, "1")
+            .env("VK_ICD_FILENAMES", "/nonexistent/kiln-test-icd.json")
+            .env(
+                "__EGL_VENDOR_LIBRARY_FILENAMES",
+                "/nonexistent/kiln-test-egl.json",
+            )
+            .env("XDG_RUNTIME_DIR", runtime_dir.path());
+    })?;
     Ok(())
 }
 
@@ -288,22 +281,12 @@ fn a_batch_too_big_for_the_device_is_an_out_of_memory_error_on_every_backend() -
     if !common::backends().iter().any(|(name, _)| *name == "wgpu") || !common::wgpu_is_lavapipe() {
         return batch_too_big_is_out_of_memory(); // prints why it is skipped
     }
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "--exact",
-            "a_batch_too_big_for_the_device_is_an_out_of_memory_error_on_every_backend",
-            "--nocapture",
-        ])
-        .env(CHILD, "1")
-        .env("RUST_BACKTRACE", "1")
-        .output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child failed:\n{text}");
-    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+    let text = common::run_test_in_child(
+        "a_batch_too_big_for_the_device_is_an_out_of_memory_error_on_every_backend",
+        |child| {
+            child.env(CHILD, "1").env("RUST_BACKTRACE", "1");
+        },
+    )?;
     assert!(!text.contains("panicked at"), "{text}");
     assert!(!text.contains("Caused by"), "{text}");
     eprint!("{text}");

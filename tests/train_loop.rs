@@ -993,26 +993,15 @@ fn a_backend_panic_is_reported_once_as_an_error_not_printed_by_the_panic_hook() 
     if std::env::var_os(CHILD).is_some() {
         return backend_panics_become_errors();
     }
-    let run = |backtrace: bool| -> anyhow::Result<String> {
-        let mut child = std::process::Command::new(std::env::current_exe()?);
-        child.args(["--exact", NAME, "--nocapture"]).env(CHILD, "1");
-        if backtrace {
-            child.env("RUST_BACKTRACE", "1");
-        } else {
-            child.env_remove("RUST_BACKTRACE");
-        }
-        let out = child.output()?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "child failed:\n{text}");
-        assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
-        Ok(text)
-    };
     for backtrace in [false, true] {
-        let text = run(backtrace)?;
+        let text = common::run_test_in_child(NAME, |child| {
+            child.env(CHILD, "1");
+            if backtrace {
+                child.env("RUST_BACKTRACE", "1");
+            } else {
+                child.env_remove("RUST_BACKTRACE");
+            }
+        })?;
         assert_eq!(
             text.matches("out of memory on flex at epoch 1, step 1 (batch_size 32)")
                 .count(),

@@ -75,3 +75,25 @@ pub fn backends() -> Vec<(&'static str, burn::prelude::Device)> {
 pub fn wgpu_is_lavapipe() -> bool {
     std::env::var("VK_ICD_FILENAMES").is_ok_and(|f| f.contains("lvp_icd"))
 }
+
+/// Runs the test `name` of this test binary again in a child process (`--exact NAME
+/// --nocapture`), with `configure` setting its environment (a variable that tells the test it is
+/// the child, drivers hidden, `RUST_BACKTRACE`), and returns its stdout and stderr: for checks on
+/// what a user's terminal would show. Fails unless the child ran that one test and it passed.
+pub fn run_test_in_child(
+    name: &str,
+    configure: impl FnOnce(&mut std::process::Command),
+) -> anyhow::Result<String> {
+    let mut child = std::process::Command::new(std::env::current_exe()?);
+    child.args(["--exact", name, "--nocapture"]);
+    configure(&mut child);
+    let out = child.output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(out.status.success(), "child failed:\n{text}");
+    anyhow::ensure!(text.contains("1 passed"), "the child ran no test:\n{text}");
+    Ok(text)
+}
