@@ -62,8 +62,10 @@ fn install() {
                 .location()
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
             LOCATION.with(|l| *l.borrow_mut() = at);
-            let message = kiln_data::loader::panic_message(info.payload());
-            if backtrace_requested() && allocation_failure(&message).is_none() {
+            // The message is only looked at when backtraces are asked for.
+            if backtrace_requested()
+                && allocation_failure(&kiln_data::loader::panic_message(info.payload())).is_none()
+            {
                 previous(info);
             }
         }));
