@@ -75,6 +75,8 @@ fn main() -> anyhow::Result<()> {
     let model = load_torchvision_resnet(model, &PathBuf::from(weights))?;
     let spec = PretrainedSpec {
         model: arch.clone(),
+        architecture: kiln_models::ModelConfig::from_name(arch).ok(),
+        eval: Vec::new(),
         normalization: normalization.unwrap_or(default_norm),
         input_chw: input,
         num_classes,

@@ -72,6 +72,7 @@ fn main() -> anyhow::Result<()> {
     // 2. What the weights expect, against what the pipeline does.
     let spec = PretrainedSpec {
         model: format!("{kind:?}"),
+        architecture: None,
         normalization: if imagenet {
             NormalizationSpec::TorchImagenet
         } else {
@@ -80,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         input_chw: [3, size, size],
         num_classes: pretrained_classes,
         class_names: Vec::new(),
+        eval: Vec::new(),
     };
     let norm = spec.normalization.resolve()?;
     spec.check_normalization(&norm, false)?;

@@ -8,6 +8,7 @@
 //! * Datasets, each a Burn [`Dataset`] with typed errors: [`mnist`] (idx), [`cifar`] (CIFAR-10/100
 //!   binary), [`folder`] (ImageFolder), [`coco`] (COCO detection JSON), [`ops`] (in-memory, subset,
 //!   concatenation, map, stratified split); [`idx`] is the MNIST file format.
+//! * [`format`] — which format a dataset folder holds, detected once from its files ([`format::detect`]).
 //! * [`paths`] — dataset roots resolved once to canonical paths (`~`, config-relative, `KILN_DATA`),
 //!   with errors that show the path as given, every place tried and the current directory.
 //! * [`split`] — seeded train/validation splits.
@@ -42,6 +43,7 @@ pub mod coco;
 pub mod decode;
 pub mod error;
 pub mod folder;
+pub mod format;
 pub mod idx;
 pub mod image;
 pub mod loader;

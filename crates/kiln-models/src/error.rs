@@ -25,6 +25,15 @@ pub enum ModelError {
         found: Vec<usize>,
     },
 
+    /// A model name the registry does not have.
+    #[error("no model named `{name}`; the models are: {}", known.join(", "))]
+    UnknownModel {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        known: Vec<String>,
+    },
+
     /// Saving or loading weights failed.
     #[error("cannot {action} weights at {path}: {reason}")]
     Weights {

@@ -1,6 +1,8 @@
-//! Importing torchvision weights (`.pth` or `.safetensors` state dicts) into kiln's ResNets.
+//! Importing torchvision weights (`.pth` or `.safetensors` state dicts) into kiln's models.
 //!
-//! Keys are renamed from torchvision's layout ([`ResNet::torchvision_key_map`]); Burn's
+//! [`import_torchvision`] turns a state dict into a kiln checkpoint for any registered
+//! architecture with a torchvision counterpart ([`ZooModel::torchvision_key_map`]); what
+//! `kiln import` runs. Keys are renamed from torchvision's layout ([`ResNet::torchvision_key_map`]); Burn's
 //! `PyTorchToBurnAdapter` transposes linear weights and renames BatchNorm's `weight`/`bias` to
 //! `gamma`/`beta`. Every model tensor must be found and every file tensor used (BatchNorm's
 //! `num_batches_tracked` aside), or the import fails naming them.
@@ -14,7 +16,70 @@ use std::path::Path;
 
 use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
 
-use crate::{ModelError, ResNet};
+use burn::prelude::Device;
+
+use crate::zoo::{ModelFn, ZooModel};
+use crate::{ModelConfig, ModelError, PretrainedSpec, ResNet};
+
+/// Reads the torchvision state dict `weights` into the model `spec.architecture` names (for
+/// `spec.input_chw` and `spec.num_classes`) and writes it as a kiln checkpoint at `out` with
+/// `spec` next to it. Returns the checkpoint's path.
+///
+/// # Errors
+///
+/// [`ModelError::InvalidConfig`] for a spec without an architecture or an architecture without
+/// torchvision weights; the load's errors (naming missing and unused tensors); the write's.
+pub fn import_torchvision(
+    weights: &Path,
+    spec: &PretrainedSpec,
+    out: &Path,
+    device: &Device,
+) -> Result<std::path::PathBuf, ModelError> {
+    let arch: &ModelConfig = spec
+        .architecture
+        .as_ref()
+        .ok_or_else(|| ModelError::InvalidConfig {
+            field: "architecture",
+            value: spec.model.clone(),
+            reason: "the spec must name the architecture to import into",
+        })?;
+    arch.build_with(
+        spec.input_chw,
+        spec.num_classes,
+        device,
+        Import { weights, spec, out },
+    )?
+}
+
+struct Import<'a> {
+    weights: &'a Path,
+    spec: &'a PretrainedSpec,
+    out: &'a Path,
+}
+
+impl ModelFn for Import<'_> {
+    type Output = Result<std::path::PathBuf, ModelError>;
+
+    fn call<M: ZooModel>(self, model: M) -> Self::Output {
+        let model = load_torchvision(model, self.weights)?;
+        crate::weights::save_weights(&model, self.out, Some(self.spec))
+    }
+}
+
+/// Loads a torchvision state dict into `model` through its key map.
+///
+/// # Errors
+///
+/// [`ModelError::InvalidConfig`] when the model has no torchvision counterpart; otherwise as
+/// [`load_torchvision_resnet`].
+pub fn load_torchvision<M: ZooModel>(model: M, path: &Path) -> Result<M, ModelError> {
+    let pairs = model.torchvision_key_map().ok_or(ModelError::InvalidConfig {
+        field: "architecture",
+        value: model.name().to_string(),
+        reason: "torchvision has no such model, so there are no torchvision weights to import",
+    })?;
+    load_with_key_map(model, pairs, path)
+}
 
 /// Loads a torchvision ResNet state dict (`.pth`/`.pt`, or `.safetensors`) into `model`, which must
 /// be the matching architecture.
@@ -23,13 +88,21 @@ use crate::{ModelError, ResNet};
 ///
 /// [`ModelError::Weights`] naming the file and the tensors that are missing, unused or of the wrong
 /// shape.
-pub fn load_torchvision_resnet(mut model: ResNet, path: &Path) -> Result<ResNet, ModelError> {
+pub fn load_torchvision_resnet(model: ResNet, path: &Path) -> Result<ResNet, ModelError> {
+    let pairs = model.torchvision_key_map();
+    load_with_key_map(model, pairs, path)
+}
+
+fn load_with_key_map<M: burn::module::Module>(
+    mut model: M,
+    pairs: Vec<(String, String)>,
+    path: &Path,
+) -> Result<M, ModelError> {
     let fail = |reason: String| ModelError::Weights {
         action: "load",
         path: path.to_path_buf(),
         reason,
     };
-    let pairs = model.torchvision_key_map();
     let remapper = KeyRemapper::from_patterns(pairs).map_err(|e| fail(e.to_string()))?;
     let ext = path
         .extension()

@@ -9,6 +9,8 @@
 //! * [`blocks`], [`mlp`], [`resnet`] — `ConvBnAct`/`LinearBnAct` and the zoo built from them.
 //! * [`pretrained`], [`import`], [`weights`] — what weights expect ([`PretrainedSpec`]), torchvision
 //!   import, kiln checkpoints and the safetensors export PyTorch loads back.
+//! * [`zoo`] — the model registry: [`ModelConfig`] (every architecture, `--model` names) and
+//!   [`ModelFn`], code generic over whichever model it builds.
 //! * [`finetune`] — replacing the head, freezing the backbone, backbone/head parameter groups.
 //! * [`kernels`] — kiln's own CPU kernels on Burn's flex backend (convolution, BatchNorm + ReLU,
 //!   2×2 max-pool), used by the layers above on flex; Burn's ops on every other device.
@@ -42,6 +44,7 @@ pub mod reference_cnn;
 pub mod resnet;
 pub mod summary;
 pub mod weights;
+pub mod zoo;
 
 pub use blocks::{Activation, ConvBnAct, ConvBnActConfig, LinearBnAct, LinearBnActConfig};
 pub use classifier::Classifier;
@@ -53,3 +56,4 @@ pub use pretrained::PretrainedSpec;
 pub use reference_cnn::{ReferenceCnn, ReferenceCnnConfig};
 pub use resnet::{ResNet, ResNetConfig, ResNetKind};
 pub use summary::{Row, Summary};
+pub use zoo::{Architecture, ModelConfig, ModelFn, ZooModel};

@@ -18,6 +18,7 @@ use burn::prelude::*;
 
 use crate::blocks::{Activation, LinearBnAct, LinearBnActConfig};
 use crate::init::InitScheme;
+use crate::zoo::{Architecture, Preset, ZooModel};
 use crate::{Classifier, ModelError};
 
 /// Configuration of [`Mlp`].
@@ -158,6 +159,74 @@ impl Classifier for Mlp {
         Some(Mlp::summary(self))
     }
 }
+
+/// `[model] name = "mlp"`, registered in [`crate::zoo`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpArch {
+    /// Hidden layer widths.
+    pub widths: Vec<usize>,
+    /// BatchNorm1d after each hidden layer.
+    #[serde(default = "crate::zoo::yes")]
+    pub batch_norm: bool,
+    /// Weight initialisation.
+    #[serde(default)]
+    pub init: Option<InitScheme>,
+}
+
+impl Architecture for MlpArch {
+    type Model = Mlp;
+
+    fn presets() -> Vec<Preset<Self>> {
+        vec![Preset {
+            name: "mlp",
+            about: "a multi-layer perceptron (hidden widths 256, 128; set [model] widths)",
+            config: MlpArch {
+                widths: vec![256, 128],
+                batch_norm: true,
+                init: None,
+            },
+        }]
+    }
+
+    fn build(&self, input_chw: [usize; 3], num_classes: usize, device: &Device) -> Result<Mlp, ModelError> {
+        let mut m = MlpConfig::new(self.widths.clone())
+            .with_input_chw(input_chw)
+            .with_num_classes(num_classes)
+            .with_batch_norm(self.batch_norm);
+        if let Some(init) = self.init {
+            m = m.with_init(init);
+        }
+        m.init(device)
+    }
+
+    fn id(&self) -> String {
+        "mlp".into()
+    }
+
+    fn describe(&self, [c, h, w]: [usize; 3], num_classes: usize) -> String {
+        format!(
+            "Mlp({} -> {:?} -> {num_classes}{})",
+            c * h * w,
+            self.widths,
+            crate::zoo::bn_note(self.batch_norm)
+        )
+    }
+
+    fn default_input(&self) -> [usize; 3] {
+        [1, 28, 28]
+    }
+
+    fn batch_norm_mut(&mut self) -> &mut bool {
+        &mut self.batch_norm
+    }
+
+    fn init_mut(&mut self) -> &mut Option<InitScheme> {
+        &mut self.init
+    }
+}
+
+impl ZooModel for Mlp {}
 
 #[cfg(test)]
 mod tests {

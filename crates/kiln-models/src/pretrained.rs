@@ -29,8 +29,12 @@ use crate::ModelError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PretrainedSpec {
-    /// The architecture (e.g. `"resnet18"`, `"reference-cnn"`).
+    /// The architecture's registry name (e.g. `"resnet18"`, `"reference-cnn"`).
     pub model: String,
+    /// The architecture with its settings, so the weights can be loaded without a run file
+    /// (absent in specs written before kiln recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<crate::ModelConfig>,
     /// The normalization of the training data.
     pub normalization: NormalizationSpec,
     /// Input `[C, H, W]` it was trained on.
@@ -40,6 +44,10 @@ pub struct PretrainedSpec {
     /// Class names by label (may be empty when unknown).
     #[serde(default)]
     pub class_names: Vec<String>,
+    /// The deterministic stages evaluation images went through before normalization (resize,
+    /// centre crop); empty when they were fed as stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eval: Vec<kiln_transforms::compose::Stage>,
 }
 
 impl PretrainedSpec {
@@ -48,10 +56,18 @@ impl PretrainedSpec {
     pub fn torchvision_imagenet(model: &str) -> Self {
         Self {
             model: model.to_string(),
+            architecture: crate::ModelConfig::from_name(model).ok(),
             normalization: NormalizationSpec::TorchImagenet,
             input_chw: [3, 224, 224],
             num_classes: 1000,
             class_names: Vec::new(),
+            eval: vec![
+                kiln_transforms::compose::Stage::ResizeShorter { size: 256 },
+                kiln_transforms::compose::Stage::CenterCrop {
+                    height: 224,
+                    width: 224,
+                },
+            ],
         }
     }
 

@@ -18,6 +18,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, Pa
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::zoo::{Architecture, Preset, ZooModel};
 use crate::{InitScheme, ModelError, kernels};
 
 /// Configuration of [`ReferenceCnn`].
@@ -239,6 +240,83 @@ fn bn_relu<const D: usize>(bn: &Option<BatchNorm>, x: Tensor<D>) -> Tensor<D> {
         None => relu(x),
     }
 }
+
+/// `[model] name = "reference-cnn"`, registered in [`crate::zoo`]; the input size and class
+/// count come from the data.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceCnnArch {
+    /// BatchNorm after each conv and the hidden layer.
+    #[serde(default = "crate::zoo::yes")]
+    pub batch_norm: bool,
+    /// Weight initialisation (Kaiming normal, fan-out, by default).
+    #[serde(default)]
+    pub init: Option<InitScheme>,
+}
+
+impl Default for ReferenceCnnArch {
+    fn default() -> Self {
+        Self {
+            batch_norm: true,
+            init: None,
+        }
+    }
+}
+
+impl Architecture for ReferenceCnnArch {
+    type Model = ReferenceCnn;
+
+    fn presets() -> Vec<Preset<Self>> {
+        vec![Preset {
+            name: "reference-cnn",
+            about: "two Conv-BN-ReLU-pool blocks and a hidden linear layer (the default)",
+            config: Self::default(),
+        }]
+    }
+
+    fn build(
+        &self,
+        [c, h, w]: [usize; 3],
+        num_classes: usize,
+        device: &Device,
+    ) -> Result<ReferenceCnn, ModelError> {
+        let mut m = ReferenceCnnConfig::new()
+            .with_in_channels(c)
+            .with_height(h)
+            .with_width(w)
+            .with_num_classes(num_classes)
+            .with_batch_norm(self.batch_norm);
+        if let Some(init) = self.init {
+            m = m.with_init(init);
+        }
+        m.init(device)
+    }
+
+    fn id(&self) -> String {
+        "reference-cnn".into()
+    }
+
+    fn describe(&self, [c, h, w]: [usize; 3], num_classes: usize) -> String {
+        format!(
+            "ReferenceCnn({c}x{h}x{w} -> {num_classes} classes{})",
+            crate::zoo::bn_note(self.batch_norm)
+        )
+    }
+
+    fn default_input(&self) -> [usize; 3] {
+        [1, 28, 28]
+    }
+
+    fn batch_norm_mut(&mut self) -> &mut bool {
+        &mut self.batch_norm
+    }
+
+    fn init_mut(&mut self) -> &mut Option<InitScheme> {
+        &mut self.init
+    }
+}
+
+impl ZooModel for ReferenceCnn {}
 
 #[cfg(test)]
 mod tests {

@@ -25,23 +25,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::blocks::{Activation, ConvBnAct, ConvBnActConfig};
 use crate::init::InitScheme;
+use crate::zoo::{Architecture, Preset, ZooModel};
 use crate::{Classifier, ModelError};
 
 /// Which ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum ResNetKind {
     /// torchvision `resnet18`: basic blocks [2, 2, 2, 2], widths 64–512, 7×7 stem + max-pool.
+    #[serde(rename = "resnet18")]
     ResNet18,
     /// torchvision `resnet34`: basic blocks [3, 4, 6, 3].
+    #[serde(rename = "resnet34")]
     ResNet34,
     /// torchvision `resnet50`: bottleneck blocks [3, 4, 6, 3] (stride on the 3×3, "v1.5").
+    #[serde(rename = "resnet50")]
     ResNet50,
     /// CIFAR ResNet-20: 3 stages of 3 basic blocks, widths 16/32/64, 3×3 stem.
+    #[serde(rename = "cifar-resnet20")]
     Cifar20,
     /// CIFAR ResNet-56: 3 stages of 9 basic blocks.
+    #[serde(rename = "cifar-resnet56")]
     Cifar56,
     /// ResNet-18 widths and blocks with the CIFAR 3×3 stem and no max-pool.
+    #[serde(rename = "cifar-resnet18")]
     Cifar18,
 }
 
@@ -56,6 +62,40 @@ impl ResNetKind {
             ResNetKind::Cifar20 => (false, &[3, 3, 3], &[16, 32, 64], 16, false),
             ResNetKind::Cifar56 => (false, &[9, 9, 9], &[16, 32, 64], 16, false),
             ResNetKind::Cifar18 => (false, &[2, 2, 2, 2], W4, 64, false),
+        }
+    }
+
+    /// Every kind, in the order `--model` lists them.
+    pub const ALL: [ResNetKind; 6] = [
+        ResNetKind::ResNet18,
+        ResNetKind::ResNet34,
+        ResNetKind::ResNet50,
+        ResNetKind::Cifar20,
+        ResNetKind::Cifar56,
+        ResNetKind::Cifar18,
+    ];
+
+    /// The registry name (`resnet18`, `cifar-resnet20`): `--model` and run files' `depth`.
+    pub fn id(self) -> &'static str {
+        match self {
+            ResNetKind::ResNet18 => "resnet18",
+            ResNetKind::ResNet34 => "resnet34",
+            ResNetKind::ResNet50 => "resnet50",
+            ResNetKind::Cifar20 => "cifar-resnet20",
+            ResNetKind::Cifar56 => "cifar-resnet56",
+            ResNetKind::Cifar18 => "cifar-resnet18",
+        }
+    }
+
+    /// What `--help` says of it.
+    fn about(self) -> &'static str {
+        match self {
+            ResNetKind::ResNet18 => "torchvision's ResNet-18 (ImageNet stem; torchvision weights import)",
+            ResNetKind::ResNet34 => "torchvision's ResNet-34",
+            ResNetKind::ResNet50 => "torchvision's ResNet-50 (bottlenecks)",
+            ResNetKind::Cifar20 => "CIFAR ResNet-20 (3x3 stem, widths 16/32/64; small inputs)",
+            ResNetKind::Cifar56 => "CIFAR ResNet-56",
+            ResNetKind::Cifar18 => "ResNet-18 with the CIFAR 3x3 stem (small inputs)",
         }
     }
 
@@ -326,6 +366,93 @@ impl ResNet {
             input,
             rows,
         }
+    }
+}
+
+/// `[model] name = "resnet"`: a ResNet of the zoo, registered in [`crate::zoo`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResNetArch {
+    /// Which one.
+    pub depth: ResNetKind,
+    /// BatchNorm after every convolution.
+    #[serde(default = "crate::zoo::yes")]
+    pub batch_norm: bool,
+    /// Weight initialisation (torchvision's Kaiming normal, fan-out, by default).
+    #[serde(default)]
+    pub init: Option<InitScheme>,
+}
+
+impl Architecture for ResNetArch {
+    type Model = ResNet;
+
+    fn presets() -> Vec<Preset<Self>> {
+        ResNetKind::ALL
+            .into_iter()
+            .map(|kind| Preset {
+                name: kind.id(),
+                about: kind.about(),
+                config: ResNetArch {
+                    depth: kind,
+                    batch_norm: true,
+                    init: None,
+                },
+            })
+            .collect()
+    }
+
+    fn build(
+        &self,
+        [c, _, _]: [usize; 3],
+        num_classes: usize,
+        device: &Device,
+    ) -> Result<ResNet, ModelError> {
+        let mut m = ResNetConfig::new(self.depth)
+            .with_in_channels(c)
+            .with_num_classes(num_classes)
+            .with_batch_norm(self.batch_norm);
+        if let Some(init) = self.init {
+            m = m.with_init(init);
+        }
+        m.init(device)
+    }
+
+    fn id(&self) -> String {
+        self.depth.id().to_string()
+    }
+
+    fn describe(&self, [c, h, w]: [usize; 3], num_classes: usize) -> String {
+        format!(
+            "{}({c}x{h}x{w} -> {num_classes} classes{})",
+            self.depth.name(),
+            crate::zoo::bn_note(self.batch_norm)
+        )
+    }
+
+    fn default_input(&self) -> [usize; 3] {
+        if self.depth.plan().4 {
+            [3, 224, 224]
+        } else {
+            [3, 32, 32]
+        }
+    }
+
+    fn batch_norm_mut(&mut self) -> &mut bool {
+        &mut self.batch_norm
+    }
+
+    fn init_mut(&mut self) -> &mut Option<InitScheme> {
+        &mut self.init
+    }
+}
+
+impl ZooModel for ResNet {
+    fn torchvision_key_map(&self) -> Option<Vec<(String, String)>> {
+        Some(ResNet::torchvision_key_map(self))
+    }
+
+    fn torchvision_export_key_map(&self) -> Option<Vec<(String, String)>> {
+        Some(ResNet::torchvision_export_key_map(self))
     }
 }
 

@@ -17,10 +17,12 @@
 //! let model = ResNetConfig::new(ResNetKind::Cifar20).init(&device)?;
 //! let spec = PretrainedSpec {
 //!     model: "cifar-resnet20".into(),
+//!     architecture: None,
 //!     normalization: NormalizationSpec::Cifar10,
 //!     input_chw: [3, 32, 32],
 //!     num_classes: 10,
 //!     class_names: vec![],
+//!     eval: vec![],
 //! };
 //! let path = save_weights(&model, &dir.path().join("model.bpk"), Some(&spec))?;
 //! let fresh = ResNetConfig::new(ResNetKind::Cifar20).init(&device)?;

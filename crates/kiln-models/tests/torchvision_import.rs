@@ -72,6 +72,8 @@ fn safetensors_export_has_torchvisions_layout_and_reimports_to_the_same_logits()
     let path = out.path().join("exported.safetensors");
     let spec = PretrainedSpec {
         model: "cifar-resnet20".into(),
+        architecture: None,
+        eval: vec![],
         normalization: NormalizationSpec::Cifar10,
         input_chw: [3, 32, 32],
         num_classes: 10,

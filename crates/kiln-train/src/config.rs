@@ -32,12 +32,11 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_models::InitScheme;
 use kiln_transforms::NormalizationSpec;
 use kiln_transforms::compose::{Compose, Stage};
 use serde::{Deserialize, Serialize};
 
-use crate::{DeviceSpec, OnBadSample, TrainConfig};
+use crate::{DeviceSpec, OnBadSample, TrainConfig, TrainError};
 
 /// A run file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -82,15 +81,22 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataFormat {
-    /// Fashion-MNIST's four idx files (gzipped or raw), 28×28 grey, 10 classes.
+    /// Decided from the files in `path` ([`RunFile::resolve_data`]; idx files are taken as
+    /// Fashion-MNIST). Until then the methods below answer as for Fashion-MNIST, the vendored
+    /// default.
     #[default]
+    Auto,
+    /// Fashion-MNIST's four idx files (gzipped or raw), 28×28 grey, 10 classes.
     FashionMnist,
     /// MNIST's four idx files.
     Mnist,
     /// CIFAR-10's binary version (`data_batch_1..5.bin`, `test_batch.bin`), 32×32 colour.
     Cifar10,
-    /// torchvision's ImageFolder layout: `path/train/<class>/*.jpg` and `path/val/<class>/*.jpg`
-    /// (the test split); images of any size, so `[transforms] eval` must end in a fixed size.
+    /// Class folders of images, in one of two layouts: `path/<class>/*.jpg` alone (train,
+    /// validation and test drawn from it: `val_fraction`, `test_fraction`, stratified, seeded), or
+    /// torchvision's `path/train/<class>/*.jpg` + `path/val/<class>/*.jpg` (+ `path/test/...`;
+    /// without it `val/` is the test split and validation is held out of `train/`). Images of any
+    /// size: `[transforms] eval` must end in a fixed size (by default the model's input size).
     ImageFolder,
     /// COCO detection: `path` is the images folder, `annotations` the instances JSON. Detection
     /// data is inspected (`kiln inspect`: a sample's boxes and the first padded detection batch)
@@ -102,7 +108,7 @@ impl DataFormat {
     /// The dataset's own normalization preset (statistics of its training split).
     pub fn normalization(self) -> NormalizationSpec {
         match self {
-            DataFormat::FashionMnist => NormalizationSpec::FashionMnist,
+            DataFormat::Auto | DataFormat::FashionMnist => NormalizationSpec::FashionMnist,
             DataFormat::Mnist => NormalizationSpec::Mnist,
             DataFormat::Cifar10 => NormalizationSpec::Cifar10,
             DataFormat::ImageFolder | DataFormat::Coco => NormalizationSpec::TorchImagenet,
@@ -113,7 +119,7 @@ impl DataFormat {
     pub fn class_names(self) -> Vec<String> {
         match self {
             DataFormat::ImageFolder | DataFormat::Coco => Vec::new(),
-            DataFormat::FashionMnist => kiln_data::FASHION_MNIST_CLASSES
+            DataFormat::Auto | DataFormat::FashionMnist => kiln_data::FASHION_MNIST_CLASSES
                 .iter()
                 .map(|c| c.to_string())
                 .collect(),
@@ -126,7 +132,7 @@ impl DataFormat {
     /// gives; `[3, 0, 0]` here).
     pub fn input_chw(self) -> [usize; 3] {
         match self {
-            DataFormat::FashionMnist | DataFormat::Mnist => [1, 28, 28],
+            DataFormat::Auto | DataFormat::FashionMnist | DataFormat::Mnist => [1, 28, 28],
             DataFormat::Cifar10 => [3, 32, 32],
             DataFormat::ImageFolder | DataFormat::Coco => [3, 0, 0],
         }
@@ -143,6 +149,9 @@ pub struct DataConfig {
     pub path: Option<PathBuf>,
     /// Fraction of the training split held out for validation (seeded by `train.seed`).
     pub val_fraction: f64,
+    /// An image folder of class folders alone (no `train/`): the fraction of each class kept
+    /// for the test split (seeded by `train.seed`, before validation is drawn).
+    pub test_fraction: f64,
     /// A sample that cannot be read or transformed: `"error"` stops, `"skip"` leaves it out and
     /// lists it in the run report.
     pub on_bad_sample: OnBadSample,
@@ -155,9 +164,10 @@ pub struct DataConfig {
 impl Default for DataConfig {
     fn default() -> Self {
         Self {
-            format: DataFormat::FashionMnist,
+            format: DataFormat::Auto,
             path: None,
             val_fraction: 0.1,
+            test_fraction: 0.1,
             on_bad_sample: OnBadSample::Error,
             max_bad_fraction: 0.01,
             annotations: None,
@@ -225,88 +235,8 @@ impl TransformsConfig {
     }
 }
 
-fn yes() -> bool {
-    true
-}
-
-/// `[model]`: which network, by `name`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum ModelConfig {
-    /// The reference CNN (two conv blocks, a hidden linear layer).
-    ReferenceCnn {
-        /// BatchNorm after each conv and the hidden layer.
-        #[serde(default = "yes")]
-        batch_norm: bool,
-        /// Weight initialisation (Kaiming normal, fan-out, by default).
-        #[serde(default)]
-        init: Option<InitScheme>,
-    },
-    /// A ResNet from kiln's zoo (`docs/models.md`).
-    Resnet {
-        /// Which one.
-        depth: ResNetDepth,
-        /// BatchNorm after every convolution.
-        #[serde(default = "yes")]
-        batch_norm: bool,
-        /// Weight initialisation (torchvision's Kaiming normal, fan-out, by default).
-        #[serde(default)]
-        init: Option<InitScheme>,
-    },
-    /// A multi-layer perceptron.
-    Mlp {
-        /// Hidden layer widths.
-        widths: Vec<usize>,
-        /// BatchNorm1d after each hidden layer.
-        #[serde(default = "yes")]
-        batch_norm: bool,
-        /// Weight initialisation.
-        #[serde(default)]
-        init: Option<InitScheme>,
-    },
-}
-
-/// The ResNets a run file can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ResNetDepth {
-    /// torchvision's ResNet-18 (ImageNet stem).
-    Resnet18,
-    /// torchvision's ResNet-34.
-    Resnet34,
-    /// torchvision's ResNet-50.
-    Resnet50,
-    /// CIFAR ResNet-20 (3×3 stem, widths 16/32/64).
-    CifarResnet20,
-    /// CIFAR ResNet-56.
-    CifarResnet56,
-    /// ResNet-18 with the CIFAR stem.
-    CifarResnet18,
-}
-
-impl ResNetDepth {
-    /// kiln-models' kind.
-    pub fn kind(self) -> kiln_models::ResNetKind {
-        use kiln_models::ResNetKind as K;
-        match self {
-            ResNetDepth::Resnet18 => K::ResNet18,
-            ResNetDepth::Resnet34 => K::ResNet34,
-            ResNetDepth::Resnet50 => K::ResNet50,
-            ResNetDepth::CifarResnet20 => K::Cifar20,
-            ResNetDepth::CifarResnet56 => K::Cifar56,
-            ResNetDepth::CifarResnet18 => K::Cifar18,
-        }
-    }
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig::ReferenceCnn {
-            batch_norm: true,
-            init: None,
-        }
-    }
-}
+/// `[model]`: the model registry's config (re-exported from kiln-models).
+pub use kiln_models::ModelConfig;
 
 /// `[checkpoints]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +323,46 @@ pub struct RunFile {
 }
 
 impl RunFile {
+    /// Checks every setting that can be checked without the data: the `[train]` fields,
+    /// the split fractions, and `[finetune]` against `run.init_from`.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidConfig`] naming the first bad setting.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        self.train.validate()?;
+        let bad = |field: &'static str, value: String, reason: String| {
+            Err(TrainError::InvalidConfig { field, value, reason })
+        };
+        let (val, test) = (self.data.val_fraction, self.data.test_fraction);
+        if !(0.0..1.0).contains(&val) {
+            return bad("data.val_fraction", val.to_string(), "must be in [0, 1)".into());
+        }
+        if !(0.0..1.0).contains(&test) || val + test >= 1.0 {
+            return bad(
+                "data.test_fraction",
+                test.to_string(),
+                format!("must be in [0, 1) and leave training images beside data.val_fraction = {val}"),
+            );
+        }
+        if self.run.init_from.is_none() && !self.finetune.is_default() {
+            return bad(
+                "finetune",
+                format!("{:?}", self.finetune),
+                "[finetune] settings need weights to start from: set run.init_from".into(),
+            );
+        }
+        let f = self.finetune.backbone_lr_factor;
+        if !(f.is_finite() && f > 0.0) {
+            return bad(
+                "finetune.backbone_lr_factor",
+                f.to_string(),
+                "must be a positive number (0.1 gives the backbone a tenth of the head's learning rate); to train the head alone use finetune.freeze_backbone = true".into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Reads `path`, applies `overrides` (`section.key=value`, the value in TOML syntax, a bare
     /// word taken as a string) and resolves relative paths against the file's folder.
     ///
@@ -584,11 +554,11 @@ devices = ["flex", "flex"]
         assert_eq!((aug.erasing, aug.normalization), (0.1, NormalizationSpec::Mnist));
         assert_eq!(
             f.model,
-            ModelConfig::Mlp {
+            ModelConfig::Mlp(kiln_models::mlp::MlpArch {
                 widths: vec![256, 128],
                 batch_norm: false,
                 init: None
-            }
+            })
         );
         assert_eq!((f.train.epochs, f.train.lr), (3, 0.1));
         assert_eq!(f.train.batch_size, TrainConfig::default().batch_size);

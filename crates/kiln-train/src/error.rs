@@ -29,6 +29,15 @@ pub enum TrainError {
         reason: String,
     },
 
+    /// The weights a run starts from (`run.init_from`) do not fit it.
+    #[error("run.init_from {path}: {source}")]
+    StartingWeights {
+        /// The weights.
+        path: PathBuf,
+        /// What is wrong.
+        source: kiln_models::ModelError,
+    },
+
     /// The loss became NaN or infinite.
     #[error(
         "loss is {loss} at epoch {epoch}, step {step} (batch of {batch} samples, lr {lr}); training stopped\n  last good checkpoint: {}\n  hint: lower the learning rate, add warmup, check the input normalization, or clip gradients (clip_grad_norm)",

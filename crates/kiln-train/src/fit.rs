@@ -218,6 +218,9 @@ pub struct EpochRecord {
     /// The overfitting verdict after this epoch (`healthy`, `overfitting: ...`).
     #[serde(default)]
     pub verdict: Option<String>,
+    /// Mean training loss of each optimizer step, in order (the per-step curve of `loss.png`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_losses: Vec<f64>,
 }
 
 /// Where a run reports and keeps its state as it goes. `Default` reports nowhere (tests).
@@ -689,6 +692,7 @@ fn fit_in<'scope, 'env, M: Classifier>(
         let mut feed = Feed::start(scope, train, batches.clone(), epoch as u64 - 1, cfg.num_workers);
         let bar = progress_bar(progress, steps_per_epoch, epoch, cfg.epochs);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        let mut step_losses = Vec::with_capacity(steps_per_epoch);
         let mut train_secs = 0f64;
         let first_step = (epoch - 1) * steps_per_epoch;
         let epoch_lr = cfg
@@ -753,6 +757,7 @@ fn fit_in<'scope, 'env, M: Classifier>(
             correct += out.correct;
             loss_sum += out.loss_sum;
             seen += out.seen;
+            step_losses.push(out.loss_sum / out.seen.max(1) as f64);
             let mut grads = grads;
             if let Some(max_norm) = cfg.clip_grad_norm {
                 clip_grad_norm(&model, &mut grads, max_norm);
@@ -790,6 +795,7 @@ fn fit_in<'scope, 'env, M: Classifier>(
             train_images_per_s: seen as f64 / train_secs.max(1e-9),
             seconds: 0.0,
             verdict: None,
+            step_losses,
         };
         val_confusion = val_eval.map(|(_, c)| c);
         records.push(record.clone());

@@ -14,6 +14,10 @@
 //! * [`optim`] — SGD, Adam and AdamW with PyTorch's update rules and defaults, no weight decay on
 //!   biases and BatchNorm γ/β by default, learning-rate groups ([`OptimizerConfig`]).
 //! * [`schedule`] — learning-rate schedules as pure functions of the step ([`LrSchedule`]).
+//! * [`data`] — a run file's data: the format detected from the folder, the three splits.
+//! * [`runner`] — a whole run from a run file (what `kiln train` does), reporting through
+//!   [`runner::RunEvent`]s.
+//! * [`infer`] — trained weights rebuilt from their spec, evaluated or asked for probabilities.
 //! * [`run`] — the run directory: `config.json`, `metrics.jsonl` (one line per epoch, flushed as it
 //!   is written), `model.bpk`.
 //!
@@ -26,11 +30,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod diagnose;
 pub mod error;
 pub mod fit;
 mod guard;
+pub mod infer;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
@@ -38,6 +44,7 @@ pub mod parallel;
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod runner;
 pub mod schedule;
 pub mod source;
 

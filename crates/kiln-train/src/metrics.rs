@@ -236,6 +236,7 @@ mod tests {
             train_images_per_s: 1.0,
             seconds: 1.0,
             verdict: None,
+            step_losses: Vec::new(),
         }
     }
 

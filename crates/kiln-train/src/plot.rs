@@ -88,14 +88,21 @@ pub fn line_chart(
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     for (i, s) in series.iter().enumerate() {
         let color = colors[i % colors.len()];
+        let finite = || s.points.iter().copied().filter(|p| p.1.is_finite());
+        // Few points (a short run's epochs) are marked, so that a single one shows at all; a
+        // dense curve (per step) is drawn thin.
+        let few = s.points.len() <= 60;
+        let width = if few { 2 } else { 1 };
         chart
-            .draw_series(LineSeries::new(
-                s.points.iter().copied().filter(|p| p.1.is_finite()),
-                color.stroke_width(2),
-            ))
+            .draw_series(LineSeries::new(finite(), color.stroke_width(width)))
             .map_err(|e| err(&e))?
             .label(s.label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        if few {
+            chart
+                .draw_series(finite().map(|p| Circle::new(p, 4, color.filled())))
+                .map_err(|e| err(&e))?;
+        }
     }
     chart
         .configure_series_labels()
@@ -133,6 +140,26 @@ mod tests {
         let img = image_dims(&path);
         assert_eq!(img, (800, 480));
         assert!(line_chart(&path, "empty", "x", "y", &[]).is_err());
+        // One epoch: a single point per series is drawn as a marker, not an empty frame.
+        let one = [Series {
+            label: "train",
+            points: vec![(1.0, 0.5)],
+        }];
+        line_chart(&path, "one epoch", "epoch", "loss", &one).unwrap();
+        assert!(
+            has_solid_block(&path, [0, 0, 255], 5),
+            "the point is drawn as a filled marker (lines and the legend are 2 px wide)"
+        );
+    }
+
+    /// Whether the PNG has a `side`×`side` square of exactly `rgb`.
+    fn has_solid_block(path: &Path, rgb: [u8; 3], side: u32) -> bool {
+        let img = image::open(path).unwrap().to_rgb8();
+        let (w, h) = img.dimensions();
+        (0..h - side).any(|y| {
+            (0..w - side)
+                .any(|x| (0..side).all(|dy| (0..side).all(|dx| img.get_pixel(x + dx, y + dy).0 == rgb)))
+        })
     }
 
     /// Width and height from the PNG header (bytes 16..24).

@@ -36,6 +36,26 @@ pub struct Report<'a> {
     pub train_images_per_s: f64,
 }
 
+/// The per-step training loss at fractional epochs (step k of n in epoch e at e − 1 + (k+1)/n),
+/// smoothed with an exponential moving average (weight 0.9, bias-corrected as TensorBoard does)
+/// so that the trend shows through batch noise.
+fn step_curve(epochs: &[EpochRecord]) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    let (mut avg, mut weight) = (0.0, 0.0);
+    for e in epochs {
+        let n = e.step_losses.len() as f64;
+        for (k, &loss) in e.step_losses.iter().enumerate() {
+            if !loss.is_finite() {
+                continue;
+            }
+            avg = 0.9 * avg + 0.1 * loss;
+            weight = 0.9 * weight + 0.1;
+            out.push(((e.epoch - 1) as f64 + (k + 1) as f64 / n, avg / weight));
+        }
+    }
+    out
+}
+
 fn opt(v: Option<f64>) -> String {
     v.map_or_else(String::new, |v| format!("{v}"))
 }
@@ -92,6 +112,13 @@ impl RunDir {
                 label: "train",
                 points: x(|e| Some(e.train_loss)),
             }];
+            let steps = step_curve(r.epochs);
+            if !steps.is_empty() {
+                loss.push(Series {
+                    label: "train, per step (smoothed)",
+                    points: steps,
+                });
+            }
             let mut acc = vec![Series {
                 label: "train",
                 points: x(|e| Some(e.train_acc)),
@@ -237,6 +264,7 @@ mod tests {
             train_images_per_s: 500.0,
             seconds: 2.0,
             verdict: Some("healthy".into()),
+            step_losses: vec![1.5 / epoch as f64, 1.0 / epoch as f64],
         };
         let epochs = vec![rec(1, 0.8, 0.78), rec(2, 0.95, 0.8), rec(3, 0.99, 0.8)];
         let verdict = Verdict::Overfitting {
@@ -284,6 +312,14 @@ mod tests {
         }
         let csv = std::fs::read_to_string(run.path().join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().count(), 4);
+        // The per-step curve: two steps per epoch at fractional epochs, smoothed from the first.
+        let curve = step_curve(&epochs);
+        assert_eq!(curve.len(), 6);
+        assert!(curve[0].0 == 0.5 && (curve[0].1 - 1.5).abs() < 1e-12, "{curve:?}");
+        assert!(
+            (curve[1].0 - 1.0).abs() < 1e-12 && curve[1].1 < 1.5 && curve[1].1 > 1.0,
+            "{curve:?}"
+        );
         assert!(
             csv.lines()
                 .nth(3)

@@ -262,6 +262,7 @@ mod tests {
             train_images_per_s: 100.0,
             seconds: 1.0,
             verdict: None,
+            step_losses: Vec::new(),
         };
         log.append(&rec).unwrap();
         log.append(&EpochRecord {

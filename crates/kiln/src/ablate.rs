@@ -4,17 +4,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use burn::prelude::Device;
 use kiln_models::InitScheme;
-use kiln_train::config::{ModelConfig, RunFile};
+use kiln_train::config::RunFile;
 use kiln_train::plot::{Series, line_chart};
 use kiln_train::schedule::{Unit, Warmup};
-use kiln_train::{EpochRecord, FitOutputs};
 use kiln_transforms::{ChannelOrder, NormalizationSpec, Scale};
 use serde::Serialize;
 
 use crate::args::Usage;
-use crate::{AnyModel, build_model, devices, splits};
 
 /// Which claim to test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,16 +45,12 @@ fn variants(base: &RunFile, study: Study) -> anyhow::Result<Vec<(String, RunFile
         change(&mut f);
         (name.to_string(), f)
     };
-    let set_model = |f: &mut RunFile, bn: Option<bool>, scheme: Option<InitScheme>| match &mut f.model {
-        ModelConfig::ReferenceCnn { batch_norm, init }
-        | ModelConfig::Mlp { batch_norm, init, .. }
-        | ModelConfig::Resnet { batch_norm, init, .. } => {
-            if let Some(b) = bn {
-                *batch_norm = b;
-            }
-            if scheme.is_some() {
-                *init = scheme;
-            }
+    let set_model = |f: &mut RunFile, bn: Option<bool>, scheme: Option<InitScheme>| {
+        if let Some(b) = bn {
+            f.model.set_batch_norm(b);
+        }
+        if let Some(s) = scheme {
+            f.model.set_init(s);
         }
     };
     Ok(match study {
@@ -121,31 +114,11 @@ fn variants(base: &RunFile, study: Study) -> anyhow::Result<Vec<(String, RunFile
     })
 }
 
-/// Trains one variant and returns its epochs.
-fn run_variant(file: &RunFile, device: &Device) -> anyhow::Result<Vec<EpochRecord>> {
-    let data = splits(file)?;
-    let (train, val) = (data.train.as_ref(), data.val.as_ref());
-    device.seed(file.train.seed);
-    Ok(
-        match build_model(&file.model, data.chw, data.classes.len(), device)? {
-            AnyModel::Cnn(m) => {
-                kiln_train::fit(m, train, Some(val), &file.train, device, FitOutputs::default())?.epochs
-            }
-            AnyModel::Mlp(m) => {
-                kiln_train::fit(m, train, Some(val), &file.train, device, FitOutputs::default())?.epochs
-            }
-            AnyModel::ResNet(m) => {
-                kiln_train::fit(m, train, Some(val), &file.train, device, FitOutputs::default())?.epochs
-            }
-        },
-    )
-}
-
 /// `kiln ablate`: prints a table, writes `ablation-<study>.csv` and `.png` into `out`.
 pub(crate) fn ablate(mut base: RunFile, study: Study, out: &Path, json: bool) -> anyhow::Result<()> {
     let epochs = base.train.epochs;
     base.train.early_stopping = None;
-    let (_, device, _) = devices(&base)?;
+    let (_, device, _) = kiln_train::runner::devices(&base)?;
     let variants = variants(&base, study)?;
     for (name, f) in &variants {
         f.train.validate().with_context(|| format!("variant `{name}`"))?;
@@ -158,7 +131,8 @@ pub(crate) fn ablate(mut base: RunFile, study: Study, out: &Path, json: bool) ->
             eprintln!("ablate {study:?}: training `{name}` for {epochs} epochs ...");
         }
         let t = Instant::now();
-        let records = run_variant(file, &device).with_context(|| format!("variant `{name}`"))?;
+        let records =
+            kiln_train::runner::fit_only(file, &device).with_context(|| format!("variant `{name}`"))?;
         let val: Vec<f64> = records.iter().filter_map(|r| r.val_acc).collect();
         rows.push(Row {
             variant: name.clone(),

@@ -67,8 +67,12 @@ pub(crate) enum Command {
         weights: Option<PathBuf>,
         /// The run file describing the weights' model and data (default: the config.toml next to
         /// the weights).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "data")]
         config: Option<PathBuf>,
+        /// Evaluate on this dataset folder's test split instead (any format `train --data`
+        /// takes); the model and preprocessing come from the weights' spec.
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// Device to evaluate on.
         #[arg(long, default_value = "flex")]
         device: DeviceSpec,
@@ -130,11 +134,11 @@ pub(crate) enum Command {
     },
     /// Per-channel mean and std of a dataset's training split, ready to paste into a run file.
     Stats {
-        /// The dataset folder (idx files, or CIFAR-10's binary batches).
+        /// The dataset folder (any format `train --data` takes; detected from its files).
         #[arg(long)]
         data: PathBuf,
-        /// The dataset format.
-        #[arg(long, default_value = "fashion-mnist", value_parser = parse_format)]
+        /// The dataset format, to check what is detected (or to read idx files as MNIST).
+        #[arg(long, default_value = "auto", value_parser = parse_format)]
         format: kiln_train::config::DataFormat,
         /// unit (pixels / 255, what torchvision's ToTensor gives) or byte (0-255).
         #[arg(long, default_value = "unit", value_parser = parse_scale)]
@@ -176,6 +180,41 @@ pub(crate) enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Turn torchvision weights (a state dict, .pth or .safetensors) into a kiln checkpoint
+    /// (model.bpk and its spec) that predict, eval, train --init-from and the export use directly.
+    Import {
+        /// The architecture (`kiln models` lists them; torchvision's ResNets import).
+        #[arg(long, value_name = "NAME")]
+        arch: String,
+        /// The state dict.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The folder to write model.bpk and model.bpk.kiln.json into (created; must not hold a
+        /// model.bpk already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Classes the weights were trained for (their classifier's outputs).
+        #[arg(long, default_value_t = 1000)]
+        classes: usize,
+        /// The normalization they were trained with (a preset name).
+        #[arg(long, default_value = "torch-imagenet")]
+        normalization: String,
+        /// Their input size as HxW (default: the architecture's, 224x224 for ImageNet stems).
+        #[arg(long, value_name = "HxW")]
+        input_size: Option<String>,
+        /// Class names, one per line (default: none; predictions then show class indices).
+        #[arg(long, value_name = "FILE")]
+        class_names: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The models kiln can build, by the name --model and [model] take.
+    Models {
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Train on the first batch only: a model that can learn drives its loss below 5% of the
     /// start; exits with 1 when it cannot.
     OverfitBatch {
@@ -197,10 +236,20 @@ pub(crate) struct TrainArgs {
     /// --set train.lr=0.1 --set 'transforms.train=[{ op = "horizontal-flip", p = 0.5 }]'.
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) set: Vec<String>,
-    /// Directory with the four Fashion-MNIST idx files (gzipped or raw), e.g.
-    /// /usr/share/datasets/fashion-mnist. Default: the vendored subset in data/fashion-mnist-mini.
+    /// The dataset folder; its format is detected from its files: the four idx files (e.g.
+    /// /usr/share/datasets/fashion-mnist), CIFAR-10's binary batches, class folders of images
+    /// (DIR/<class>/*.jpg, or DIR/train/<class> + DIR/val/<class>) or a COCO instances JSON.
+    /// Default: the vendored Fashion-MNIST subset in data/fashion-mnist-mini.
     #[arg(long)]
     pub(crate) data: Option<PathBuf>,
+    /// The dataset format, when detection should be checked or idx files are MNIST:
+    /// fashion-mnist, mnist, cifar10, image-folder, coco (default: detected).
+    #[arg(long, value_parser = parse_format)]
+    pub(crate) format: Option<kiln_train::config::DataFormat>,
+    /// The model, by name: reference-cnn (default), mlp, resnet18, resnet34, resnet50,
+    /// cifar-resnet20, cifar-resnet56, cifar-resnet18 (`kiln models` lists them).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) model: Option<String>,
     /// Passes over the training set.
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub(crate) epochs: usize,
@@ -298,8 +347,10 @@ pub(crate) struct TrainArgs {
 }
 
 /// Flags that set what the run file sets: with --config they would be ambiguous.
-const TRAINING_FLAGS: [&str; 18] = [
+const TRAINING_FLAGS: [&str; 20] = [
     "data",
+    "format",
+    "model",
     "epochs",
     "batch_size",
     "lr",
@@ -345,6 +396,12 @@ pub(crate) fn refuse_flags_with_config(matches: &clap::ArgMatches, allowed: &[&s
 pub(crate) fn file_from_flags(args: &TrainArgs) -> anyhow::Result<RunFile> {
     let mut file = RunFile::default();
     file.data.path = args.data.clone();
+    if let Some(format) = args.format {
+        file.data.format = format;
+    }
+    if let Some(name) = &args.model {
+        file.model = kiln_models::ModelConfig::from_name(name).map_err(|e| Usage(format!("--model: {e}")))?;
+    }
     file.data.val_fraction = args.val_fraction;
     file.train = train_config(args);
     if let Some(compose) = augmentation(&args.augment)? {
@@ -482,12 +539,16 @@ fn warmup(args: &TrainArgs) -> Option<kiln_train::schedule::Warmup> {
 }
 
 fn parse_format(s: &str) -> Result<kiln_train::config::DataFormat, String> {
+    use kiln_train::config::DataFormat;
     match s {
-        "fashion-mnist" => Ok(kiln_train::config::DataFormat::FashionMnist),
-        "mnist" => Ok(kiln_train::config::DataFormat::Mnist),
-        "cifar10" => Ok(kiln_train::config::DataFormat::Cifar10),
+        "auto" => Ok(DataFormat::Auto),
+        "fashion-mnist" => Ok(DataFormat::FashionMnist),
+        "mnist" => Ok(DataFormat::Mnist),
+        "cifar10" => Ok(DataFormat::Cifar10),
+        "image-folder" => Ok(DataFormat::ImageFolder),
+        "coco" => Ok(DataFormat::Coco),
         other => Err(format!(
-            "unknown format `{other}`: use fashion-mnist, mnist or cifar10"
+            "unknown format `{other}`: use auto, fashion-mnist, mnist, cifar10, image-folder or coco"
         )),
     }
 }

@@ -1,66 +1,50 @@
-//! The commands around training: `eval`, `predict`, `transform`, `stats`, `inspect`.
+//! The commands around training: `eval`, `predict`, `transform`, `stats`, `inspect`, `import`,
+//! `models`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use burn::data::dataset::Dataset;
 use burn::prelude::*;
-use kiln_data::{Gray, Hwc, Image, LabeledImage, MnistDataset, MnistSplit, npy};
-use kiln_models::{Classifier, PretrainedSpec};
+use kiln_data::{Gray, Hwc, Image, npy};
+use kiln_models::{ModelConfig, PretrainedSpec};
 use kiln_train::config::{DataFormat, RunFile};
+use kiln_train::data::Splits;
+use kiln_train::infer::Trained;
 use kiln_train::{ConfusionMatrix, DeviceSpec, EvalMetrics};
-use kiln_transforms::compose::Compose;
-use kiln_transforms::{Normalization, Scale, resize_normalize};
+use kiln_transforms::compose::{Compose, Stage};
+use kiln_transforms::{Normalization, NormalizationSpec, Scale, resize_normalize};
 use serde::Serialize;
 
 use crate::args::Usage;
-use crate::{AnyModel, build_model, data_dir};
 
-/// The run file that describes `weights`: `--config`, else the `config.toml` of the run
-/// directory the weights were saved in.
-fn run_file_for(weights: &Path, config: Option<&Path>) -> anyhow::Result<RunFile> {
+/// The run file that describes `weights`, when there is one: `--config`, else the `config.toml`
+/// of the run directory the weights were saved in.
+fn run_file_for(weights: &Path, config: Option<&Path>) -> anyhow::Result<Option<RunFile>> {
     let path = match config {
         Some(c) => c.to_path_buf(),
         None => {
             let beside = weights.parent().unwrap_or(Path::new(".")).join("config.toml");
             if !beside.is_file() {
-                return Err(Usage(format!(
-                    "{} has no config.toml next to it to say which model it is; pass --config RUN.toml",
-                    weights.display()
-                ))
-                .into());
+                return Ok(None);
             }
             beside
         }
     };
-    Ok(RunFile::load(&path, &[])?)
+    Ok(Some(RunFile::load(&path, &[])?))
 }
 
-/// The model of `file` with the weights of `weights`, in evaluation mode.
-fn load_model(
-    file: &RunFile,
-    weights: &Path,
-    chw: [usize; 3],
-    classes: usize,
-    device: &Device,
-) -> anyhow::Result<AnyModel> {
-    let built = build_model(&file.model, chw, classes, device)?;
-    Ok(match built {
-        AnyModel::Cnn(m) => AnyModel::Cnn(kiln_models::weights::load_weights(m, weights)?.0.valid()),
-        AnyModel::Mlp(m) => AnyModel::Mlp(kiln_models::weights::load_weights(m, weights)?.0.valid()),
-        AnyModel::ResNet(m) => AnyModel::ResNet(kiln_models::weights::load_weights(m, weights)?.0.valid()),
-    })
+/// The weights with their spec: the architecture recorded in it, or the run file's.
+fn trained(weights: &Path, file: Option<&RunFile>) -> anyhow::Result<Trained> {
+    Ok(Trained::open(weights, file.map(|f| &f.model))?)
 }
 
-/// Runs `$body` with `$m` bound to the loaded model, whatever its type.
-macro_rules! dispatch {
-    ($model:expr, |$m:ident| $body:expr) => {
-        match $model {
-            AnyModel::Cnn($m) => $body,
-            AnyModel::Mlp($m) => $body,
-            AnyModel::ResNet($m) => $body,
-        }
-    };
+/// `file`'s normalization must be the one the weights were trained with.
+fn check_normalization(t: &Trained, file: &RunFile) -> anyhow::Result<Normalization> {
+    let norm = file.transforms.normalization(file.data.format).resolve()?;
+    t.spec
+        .check_normalization(&norm, false)
+        .with_context(|| format!("{}", t.path.display()))?;
+    Ok(norm)
 }
 
 #[derive(Serialize)]
@@ -80,45 +64,75 @@ struct ClassAccuracy {
     accuracy: Option<f64>,
 }
 
-/// `kiln eval`: loss, accuracy, per-class accuracy and confusion matrix on the test split.
-pub(crate) fn eval(
-    run: Option<&Path>,
-    weights: Option<&Path>,
-    config: Option<&Path>,
-    device: DeviceSpec,
-    batch_size: Option<usize>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let weights = match (run, weights) {
+/// `kiln eval`'s arguments.
+pub(crate) struct EvalArgs<'a> {
+    pub(crate) run: Option<&'a Path>,
+    pub(crate) weights: Option<&'a Path>,
+    pub(crate) config: Option<&'a Path>,
+    pub(crate) data: Option<&'a Path>,
+    pub(crate) device: DeviceSpec,
+    pub(crate) batch_size: Option<usize>,
+    pub(crate) json: bool,
+}
+
+/// `kiln eval`: loss, accuracy, per-class accuracy and confusion matrix on the test split of the
+/// weights' run, or of `--data` (the model and preprocessing then come from the weights' spec).
+pub(crate) fn eval(a: EvalArgs<'_>) -> anyhow::Result<()> {
+    let weights = match (a.run, a.weights) {
         (Some(dir), None) => dir.join("model.bpk"),
         (None, Some(w)) => w.to_path_buf(),
         _ => {
-            return Err(Usage(
-                "give --run DIR, or --weights W (with --config C when W is not in a run directory)".into(),
-            )
+            return Err(
+                Usage("give --run DIR, or --weights W (with --data DIR or --config C)".into()).into(),
+            );
+        }
+    };
+    let config = a
+        .config
+        .map(Path::to_path_buf)
+        .or_else(|| a.run.map(|d| d.join("config.toml")));
+    let run_file = match a.data {
+        Some(_) => None,
+        None => run_file_for(&weights, config.as_deref())?,
+    };
+    let t = trained(&weights, run_file.as_ref())?;
+    let mut file = match (run_file, a.data) {
+        (Some(file), _) => file,
+        (None, Some(data)) => file_from_spec(&t.spec, data),
+        (None, None) => {
+            return Err(Usage(format!(
+                "{} has no config.toml next to it to say which data it was trained on; pass --data DIR (or --config RUN.toml)",
+                weights.display()
+            ))
             .into());
         }
     };
-    let config = config
-        .map(Path::to_path_buf)
-        .or_else(|| run.map(|d| d.join("config.toml")));
-    let file = run_file_for(&weights, config.as_deref())?;
-    let device = device.device()?;
-    let norm = file.transforms.normalization(file.data.format).resolve()?;
-    check_spec(&weights, &norm)?;
-    let data = crate::splits(&file)?;
-    let dir = data.root.clone();
-    let model = load_model(&file, &weights, data.chw, data.classes.len(), &device)?;
-    let (metrics, confusion) = dispatch!(model, |m| kiln_train::evaluate_with_confusion(
-        &m,
+    crate::resolve(&mut file)?;
+    fit_eval_stages(&mut file, &t.spec);
+    check_normalization(&t, &file)?;
+    let device = a.device.device()?;
+    let data = Splits::open(&file)?;
+    for w in &data.warnings {
+        eprintln!("warning: {w}");
+    }
+    if data.classes.len() != t.spec.num_classes {
+        return Err(Usage(format!(
+            "{} has {} classes but the weights {} outputs",
+            data.root.display(),
+            data.classes.len(),
+            t.spec.num_classes
+        ))
+        .into());
+    }
+    let (metrics, confusion) = t.evaluate(
         data.test.as_ref(),
-        batch_size.unwrap_or(file.train.batch_size),
-        &device
-    )?);
+        a.batch_size.unwrap_or(file.train.batch_size),
+        &device,
+    )?;
     let names = data.classes.clone();
     let report = EvalReport {
         weights: weights.clone(),
-        data: dir,
+        data: data.root.clone(),
         split: "test",
         metrics,
         per_class: names
@@ -131,7 +145,7 @@ pub(crate) fn eval(
             .collect(),
         confusion: confusion_rows(&confusion, names.len()),
     };
-    if json {
+    if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
@@ -158,24 +172,34 @@ pub(crate) fn eval(
     Ok(())
 }
 
-fn confusion_rows(c: &ConfusionMatrix, n: usize) -> Vec<Vec<u64>> {
-    (0..n).map(|t| (0..n).map(|p| c.get(t, p)).collect()).collect()
+/// A run file for evaluating weights on `data` with nothing but their spec: its architecture,
+/// normalization and evaluation stages.
+fn file_from_spec(spec: &PretrainedSpec, data: &Path) -> RunFile {
+    let mut file = RunFile::default();
+    file.data.path = Some(data.to_path_buf());
+    if let Some(arch) = &spec.architecture {
+        file.model = arch.clone();
+    }
+    file.transforms.normalization = Some(spec.normalization.clone());
+    file.transforms.eval = spec.eval.clone();
+    file
 }
 
-/// The spec saved next to the weights must name this normalization.
-fn check_spec(weights: &Path, norm: &Normalization) -> anyhow::Result<Option<PretrainedSpec>> {
-    if !PretrainedSpec::sidecar_path(weights).is_file() {
-        eprintln!(
-            "warning: {} has no {}; its normalization cannot be checked",
-            weights.display(),
-            PretrainedSpec::sidecar_path(weights).display()
-        );
-        return Ok(None);
+/// Image folders of another size than the weights': evaluation stages at the weights' input size.
+fn fit_eval_stages(file: &mut RunFile, spec: &PretrainedSpec) {
+    let [_, h, w] = spec.input_chw;
+    if file.data.format == DataFormat::ImageFolder && file.transforms.eval_size() != Some([h, w]) {
+        file.transforms.eval = vec![
+            Stage::ResizeShorter {
+                size: ((h.max(w) as f64) / 0.875).round() as usize,
+            },
+            Stage::CenterCrop { height: h, width: w },
+        ];
     }
-    let spec = PretrainedSpec::load_next_to(weights)?;
-    spec.check_normalization(norm, false)
-        .with_context(|| format!("{}", weights.display()))?;
-    Ok(Some(spec))
+}
+
+fn confusion_rows(c: &ConfusionMatrix, n: usize) -> Vec<Vec<u64>> {
+    (0..n).map(|t| (0..n).map(|p| c.get(t, p)).collect()).collect()
 }
 
 #[derive(Serialize)]
@@ -191,7 +215,10 @@ struct Class {
     probability: f32,
 }
 
-/// `kiln predict`: class probabilities for images, a folder of images or a `.npy` batch.
+/// `kiln predict`: class probabilities for images, a folder of images or a `.npy` batch. The
+/// preprocessing comes with the weights (their spec's normalization, input size, evaluation
+/// stages and classes); a run file, when given or next to the weights, supplies its evaluation
+/// stages and must agree on the normalization.
 pub(crate) fn predict(
     weights: &Path,
     config: Option<&Path>,
@@ -202,31 +229,30 @@ pub(crate) fn predict(
     json: bool,
 ) -> anyhow::Result<()> {
     let file = run_file_for(weights, config)?;
+    let t = trained(weights, file.as_ref())?;
+    let norm = match &file {
+        Some(f) => {
+            let mut f = f.clone();
+            crate::resolve(&mut f)?;
+            check_normalization(&t, &f)?
+        }
+        None => t.spec.normalization.resolve()?,
+    };
+    let [c, h, w] = t.spec.input_chw;
+    let stages = match &file {
+        Some(f) if !f.transforms.eval.is_empty() => f.transforms.eval.clone(),
+        _ => t.spec.eval.clone(),
+    };
+    let eval = (!stages.is_empty()).then(|| Compose {
+        stages,
+        normalization: t.spec.normalization.clone(),
+        erasing: 0.0,
+    });
     let device = device.device()?;
-    let norm = file.transforms.normalization(file.data.format).resolve()?;
-    // The preprocessing comes with the weights: the spec's normalization, input size, classes.
-    let spec = check_spec(weights, &norm)?;
-    let [c, h, w] = spec
-        .as_ref()
-        .map_or_else(|| file.data.format.input_chw(), |s| s.input_chw);
-    let names = spec
-        .as_ref()
-        .map_or_else(|| file.data.format.class_names(), |s| s.class_names.clone());
-    let eval = file.transforms.eval_compose(file.data.format);
     let (labels, data, n) = model_inputs(input, &norm, eval.as_ref(), [c, h, w])?;
-    if h == 0 || names.is_empty() {
-        return Err(Usage(format!(
-            "{}: no {} next to the weights to give the input size and classes",
-            weights.display(),
-            PretrainedSpec::sidecar_path(weights).display()
-        ))
-        .into());
-    }
-    let model = load_model(&file, weights, [c, h, w], names.len(), &device)?;
     let images = Tensor::<4>::from_data(TensorData::new(data, [n, c, h, w]), &device);
-    let probs = dispatch!(model, |m| burn::tensor::activation::softmax(m.logits(images), 1));
-    let classes = probs.dims()[1];
-    let probs: Vec<f32> = probs.into_data().try_into_vec_as::<f32>()?;
+    let probs = t.probabilities(images, &device)?;
+    let classes = t.spec.num_classes;
     let k = top_k.clamp(1, classes);
     let predictions: Vec<Prediction> = labels
         .iter()
@@ -241,7 +267,7 @@ pub(crate) fn predict(
                     .iter()
                     .map(|&j| Class {
                         index: j,
-                        class: names.get(j).cloned().unwrap_or_else(|| j.to_string()),
+                        class: t.class_name(j),
                         probability: row[j],
                     })
                     .collect(),
@@ -367,7 +393,11 @@ pub(crate) fn transform(
     epoch: u64,
     json: bool,
 ) -> anyhow::Result<()> {
-    let file = RunFile::load(config, &[])?;
+    let mut file = RunFile::load(config, &[])?;
+    // The data's format decides grey or colour; without the data, the format as written.
+    if file.data.path.as_ref().is_none_or(|p| p.exists()) {
+        crate::resolve(&mut file)?;
+    }
     let norm = file.transforms.normalization(file.data.format).resolve()?;
     // The generator a training sample with dataset index 0 gets in `epoch`.
     let mut rng = kiln_data::SampleRng::new(kiln_data::loader::sample_seed(file.train.seed, epoch, 0));
@@ -438,55 +468,18 @@ struct StatsReport {
     std: Vec<f64>,
 }
 
-/// `kiln stats`: per-channel mean and std of the training split, ready to paste into a config.
+/// `kiln stats`: per-channel mean and std of the training images, ready to paste into a config.
 pub(crate) fn stats(data: &Path, format: DataFormat, scale: Scale, json: bool) -> anyhow::Result<()> {
     let progress = |done: usize, total: usize| {
         if !json && (done == total || done % 10_000 < 256) {
             eprint!("\rstats: {done}/{total} images");
         }
     };
-    let (n, s, order) = match format {
-        DataFormat::FashionMnist | DataFormat::Mnist => {
-            let train = MnistDataset::from_dir(data, MnistSplit::Train)?;
-            let n = train.len();
-            (
-                n,
-                kiln_transforms::stats::dataset_stats(train, 2, progress)?,
-                "gray",
-            )
-        }
-        DataFormat::Cifar10 => {
-            let train = kiln_data::CifarDataset::cifar10(data, kiln_data::CifarSplit::Train)?;
-            let n = train.len();
-            // Statistics in the model's order: RGB.
-            (
-                n,
-                kiln_transforms::stats::dataset_stats(train, 2, progress)?,
-                "rgb",
-            )
-        }
-        DataFormat::ImageFolder => {
-            // Images of any size: accumulated one by one, over data/train.
-            let train = kiln_data::ImageFolder::new(data.join("train"))?;
-            for w in train.warnings() {
-                eprintln!("warning: {w}");
-            }
-            let n = train.len();
-            let mut s = kiln_transforms::stats::ChannelStats::new(3);
-            for i in 0..n {
-                let (img, _) = train.get(i)?.into_parts();
-                s.add_hwc::<kiln_data::Bgr>(img.as_bytes());
-                progress(i + 1, n);
-            }
-            (n, s, "rgb")
-        }
-        DataFormat::Coco => {
-            return Err(Usage(
-                "kiln stats reads fashion-mnist, mnist, cifar10 and image-folder data; for COCO images, point it at an ImageFolder of them or use `kiln inspect`".into(),
-            )
-            .into());
-        }
-    };
+    let mut file = RunFile::default();
+    file.data.path = Some(data.to_path_buf());
+    file.data.format = format;
+    crate::resolve(&mut file)?;
+    let (n, s, order) = kiln_train::data::channel_stats(&file, progress)?;
     if !json {
         eprintln!();
     }
@@ -555,57 +548,35 @@ struct InspectReport {
 
 /// `kiln inspect`: `dataset[N]` and the first training batch, as the seed inspected them by hand.
 pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Path>) -> anyhow::Result<()> {
-    let dir = data_dir(file)?;
-    let names = file.data.format.class_names();
-    // `dataset[index]` of the training files, as decoded: grey idx, or BGR as `cv2.imread` gives.
-    let (len, item) = match file.data.format {
-        DataFormat::FashionMnist | DataFormat::Mnist => {
-            let set = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
-            let file = set.images_path().to_path_buf();
-            let parts = |i: kiln_data::MnistItem| (i.image, i.label, None);
-            (set.len(), raw_sample(&set, index, parts, file, "grey")?)
-        }
-        DataFormat::Cifar10 => {
-            let set = kiln_data::CifarDataset::cifar10(&dir, kiln_data::CifarSplit::Train)?;
-            let parts = |i: kiln_data::CifarItem| (i.image, i.label, None);
-            let files = dir.clone();
-            (set.len(), raw_sample(&set, index, parts, files, "BGR")?)
-        }
-        DataFormat::Coco => return crate::detection::inspect(file, &dir, index, json, grid),
-        DataFormat::ImageFolder => {
-            let set = kiln_data::ImageFolder::new(dir.join("train"))?;
-            for w in set.warnings() {
-                eprintln!("warning: {w}");
-            }
-            let parts = |i: kiln_data::ImageFolderItem| (i.image, i.label, Some(i.path));
-            let root = dir.join("train");
-            (set.len(), raw_sample(&set, index, parts, root, "BGR")?)
-        }
-    };
-    let Some((sample_file, label, [h, w, c], order, px)) = item else {
+    if file.data.format == DataFormat::Coco {
+        return crate::detection::inspect(file, index, json, grid);
+    }
+    let (len, item) = kiln_train::data::raw_sample(file, index)?;
+    let Some(raw) = item else {
         return Err(Usage(format!(
             "--index {index}: the training split has {len} images (0..{len})"
         ))
         .into());
     };
+    let [h, w, c] = raw.shape_hwc;
+    let px = raw.pixels;
     // The splits as training sees them (validation held out, transforms applied).
-    let splits = crate::splits(file)?;
-    let class_names = if names.is_empty() {
-        splits.classes.clone()
-    } else {
-        names
-    };
+    let splits = Splits::open(file)?;
+    for w in &splits.warnings {
+        eprintln!("warning: {w}");
+    }
+    let class_names = splits.classes.clone();
     let channel_means = (0..c)
         .map(|ch| px.iter().skip(ch).step_by(c).map(|&v| f64::from(v)).sum::<f64>() / (h * w).max(1) as f64)
         .collect();
     let sample = SampleReport {
         index,
-        file: sample_file,
-        label,
-        class: class_names.get(label as usize).cloned().unwrap_or_default(),
+        file: raw.file,
+        label: raw.label.unwrap_or(0),
+        class: raw.class,
         raw_shape_hwc: [h, w, c],
         layout: "HWC",
-        colour_order: order,
+        colour_order: raw.order,
         dtype: "u8",
         min: px.iter().copied().min().unwrap_or(0),
         max: px.iter().copied().max().unwrap_or(0),
@@ -676,32 +647,6 @@ pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Pa
     Ok(())
 }
 
-/// One decoded training sample for `inspect`: (file, label, HWC shape, colour order, pixels).
-type RawSample = (PathBuf, u32, [usize; 3], &'static str, Vec<u8>);
-
-/// `set[index]` as stored, or `None` past the end. `parts` splits an item into its image, label
-/// and file (when the item knows it; `files` otherwise names where it came from).
-fn raw_sample<I, C: kiln_data::ColorOrder>(
-    set: &impl burn::data::dataset::Dataset<I, kiln_data::DataError>,
-    index: usize,
-    parts: impl FnOnce(I) -> (kiln_data::Image<kiln_data::Hwc, C>, u32, Option<PathBuf>),
-    files: PathBuf,
-    order: &'static str,
-) -> anyhow::Result<Option<RawSample>> {
-    if index >= set.len() {
-        return Ok(None);
-    }
-    let (img, label, path) = parts(set.get(index)?);
-    let shape = [img.height(), img.width(), C::CHANNELS];
-    Ok(Some((
-        path.unwrap_or(files),
-        label,
-        shape,
-        order,
-        img.as_slice().to_vec(),
-    )))
-}
-
 /// The batch as a PNG grid, de-normalised back to 0–255 (grey, or RGB whatever the model's order;
 /// 8 images per row).
 fn write_grid(
@@ -742,5 +687,138 @@ fn write_grid(
             .save(path)
     };
     saved.with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `kiln import`'s arguments.
+pub(crate) struct ImportArgs<'a> {
+    pub(crate) arch: &'a str,
+    pub(crate) weights: &'a Path,
+    pub(crate) out: &'a Path,
+    pub(crate) classes: usize,
+    pub(crate) normalization: &'a str,
+    pub(crate) input_size: Option<&'a str>,
+    pub(crate) class_names: Option<&'a Path>,
+    pub(crate) json: bool,
+}
+
+/// `kiln import`: a torchvision state dict as a kiln checkpoint (`OUT/model.bpk` and its spec).
+pub(crate) fn import(a: ImportArgs<'_>) -> anyhow::Result<()> {
+    let arch = ModelConfig::from_name(a.arch).map_err(|e| Usage(format!("--arch: {e}")))?;
+    let normalization: NormalizationSpec =
+        serde_json::from_value(serde_json::json!({ "preset": a.normalization })).map_err(|e| {
+            Usage(format!(
+                "--normalization {}: {e} (presets: torch-imagenet, caffe-imagenet, cifar10, fashion-mnist, mnist)",
+                a.normalization
+            ))
+        })?;
+    normalization.resolve()?;
+    let [c, dh, dw] = arch.default_input();
+    let [h, w] = match a.input_size {
+        None => [dh, dw],
+        Some(text) => {
+            let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+            match text.split_once(['x', 'X']).map(|(h, w)| (parse(h), parse(w))) {
+                Some((Some(h), Some(w))) => [h, w],
+                _ => return Err(Usage(format!("--input-size {text}: give HxW, e.g. 224x224")).into()),
+            }
+        }
+    };
+    let class_names: Vec<String> = match a.class_names {
+        None => Vec::new(),
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("--class-names {}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+    };
+    if !class_names.is_empty() && class_names.len() != a.classes {
+        return Err(Usage(format!(
+            "--class-names {} lists {} names but --classes is {}",
+            a.class_names.unwrap_or(Path::new("")).display(),
+            class_names.len(),
+            a.classes
+        ))
+        .into());
+    }
+    let model_path = a.out.join("model.bpk");
+    if model_path.exists() {
+        return Err(Usage(format!(
+            "{} exists already; choose another --out",
+            model_path.display()
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let spec = PretrainedSpec {
+        model: arch.id(),
+        architecture: Some(arch),
+        normalization,
+        input_chw: [c, h, w],
+        num_classes: a.classes,
+        class_names,
+        // torchvision's evaluation: the shorter side to size / 0.875 (256 for 224), centre crop.
+        eval: vec![
+            Stage::ResizeShorter {
+                size: ((h.max(w) as f64) / 0.875).round() as usize,
+            },
+            Stage::CenterCrop { height: h, width: w },
+        ],
+    };
+    let device = Device::flex();
+    let path = kiln_models::import::import_torchvision(a.weights, &spec, &model_path, &device)?;
+    if a.json {
+        let v = serde_json::json!({
+            "weights": path,
+            "spec": PretrainedSpec::sidecar_path(&path),
+            "model": spec.model,
+            "input_chw": spec.input_chw,
+            "num_classes": spec.num_classes,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "kiln import: {} -> {} ({}, {}x{}x{} -> {} classes, {})",
+        a.weights.display(),
+        path.display(),
+        spec.model,
+        c,
+        h,
+        w,
+        spec.num_classes,
+        a.normalization
+    );
+    println!(
+        "  use it: kiln predict --weights {} --input IMAGE; kiln train --init-from {} --data DIR",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// `kiln models`: every registered architecture by its `--model` name.
+pub(crate) fn models(json: bool) -> anyhow::Result<()> {
+    let presets = ModelConfig::presets();
+    if json {
+        let rows: Vec<serde_json::Value> = presets
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "about": p.about,
+                    "default_input_chw": p.config.default_input(),
+                    "config": &p.config,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for p in &presets {
+        println!("{:<16} {}", p.name, p.about);
+    }
     Ok(())
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use kiln_data::batcher::{DetSample, DetectionBatcher, ImageMeta};
-use kiln_data::{CocoDetection, DataError, DetectionItem, Loader, LoaderConfig, Rgb, SampleRng};
+use kiln_data::{DataError, DetectionItem, Loader, LoaderConfig, Rgb, SampleRng};
 use kiln_train::config::RunFile;
 use kiln_transforms::augment::{crop_resize_normalize, map_boxes};
 use kiln_transforms::compose::{Stage, shorter_side};
@@ -66,22 +66,13 @@ struct Report {
 }
 
 /// Prints `dataset[index]` and the first detection batch of the COCO data `file` names.
-pub(crate) fn inspect(
-    file: &RunFile,
-    images: &Path,
-    index: usize,
-    json: bool,
-    grid: Option<&Path>,
-) -> anyhow::Result<()> {
+pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Path>) -> anyhow::Result<()> {
     if grid.is_some() {
         return Err(
             Usage("--grid draws classification batches; for COCO data it is not available".into()).into(),
         );
     }
-    let annotations = file.data.annotations.as_ref().ok_or_else(|| {
-        Usage("data.format = \"coco\" needs data.annotations, the instances JSON (e.g. annotations = \"annotations/instances_val2017.json\")".into())
-    })?;
-    let dataset = CocoDetection::new(images, annotations)?;
+    let dataset = kiln_train::data::coco(file)?;
     let categories = dataset.categories().to_vec();
     let n = dataset.len();
     if index >= n {

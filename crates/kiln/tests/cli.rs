@@ -296,7 +296,10 @@ fn trains_on_a_tiny_real_subset_and_writes_the_run() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
-        stderr.contains("cifar10") && stderr.contains("fashion-mnist") && stderr.contains("--init-from"),
+        stderr.contains("cifar10")
+            && stderr.contains("fashion-mnist")
+            && stderr.contains("run.init_from")
+            && stderr.contains("--allow-normalization-override"),
         "{stderr}"
     );
     assert!(
@@ -596,7 +599,7 @@ fn eval_predict_transform_stats_and_inspect_work_on_a_trained_run() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lone.bpk.kiln.json next to the weights"));
 
     // stats on the training split; inspect a sample and the first batch.
     let s = json(&["stats", "--data", data.path().to_str().unwrap(), "--json"]);
@@ -820,7 +823,7 @@ fn cifar10_binary_trains_a_colour_model_from_a_run_file_and_predicts_a_png() {
         ("name = \"reference-cnn\"", "ReferenceCnn(3x32x32 -> 10 classes)"),
         (
             "name = \"resnet\"\ndepth = \"cifar-resnet20\"",
-            "ResNet CifarResnet20(3x32x32 -> 10 classes)",
+            "CIFAR ResNet-20(3x32x32 -> 10 classes)",
         ),
     ] {
         std::fs::write(
@@ -905,9 +908,33 @@ fn an_image_folder_of_mixed_sizes_trains_with_eval_transforms_and_refuses_withou
     let config = root.path().join("folder.toml");
     let base = "[data]\nformat = \"image-folder\"\npath = \"folder\"\nval_fraction = 0.25\n\n[train]\nepochs = 1\nbatch_size = 9\n";
     std::fs::write(&config, base).unwrap();
+    // Without eval stages, the model's input size (the reference CNN's 28x28) is the default,
+    // reached as torchvision evaluates: shorter side to 32, centre crop; said on stderr.
+    let out = kiln()
+        .args(["inspect", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    assert_eq!(
+        report["first_batch"]["shape"],
+        serde_json::json!([9, 3, 28, 28]),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("shorter side resized to 32, centre crop 28x28"),
+        "{stderr}"
+    );
+    // Stages that do not end in a fixed size are refused, before anything is written.
+    std::fs::write(
+        &config,
+        format!("{base}\n[transforms]\neval = [{{ op = \"resize-shorter\", size = 20 }}]\n"),
+    )
+    .unwrap();
     let out = kiln().args(["train", "--config"]).arg(&config).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs [transforms] eval stages"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("end in a fixed size"));
 
     std::fs::write(
         &config,

@@ -1,0 +1,514 @@
+//! A run's data: the format of `[data] path` decided once ([`RunFile::resolve_data`]), and its
+//! train / validation / test splits as batch sources ([`Splits::open`]), whatever the format.
+//!
+//! ```no_run
+//! use kiln_train::config::RunFile;
+//! use kiln_train::data::Splits;
+//!
+//! let mut file = RunFile::default();
+//! file.data.path = Some("my-images".into()); // DIR/<class>/*.jpg
+//! for note in file.resolve_data()? {
+//!     println!("{note}"); // what was found, and the defaults it brought
+//! }
+//! let splits = Splits::open(&file)?;
+//! println!("{} classes, {} training images", splits.classes.len(), splits.train.len());
+//! # Ok::<(), kiln_train::TrainError>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use burn::data::dataset::Dataset;
+use kiln_data::format::{FolderLayout, Found};
+use kiln_data::{MnistDataset, MnistSplit, random_split, stratified_split};
+use kiln_transforms::compose::Stage;
+
+use crate::config::{DataFormat, RunFile};
+use crate::{BatchSource, ClassificationSource, TrainError};
+
+/// One split of any format, as the loop sees it.
+pub type Source = Box<dyn BatchSource>;
+
+/// A dataset's three splits as batch sources, whatever its format.
+pub struct Splits {
+    /// Training batches (augmentation and the bad-sample policy applied).
+    pub train: Source,
+    /// Validation batches (may be empty).
+    pub val: Source,
+    /// Test batches.
+    pub test: Source,
+    /// The folder the files were read from (canonical where it could be resolved).
+    pub root: PathBuf,
+    /// The model's input `[C, H, W]`.
+    pub chw: [usize; 3],
+    /// Class names by label.
+    pub classes: Vec<String>,
+    /// How images are stored after decoding (`"grey"`, `"BGR"`), for descriptions.
+    pub stored: &'static str,
+    /// What the scan of the files found worth saying (unreadable entries, skipped files).
+    pub warnings: Vec<String>,
+}
+
+impl RunFile {
+    /// Decides `data.format` from the files in `data.path` when it is `auto`, and checks a
+    /// requested format against them; for image folders, fills the evaluation stages with the
+    /// model's input size when there are none. Returns what it found and decided, in words.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidConfig`] when `data.path` is missing or holds another format than the
+    /// one requested (saying both); the folder's own errors when nothing is recognised.
+    pub fn resolve_data(&mut self) -> Result<Vec<String>, TrainError> {
+        let Some(dir) = self.data.path.clone() else {
+            return Err(TrainError::InvalidConfig {
+                field: "data.path",
+                value: "(none)".into(),
+                reason: "the dataset's folder is needed".into(),
+            });
+        };
+        let requested = self.data.format;
+        let found = match kiln_data::format::detect(&dir) {
+            Ok(found) => found,
+            // A requested format reports its own missing files (they name what it expects).
+            Err(_) if requested != DataFormat::Auto => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let fits = |formats: &[DataFormat]| formats.contains(&requested);
+        let format = match &found {
+            Found::Idx if fits(&[DataFormat::Mnist]) => DataFormat::Mnist,
+            Found::Idx if fits(&[DataFormat::Auto, DataFormat::FashionMnist]) => DataFormat::FashionMnist,
+            Found::Cifar10 if fits(&[DataFormat::Auto, DataFormat::Cifar10]) => DataFormat::Cifar10,
+            Found::ImageFolder(_) if fits(&[DataFormat::Auto, DataFormat::ImageFolder]) => {
+                DataFormat::ImageFolder
+            }
+            Found::Coco { .. } if fits(&[DataFormat::Auto, DataFormat::Coco]) => DataFormat::Coco,
+            _ => {
+                return Err(TrainError::InvalidConfig {
+                    field: "data.format",
+                    value: format_name(requested),
+                    reason: format!(
+                        "{} holds {}, not {}; set data.format to match, or leave it out to use what is found",
+                        dir.display(),
+                        found.describe(),
+                        format_name(requested)
+                    ),
+                });
+            }
+        };
+        self.data.format = format;
+        let mut notes = vec![format!(
+            "found {} in {}: data.format = {}",
+            found.describe(),
+            dir.display(),
+            format_name(format)
+        )];
+        if let (Found::Coco { annotations }, None) = (&found, &self.data.annotations) {
+            self.data.annotations = Some(annotations.clone());
+        }
+        if format == DataFormat::ImageFolder && self.transforms.eval.is_empty() {
+            // torchvision's evaluation recipe at the model's input size: the shorter side to
+            // size / 0.875, then the centre crop.
+            let [_, h, w] = self.model.default_input();
+            let shorter = ((h.max(w) as f64) / 0.875).round() as usize;
+            self.transforms.eval = vec![
+                Stage::ResizeShorter { size: shorter },
+                Stage::CenterCrop { height: h, width: w },
+            ];
+            notes.push(format!(
+                "evaluation images: shorter side resized to {shorter}, centre crop {h}x{w} (the input size of {}; set [transforms] eval to change)",
+                self.model.id()
+            ));
+        }
+        if format == DataFormat::ImageFolder && self.transforms.normalization.is_none() {
+            notes.push(
+                "normalization: torch-imagenet (ImageNet statistics; `kiln stats` computes the folder's own)"
+                    .into(),
+            );
+        }
+        if let Found::ImageFolder(FolderLayout::Classes) = found {
+            notes.push(format!(
+                "splits: test {} and validation {} of each class, drawn with seed {}",
+                self.data.test_fraction, self.data.val_fraction, self.train.seed
+            ));
+        }
+        Ok(notes)
+    }
+}
+
+/// `fashion-mnist`, as a run file spells it.
+fn format_name(format: DataFormat) -> String {
+    serde_json::to_value(format)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{format:?}"))
+}
+
+/// Which samples of a dataset a split takes.
+enum Part {
+    All,
+    Indices(Vec<usize>),
+}
+
+impl Splits {
+    /// The training split (validation held out, augmentation and the bad-sample policy applied),
+    /// the validation split and the test split of `file`'s data. Call
+    /// [`RunFile::resolve_data`] first.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidConfig`] for COCO data (a detection format) and image folders whose
+    /// evaluation stages do not end in a fixed size; the data's own errors.
+    pub fn open(file: &RunFile) -> Result<Splits, TrainError> {
+        let dir = file.data.path.clone().ok_or_else(|| TrainError::InvalidConfig {
+            field: "data.path",
+            value: "(none)".into(),
+            reason: "the dataset's folder is needed".into(),
+        })?;
+        let format = file.data.format;
+        let canonical = |d: &Path| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
+        let mut warnings = Vec::new();
+        let (train, val, test, root, chw, classes) = match format {
+            DataFormat::Auto | DataFormat::FashionMnist | DataFormat::Mnist => {
+                let train = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
+                let test = MnistDataset::from_dir(&dir, MnistSplit::Test)?;
+                let root = train
+                    .images_path()
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .to_path_buf();
+                let (a, b, c) = held_out::<_, _, kiln_data::Gray>(train, test, file)?;
+                (a, b, c, root, format.input_chw(), format.class_names())
+            }
+            DataFormat::Cifar10 => {
+                let train = kiln_data::CifarDataset::cifar10(&dir, kiln_data::CifarSplit::Train)?;
+                let test = kiln_data::CifarDataset::cifar10(&dir, kiln_data::CifarSplit::Test)?;
+                let (a, b, c) = held_out::<_, _, kiln_data::Bgr>(train, test, file)?;
+                (a, b, c, canonical(&dir), format.input_chw(), format.class_names())
+            }
+            DataFormat::Coco => {
+                return Err(TrainError::InvalidConfig {
+                    field: "data.format",
+                    value: "coco".into(),
+                    reason: "COCO is detection data: kiln's training loop, eval, doctor and ablations train classifiers so far. Look at it with `kiln inspect` (a sample's boxes and the first padded detection batch); batch it in code as examples/detection.rs does".into(),
+                });
+            }
+            DataFormat::ImageFolder => {
+                let [h, w] = file.transforms.eval_size().ok_or_else(|| TrainError::InvalidConfig {
+                    field: "transforms.eval",
+                    value: format!("{:?}", file.transforms.eval),
+                    reason: "an image folder needs evaluation stages that end in a fixed size, e.g. eval = [{ op = \"resize-shorter\", size = 36 }, { op = \"center-crop\", height = 32, width = 32 }] (left out, they default to the model's input size)".into(),
+                })?;
+                let (a, b, c, classes) = image_folder(&dir, file, &mut warnings)?;
+                (a, b, c, canonical(&dir), [3, h, w], classes)
+            }
+        };
+        Ok(Splits {
+            train,
+            val,
+            test,
+            root,
+            chw,
+            classes,
+            stored: if chw[0] == 1 { "grey" } else { "BGR" },
+            warnings,
+        })
+    }
+}
+
+/// The splits of an image folder in either layout.
+fn image_folder(
+    dir: &Path,
+    file: &RunFile,
+    warnings: &mut Vec<String>,
+) -> Result<(Source, Source, Source, Vec<String>), TrainError> {
+    let open = |d: PathBuf, warnings: &mut Vec<String>| -> Result<kiln_data::ImageFolder, TrainError> {
+        let set = kiln_data::ImageFolder::new(d)?;
+        warnings.extend(set.warnings().iter().map(ToString::to_string));
+        Ok(set)
+    };
+    let same_classes = |a: &kiln_data::ImageFolder, b: &kiln_data::ImageFolder, name: &str| {
+        if a.classes() == b.classes() {
+            Ok(())
+        } else {
+            Err(TrainError::InvalidConfig {
+                field: "data.path",
+                value: dir.display().to_string(),
+                reason: format!(
+                    "train/ has classes {:?} but {name}/ has {:?}; every split needs the same class folders",
+                    a.classes(),
+                    b.classes()
+                ),
+            })
+        }
+    };
+    let layout = match kiln_data::format::detect(dir)? {
+        Found::ImageFolder(layout) => layout,
+        // Requested explicitly on another layout: the torchvision one reports what is missing.
+        _ => FolderLayout::Splits { test: false },
+    };
+    match layout {
+        FolderLayout::Classes => {
+            let set = open(dir.to_path_buf(), warnings)?;
+            let classes = set.classes().to_vec();
+            let targets = set.targets();
+            let seed = file.train.seed;
+            let (rest, test_idx) = stratified_split(&targets, file.data.test_fraction, seed);
+            let rest_targets: Vec<u32> = rest.iter().map(|&i| targets[i]).collect();
+            // Validation as a fraction of the whole folder, drawn from what the test left.
+            let val_share = file.data.val_fraction / (1.0 - file.data.test_fraction);
+            let (train_pos, val_pos) = stratified_split(&rest_targets, val_share, seed.wrapping_add(1));
+            let pick = |pos: Vec<usize>| pos.into_iter().map(|p| rest[p]).collect::<Vec<_>>();
+            let train =
+                source::<_, _, kiln_data::Bgr>(set.clone(), Part::Indices(pick(train_pos)), file, true)?;
+            let val = source::<_, _, kiln_data::Bgr>(set.clone(), Part::Indices(pick(val_pos)), file, false)?;
+            let test = source::<_, _, kiln_data::Bgr>(set, Part::Indices(test_idx), file, false)?;
+            Ok((train, val, test, classes))
+        }
+        FolderLayout::Splits { test: true } => {
+            let train = open(dir.join("train"), warnings)?;
+            let val = open(dir.join("val"), warnings)?;
+            let test = open(dir.join("test"), warnings)?;
+            same_classes(&train, &val, "val")?;
+            same_classes(&train, &test, "test")?;
+            let classes = train.classes().to_vec();
+            Ok((
+                source::<_, _, kiln_data::Bgr>(train, Part::All, file, true)?,
+                source::<_, _, kiln_data::Bgr>(val, Part::All, file, false)?,
+                source::<_, _, kiln_data::Bgr>(test, Part::All, file, false)?,
+                classes,
+            ))
+        }
+        FolderLayout::Splits { test: false } => {
+            let train = open(dir.join("train"), warnings)?;
+            let test = open(dir.join("val"), warnings)?;
+            same_classes(&train, &test, "val")?;
+            let classes = train.classes().to_vec();
+            let (a, b, c) = held_out::<_, _, kiln_data::Bgr>(train, test, file)?;
+            Ok((a, b, c, classes))
+        }
+    }
+}
+
+/// Train and validation from `train_set` (a seeded `val_fraction` held out), test from `test_set`.
+fn held_out<D, I, C>(
+    train_set: D,
+    test_set: D,
+    file: &RunFile,
+) -> Result<(Source, Source, Source), TrainError>
+where
+    D: Dataset<I, kiln_data::DataError> + Clone + Send + Sync + 'static,
+    I: kiln_data::LabeledImage<C> + 'static,
+    C: kiln_transforms::ModelColor + 'static,
+{
+    let (train_idx, val_idx) = random_split(train_set.len(), file.data.val_fraction, file.train.seed);
+    let train = source::<D, I, C>(train_set.clone(), Part::Indices(train_idx), file, true)?;
+    let val = source::<D, I, C>(train_set, Part::Indices(val_idx), file, false)?;
+    let test = source::<D, I, C>(test_set, Part::All, file, false)?;
+    Ok((train, val, test))
+}
+
+/// One split's source: the run's normalization, evaluation stages and bad-sample policy, and for
+/// training the augmentation.
+fn source<D, I, C>(set: D, part: Part, file: &RunFile, training: bool) -> Result<Source, TrainError>
+where
+    D: Dataset<I, kiln_data::DataError> + Send + Sync + 'static,
+    I: kiln_data::LabeledImage<C> + 'static,
+    C: kiln_transforms::ModelColor + 'static,
+{
+    let format = file.data.format;
+    let norm = file.transforms.normalization(format).resolve()?;
+    let src = match part {
+        Part::All => ClassificationSource::new(set, norm),
+        Part::Indices(indices) => ClassificationSource::subset(set, indices, norm)?,
+    };
+    let mut src = src.on_bad_sample(file.data.on_bad_sample, file.data.max_bad_fraction)?;
+    if let Some(compose) = file.transforms.eval_compose(format) {
+        src = src.with_eval_transform(compose)?;
+    }
+    if training && let Some(compose) = file.transforms.augmentation(format) {
+        src = src.with_augmentation(compose, file.train.seed)?;
+    }
+    Ok(Box::new(src))
+}
+
+/// A dataset's images as stored, for statistics and inspection: the training pool of each
+/// format (the training file, `train/`, or every image of a class-folder set or a COCO set).
+pub struct RawSample {
+    /// The file it came from (the dataset file for idx and CIFAR).
+    pub file: PathBuf,
+    /// Its label (`None` for detection data).
+    pub label: Option<u32>,
+    /// Class name of the label.
+    pub class: String,
+    /// `[H, W, C]` as decoded.
+    pub shape_hwc: [usize; 3],
+    /// `"grey"` or `"BGR"`.
+    pub order: &'static str,
+    /// The pixels, HWC.
+    pub pixels: Vec<u8>,
+}
+
+/// Per-channel statistics of the training pool of `file`'s data (resolved), in the model's
+/// channel order, with the number of images and that order (`"gray"`, `"rgb"`). `progress` is
+/// called with (done, total).
+///
+/// # Errors
+///
+/// The data's own errors.
+pub fn channel_stats(
+    file: &RunFile,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(usize, kiln_transforms::stats::ChannelStats, &'static str), TrainError> {
+    use kiln_transforms::stats::{ChannelStats, dataset_stats};
+    let dir = file.data.path.clone().unwrap_or_default();
+    // Images of any size are accumulated one by one.
+    fn each<I>(
+        n: usize,
+        mut get: impl FnMut(usize) -> Result<I, kiln_data::DataError>,
+        pixels: impl Fn(&I) -> &[u8],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ChannelStats, TrainError> {
+        let mut s = ChannelStats::new(3);
+        for i in 0..n {
+            s.add_hwc::<kiln_data::Bgr>(pixels(&get(i)?));
+            progress(i + 1, n);
+        }
+        Ok(s)
+    }
+    Ok(match file.data.format {
+        DataFormat::Auto | DataFormat::FashionMnist | DataFormat::Mnist => {
+            let train = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
+            (train.len(), dataset_stats(train, 2, progress)?, "gray")
+        }
+        DataFormat::Cifar10 => {
+            let train = kiln_data::CifarDataset::cifar10(&dir, kiln_data::CifarSplit::Train)?;
+            (train.len(), dataset_stats(train, 2, progress)?, "rgb")
+        }
+        DataFormat::ImageFolder => {
+            let set = image_folder_pool(&dir)?;
+            let n = set.len();
+            (
+                n,
+                each(n, |i| set.get(i), |it| it.image.as_bytes(), &mut progress)?,
+                "rgb",
+            )
+        }
+        DataFormat::Coco => {
+            let set = coco(file)?;
+            let n = set.len();
+            (
+                n,
+                each(n, |i| set.get(i), |it| it.image.as_bytes(), &mut progress)?,
+                "rgb",
+            )
+        }
+    })
+}
+
+/// `dataset[index]` of the training pool as decoded, and the pool's size; `None` past the end.
+///
+/// # Errors
+///
+/// The data's own errors.
+pub fn raw_sample(file: &RunFile, index: usize) -> Result<(usize, Option<RawSample>), TrainError> {
+    let dir = file.data.path.clone().unwrap_or_default();
+    let names = file.data.format.class_names();
+    let name = |names: &[String], l: u32| names.get(l as usize).cloned().unwrap_or_default();
+    fn sample<C: kiln_data::ColorOrder>(
+        img: kiln_data::Image<kiln_data::Hwc, C>,
+        file: PathBuf,
+        label: Option<u32>,
+        class: String,
+    ) -> RawSample {
+        RawSample {
+            file,
+            label,
+            class,
+            shape_hwc: [img.height(), img.width(), C::CHANNELS],
+            order: if C::CHANNELS == 1 { "grey" } else { "BGR" },
+            pixels: img.as_slice().to_vec(),
+        }
+    }
+    Ok(match file.data.format {
+        DataFormat::Auto | DataFormat::FashionMnist | DataFormat::Mnist => {
+            let set = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
+            let path = set.images_path().to_path_buf();
+            let n = set.len();
+            let item = (index < n)
+                .then(|| set.get(index))
+                .transpose()?
+                .map(|i| sample(i.image, path, Some(i.label), name(&names, i.label)));
+            (n, item)
+        }
+        DataFormat::Cifar10 => {
+            let set = kiln_data::CifarDataset::cifar10(&dir, kiln_data::CifarSplit::Train)?;
+            let n = set.len();
+            let item = (index < n)
+                .then(|| set.get(index))
+                .transpose()?
+                .map(|i| sample(i.image, dir.clone(), Some(i.label), name(&names, i.label)));
+            (n, item)
+        }
+        DataFormat::ImageFolder => {
+            let set = image_folder_pool(&dir)?;
+            let classes = set.classes().to_vec();
+            let n = set.len();
+            let item = (index < n)
+                .then(|| set.get(index))
+                .transpose()?
+                .map(|i| sample(i.image, i.path, Some(i.label), name(&classes, i.label)));
+            (n, item)
+        }
+        DataFormat::Coco => {
+            let set = coco(file)?;
+            let n = set.len();
+            let item = (index < n)
+                .then(|| set.get(index))
+                .transpose()?
+                .map(|i| sample(i.image, i.path, None, String::new()));
+            (n, item)
+        }
+    })
+}
+
+/// The images statistics and inspection read from an image folder: `train/` of the torchvision
+/// layout, every image of class folders alone.
+fn image_folder_pool(dir: &Path) -> Result<kiln_data::ImageFolder, TrainError> {
+    let root = match kiln_data::format::detect(dir)? {
+        Found::ImageFolder(FolderLayout::Classes) => dir.to_path_buf(),
+        _ => dir.join("train"),
+    };
+    Ok(kiln_data::ImageFolder::new(root)?)
+}
+
+/// The COCO set of `file`: images in `data.path`, boxes in `data.annotations`.
+///
+/// # Errors
+///
+/// [`TrainError::InvalidConfig`] without `data.annotations`; the set's own errors.
+pub fn coco(file: &RunFile) -> Result<kiln_data::CocoDetection, TrainError> {
+    let dir = file.data.path.clone().unwrap_or_default();
+    let annotations = file.data.annotations.as_ref().ok_or_else(|| TrainError::InvalidConfig {
+        field: "data.annotations",
+        value: "(none)".into(),
+        reason: "data.format = \"coco\" needs data.annotations, the instances JSON (e.g. annotations = \"annotations/instances_val2017.json\")".into(),
+    })?;
+    // The images sit in the folder itself or in its `images/`.
+    let images = if dir.join("images").is_dir() && !has_images(&dir) {
+        dir.join("images")
+    } else {
+        dir
+    };
+    Ok(kiln_data::CocoDetection::new(images, annotations)?)
+}
+
+fn has_images(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.path().extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                kiln_data::folder::IMAGE_EXTENSIONS
+                    .iter()
+                    .any(|i| i.eq_ignore_ascii_case(x))
+            })
+        })
+    })
+}

@@ -1,0 +1,692 @@
+//! A whole run from a run file: the devices, the data, the model from the registry and its
+//! starting weights, training, the test evaluation and every file of the run folder.
+//!
+//! This is what `kiln train` does; the command only parses arguments and prints the
+//! [`RunEvent`]s and the [`RunOutcome`].
+//!
+//! ```no_run
+//! use kiln_train::config::RunFile;
+//! use kiln_train::runner::{self, RunEvent, RunOptions};
+//!
+//! let mut file = RunFile::load("run.toml".as_ref(), &[])?;
+//! file.validate()?;
+//! file.resolve_data()?;
+//! let outcome = runner::train(file, &RunOptions::default(), &mut |event: RunEvent<'_>| match event {
+//!     RunEvent::Epoch(r) => println!("epoch {} val_acc {:?}", r.epoch, r.val_acc),
+//!     other => println!("{other}"),
+//! })?;
+//! println!("test accuracy {:.4}", outcome.summary.test_acc);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::Device;
+use kiln_models::PretrainedSpec;
+use kiln_models::zoo::{ModelFn, ZooModel};
+use kiln_transforms::Normalization;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunFile;
+use crate::data::Splits;
+use crate::parallel::DataParallel;
+use crate::{BatchSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, TrainError};
+
+/// What a run saves as `config.json`: everything needed to repeat (or resume) it. The same
+/// settings are written as `config.toml`, a run file `kiln train --config` accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The kiln version that ran it.
+    pub kiln_version: String,
+    /// The run file as resolved (absolute data path, detected format, defaults filled).
+    pub config: RunFile,
+}
+
+impl RunConfig {
+    /// The run file saved in the run folder `dir` (`config.json`), for a resume.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Resume`] when it is missing or not a run config.
+    pub fn read(dir: &Path) -> Result<Self, TrainError> {
+        let path = dir.join("config.json");
+        let fail = |reason: String| TrainError::Resume {
+            path: path.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| fail(format!("not a kiln run config: {e}")))
+    }
+}
+
+/// `summary.json`: the run's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Epochs configured.
+    pub epochs: usize,
+    /// Training images.
+    pub train_images: usize,
+    /// Validation images.
+    pub val_images: usize,
+    /// Test images.
+    pub test_images: usize,
+    /// Mean training throughput.
+    pub train_images_per_s: f64,
+    /// Validation accuracy after the last epoch.
+    pub final_val_acc: Option<f64>,
+    /// Test loss of the final model.
+    pub test_loss: f64,
+    /// Test accuracy of the final model.
+    pub test_acc: f64,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+    /// The saved weights.
+    pub model: PathBuf,
+}
+
+/// How a run is carried out (what does not change its results).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue the run in this folder from its latest checkpoint (its `config.json` is the run
+    /// file: pass [`RunConfig::read`]'s).
+    pub resume: Option<PathBuf>,
+    /// Draw a progress bar (only on a terminal).
+    pub progress: bool,
+    /// Accept `run.init_from` weights trained with another normalization.
+    pub allow_normalization_override: bool,
+}
+
+/// What a run reports as it goes.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// A line of the setup (model, data, optimizer, ...), before the first epoch.
+    Setup(String),
+    /// Something decided for the user that they should know.
+    Note(String),
+    /// Something that may be wrong.
+    Warning(String),
+    /// An epoch's record, as it is made.
+    Epoch(&'a EpochRecord),
+}
+
+impl std::fmt::Display for RunEvent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunEvent::Setup(s) => write!(f, "{s}"),
+            RunEvent::Note(s) => write!(f, "note: {s}"),
+            RunEvent::Warning(s) => write!(f, "warning: {s}"),
+            RunEvent::Epoch(r) => write!(f, "epoch {}: train_loss={:.4}", r.epoch, r.train_loss),
+        }
+    }
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// `summary.json`.
+    pub summary: RunSummary,
+    /// The verdict after the last epoch, in words.
+    pub verdict: String,
+    /// The best epoch: (value, epoch, the metric).
+    pub best: Option<(f64, usize, &'static str)>,
+    /// Whether early stopping ended it.
+    pub stopped_early: bool,
+    /// The patience early stopping had.
+    pub patience: usize,
+    /// The epoch a resumed run continued after (0 for a fresh one).
+    pub resumed_after: usize,
+    /// One record per epoch.
+    pub epochs: Vec<EpochRecord>,
+    /// Warnings (normalization check, skipped samples).
+    pub warnings: Vec<String>,
+    /// Checkpoints that could not be written (under `checkpoints.on_error = "continue"`).
+    pub checkpoint_failures: Vec<crate::CheckpointFailure>,
+    /// The final weights (`model.bpk`, its spec next to it).
+    pub model: PathBuf,
+    /// The best epoch's weights.
+    pub best_model: PathBuf,
+    /// `report.md`.
+    pub report: PathBuf,
+}
+
+/// The device and, for several, the data-parallel setup of `file` (checked before anything is
+/// written; a GPU is probed once, here).
+///
+/// # Errors
+///
+/// [`TrainError::Device`] for a backend not compiled in or not usable; the data-parallel checks.
+pub fn devices(file: &RunFile) -> Result<(DeviceSpec, Device, Option<DataParallel>), TrainError> {
+    let (spec, parallel) = match file.run.devices.as_slice() {
+        [] => (file.run.device, None),
+        [one] => (*one, None),
+        many => {
+            let p = DataParallel::new(many)?;
+            p.check_batch_size(file.train.batch_size)?;
+            (many[0], Some(p))
+        }
+    };
+    Ok((spec, spec.device()?, parallel))
+}
+
+/// Trains the run `file` describes (validated and resolved: [`RunFile::validate`],
+/// [`RunFile::resolve_data`]) and writes its folder: `config.json` / `config.toml`, `model.txt`,
+/// the metrics, checkpoints, `model.bpk` with its spec, `summary.json`, the report and curves.
+///
+/// # Errors
+///
+/// Everything that stops a run: the devices, the data, the model config, the starting weights,
+/// training itself and the files.
+pub fn train(
+    mut file: RunFile,
+    options: &RunOptions,
+    events: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<RunOutcome, TrainError> {
+    if let Some(dir) = &options.resume {
+        file.run.out = Some(dir.clone());
+    }
+    // The devices first (once: a GPU is probed when created): a backend that is not compiled
+    // in, or cannot run, fails before any data is read.
+    let devs = devices(&file)?;
+    let data = Splits::open(&file)?;
+    for w in &data.warnings {
+        events(RunEvent::Warning(w.clone()));
+    }
+    let start = starting_weights(&file, &data, options, events)?;
+    let model = file.model.clone();
+    devs.1.seed(file.train.seed);
+    model.build_with(
+        data.chw,
+        start.as_ref().map_or(data.classes.len(), |s| s.classes),
+        &devs.1.clone(),
+        Run {
+            file,
+            data,
+            devs,
+            options,
+            start,
+            events,
+        },
+    )?
+}
+
+/// Weights a fresh run starts from (`run.init_from`), checked against the data.
+struct Start {
+    path: PathBuf,
+    /// The classes the weights were trained for.
+    classes: usize,
+}
+
+/// `run.init_from` checked: the file exists, its spec's normalization is the run's.
+fn starting_weights(
+    file: &RunFile,
+    data: &Splits,
+    options: &RunOptions,
+    events: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<Option<Start>, TrainError> {
+    let Some(path) = file.run.init_from.as_ref().filter(|_| options.resume.is_none()) else {
+        return Ok(None);
+    };
+    let norm = file.transforms.normalization(file.data.format).resolve()?;
+    let sidecar = PretrainedSpec::sidecar_path(path);
+    let spec = if sidecar.exists() {
+        Some(PretrainedSpec::load_next_to(path)?)
+    } else {
+        if !path.is_file() {
+            return Err(TrainError::InvalidConfig {
+                field: "run.init_from",
+                value: path.display().to_string(),
+                reason: "no such file".into(),
+            });
+        }
+        events(RunEvent::Warning(format!(
+            "{} has no {} next to it; the normalization and classes it was trained with cannot be checked",
+            path.display(),
+            sidecar.display()
+        )));
+        None
+    };
+    if let Some(spec) = &spec {
+        spec.check_normalization(&norm, options.allow_normalization_override)
+            .map_err(|e| TrainError::StartingWeights {
+                path: path.clone(),
+                source: e,
+            })?;
+    }
+    Ok(Some(Start {
+        path: path.clone(),
+        classes: spec.as_ref().map_or(data.classes.len(), |s| s.num_classes),
+    }))
+}
+
+/// The rest of [`train`], once the model's type is known.
+struct Run<'a, 'e> {
+    file: RunFile,
+    data: Splits,
+    devs: (DeviceSpec, Device, Option<DataParallel>),
+    options: &'a RunOptions,
+    start: Option<Start>,
+    events: &'e mut dyn FnMut(RunEvent<'_>),
+}
+
+impl ModelFn for Run<'_, '_> {
+    type Output = Result<RunOutcome, TrainError>;
+
+    fn call<M: ZooModel>(self, model: M) -> Self::Output {
+        let Run {
+            file,
+            data,
+            devs,
+            options,
+            start,
+            events,
+        } = self;
+        let device = &devs.1;
+        let mut model = model;
+        if let Some(start) = &start {
+            let fail = |e| TrainError::StartingWeights {
+                path: start.path.clone(),
+                source: e,
+            };
+            model = kiln_models::weights::load_weights(model, &start.path)
+                .map_err(fail)?
+                .0;
+            let classes = data.classes.len();
+            if start.classes != classes {
+                events(RunEvent::Note(format!(
+                    "{} was trained for {} classes, the data has {classes}: the classifier head is replaced by a new one (nn.Linear's default init)",
+                    start.path.display(),
+                    start.classes
+                )));
+                model = model.replace_head(classes, device)?;
+            }
+            if file.finetune.freeze_backbone {
+                model = model.freeze_backbone();
+            }
+        }
+        train_model(model, data, file, devs, options, events)
+    }
+}
+
+fn train_model<M: ZooModel>(
+    model: M,
+    data: Splits,
+    mut file: RunFile,
+    (spec, device, data_parallel): (DeviceSpec, Device, Option<DataParallel>),
+    options: &RunOptions,
+    events: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<RunOutcome, TrainError> {
+    let start = Instant::now();
+    let cfg = file.train.clone();
+    let format = file.data.format;
+    let norm_spec = file.transforms.normalization(format);
+    let norm: Normalization = norm_spec.resolve()?;
+    let augmentation = file.transforms.augmentation(format);
+    let data_root = data.root.clone();
+    file.data.path = Some(data_root.clone());
+    let (n_train, n_val, n_test) = (data.train.len(), data.val.len(), data.test.len());
+
+    // The schedule against the run's length, before anything is written.
+    let steps_per_epoch = n_train / cfg.batch_size / cfg.accumulate;
+    cfg.schedule
+        .validate(cfg.lr, steps_per_epoch, steps_per_epoch * cfg.epochs)?;
+    // The backbone's own learning rate when fine-tuning (the head keeps the scheduled one).
+    let lr_groups = if file.finetune.backbone_lr_factor == 1.0 {
+        Vec::new()
+    } else {
+        vec![crate::optim::LrGroup {
+            name: "backbone".into(),
+            group: M::backbone_group(),
+            lr_scale: file.finetune.backbone_lr_factor,
+        }]
+    };
+    let run = match (&options.resume, &file.run.out) {
+        (Some(dir), _) => RunDir::open_existing(dir)?,
+        (None, Some(p)) => RunDir::create(p)?,
+        (None, None) => RunDir::timestamped("runs")?,
+    };
+    file.run.out = Some(run.path().to_path_buf());
+    let run_config = RunConfig {
+        kiln_version: env!("CARGO_PKG_VERSION").into(),
+        config: file.clone(),
+    };
+    let mut log = match &options.resume {
+        Some(dir) => {
+            let latest = crate::checkpoint::latest(&run.checkpoints()).ok_or_else(|| TrainError::Resume {
+                path: dir.clone(),
+                reason: format!("no checkpoint in {} to resume from", run.checkpoints().display()),
+            })?;
+            let state = crate::checkpoint::read_state(&latest)?;
+            events(RunEvent::Setup(format!(
+                "kiln train: resuming {} after epoch {} of {}",
+                run.path().display(),
+                state.epoch,
+                cfg.epochs
+            )));
+            // The log holds exactly the checkpoint's epochs before new ones are appended.
+            crate::MetricsLog::rewrite(run.path().join("metrics.jsonl"), &state.records)?
+        }
+        None => {
+            run.write_json("config.json", &run_config)?;
+            // A run file that repeats this run (into another --out).
+            let mut again = file.clone();
+            again.run.out = None;
+            let toml = format!(
+                "# Written by kiln {}: `kiln train --config config.toml --out NEW_DIR` repeats this run.\n{}",
+                env!("CARGO_PKG_VERSION"),
+                again
+                    .to_toml()
+                    .map_err(|e| write_error(run.path().join("config.toml"), e))?
+            );
+            let path = run.path().join("config.toml");
+            std::fs::write(&path, toml).map_err(|e| write_error(path.clone(), e))?;
+            run.metrics_log()?
+        }
+    };
+    let on = if file.run.devices.len() > 1 {
+        let list: Vec<String> = file.run.devices.iter().map(ToString::to_string).collect();
+        format!("{} (data parallel)", list.join(", "))
+    } else {
+        spec.to_string()
+    };
+    let name = file.model.describe(data.chw, data.classes.len());
+    let mut setup = |line: String| events(RunEvent::Setup(line));
+    setup(format!("kiln train: {name} on {on}"));
+    if let Some(summary) = model.summary(data.chw) {
+        setup(format!(
+            "  model: {} parameters with BatchNorm statistics, {:.2} MMACs per image (layers: {})",
+            summary.params(),
+            summary.macs() as f64 / 1e6,
+            run.path().join("model.txt").display()
+        ));
+        let path = run.path().join("model.txt");
+        std::fs::write(&path, format!("{summary}\n")).map_err(|e| write_error(path.clone(), e))?;
+    }
+    setup(format!(
+        "  data:  {} ({n_train} train / {n_val} val / {n_test} test)",
+        data_root.display()
+    ));
+    setup(format!(
+        "  optim: {} lr={} schedule={} batch={} epochs={} seed={}",
+        cfg.optimizer, cfg.lr, cfg.schedule, cfg.batch_size, cfg.epochs, cfg.seed
+    ));
+    setup(format!(
+        "  norm:  {} mean={:?} std={:?} ({:?} scale)",
+        norm.name, norm.mean, norm.std, norm.scale
+    ));
+    if let Some(compose) = &augmentation {
+        setup("  augment (training batches only):".into());
+        for line in compose.describe(data.stored) {
+            setup(format!("    {line}"));
+        }
+    }
+    if let Some(path) = &file.run.init_from {
+        let how = match (file.finetune.freeze_backbone, file.finetune.backbone_lr_factor) {
+            (true, _) => " (backbone frozen: only the head trains)".to_string(),
+            (false, f) if f != 1.0 => format!(" (backbone at {f}× the learning rate)"),
+            _ => String::new(),
+        };
+        setup(format!("  init:  {}{how}", path.display()));
+    }
+    setup(format!("  run:   {}", run.path().display()));
+
+    let (train_src, val_src, test_src) = (data.train, data.val, data.test);
+    let val_opt: Option<&dyn BatchSource> = if n_val > 0 { Some(val_src.as_ref()) } else { None };
+    let result = {
+        let events = std::cell::RefCell::new(&mut *events);
+        crate::fit(
+            model,
+            train_src.as_ref(),
+            val_opt,
+            &cfg,
+            &device,
+            FitOutputs {
+                log: Some(&mut log),
+                progress: options.progress,
+                on_epoch: Some(&mut |r: &EpochRecord| (*events.borrow_mut())(RunEvent::Epoch(r))),
+                on_warning: Some(&mut |w: &str| (*events.borrow_mut())(RunEvent::Warning(w.to_string()))),
+                checkpoints: Some(crate::CheckpointOptions {
+                    dir: run.checkpoints(),
+                    keep_last: file.checkpoints.keep_last,
+                    resume: options.resume.is_some(),
+                    on_error: file.checkpoints.on_error,
+                }),
+                lr_groups,
+                data_parallel,
+            },
+        )?
+    };
+
+    let eval_model = result.model.valid();
+    let (test, confusion) =
+        crate::evaluate_with_confusion(&eval_model, test_src.as_ref(), cfg.batch_size, &device)?;
+    let model_path = run.save_model(&eval_model, "model")?;
+    // What the weights expect, kept next to them (model.bpk.kiln.json).
+    let class_names = data.classes.clone();
+    let spec = PretrainedSpec {
+        model: file.model.id(),
+        architecture: Some(file.model.clone()),
+        normalization: norm_spec,
+        input_chw: data.chw,
+        num_classes: class_names.len(),
+        class_names: class_names.clone(),
+        eval: file.transforms.eval.clone(),
+    };
+    spec.check_normalization(&norm, false)?;
+    spec.save_next_to(&model_path)?;
+    let summary = RunSummary {
+        epochs: cfg.epochs,
+        train_images: n_train,
+        val_images: n_val,
+        test_images: n_test,
+        train_images_per_s: result.train_images_per_s,
+        final_val_acc: result.epochs.last().and_then(|r| r.val_acc),
+        test_loss: test.loss,
+        test_acc: test.accuracy,
+        seconds: start.elapsed().as_secs_f64(),
+        model: model_path.clone(),
+    };
+    run.write_json("summary.json", &summary)?;
+    let mut warnings = result.warnings.clone();
+    for (split, skipped) in [
+        ("training", result.skipped.clone()),
+        ("validation", val_src.skipped()),
+        ("test", test_src.skipped()),
+    ] {
+        if !skipped.is_empty() {
+            events(RunEvent::Setup(format!(
+                "skipped {} bad {split} samples (data.on_bad_sample = \"skip\"); listed in the report",
+                skipped.len()
+            )));
+            warnings.extend(
+                skipped
+                    .iter()
+                    .map(|s| format!("skipped {split} sample {}: {}", s.index, s.reason)),
+            );
+        }
+    }
+    if !result.checkpoint_failures.is_empty() {
+        let epochs: Vec<String> = result
+            .checkpoint_failures
+            .iter()
+            .map(|f| f.epoch.to_string())
+            .collect();
+        events(RunEvent::Setup(format!(
+            "checkpoints of epochs {} could not be written (checkpoints.on_error = \"continue\"); listed in the report",
+            epochs.join(", ")
+        )));
+    }
+    let monitor = if n_val > 0 { "val_acc" } else { "train_loss" };
+    let report = run.write_report(&crate::report::Report {
+        title: format!("{name} on {}", data_root.display()),
+        config: serde_json::to_value(&run_config).map_err(|e| TrainError::Write {
+            path: run.path().join("report.md"),
+            reason: e.to_string(),
+        })?,
+        epochs: &result.epochs,
+        verdict: &result.verdict,
+        best: result.best.map(|(v, e)| (v, e, monitor)),
+        stopped_early: result.stopped_early,
+        resumed_after: result.resumed_after,
+        test: Some((test, &confusion)),
+        class_names: &class_names,
+        warnings: &warnings,
+        seconds: summary.seconds,
+        train_images_per_s: result.train_images_per_s,
+    })?;
+    Ok(RunOutcome {
+        run_dir: run.path().to_path_buf(),
+        summary,
+        verdict: result.verdict.to_string(),
+        best: result.best.map(|(v, e)| (v, e, monitor)),
+        stopped_early: result.stopped_early,
+        patience: cfg.early_stopping.map_or(0, |e| e.patience),
+        resumed_after: result.resumed_after,
+        epochs: result.epochs,
+        warnings,
+        checkpoint_failures: result.checkpoint_failures,
+        model: model_path,
+        best_model: run.checkpoints().join("best.bpk"),
+        report,
+    })
+}
+
+fn write_error(path: PathBuf, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Write {
+        path,
+        reason: e.to_string(),
+    }
+}
+
+/// A check `kiln doctor`, `kiln lr-find` and `kiln overfit-batch` run on a fresh model of a run
+/// file (see [`crate::diagnose`]).
+#[derive(Debug, Clone)]
+pub enum Diagnosis {
+    /// The pre-flight checks ([`crate::diagnose::doctor`]).
+    Doctor,
+    /// The learning-rate sweep ([`crate::diagnose::lr_find`]), its curve drawn to `plot`.
+    LrFind {
+        /// The sweep.
+        sweep: crate::diagnose::LrFindConfig,
+        /// Where to draw the curve.
+        plot: Option<PathBuf>,
+    },
+    /// Overfitting the first batch ([`crate::diagnose::overfit_one_batch`]).
+    OverfitBatch {
+        /// Steps at most.
+        steps: usize,
+        /// The fraction of the first loss to reach.
+        target: f64,
+    },
+}
+
+/// What a [`Diagnosis`] found.
+#[derive(Debug)]
+pub enum DiagnosisReport {
+    /// From [`Diagnosis::Doctor`].
+    Doctor(crate::diagnose::DoctorReport),
+    /// From [`Diagnosis::LrFind`].
+    LrFind(crate::diagnose::LrFindResult),
+    /// From [`Diagnosis::OverfitBatch`].
+    OverfitBatch(crate::diagnose::OverfitReport),
+}
+
+/// Runs `what` on the model `file` names, freshly initialised (seeded), with its training data
+/// (the file validated and resolved).
+///
+/// # Errors
+///
+/// The devices, the data, the model config; the check's own errors.
+pub fn diagnose(file: &RunFile, what: Diagnosis) -> Result<DiagnosisReport, TrainError> {
+    let (_, device, _) = devices(file)?;
+    let data = Splits::open(file)?;
+    device.seed(file.train.seed);
+    file.model.build_with(
+        data.chw,
+        data.classes.len(),
+        &device,
+        Diagnose {
+            what,
+            train: data.train.as_ref(),
+            cfg: &file.train,
+            device: &device,
+        },
+    )?
+}
+
+struct Diagnose<'a> {
+    what: Diagnosis,
+    train: &'a dyn BatchSource,
+    cfg: &'a crate::TrainConfig,
+    device: &'a Device,
+}
+
+impl ModelFn for Diagnose<'_> {
+    type Output = Result<DiagnosisReport, TrainError>;
+
+    fn call<M: ZooModel>(self, model: M) -> Self::Output {
+        use crate::diagnose as d;
+        let Diagnose {
+            what,
+            train,
+            cfg,
+            device,
+        } = self;
+        Ok(match what {
+            Diagnosis::Doctor => DiagnosisReport::Doctor(d::doctor(model, train, cfg, device)?),
+            Diagnosis::LrFind { sweep, plot } => {
+                DiagnosisReport::LrFind(d::lr_find(model, train, cfg, device, &sweep, plot.as_deref())?)
+            }
+            Diagnosis::OverfitBatch { steps, target } => {
+                DiagnosisReport::OverfitBatch(d::overfit_one_batch(model, train, cfg, device, steps, target)?)
+            }
+        })
+    }
+}
+
+/// Trains a fresh model of `file` (seeded) on its training split, validating on its validation
+/// split, and returns the epochs' records: no run folder, no checkpoints, no test evaluation
+/// (ablations compare many such short runs).
+///
+/// # Errors
+///
+/// The data, the model config, training itself.
+pub fn fit_only(file: &RunFile, device: &Device) -> Result<Vec<EpochRecord>, TrainError> {
+    let data = Splits::open(file)?;
+    device.seed(file.train.seed);
+    file.model.build_with(
+        data.chw,
+        data.classes.len(),
+        device,
+        FitOnly {
+            data: &data,
+            cfg: &file.train,
+            device,
+        },
+    )?
+}
+
+struct FitOnly<'a> {
+    data: &'a Splits,
+    cfg: &'a crate::TrainConfig,
+    device: &'a Device,
+}
+
+impl ModelFn for FitOnly<'_> {
+    type Output = Result<Vec<EpochRecord>, TrainError>;
+
+    fn call<M: ZooModel>(self, model: M) -> Self::Output {
+        let (train, val) = (self.data.train.as_ref(), self.data.val.as_ref());
+        Ok(crate::fit(
+            model,
+            train,
+            Some(val),
+            self.cfg,
+            self.device,
+            FitOutputs::default(),
+        )?
+        .epochs)
+    }
+}
