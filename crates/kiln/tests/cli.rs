@@ -1012,7 +1012,12 @@ fn a_corrupt_image_stops_the_run_or_is_skipped_and_reported_under_the_skip_polic
     let out = train_config(&config, root.path().join("r1"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("broken.png"), "{stderr}");
+    // One line, the file named once (each layer adds its context once).
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert_eq!(line.matches("broken.png").count(), 1, "{stderr}");
 
     write("on_bad_sample = \"skip\"\nmax_bad_fraction = 0.2");
     let run = root.path().join("r2");
@@ -1526,4 +1531,284 @@ fn inspect_shows_a_coco_sample_and_the_first_padded_detection_batch() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("needs data.annotations"), "{stderr}");
+}
+
+/// `DIR/<class>/*.png` alone: `n` 12x12 images per class, each class one colour.
+fn class_folders(root: &std::path::Path, classes: &[(&str, [u8; 3])], n: usize) {
+    for (class, rgb) in classes {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..n {
+            let shade = |c: u8| c.saturating_sub((i * 3) as u8);
+            image::RgbImage::from_pixel(12, 12, image::Rgb(rgb.map(shade)))
+                .save(dir.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+}
+
+/// A user's own folder of class folders in one line: the format is detected and said, the
+/// train / validation / test splits are drawn per class (10 images each: 1 test, 1 validation,
+/// 8 train), the model is named by `--model`, and the weights then work alone: predict and eval
+/// without any run file (eval on `--data`), class names from the weights' spec.
+#[test]
+fn a_folder_of_class_folders_trains_in_one_line_and_its_weights_work_without_a_run_file() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("pets");
+    let classes = [
+        ("cat", [200, 40, 40]),
+        ("dog", [40, 200, 40]),
+        ("owl", [40, 40, 200]),
+    ];
+    class_folders(&data, &classes, 10);
+    let run = root.path().join("run");
+    let out = kiln()
+        .args([
+            "train",
+            "--model",
+            "cifar-resnet20",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--no-progress",
+            "--data",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("found an image folder of class folders")
+            && stderr.contains("data.format = image-folder"),
+        "{stderr}"
+    );
+    // CIFAR ResNet-20's input is 32x32: evaluation images resized to 37 (32 / 0.875), cropped.
+    assert!(
+        stderr.contains("shorter side resized to 37, centre crop 32x32"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("CIFAR ResNet-20(3x32x32 -> 3 classes)")
+            && stdout.contains("(24 train / 3 val / 3 test)"),
+        "{stdout}"
+    );
+    let spec = kiln_models::PretrainedSpec::load_next_to(&run.join("model.bpk")).unwrap();
+    assert_eq!(spec.model, "cifar-resnet20");
+    assert_eq!(spec.class_names, vec!["cat", "dog", "owl"]);
+
+    // The weights alone, away from their run folder.
+    let alone = root.path().join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    for f in ["model.bpk", "model.bpk.kiln.json"] {
+        std::fs::copy(run.join(f), alone.join(f)).unwrap();
+    }
+    let p = kiln()
+        .args(["predict", "--json", "--top-k", "3", "--weights"])
+        .arg(alone.join("model.bpk"))
+        .arg("--input")
+        .arg(data.join("owl/0.png"))
+        .output()
+        .unwrap();
+    let p: serde_json::Value = serde_json::from_str(&succeeded(&p)).unwrap();
+    let mut names: Vec<&str> = p[0]["top_k"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["class"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cat", "dog", "owl"]);
+    let e = kiln()
+        .args(["eval", "--json", "--weights"])
+        .arg(alone.join("model.bpk"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let e: serde_json::Value = serde_json::from_str(&succeeded(&e)).unwrap();
+    assert_eq!(e["samples"], 3, "the same seeded test split: one image per class");
+    // Without --data and without a run file there is nothing to evaluate on: said so.
+    let e = kiln()
+        .args(["eval", "--weights"])
+        .arg(alone.join("model.bpk"))
+        .output()
+        .unwrap();
+    assert_eq!(e.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--data DIR"));
+}
+
+/// `stats` and `inspect` read every format, detected: here a folder of class folders (the
+/// colours' exact means) and the vendored idx files; a requested format that does not match
+/// what is there is an error saying both; a folder of nothing known lists what it has.
+#[test]
+fn stats_and_inspect_detect_the_format_and_a_mismatch_says_both() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("colours");
+    class_folders(&data, &[("red", [210, 0, 0]), ("blue", [0, 0, 90])], 1);
+    let s = kiln()
+        .args(["stats", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_str(&succeeded(&s)).unwrap();
+    assert_eq!(s["images"], 2);
+    // RGB order, unit scale: red (210 + 0) / 2 / 255, green 0, blue (0 + 90) / 2 / 255.
+    let mean: Vec<f64> = s["mean"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (m, want) in mean.iter().zip([105.0 / 255.0, 0.0, 45.0 / 255.0]) {
+        assert!((m - want).abs() < 1e-9, "{mean:?}");
+    }
+    let i = kiln()
+        .args(["inspect", "--json", "--index", "1", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let i: serde_json::Value = serde_json::from_str(&succeeded(&i)).unwrap();
+    assert_eq!(i["sample"]["class"], "red");
+    assert_eq!(i["sample"]["colour_order"], "BGR");
+
+    let out = kiln()
+        .args(["stats", "--format", "cifar10", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("holds an image folder of class folders") && stderr.contains("not cifar10"),
+        "{stderr}"
+    );
+
+    let odd = root.path().join("odd");
+    std::fs::create_dir_all(odd.join("notes")).unwrap();
+    std::fs::write(odd.join("readme.txt"), "hello").unwrap();
+    let out = kiln().args(["inspect", "--data"]).arg(&odd).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no dataset format recognised") && stderr.contains("readme.txt"),
+        "{stderr}"
+    );
+
+    let models = kiln().args(["models"]).output().unwrap();
+    let models = succeeded(&models);
+    for name in ["reference-cnn", "mlp", "resnet18", "cifar-resnet20"] {
+        assert!(models.contains(name), "{models}");
+    }
+    let out = kiln().args(["train", "--model", "resnet19"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resnet18"));
+}
+
+/// `kiln import`: torchvision weights (the CIFAR ResNet-20 fixture PyTorch made, see
+/// crates/kiln-models/tests/torchvision_import.rs) become a kiln checkpoint that `predict` uses
+/// with no run file; its probabilities are PyTorch's softmax of the fixture's logits, and
+/// without class names the classes are shown as indices.
+#[test]
+fn import_turns_torchvision_weights_into_a_checkpoint_predict_uses_directly() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures/cifar_resnet20");
+    let root = tempfile::tempdir().unwrap();
+    let out_dir = root.path().join("imported");
+    let out = kiln()
+        .args([
+            "import",
+            "--arch",
+            "cifar-resnet20",
+            "--classes",
+            "10",
+            "--normalization",
+            "cifar10",
+            "--input-size",
+            "32x32",
+            "--weights",
+        ])
+        .arg(fixtures.join("weights.safetensors"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    succeeded(&out);
+    let spec = kiln_models::PretrainedSpec::load_next_to(&out_dir.join("model.bpk")).unwrap();
+    assert_eq!(
+        (spec.model.as_str(), spec.num_classes, spec.input_chw),
+        ("cifar-resnet20", 10, [3, 32, 32])
+    );
+
+    // The fixture's input (2x3x32x32 f32, little-endian) as a .npy, model-ready.
+    let bytes = std::fs::read(fixtures.join("input.f32")).unwrap();
+    let input: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let npy = root.path().join("input.npy");
+    kiln_data::npy::write_f32(&npy, &[2, 3, 32, 32], &input).unwrap();
+    let probs_path = root.path().join("probs.npy");
+    let p = kiln()
+        .args(["predict", "--json", "--weights"])
+        .arg(out_dir.join("model.bpk"))
+        .arg("--input")
+        .arg(&npy)
+        .arg("--out")
+        .arg(&probs_path)
+        .output()
+        .unwrap();
+    let p: serde_json::Value = serde_json::from_str(&succeeded(&p)).unwrap();
+    let top = &p[0]["top_k"][0];
+    assert_eq!(
+        top["class"].as_str().unwrap(),
+        top["index"].to_string(),
+        "no names: the index"
+    );
+    let probs = kiln_data::npy::read(&probs_path).unwrap();
+    let bytes = std::fs::read(fixtures.join("logits.f32")).unwrap();
+    let logits: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    for row in 0..2 {
+        // torch.softmax(logits, 1)
+        let l = &logits[row * 10..(row + 1) * 10];
+        let max = l.iter().copied().fold(f32::MIN, f32::max);
+        let sum: f32 = l.iter().map(|v| (v - max).exp()).sum();
+        for j in 0..10 {
+            let want = (l[j] - max).exp() / sum;
+            let got = probs.data[row * 10 + j];
+            assert!((got - want).abs() < 1e-5, "row {row} class {j}: {got} vs {want}");
+        }
+    }
+    // A second import into the same folder would overwrite: refused.
+    let again = kiln()
+        .args([
+            "import",
+            "--arch",
+            "cifar-resnet20",
+            "--classes",
+            "10",
+            "--weights",
+        ])
+        .arg(fixtures.join("weights.safetensors"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    // An architecture torchvision does not have.
+    let mlp = kiln()
+        .args(["import", "--arch", "mlp", "--weights"])
+        .arg(fixtures.join("weights.safetensors"))
+        .arg("--out")
+        .arg(root.path().join("mlp"))
+        .output()
+        .unwrap();
+    assert!(!mlp.status.success());
+    assert!(String::from_utf8_lossy(&mlp.stderr).contains("torchvision has no such model"));
 }
