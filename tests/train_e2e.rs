@@ -136,3 +136,64 @@ fn an_mlp_trains_through_the_same_loop() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The run as a library value: a run file parsed, validated, its data resolved (the idx files
+/// detected), run by `kiln_train::runner::train` with its events collected; the weights it saves
+/// then open with nothing but their spec and evaluate to the run's own test figures.
+#[test]
+fn a_run_file_runs_from_rust_and_its_weights_reopen_from_their_spec() -> anyhow::Result<()> {
+    use kiln_train::config::{DataFormat, RunFile};
+    use kiln_train::data::Splits;
+    use kiln_train::infer::Trained;
+    use kiln_train::runner::{self, RunEvent, RunOptions};
+
+    let dir = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(dir.path(), 256, 64)?;
+    let text = format!(
+        "[data]\npath = {:?}\n\n[train]\nepochs = 1\nbatch_size = 32\n\n[run]\nout = {:?}\n",
+        dir.path(),
+        dir.path().join("run")
+    );
+    let mut file = RunFile::parse(&text, "run.toml".as_ref(), &[])?;
+    file.validate()?;
+    assert_eq!(file.data.format, DataFormat::Auto);
+    let notes = file.resolve_data()?;
+    assert_eq!(file.data.format, DataFormat::FashionMnist, "{notes:?}");
+    assert!(notes[0].contains("idx files"), "{notes:?}");
+
+    let (mut setup, mut epochs) = (Vec::new(), 0);
+    let outcome = runner::train(
+        file.clone(),
+        &RunOptions::default(),
+        &mut |e: RunEvent<'_>| match e {
+            RunEvent::Setup(line) => setup.push(line),
+            RunEvent::Epoch(_) => epochs += 1,
+            _ => {}
+        },
+    )?;
+    assert_eq!(epochs, 1);
+    assert!(
+        setup[0].contains("ReferenceCnn(1x28x28 -> 10 classes)"),
+        "{setup:?}"
+    );
+    for f in [
+        "config.json",
+        "config.toml",
+        "metrics.jsonl",
+        "report.md",
+        "loss.png",
+        "summary.json",
+    ] {
+        assert!(outcome.run_dir.join(f).is_file(), "{f}");
+    }
+
+    let trained = Trained::open(&outcome.model, None)?;
+    assert_eq!(trained.architecture, file.model);
+    let data = Splits::open(&file)?;
+    let device = Device::flex();
+    let (metrics, _) = trained.evaluate(data.test.as_ref(), 32, &device)?;
+    assert_eq!(metrics.samples, 64);
+    assert_eq!(metrics.accuracy, outcome.summary.test_acc);
+    assert!((metrics.loss - outcome.summary.test_loss).abs() < 1e-9);
+    Ok(())
+}

@@ -36,7 +36,7 @@ pub enum DeviceError {
     },
     /// A known device whose backend is not in this build.
     #[error(
-        "device `{spec}` is not available: kiln was built without the `{feature}` feature\n  hint: rebuild with `--features {feature}`, e.g. `cargo run --release --features {feature} -- --device {spec}`\n  backends in this build: {compiled}"
+        "device `{spec}` is not available: kiln was built without the `{feature}` feature\n  hint: rebuild with the cargo feature: `cargo build --release --features {feature}`\n  backends in this build: {compiled}"
     )]
     NotCompiled {
         /// The device asked for.
@@ -118,13 +118,13 @@ impl DeviceSpec {
             DeviceSpec::Wgpu => probe(
                 self,
                 Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-                "no Vulkan, Metal or DX12 adapter answered; on Linux without a GPU, `apt-get install mesa-vulkan-drivers` provides a (slow) software one; or use --device flex",
+                "no Vulkan, Metal or DX12 adapter answered; on Linux without a GPU, `apt-get install mesa-vulkan-drivers` provides a (slow) software one; or train on the flex device (CPU)",
             ),
             #[cfg(feature = "cuda")]
             DeviceSpec::Cuda(index) => probe(
                 self,
                 Device::cuda(index),
-                "check `nvidia-smi`, the CUDA driver and CUDA_VISIBLE_DEVICES (cuda:N counts the visible GPUs from 0); or use --device flex",
+                "check `nvidia-smi`, the CUDA driver and CUDA_VISIBLE_DEVICES (cuda:N counts the visible GPUs from 0); or train on the flex device (CPU)",
             ),
             #[cfg(feature = "ndarray")]
             DeviceSpec::Ndarray => {

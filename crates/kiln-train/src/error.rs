@@ -109,9 +109,9 @@ pub enum TrainError {
     /// An end-of-epoch checkpoint (or the best model) could not be written and the policy is
     /// [`crate::checkpoint::OnCheckpointError::Stop`].
     #[error(
-        "epoch {epoch}'s checkpoint could not be written: {error}\n  training stopped (checkpoints.on_error = \"stop\"); last good checkpoint: {}\n  hint: free disk space or fix the folder's permissions, then {}; or set checkpoints.on_error = \"continue\" (--on-checkpoint-error continue) to train on without checkpoints",
+        "epoch {epoch}'s checkpoint could not be written: {error}\n  training stopped (checkpoints.on_error = \"stop\"); last good checkpoint: {}\n  hint: free disk space or fix the folder's permissions, then {}; or set checkpoints.on_error = \"continue\" to train on without checkpoints",
         last_good.as_ref().map_or_else(|| "none".to_string(), |p| p.display().to_string()),
-        if last_good.is_some() { "`kiln train --resume RUN_DIR` continues from it" } else { "run again" }
+        if last_good.is_some() { "resuming the run continues from it" } else { "run again" }
     )]
     CheckpointFailed {
         /// 1-based epoch whose checkpoint failed.
@@ -202,7 +202,7 @@ fn oom_hint(at: &RunPoint, batch: usize, accumulate: usize) -> String {
             accumulate * 2
         ),
         RunPoint::Evaluation { .. } => format!(
-            "lower the batch size (e.g. {half}; validation during training uses train.batch_size, `kiln eval` its --batch-size), or use a smaller input size"
+            "lower the batch size (e.g. {half}; validation during training uses train.batch_size; evaluation on its own can use a smaller one), or use a smaller input size"
         ),
     }
 }

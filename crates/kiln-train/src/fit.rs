@@ -1129,7 +1129,7 @@ mod tests {
             msg.starts_with(
                 "out of memory on Cuda(0) at evaluation batch 4 (batch_size 1000): out of device memory allocating 2147483648 bytes\n"
             ) && msg.contains("lower the batch size (e.g. 500;")
-                && msg.contains("`kiln eval` its --batch-size")
+                && msg.contains("evaluation on its own can use a smaller one")
                 && !msg.contains("accumulate"),
             "{msg}"
         );

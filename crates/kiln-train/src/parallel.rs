@@ -67,7 +67,7 @@ impl DataParallel {
             return Err(TrainError::InvalidConfig {
                 field: "devices",
                 value: list(),
-                reason: "data parallelism needs at least two devices; use --device for one".into(),
+                reason: "data parallelism needs at least two devices; train on one device instead".into(),
             });
         }
         if specs.iter().any(|s| s.feature() != specs[0].feature()) {

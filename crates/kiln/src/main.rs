@@ -168,22 +168,34 @@ fn message(e: &anyhow::Error) -> String {
     out
 }
 
-/// The command-line flag that answers an error the library reports in its own terms.
+/// The command-line flags that answer an error the library reports in its own terms.
 fn hint(e: &anyhow::Error) -> &'static str {
-    let starting_weights_norm = e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<TrainError>(),
+    use kiln_models::ModelError;
+    for c in e.chain() {
+        if let Some(kiln_train::DeviceError::Unusable { .. }) = c.downcast_ref() {
+            return "\n  hint: --device flex trains on the CPU";
+        }
+        match c.downcast_ref::<TrainError>() {
             Some(TrainError::StartingWeights {
-                source: kiln_models::ModelError::NormalizationMismatch { .. },
+                source: ModelError::NormalizationMismatch { .. },
                 ..
-            })
-        )
-    });
-    if starting_weights_norm {
-        "\n  hint: pass --allow-normalization-override to start from them anyway"
-    } else {
-        ""
+            }) => return "\n  hint: pass --allow-normalization-override to start from them anyway",
+            Some(TrainError::CheckpointFailed {
+                last_good: Some(_), ..
+            }) => {
+                return "\n  hint: `kiln train --resume RUN_DIR` continues from the last good checkpoint; --on-checkpoint-error continue trains on without checkpoints";
+            }
+            Some(TrainError::CheckpointFailed { last_good: None, .. }) => {
+                return "\n  hint: --on-checkpoint-error continue trains on without checkpoints";
+            }
+            Some(TrainError::OutOfMemory {
+                at: kiln_train::RunPoint::Evaluation { .. },
+                ..
+            }) => return "\n  hint: `kiln eval --batch-size N` evaluates in smaller batches",
+            _ => {}
+        }
     }
+    ""
 }
 
 /// Whether an error is the user's invocation or settings (exit code 2) rather than a run-time

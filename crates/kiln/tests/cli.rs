@@ -1779,8 +1779,8 @@ fn import_turns_torchvision_weights_into_a_checkpoint_predict_uses_directly() {
         let l = &logits[row * 10..(row + 1) * 10];
         let max = l.iter().copied().fold(f32::MIN, f32::max);
         let sum: f32 = l.iter().map(|v| (v - max).exp()).sum();
-        for j in 0..10 {
-            let want = (l[j] - max).exp() / sum;
+        for (j, &logit) in l.iter().enumerate() {
+            let want = (logit - max).exp() / sum;
             let got = probs.data[row * 10 + j];
             assert!((got - want).abs() < 1e-5, "row {row} class {j}: {got} vs {want}");
         }
