@@ -753,7 +753,7 @@ fn a_checkpoint_that_cannot_be_written_stops_or_continues_by_policy() -> anyhow:
                 assert!(
                     msg.contains(".epoch-0002.tmp")
                         && msg.contains(&good.display().to_string())
-                        && msg.contains("--resume"),
+                        && msg.contains("resuming the run continues from it"),
                     "{msg}"
                 );
                 assert!(!ckpt.path().join("epoch-0002").exists());

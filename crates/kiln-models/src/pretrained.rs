@@ -71,6 +71,35 @@ impl PretrainedSpec {
         }
     }
 
+    /// The spec of torchvision weights imported as `architecture` (`kiln import`): trained with
+    /// `normalization` on `input_chw` images, `num_classes` outputs, and torchvision's
+    /// evaluation recipe at that size (the shorter side to size / 0.875 — 256 for 224 — then the
+    /// centre crop).
+    pub fn torchvision(
+        architecture: crate::ModelConfig,
+        normalization: NormalizationSpec,
+        input_chw: [usize; 3],
+        num_classes: usize,
+        class_names: Vec<String>,
+    ) -> Self {
+        use kiln_transforms::compose::Stage;
+        let [_, h, w] = input_chw;
+        Self {
+            model: architecture.id(),
+            architecture: Some(architecture),
+            normalization,
+            input_chw,
+            num_classes,
+            class_names,
+            eval: vec![
+                Stage::ResizeShorter {
+                    size: ((h.max(w) as f64) / 0.875).round() as usize,
+                },
+                Stage::CenterCrop { height: h, width: w },
+            ],
+        }
+    }
+
     /// Where the spec of `weights` lives: `<weights>.kiln.json`.
     pub fn sidecar_path(weights: &Path) -> PathBuf {
         let mut name = weights.as_os_str().to_os_string();

@@ -512,3 +512,45 @@ fn has_images(dir: &Path) -> bool {
         })
     })
 }
+
+/// One image file through `file`'s pipeline as the model gets it, `[C, H, W]` and its values:
+/// the training augmentation as drawn for dataset index 0 in `epoch` (`train`), else the
+/// evaluation stages (or just the normalization); grey or colour as the data's format says.
+///
+/// # Errors
+///
+/// The file's decoding errors, the pipeline's.
+pub fn transform_image(
+    file: &RunFile,
+    input: &Path,
+    train: bool,
+    epoch: u64,
+) -> Result<([usize; 3], Vec<f32>), TrainError> {
+    use kiln_data::{Bgr, Gray, Hwc, Image};
+    use kiln_transforms::resize_normalize;
+    let norm = file.transforms.normalization(file.data.format).resolve()?;
+    // The generator a training sample with dataset index 0 gets in `epoch`.
+    let mut rng = kiln_data::SampleRng::new(kiln_data::loader::sample_seed(file.train.seed, epoch, 0));
+    // --train: the augmentation; otherwise the evaluation stages (when the run file has any).
+    let compose = if train {
+        file.transforms.augmentation(file.data.format)
+    } else {
+        file.transforms.eval_compose(file.data.format)
+    };
+    let (shape, data) = if file.data.format.input_chw()[0] == 1 {
+        let img: Image<Hwc, Gray> = kiln_data::decode::imread_gray(input)?;
+        let out = match &compose {
+            Some(c) => c.apply::<Gray>(&img, &mut rng)?,
+            None => resize_normalize(&img, img.height(), img.width(), &norm)?,
+        };
+        ([1, out.height(), out.width()], out.into_vec())
+    } else {
+        let img: Image<Hwc, Bgr> = kiln_data::decode::imread(input)?;
+        let out = match &compose {
+            Some(c) => c.apply::<Bgr>(&img, &mut rng)?,
+            None => resize_normalize(&img, img.height(), img.width(), &norm)?,
+        };
+        ([3, out.height(), out.width()], out.into_vec())
+    };
+    Ok((shape, data))
+}

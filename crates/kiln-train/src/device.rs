@@ -36,7 +36,7 @@ pub enum DeviceError {
     },
     /// A known device whose backend is not in this build.
     #[error(
-        "device `{spec}` is not available: kiln was built without the `{feature}` feature\n  hint: rebuild with the cargo feature: `cargo build --release --features {feature}`\n  backends in this build: {compiled}"
+        "device `{spec}` is not available: kiln was built without the `{feature}` feature\n  hint: rebuild with `--features {feature}` (e.g. `cargo build --release --features {feature}`)\n  backends in this build: {compiled}"
     )]
     NotCompiled {
         /// The device asked for.

@@ -195,7 +195,7 @@ pub fn doctor<M: Classifier>(
     }
 
     // One forward/backward on the device, and the initial loss (not with labels the loss cannot take).
-    if crate::fit::check_labels(&batch.labels, &first, classes, || "first batch".into()).is_err() {
+    if crate::step::check_labels(&batch.labels, &first, classes, || "first batch".into()).is_err() {
         check(
             "forward/backward",
             false,
@@ -277,7 +277,7 @@ pub fn overfit_one_batch<M: Classifier>(
     for _ in 0..max_steps.max(1) {
         let (images, targets) = batch.clone().into_tensors(&ad);
         let logits = model.logits(images);
-        crate::fit::check_labels(&batch.labels, &positions, logits.dims()[1], || {
+        crate::step::check_labels(&batch.labels, &positions, logits.dims()[1], || {
             "the overfit batch".into()
         })?;
         let loss = cfg.loss.forward(logits, targets);
@@ -404,7 +404,7 @@ pub fn lr_find<M: Classifier>(
         let labels = batch.labels.clone();
         let (images, targets) = batch.into_tensors(&ad);
         let logits = model.logits(images);
-        crate::fit::check_labels(&labels, &positions, logits.dims()[1], || "the LR finder".into())?;
+        crate::step::check_labels(&labels, &positions, logits.dims()[1], || "the LR finder".into())?;
         let loss = cfg.loss.forward(logits, targets);
         let value = f64::from(loss.clone().into_scalar::<f32>());
         if !value.is_finite() {

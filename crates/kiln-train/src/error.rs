@@ -38,6 +38,15 @@ pub enum TrainError {
         source: kiln_models::ModelError,
     },
 
+    /// One variant of an ablation failed.
+    #[error("variant `{name}`: {source}")]
+    Variant {
+        /// The variant.
+        name: String,
+        /// What failed.
+        source: Box<TrainError>,
+    },
+
     /// The loss became NaN or infinite.
     #[error(
         "loss is {loss} at epoch {epoch}, step {step} (batch of {batch} samples, lr {lr}); training stopped\n  last good checkpoint: {}\n  hint: lower the learning rate, add warmup, check the input normalization, or clip gradients (clip_grad_norm)",

@@ -19,7 +19,10 @@ use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
-use crate::fit::allocation_failure;
+use kiln_data::loader::panic_message;
+
+use crate::TrainError;
+use crate::error::RunPoint;
 
 thread_local! {
     /// Whether this thread is inside [`catch`].
@@ -76,6 +79,66 @@ fn backtrace_requested() -> bool {
     std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
 }
 
+/// A panic caught inside a training step or an evaluation batch, as an error: an allocation
+/// failure (recognised by the messages of Burn's backends, see [`allocation_failure`]) becomes
+/// [`TrainError::OutOfMemory`] with the batch size and a hint, anything else
+/// [`TrainError::BackendPanic`] naming where (and where it was raised).
+pub(crate) fn device_failure(
+    caught: &Caught,
+    device: &str,
+    at: RunPoint,
+    batch: usize,
+    accumulate: usize,
+) -> TrainError {
+    let message = panic_message(caught.payload.as_ref());
+    match allocation_failure(&message) {
+        Some(message) => TrainError::OutOfMemory {
+            device: device.to_string(),
+            at,
+            batch,
+            accumulate,
+            message,
+        },
+        None => TrainError::BackendPanic {
+            device: device.to_string(),
+            at,
+            message,
+            location: caught.location.clone(),
+        },
+    }
+}
+
+/// The line of a backend's panic message that says an allocation failed, made readable; `None`
+/// when nothing in it is about memory. cubecl (Burn's GPU backends) says
+/// `can't allocate buffer of size: N` for one tensor larger than any buffer the device allows
+/// (wgpu's binding limit: 128 MiB on Mesa's lavapipe) and `out of device memory allocating N
+/// bytes` when the device is full; the message chains several `Caused by:` lines around it.
+pub(crate) fn allocation_failure(message: &str) -> Option<String> {
+    const MARKERS: [&str; 7] = [
+        "can't allocate buffer",
+        "out of device memory",
+        "out of memory",
+        "outofmemory",
+        "out_of_memory",
+        "memory allocation",
+        "failed to allocate",
+    ];
+    let line = message.lines().map(str::trim).find(|line| {
+        let lower = line.to_ascii_lowercase();
+        MARKERS.iter().any(|m| lower.contains(m))
+    })?;
+    let too_big = line
+        .strip_prefix("can't allocate buffer of size: ")
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    Some(match too_big {
+        Some(bytes) => format!(
+            "one tensor needs a buffer of {:.1} MiB ({bytes} bytes), more than the device allows in one buffer",
+            bytes as f64 / (1024.0 * 1024.0)
+        ),
+        None => line.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +164,63 @@ mod tests {
         });
         assert_eq!(nested.ok(), Some(true), "the outer catch is still guarded");
         assert!(!GUARDED.with(Cell::get));
+    }
+
+    /// The allocation failures Burn's GPU backends raise as panics (cubecl 0.11's wording, inside
+    /// its chain of causes), and any other panic, become errors naming where, the OOM one with
+    /// the batch size and the fix. The wgpu message is the one `tests/backends.rs` provokes on
+    /// lavapipe; the CUDA one is `IoError::OutOfMemory`'s text in cubecl-runtime 0.11.3.
+    #[test]
+    fn a_panic_in_the_backend_becomes_an_error_and_oom_gets_a_hint() {
+        let caught = |message: String, location: Option<&str>| Caught {
+            payload: Box::new(message),
+            location: location.map(str::to_string),
+        };
+        let too_big = caught(
+            "Error while reading data: use `try_into_scalar` instead to catch the error at runtime: Execution(An error happened during execution\nCaused by:\n  Several failures at once\nCaused by:\n  An IO error happened\nCaused by:\n  can't allocate buffer of size: 135266304\nNo backtrace available)".to_string(),
+            Some("burn-tensor/src/tensor/api/base.rs:1:1"),
+        );
+        let at = RunPoint::Training { epoch: 3, step: 17 };
+        let msg = device_failure(&too_big, "Wgpu", at, 256, 1).to_string();
+        assert_eq!(
+            msg.lines().next(),
+            Some(
+                "out of memory on Wgpu at epoch 3, step 17 (batch_size 256): one tensor needs a buffer of 129.0 MiB (135266304 bytes), more than the device allows in one buffer"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("lower train.batch_size (e.g. 128)") && msg.contains("train.accumulate = 2"),
+            "{msg}"
+        );
+        // An allocation failure's location is the backend's, of no use to the user.
+        assert!(!msg.contains("base.rs"), "{msg}");
+        let full = caught(
+            "An IO error happened\nCaused by:\n  out of device memory allocating 2147483648 bytes\n"
+                .to_string(),
+            None,
+        );
+        let msg = device_failure(&full, "Cuda(0)", RunPoint::Evaluation { batch: 4 }, 1000, 1).to_string();
+        assert!(
+            msg.starts_with(
+                "out of memory on Cuda(0) at evaluation batch 4 (batch_size 1000): out of device memory allocating 2147483648 bytes\n"
+            ) && msg.contains("lower the batch size (e.g. 500;")
+                && msg.contains("evaluation on its own can use a smaller one")
+                && !msg.contains("accumulate"),
+            "{msg}"
+        );
+        let other = caught("index out of bounds".into(), None);
+        let msg = device_failure(&other, "Flex", RunPoint::Training { epoch: 1, step: 2 }, 8, 1).to_string();
+        assert_eq!(
+            msg,
+            "the backend failed on Flex at epoch 1, step 2: index out of bounds"
+        );
+        // Where it was raised, when the guard saw it (the hook printed nothing).
+        let located = caught("index out of bounds".into(), Some("src/model.rs:42:9"));
+        let msg = device_failure(&located, "flex", RunPoint::Evaluation { batch: 1 }, 8, 1).to_string();
+        assert_eq!(
+            msg,
+            "the backend failed on flex at evaluation batch 1: index out of bounds\n  panicked at src/model.rs:42:9 (RUST_BACKTRACE=1 prints the panic with its backtrace)"
+        );
     }
 }

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use kiln_models::zoo::{ModelFn, ZooModel};
 use kiln_models::{ModelConfig, PretrainedSpec};
+use kiln_transforms::compose::Compose;
+use kiln_transforms::{Normalization, resize_normalize};
 
 use crate::{BatchSource, ConfusionMatrix, EvalMetrics, TrainError};
 
@@ -76,6 +78,34 @@ impl Trained {
         })
     }
 
+    /// A run file for evaluating these weights on the dataset folder `data` with nothing but
+    /// their spec: its architecture, normalization and evaluation stages (resolve it next).
+    pub fn run_file_on(&self, data: &Path) -> crate::config::RunFile {
+        let mut file = crate::config::RunFile::default();
+        file.data.path = Some(data.to_path_buf());
+        file.model = self.architecture.clone();
+        file.transforms.normalization = Some(self.spec.normalization.clone());
+        file.transforms.eval = self.spec.eval.clone();
+        file
+    }
+
+    /// For image folders whose evaluation stages end at another size than the weights' input:
+    /// torchvision's resize-shorter (size / 0.875) + centre crop to the weights' input size.
+    pub fn fit_eval_stages(&self, file: &mut crate::config::RunFile) {
+        use kiln_transforms::compose::Stage;
+        let [_, h, w] = self.spec.input_chw;
+        if file.data.format == crate::config::DataFormat::ImageFolder
+            && file.transforms.eval_size() != Some([h, w])
+        {
+            file.transforms.eval = vec![
+                Stage::ResizeShorter {
+                    size: ((h.max(w) as f64) / 0.875).round() as usize,
+                },
+                Stage::CenterCrop { height: h, width: w },
+            ];
+        }
+    }
+
     /// The class name of `label`: the spec's, or the label itself when the weights have none.
     pub fn class_name(&self, label: usize) -> String {
         self.spec
@@ -122,6 +152,113 @@ impl Trained {
             device,
             Loaded { path: &self.path, f },
         )?
+    }
+}
+
+/// Model-ready inputs and their names: images go through the run file's evaluation stages, or are
+/// resized to the input size, and normalised; a `.npy` file is taken as model-ready already
+/// (`[N, C, H, W]` or `[C, H, W]`, as `kiln transform` writes it). Returns the names, the values
+/// (`[N, C, H, W]` row-major) and N.
+///
+/// # Errors
+///
+/// [`TrainError::InvalidConfig`] for an array of another shape or an empty folder; the files'
+/// decoding and transform errors.
+pub fn inputs(
+    input: &Path,
+    norm: &Normalization,
+    eval: Option<&Compose>,
+    chw: [usize; 3],
+) -> Result<(Vec<String>, Vec<f32>, usize), TrainError> {
+    if input.extension().is_some_and(|e| e == "npy") {
+        let a = kiln_data::npy::read(input)?;
+        let n = match a.shape.as_slice() {
+            [c, h, w] if [*c, *h, *w] == chw => 1,
+            [n, c, h, w] if [*c, *h, *w] == chw => *n,
+            other => {
+                return Err(invalid_input(
+                    input,
+                    format!(
+                        "shape {other:?} does not fit the model's input [N, {}, {}, {}]",
+                        chw[0], chw[1], chw[2]
+                    ),
+                ));
+            }
+        };
+        let names = (0..n).map(|i| format!("{}[{i}]", input.display())).collect();
+        return Ok((names, a.data, n));
+    }
+    let files: Vec<PathBuf> = if input.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(input)
+            .map_err(|e| kiln_data::DataError::Io {
+                path: input.to_path_buf(),
+                source: e,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![input.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(invalid_input(input, "no files to predict".into()));
+    }
+    let mut data = Vec::with_capacity(files.len() * chw.iter().product::<usize>());
+    for f in &files {
+        let x = preprocess(f, norm, eval, chw)?;
+        if x.len() != chw.iter().product::<usize>() {
+            return Err(invalid_input(
+                f,
+                format!(
+                    "the evaluation stages give {} values, the model takes {chw:?}",
+                    x.len()
+                ),
+            ));
+        }
+        data.extend_from_slice(&x);
+    }
+    Ok((
+        files.iter().map(|p| p.display().to_string()).collect(),
+        data,
+        files.len(),
+    ))
+}
+
+/// One image file as the model's input: decoded as grey (1 channel) or colour (3, converted from
+/// the decoder's BGR to RGB), through the evaluation stages when there are any (else resized,
+/// bilinear, to the input size), normalised.
+fn preprocess(
+    path: &Path,
+    norm: &Normalization,
+    eval: Option<&Compose>,
+    [c, h, w]: [usize; 3],
+) -> Result<Vec<f32>, TrainError> {
+    let mut rng = kiln_data::SampleRng::new(0);
+    Ok(match (c, eval) {
+        (1, Some(e)) => e
+            .apply::<kiln_data::Gray>(&kiln_data::decode::imread_gray(path)?, &mut rng)?
+            .into_vec(),
+        (3, Some(e)) => e
+            .apply::<kiln_data::Bgr>(&kiln_data::decode::imread(path)?, &mut rng)?
+            .into_vec(),
+        (1, None) => resize_normalize(&kiln_data::decode::imread_gray(path)?, h, w, norm)?.into_vec(),
+        (3, None) => resize_normalize(&kiln_data::decode::imread(path)?, h, w, norm)?.into_vec(),
+        _ => {
+            return Err(invalid_input(
+                path,
+                format!("a model with {c} input channels takes no image files; give a .npy"),
+            ));
+        }
+    })
+}
+
+fn invalid_input(path: &Path, reason: String) -> TrainError {
+    TrainError::InvalidConfig {
+        field: "input",
+        value: path.display().to_string(),
+        reason,
     }
 }
 

@@ -18,6 +18,8 @@
 //! * [`runner`] — a whole run from a run file (what `kiln train` does), reporting through
 //!   [`runner::RunEvent`]s.
 //! * [`infer`] — trained weights rebuilt from their spec, evaluated or asked for probabilities.
+//! * [`inspect`] — `dataset[N]` and the first batch as the model gets it (what `kiln inspect` shows).
+//! * [`ablation`] — matched short runs that test one claim (what `kiln ablate` runs).
 //! * [`run`] — the run directory: `config.json`, `metrics.jsonl` (one line per epoch, flushed as it
 //!   is written), `model.bpk`.
 //!
@@ -28,15 +30,19 @@
 //! (drawn only on a terminal).
 #![deny(missing_docs)]
 
+pub mod ablation;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod diagnose;
 pub mod error;
+pub mod evaluate;
+mod feed;
 pub mod fit;
 mod guard;
 pub mod infer;
+pub mod inspect;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
@@ -47,20 +53,22 @@ pub mod run;
 pub mod runner;
 pub mod schedule;
 pub mod source;
+mod step;
+pub mod train_config;
 
 pub use checkpoint::{CheckpointFailure, CheckpointOptions, OnCheckpointError};
 pub use device::{DeviceError, DeviceSpec};
 pub use error::{RunPoint, TrainError};
-pub use fit::{
-    EarlyStopping, EpochRecord, EvalMetrics, FitOutputs, FitResult, Monitor, TrainConfig, clip_grad_norm,
-    evaluate, evaluate_with_confusion, fit,
-};
+pub use evaluate::{EvalMetrics, evaluate, evaluate_with_confusion};
+pub use fit::{EpochRecord, FitOutputs, FitResult, fit};
 pub use loss::LossConfig;
 pub use metrics::{ConfusionMatrix, Verdict, VerdictConfig};
 pub use optim::{LrGroup, OptimizerConfig};
 pub use run::{MetricsLog, RunDir};
 pub use schedule::{LrSchedule, Schedule};
 pub use source::{BatchSource, ClassificationSource, OnBadSample, SkippedSample};
+pub use step::clip_grad_norm;
+pub use train_config::{EarlyStopping, Monitor, TrainConfig};
 
 /// `docs/pitfalls.md`: its Rust snippets run as doctests, so the messages it shows stay true.
 #[cfg(doctest)]

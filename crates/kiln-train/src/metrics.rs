@@ -35,6 +35,14 @@ impl ConfusionMatrix {
         self.counts[truth * self.num_classes + predicted]
     }
 
+    /// The counts as rows (true class) of columns (predicted class).
+    pub fn rows(&self) -> Vec<Vec<u64>> {
+        self.counts
+            .chunks(self.num_classes.max(1))
+            .map(<[u64]>::to_vec)
+            .collect()
+    }
+
     /// Samples counted.
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()

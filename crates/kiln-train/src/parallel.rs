@@ -32,7 +32,7 @@ use kiln_data::loader::panic_message;
 use kiln_models::Classifier;
 use kiln_transforms::ChwBatch;
 
-use crate::fit::{Micro, ShardOut, StepContext, clip_grad_norm, shard_grads};
+use crate::step::{Micro, ShardOut, StepContext, clip_grad_norm, shard_grads};
 use crate::{DeviceSpec, LossConfig, LrGroup, OptimizerConfig, TrainError};
 
 /// How the replicas' gradients are averaged.

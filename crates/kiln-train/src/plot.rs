@@ -115,6 +115,54 @@ pub fn line_chart(
     Ok(())
 }
 
+/// A batch of normalised CHW images (`[N, C, H, W]`, row-major) as a PNG grid, de-normalised back
+/// to 0–255: grey, or RGB whatever the model's channel order (a BGR-fed model's channels are read
+/// back in reverse, so a colour swap upstream shows as blue skin); 8 images per row.
+///
+/// # Errors
+///
+/// [`TrainError::Write`] naming `path`.
+pub fn batch_grid(
+    path: &Path,
+    data: &[f32],
+    [n, c, h, w]: [usize; 4],
+    norm: &kiln_transforms::Normalization,
+) -> Result<(), TrainError> {
+    use kiln_transforms::Scale;
+    let cols = n.clamp(1, 8);
+    let rows = n.div_ceil(cols);
+    let (gw, gh) = (cols * (w + 2), rows * (h + 2));
+    // Grey stays one channel; colour is written as RGB: a model fed BGR (the Caffe preset) has
+    // its channels read back in reverse, so a colour swap upstream shows as blue skin.
+    let out_c = if c == 1 { 1 } else { 3 };
+    let mut canvas = vec![0u8; gw * gh * out_c];
+    let unscale = if norm.scale == Scale::Unit { 255.0 } else { 1.0 };
+    let bgr = norm.order == kiln_transforms::ChannelOrder::Bgr;
+    for i in 0..n {
+        let (ox, oy) = ((i % cols) * (w + 2) + 1, (i / cols) * (h + 2) + 1);
+        for y in 0..h {
+            for x in 0..w {
+                for oc in 0..out_c {
+                    let ch = if bgr { out_c - 1 - oc } else { oc };
+                    let v = data[((i * c + ch) * h + y) * w + x];
+                    let raw = (v * norm.std[ch] + norm.mean[ch]) * unscale;
+                    canvas[((oy + y) * gw + ox + x) * out_c + oc] = raw.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+    let fail = |reason: String| TrainError::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let color = if out_c == 1 {
+        image::ExtendedColorType::L8
+    } else {
+        image::ExtendedColorType::Rgb8
+    };
+    image::save_buffer(path, &canvas, gw as u32, gh as u32, color).map_err(|e| fail(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

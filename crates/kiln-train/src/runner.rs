@@ -116,7 +116,7 @@ impl std::fmt::Display for RunEvent<'_> {
             RunEvent::Setup(s) => write!(f, "{s}"),
             RunEvent::Note(s) => write!(f, "note: {s}"),
             RunEvent::Warning(s) => write!(f, "warning: {s}"),
-            RunEvent::Epoch(r) => write!(f, "epoch {}: train_loss={:.4}", r.epoch, r.train_loss),
+            RunEvent::Epoch(r) => write!(f, "{}", r.line(r.epoch)),
         }
     }
 }
@@ -150,6 +150,33 @@ pub struct RunOutcome {
     pub best_model: PathBuf,
     /// `report.md`.
     pub report: PathBuf,
+}
+
+impl RunOutcome {
+    /// Everything it holds as one JSON object (what `kiln train --json` prints): the run folder,
+    /// the summary, the verdict, the best epoch, every epoch's record, the warnings and the files.
+    pub fn to_json(&self) -> serde_json::Value {
+        let file = |name: &str| self.run_dir.join(name);
+        serde_json::json!({
+            "run": &self.run_dir,
+            "summary": &self.summary,
+            "verdict": &self.verdict,
+            "best": self.best.map(|(value, epoch, monitor)| serde_json::json!({"epoch": epoch, "value": value, "monitor": monitor})),
+            "stopped_early": self.stopped_early,
+            "resumed_after": self.resumed_after,
+            "epochs": &self.epochs,
+            "warnings": &self.warnings,
+            "checkpoint_failures": &self.checkpoint_failures,
+            "files": {
+                "model": &self.model,
+                "spec": PretrainedSpec::sidecar_path(&self.model),
+                "best": &self.best_model,
+                "report": &self.report,
+                "metrics": file("metrics.jsonl"),
+                "config": file("config.toml"),
+            },
+        })
+    }
 }
 
 /// The device and, for several, the data-parallel setup of `file` (checked before anything is

@@ -35,8 +35,8 @@
 
 use kiln_data::{Chw, ColorOrder, Hwc, Image, SampleRng};
 
-pub use crate::sample::Window;
-use crate::sample::{resize_normalize_with, resize_window};
+use crate::sample::resize_normalize_with;
+pub use crate::sample::{Window, crop_resize};
 use crate::{ModelColor, Normalization, TransformError};
 
 /// torchvision's `RandomResizedCrop` parameters; `sample` draws a crop window.
@@ -113,27 +113,6 @@ fn centre_fallback(img_h: usize, img_w: usize, ratio: (f64, f64)) -> Window {
 /// True with probability `p` (torchvision's `RandomHorizontalFlip(p)` decision).
 pub fn random_flip(rng: &mut SampleRng, p: f64) -> bool {
     rng.uniform() < p
-}
-
-/// The `window` of `img`, resized to `out_h × out_w` (bilinear) and mirrored when `flip`.
-///
-/// # Errors
-///
-/// [`TransformError::BadWindow`] when the window does not fit, [`TransformError::BadSize`] for
-/// empty sizes.
-pub fn crop_resize<C: ColorOrder>(
-    img: &Image<Hwc, C>,
-    window: Window,
-    out_h: usize,
-    out_w: usize,
-    flip: bool,
-) -> Result<Image<Hwc, C>, TransformError> {
-    let row_len = out_w * C::CHANNELS;
-    let mut out = vec![0u8; out_h * row_len];
-    resize_window(img, window, out_h, out_w, flip, |y, row| {
-        out[y * row_len..(y + 1) * row_len].copy_from_slice(row);
-    })?;
-    Image::new(out_h, out_w, out).map_err(|e| TransformError::Internal(e.to_string()))
 }
 
 /// [`crop_resize`] then [`normalize_image`](crate::normalize_image), in one pass.

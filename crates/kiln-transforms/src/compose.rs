@@ -118,6 +118,64 @@ pub struct Compose {
 }
 
 impl Compose {
+    /// The training augmentation written as a short list (`kiln train --augment`): `none` (or
+    /// nothing), or a comma list of `crop=P` (a random 28×28 crop of the image padded by P
+    /// pixels), `flip` / `flip=p` (horizontal), `erase=p` (random erasing); the normalization is
+    /// Fashion-MNIST's.
+    ///
+    /// # Errors
+    ///
+    /// [`TransformError::BadShorthand`] naming the item.
+    pub fn from_shorthand(list: &str) -> Result<Option<Compose>, TransformError> {
+        let list = list.trim();
+        if list == "none" || list.is_empty() {
+            return Ok(None);
+        }
+        let mut compose = Compose {
+            stages: Vec::new(),
+            normalization: NormalizationSpec::FashionMnist,
+            erasing: 0.0,
+        };
+        let bad = |item: &str, reason: &str| TransformError::BadShorthand {
+            item: item.to_string(),
+            reason: reason.to_string(),
+        };
+        let prob = |item: &str, v: &str| -> Result<f64, TransformError> {
+            match v.parse::<f64>() {
+                Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+                _ => Err(bad(item, "the probability must be a number in [0, 1]")),
+            }
+        };
+        for item in list.split(',').map(str::trim) {
+            let (name, value) = item.split_once('=').map_or((item, None), |(n, v)| (n, Some(v)));
+            match (name, value) {
+                ("crop", Some(v)) => {
+                    let padding = v
+                        .parse()
+                        .map_err(|_| bad(item, "the padding must be a whole number of pixels"))?;
+                    compose.stages.push(Stage::RandomCrop {
+                        height: 28,
+                        width: 28,
+                        padding,
+                        reflect: false,
+                    });
+                }
+                ("flip", None) => compose.stages.push(Stage::HorizontalFlip { p: 0.5 }),
+                ("flip", Some(v)) => compose.stages.push(Stage::HorizontalFlip { p: prob(item, v)? }),
+                ("erase", Some(v)) => compose.erasing = prob(item, v)?,
+                _ => {
+                    return Err(bad(
+                        item,
+                        &format!(
+                            "unknown item `{item}`; use none or a comma list of crop=PADDING, flip, flip=P, erase=P"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Some(compose))
+    }
+
     /// torchvision's ImageNet training transform: RandomResizedCrop, flip, ImageNet normalisation.
     pub fn imagenet_train(size: usize) -> Self {
         Self {

@@ -84,6 +84,15 @@ pub enum TransformError {
         range: &'static str,
     },
 
+    /// An item of a short augmentation list that is not one.
+    #[error("{item}: {reason}")]
+    BadShorthand {
+        /// The item as written.
+        item: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A broken invariant inside a transform (a bug in kiln, reported rather than panicking).
     #[error("internal transform error: {0}")]
     Internal(String),

@@ -112,7 +112,28 @@ pub fn resize_bilinear<C: ColorOrder>(
     out_h: usize,
     out_w: usize,
 ) -> Result<Image<Hwc, C>, TransformError> {
-    crate::augment::crop_resize(img, full(img), out_h, out_w, false)
+    crop_resize(img, full(img), out_h, out_w, false)
+}
+
+/// The `window` of `img`, resized to `out_h × out_w` (bilinear) and mirrored when `flip`.
+///
+/// # Errors
+///
+/// [`TransformError::BadWindow`] when the window does not fit, [`TransformError::BadSize`] for
+/// empty sizes.
+pub fn crop_resize<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    window: Window,
+    out_h: usize,
+    out_w: usize,
+    flip: bool,
+) -> Result<Image<Hwc, C>, TransformError> {
+    let row_len = out_w * C::CHANNELS;
+    let mut out = vec![0u8; out_h * row_len];
+    resize_window(img, window, out_h, out_w, flip, |y, row| {
+        out[y * row_len..(y + 1) * row_len].copy_from_slice(row);
+    })?;
+    Image::new(out_h, out_w, out).map_err(|e| TransformError::Internal(e.to_string()))
 }
 
 /// Nearest-neighbour resize, OpenCV's `INTER_NEAREST` rule: source index `floor(dst · in/out)`

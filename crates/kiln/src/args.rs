@@ -6,20 +6,9 @@ use clap::parser::ValueSource;
 use clap::{Args, Parser, Subcommand};
 use kiln_train::config::RunFile;
 use kiln_train::{DeviceSpec, Schedule, TrainConfig};
-use kiln_transforms::NormalizationSpec;
-use kiln_transforms::compose::{Compose, Stage};
+use kiln_transforms::compose::Compose;
 
-/// A usage error: the invocation itself is wrong (exit code 2).
-#[derive(Debug)]
-pub(crate) struct Usage(pub(crate) String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Usage {}
+use crate::usage::Usage;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -174,8 +163,8 @@ pub(crate) enum Command {
         #[command(flatten)]
         args: TrainArgs,
         /// The claim to test.
-        #[arg(long, value_enum)]
-        study: crate::ablate::Study,
+        #[arg(long, value_parser = clap::value_parser!(kiln_train::ablation::Study))]
+        study: kiln_train::ablation::Study,
         /// Where the CSV and PNG go (default runs/ablate-STUDY).
         #[arg(long)]
         out_dir: Option<PathBuf>,
@@ -404,7 +393,8 @@ pub(crate) fn file_from_flags(args: &TrainArgs) -> anyhow::Result<RunFile> {
     }
     file.data.val_fraction = args.val_fraction;
     file.train = train_config(args);
-    if let Some(compose) = augmentation(&args.augment)? {
+    let compose = Compose::from_shorthand(&args.augment).map_err(|e| Usage(format!("--augment {e}")))?;
+    if let Some(compose) = compose {
         file.transforms.train = compose.stages;
         file.transforms.erasing = compose.erasing;
     }
@@ -474,54 +464,6 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
         }),
         ..TrainConfig::default()
     }
-}
-
-/// `--augment`: `none`, or a comma list of `crop=P`, `flip[=p]`, `erase=p` (Fashion-MNIST, 28×28).
-pub(crate) fn augmentation(list: &str) -> Result<Option<Compose>, Usage> {
-    let list = list.trim();
-    if list == "none" || list.is_empty() {
-        return Ok(None);
-    }
-    let mut compose = Compose {
-        stages: Vec::new(),
-        normalization: NormalizationSpec::FashionMnist,
-        erasing: 0.0,
-    };
-    let prob = |item: &str, v: &str| -> Result<f64, Usage> {
-        match v.parse::<f64>() {
-            Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-            _ => Err(Usage(format!(
-                "--augment {item}: the probability must be a number in [0, 1]"
-            ))),
-        }
-    };
-    for item in list.split(',').map(str::trim) {
-        let (name, value) = item.split_once('=').map_or((item, None), |(n, v)| (n, Some(v)));
-        match (name, value) {
-            ("crop", Some(v)) => {
-                let padding = v.parse().map_err(|_| {
-                    Usage(format!(
-                        "--augment {item}: the padding must be a whole number of pixels"
-                    ))
-                })?;
-                compose.stages.push(Stage::RandomCrop {
-                    height: 28,
-                    width: 28,
-                    padding,
-                    reflect: false,
-                });
-            }
-            ("flip", None) => compose.stages.push(Stage::HorizontalFlip { p: 0.5 }),
-            ("flip", Some(v)) => compose.stages.push(Stage::HorizontalFlip { p: prob(item, v)? }),
-            ("erase", Some(v)) => compose.erasing = prob(item, v)?,
-            _ => {
-                return Err(Usage(format!(
-                    "--augment: unknown item `{item}`; use none or a comma list of crop=PADDING, flip, flip=P, erase=P"
-                )));
-            }
-        }
-    }
-    Ok(Some(compose))
 }
 
 fn warmup(args: &TrainArgs) -> Option<kiln_train::schedule::Warmup> {

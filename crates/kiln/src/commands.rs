@@ -5,17 +5,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::prelude::*;
-use kiln_data::{Gray, Hwc, Image, npy};
+use kiln_data::npy;
 use kiln_models::{ModelConfig, PretrainedSpec};
 use kiln_train::config::{DataFormat, RunFile};
 use kiln_train::data::Splits;
 use kiln_train::infer::Trained;
-use kiln_train::{ConfusionMatrix, DeviceSpec, EvalMetrics};
-use kiln_transforms::compose::{Compose, Stage};
-use kiln_transforms::{Normalization, NormalizationSpec, Scale, resize_normalize};
+use kiln_train::{DeviceSpec, EvalMetrics};
+use kiln_transforms::compose::Compose;
+use kiln_transforms::{Normalization, NormalizationSpec, Scale};
 use serde::Serialize;
 
-use crate::args::Usage;
+use crate::usage::Usage;
 
 /// The run file that describes `weights`, when there is one: `--config`, else the `config.toml`
 /// of the run directory the weights were saved in.
@@ -98,7 +98,7 @@ pub(crate) fn eval(a: EvalArgs<'_>) -> anyhow::Result<()> {
     let t = trained(&weights, run_file.as_ref())?;
     let mut file = match (run_file, a.data) {
         (Some(file), _) => file,
-        (None, Some(data)) => file_from_spec(&t.spec, data),
+        (None, Some(data)) => t.run_file_on(data),
         (None, None) => {
             return Err(Usage(format!(
                 "{} has no config.toml next to it to say which data it was trained on; pass --data DIR (or --config RUN.toml)",
@@ -108,7 +108,7 @@ pub(crate) fn eval(a: EvalArgs<'_>) -> anyhow::Result<()> {
         }
     };
     crate::resolve(&mut file)?;
-    fit_eval_stages(&mut file, &t.spec);
+    t.fit_eval_stages(&mut file);
     check_normalization(&t, &file)?;
     let device = a.device.device()?;
     let data = Splits::open(&file)?;
@@ -143,7 +143,7 @@ pub(crate) fn eval(a: EvalArgs<'_>) -> anyhow::Result<()> {
                 accuracy: a,
             })
             .collect(),
-        confusion: confusion_rows(&confusion, names.len()),
+        confusion: confusion.rows(),
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -170,36 +170,6 @@ pub(crate) fn eval(a: EvalArgs<'_>) -> anyhow::Result<()> {
     println!("confusion matrix (rows: true class, columns: predicted):");
     print!("{}", confusion.to_markdown(&names));
     Ok(())
-}
-
-/// A run file for evaluating weights on `data` with nothing but their spec: its architecture,
-/// normalization and evaluation stages.
-fn file_from_spec(spec: &PretrainedSpec, data: &Path) -> RunFile {
-    let mut file = RunFile::default();
-    file.data.path = Some(data.to_path_buf());
-    if let Some(arch) = &spec.architecture {
-        file.model = arch.clone();
-    }
-    file.transforms.normalization = Some(spec.normalization.clone());
-    file.transforms.eval = spec.eval.clone();
-    file
-}
-
-/// Image folders of another size than the weights': evaluation stages at the weights' input size.
-fn fit_eval_stages(file: &mut RunFile, spec: &PretrainedSpec) {
-    let [_, h, w] = spec.input_chw;
-    if file.data.format == DataFormat::ImageFolder && file.transforms.eval_size() != Some([h, w]) {
-        file.transforms.eval = vec![
-            Stage::ResizeShorter {
-                size: ((h.max(w) as f64) / 0.875).round() as usize,
-            },
-            Stage::CenterCrop { height: h, width: w },
-        ];
-    }
-}
-
-fn confusion_rows(c: &ConfusionMatrix, n: usize) -> Vec<Vec<u64>> {
-    (0..n).map(|t| (0..n).map(|p| c.get(t, p)).collect()).collect()
 }
 
 #[derive(Serialize)]
@@ -249,7 +219,7 @@ pub(crate) fn predict(
         erasing: 0.0,
     });
     let device = device.device()?;
-    let (labels, data, n) = model_inputs(input, &norm, eval.as_ref(), [c, h, w])?;
+    let (labels, data, n) = kiln_train::infer::inputs(input, &norm, eval.as_ref(), [c, h, w])?;
     let images = Tensor::<4>::from_data(TensorData::new(data, [n, c, h, w]), &device);
     let probs = t.probabilities(images, &device)?;
     let classes = t.spec.num_classes;
@@ -297,93 +267,6 @@ pub(crate) fn predict(
     Ok(())
 }
 
-/// Model-ready inputs and their names: images go through the run file's evaluation stages, or are
-/// resized to the input size, and normalised; a `.npy` file is taken as model-ready already
-/// (`[N, C, H, W]` or `[C, H, W]`, as `kiln transform` writes it).
-fn model_inputs(
-    input: &Path,
-    norm: &Normalization,
-    eval: Option<&Compose>,
-    chw: [usize; 3],
-) -> anyhow::Result<(Vec<String>, Vec<f32>, usize)> {
-    if input.extension().is_some_and(|e| e == "npy") {
-        let a = npy::read(input)?;
-        let n = match a.shape.as_slice() {
-            [c, h, w] if [*c, *h, *w] == chw => 1,
-            [n, c, h, w] if [*c, *h, *w] == chw => *n,
-            other => {
-                return Err(Usage(format!(
-                    "{}: shape {other:?} does not fit the model's input [N, {}, {}, {}]",
-                    input.display(),
-                    chw[0],
-                    chw[1],
-                    chw[2]
-                ))
-                .into());
-            }
-        };
-        let names = (0..n).map(|i| format!("{}[{i}]", input.display())).collect();
-        return Ok((names, a.data, n));
-    }
-    let files: Vec<PathBuf> = if input.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(input)
-            .with_context(|| format!("reading {}", input.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![input.to_path_buf()]
-    };
-    if files.is_empty() {
-        anyhow::bail!("{}: no files to predict", input.display());
-    }
-    let mut data = Vec::with_capacity(files.len() * chw.iter().product::<usize>());
-    for f in &files {
-        let x = preprocess(f, norm, eval, chw)?;
-        if x.len() != chw.iter().product::<usize>() {
-            anyhow::bail!(
-                "{}: the evaluation stages give {} values, the model takes {chw:?}",
-                f.display(),
-                x.len()
-            );
-        }
-        data.extend_from_slice(&x);
-    }
-    Ok((
-        files.iter().map(|p| p.display().to_string()).collect(),
-        data,
-        files.len(),
-    ))
-}
-
-/// One image file as the model's input: decoded as grey (1 channel) or colour (3, converted from
-/// the decoder's BGR to RGB), through the evaluation stages when there are any (else resized,
-/// bilinear, to the input size), normalised.
-fn preprocess(
-    path: &Path,
-    norm: &Normalization,
-    eval: Option<&Compose>,
-    [c, h, w]: [usize; 3],
-) -> anyhow::Result<Vec<f32>> {
-    let mut rng = kiln_data::SampleRng::new(0);
-    Ok(match (c, eval) {
-        (1, Some(e)) => e
-            .apply::<Gray>(&kiln_data::decode::imread_gray(path)?, &mut rng)?
-            .into_vec(),
-        (3, Some(e)) => e
-            .apply::<kiln_data::Bgr>(&kiln_data::decode::imread(path)?, &mut rng)?
-            .into_vec(),
-        (1, None) => resize_normalize(&kiln_data::decode::imread_gray(path)?, h, w, norm)?.into_vec(),
-        (3, None) => resize_normalize(&kiln_data::decode::imread(path)?, h, w, norm)?.into_vec(),
-        _ => anyhow::bail!(
-            "{}: a model with {c} input channels takes no image files; pass a .npy",
-            path.display()
-        ),
-    })
-}
-
 /// `kiln transform`: the configured pipeline applied to one image, written as a CHW `.npy`.
 pub(crate) fn transform(
     config: &Path,
@@ -399,29 +282,7 @@ pub(crate) fn transform(
         crate::resolve(&mut file)?;
     }
     let norm = file.transforms.normalization(file.data.format).resolve()?;
-    // The generator a training sample with dataset index 0 gets in `epoch`.
-    let mut rng = kiln_data::SampleRng::new(kiln_data::loader::sample_seed(file.train.seed, epoch, 0));
-    // --train: the augmentation; otherwise the evaluation stages (when the run file has any).
-    let compose = if train {
-        file.transforms.augmentation(file.data.format)
-    } else {
-        file.transforms.eval_compose(file.data.format)
-    };
-    let (shape, data) = if file.data.format.input_chw()[0] == 1 {
-        let img: Image<Hwc, Gray> = kiln_data::decode::imread_gray(input)?;
-        let out = match &compose {
-            Some(c) => c.apply::<Gray>(&img, &mut rng)?,
-            None => resize_normalize(&img, img.height(), img.width(), &norm)?,
-        };
-        ([1, out.height(), out.width()], out.into_vec())
-    } else {
-        let img: Image<Hwc, kiln_data::Bgr> = kiln_data::decode::imread(input)?;
-        let out = match &compose {
-            Some(c) => c.apply::<kiln_data::Bgr>(&img, &mut rng)?,
-            None => resize_normalize(&img, img.height(), img.width(), &norm)?,
-        };
-        ([3, out.height(), out.width()], out.into_vec())
-    };
+    let (shape, data) = kiln_train::data::transform_image(&file, input, train, epoch)?;
     npy::write_f32(out, &shape, &data)?;
     if json {
         let plane = shape[1] * shape[2];
@@ -514,111 +375,15 @@ pub(crate) fn stats(data: &Path, format: DataFormat, scale: Scale, json: bool) -
     Ok(())
 }
 
-#[derive(Serialize)]
-struct SampleReport {
-    index: usize,
-    file: PathBuf,
-    label: u32,
-    class: String,
-    raw_shape_hwc: [usize; 3],
-    layout: &'static str,
-    colour_order: &'static str,
-    dtype: &'static str,
-    min: u8,
-    max: u8,
-    channel_means: Vec<f64>,
-}
-
-#[derive(Serialize)]
-struct BatchReport {
-    shape: [usize; 4],
-    dtype: &'static str,
-    colour_order: String,
-    channel_mean: Vec<f64>,
-    channel_std: Vec<f64>,
-    label_histogram: Vec<usize>,
-    check: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct InspectReport {
-    sample: SampleReport,
-    first_batch: BatchReport,
-}
-
 /// `kiln inspect`: `dataset[N]` and the first training batch, as the seed inspected them by hand.
 pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Path>) -> anyhow::Result<()> {
     if file.data.format == DataFormat::Coco {
         return crate::detection::inspect(file, index, json, grid);
     }
-    let (len, item) = kiln_train::data::raw_sample(file, index)?;
-    let Some(raw) = item else {
-        return Err(Usage(format!(
-            "--index {index}: the training split has {len} images (0..{len})"
-        ))
-        .into());
-    };
-    let [h, w, c] = raw.shape_hwc;
-    let px = raw.pixels;
-    // The splits as training sees them (validation held out, transforms applied).
-    let splits = Splits::open(file)?;
-    for w in &splits.warnings {
+    let report = kiln_train::inspect::inspect(file, index, grid)?;
+    for w in &report.warnings {
         eprintln!("warning: {w}");
     }
-    let class_names = splits.classes.clone();
-    let channel_means = (0..c)
-        .map(|ch| px.iter().skip(ch).step_by(c).map(|&v| f64::from(v)).sum::<f64>() / (h * w).max(1) as f64)
-        .collect();
-    let sample = SampleReport {
-        index,
-        file: raw.file,
-        label: raw.label.unwrap_or(0),
-        class: raw.class,
-        raw_shape_hwc: [h, w, c],
-        layout: "HWC",
-        colour_order: raw.order,
-        dtype: "u8",
-        min: px.iter().copied().min().unwrap_or(0),
-        max: px.iter().copied().max().unwrap_or(0),
-        channel_means,
-    };
-    let names = class_names;
-    let src = splits.train;
-    // The first batch training draws: epoch 0's shuffled order, augmentation included.
-    let len = src.len();
-    let order = kiln_data::BatchOrder::new(
-        len,
-        file.train.batch_size.min(len).max(1),
-        Some(file.train.seed),
-        true,
-    )?;
-    let positions = order.epoch(0).into_iter().next().unwrap_or_default();
-    let batch = src.epoch_batch(&positions, 0)?;
-    let norm = file.transforms.normalization(file.data.format).resolve()?;
-    let check = kiln_transforms::check::check_batch(&batch.data, batch.shape, &norm);
-    let mut histogram = vec![0usize; names.len()];
-    for &l in &batch.labels {
-        if let Some(h) = histogram.get_mut(l as usize) {
-            *h += 1;
-        }
-    }
-    let first_batch = BatchReport {
-        shape: batch.shape,
-        dtype: "f32",
-        colour_order: format!("{:?}", batch.order),
-        channel_mean: check.mean.clone(),
-        channel_std: check.std.clone(),
-        label_histogram: histogram,
-        check: if check.warnings.is_empty() {
-            vec!["ok: per-channel mean ≈ 0 and std ≈ 1".into()]
-        } else {
-            check.warnings.iter().map(ToString::to_string).collect()
-        },
-    };
-    if let Some(path) = grid {
-        write_grid(path, &batch.data, batch.shape, &norm)?;
-    }
-    let report = InspectReport { sample, first_batch };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -647,49 +412,6 @@ pub(crate) fn inspect(file: &RunFile, index: usize, json: bool, grid: Option<&Pa
     Ok(())
 }
 
-/// The batch as a PNG grid, de-normalised back to 0–255 (grey, or RGB whatever the model's order;
-/// 8 images per row).
-fn write_grid(
-    path: &Path,
-    data: &[f32],
-    [n, c, h, w]: [usize; 4],
-    norm: &Normalization,
-) -> anyhow::Result<()> {
-    let cols = n.clamp(1, 8);
-    let rows = n.div_ceil(cols);
-    let (gw, gh) = (cols * (w + 2), rows * (h + 2));
-    // Grey stays one channel; colour is written as RGB: a model fed BGR (the Caffe preset) has
-    // its channels read back in reverse, so a colour swap upstream shows as blue skin.
-    let out_c = if c == 1 { 1 } else { 3 };
-    let mut canvas = vec![0u8; gw * gh * out_c];
-    let unscale = if norm.scale == Scale::Unit { 255.0 } else { 1.0 };
-    let bgr = norm.order == kiln_transforms::ChannelOrder::Bgr;
-    for i in 0..n {
-        let (ox, oy) = ((i % cols) * (w + 2) + 1, (i / cols) * (h + 2) + 1);
-        for y in 0..h {
-            for x in 0..w {
-                for oc in 0..out_c {
-                    let ch = if bgr { out_c - 1 - oc } else { oc };
-                    let v = data[((i * c + ch) * h + y) * w + x];
-                    let raw = (v * norm.std[ch] + norm.mean[ch]) * unscale;
-                    canvas[((oy + y) * gw + ox + x) * out_c + oc] = raw.round().clamp(0.0, 255.0) as u8;
-                }
-            }
-        }
-    }
-    let saved = if out_c == 1 {
-        image::GrayImage::from_raw(gw as u32, gh as u32, canvas)
-            .context("grid buffer")?
-            .save(path)
-    } else {
-        image::RgbImage::from_raw(gw as u32, gh as u32, canvas)
-            .context("grid buffer")?
-            .save(path)
-    };
-    saved.with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// `kiln import`'s arguments.
 pub(crate) struct ImportArgs<'a> {
     pub(crate) arch: &'a str,
@@ -705,14 +427,10 @@ pub(crate) struct ImportArgs<'a> {
 /// `kiln import`: a torchvision state dict as a kiln checkpoint (`OUT/model.bpk` and its spec).
 pub(crate) fn import(a: ImportArgs<'_>) -> anyhow::Result<()> {
     let arch = ModelConfig::from_name(a.arch).map_err(|e| Usage(format!("--arch: {e}")))?;
-    let normalization: NormalizationSpec =
-        serde_json::from_value(serde_json::json!({ "preset": a.normalization })).map_err(|e| {
-            Usage(format!(
-                "--normalization {}: {e} (presets: torch-imagenet, caffe-imagenet, cifar10, fashion-mnist, mnist)",
-                a.normalization
-            ))
-        })?;
-    normalization.resolve()?;
+    let normalization: NormalizationSpec = a
+        .normalization
+        .parse()
+        .map_err(|e| Usage(format!("--normalization: {e}")))?;
     let [c, dh, dw] = arch.default_input();
     let [h, w] = match a.input_size {
         None => [dh, dw],
@@ -752,21 +470,7 @@ pub(crate) fn import(a: ImportArgs<'_>) -> anyhow::Result<()> {
         .into());
     }
     std::fs::create_dir_all(a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let spec = PretrainedSpec {
-        model: arch.id(),
-        architecture: Some(arch),
-        normalization,
-        input_chw: [c, h, w],
-        num_classes: a.classes,
-        class_names,
-        // torchvision's evaluation: the shorter side to size / 0.875 (256 for 224), centre crop.
-        eval: vec![
-            Stage::ResizeShorter {
-                size: ((h.max(w) as f64) / 0.875).round() as usize,
-            },
-            Stage::CenterCrop { height: h, width: w },
-        ],
-    };
+    let spec = PretrainedSpec::torchvision(arch, normalization, [c, h, w], a.classes, class_names);
     let device = Device::flex();
     let path = kiln_models::import::import_torchvision(a.weights, &spec, &model_path, &device)?;
     if a.json {

@@ -10,12 +10,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use kiln_models::PretrainedSpec;
 use kiln_train::TrainError;
 use kiln_train::config::{DataFormat, RunFile};
 use kiln_train::runner::{self, Diagnosis, DiagnosisReport, RunConfig, RunEvent, RunOptions};
 
-use args::{Cli, Command, TrainArgs, Usage};
+use args::{Cli, Command, TrainArgs};
+use usage::Usage;
 
 /// The vendored Fashion-MNIST subset (10,000 train / 2,000 test images), found from the source
 /// tree so `cargo run` works from any directory.
@@ -130,9 +130,9 @@ fn main() -> ExitCode {
         Some(Command::Models { json }) => commands::models(*json).map(|()| true),
         Some(Command::Ablate { args, study, out_dir }) => run_file_allowing(args, sub, &["epochs"])
             .and_then(|file| {
-                let out = out_dir.clone().unwrap_or_else(|| {
-                    PathBuf::from("runs").join(format!("ablate-{}", format!("{study:?}").to_lowercase()))
-                });
+                let out = out_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("runs").join(format!("ablate-{}", study.name())));
                 ablate::ablate(file, *study, &out, args.json)
             })
             .map(|()| true),
@@ -379,27 +379,14 @@ fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         allow_normalization_override: args.allow_normalization_override,
     };
     let mut print = |event: RunEvent<'_>| match event {
-        RunEvent::Setup(line) => say!(json, "{line}"),
         RunEvent::Note(_) | RunEvent::Warning(_) => eprintln!("{event}"),
         RunEvent::Epoch(r) => {
-            let val = match (r.val_loss, r.val_acc) {
-                (Some(l), Some(a)) => format!("val_loss={l:.4} val_acc={a:.4}"),
-                _ => "no validation split".to_string(),
-            };
-            say!(
-                json,
-                "epoch {}/{epochs}  lr={:.4}  train_loss={:.4} train_acc={:.4}  {val}  {:.0} img/s  {:.1}s",
-                r.epoch,
-                r.lr,
-                r.train_loss,
-                r.train_acc,
-                r.train_images_per_s,
-                r.seconds
-            );
+            say!(json, "{}", r.line(epochs));
             if let Some(v) = r.verdict.as_deref().filter(|v| !v.starts_with("healthy")) {
                 say!(json, "  verdict: {v}");
             }
         }
+        RunEvent::Setup(line) => say!(json, "{line}"),
     };
     let out = runner::train(file, &options, &mut print)?;
     if out.stopped_early {
@@ -424,27 +411,7 @@ fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         s.seconds
     );
     if json {
-        let files = |name: &str| out.run_dir.join(name);
-        let report = serde_json::json!({
-            "run": &out.run_dir,
-            "summary": s,
-            "verdict": &out.verdict,
-            "best": out.best.map(|(value, epoch, monitor)| serde_json::json!({"epoch": epoch, "value": value, "monitor": monitor})),
-            "stopped_early": out.stopped_early,
-            "resumed_after": out.resumed_after,
-            "epochs": &out.epochs,
-            "warnings": &out.warnings,
-            "checkpoint_failures": &out.checkpoint_failures,
-            "files": {
-                "model": &out.model,
-                "spec": PretrainedSpec::sidecar_path(&out.model),
-                "best": &out.best_model,
-                "report": &out.report,
-                "metrics": files("metrics.jsonl"),
-                "config": files("config.toml"),
-            },
-        });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&out.to_json())?);
     }
     Ok(())
 }
@@ -466,3 +433,4 @@ fn inspect_file(config: Option<&Path>, data: Option<&Path>) -> anyhow::Result<Ru
 mod ablate;
 mod commands;
 mod detection;
+mod usage;
