@@ -285,7 +285,7 @@ fn diagnose(
 
 fn doctor(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
     let DiagnosisReport::Doctor(report) = diagnose(args, matches, Diagnosis::Doctor)? else {
-        unreachable!("a doctor diagnosis reports as one")
+        anyhow::bail!("internal: a doctor diagnosis reported as another")
     };
     let json = args.json;
     if json {
@@ -321,7 +321,7 @@ fn lr_find(args: &TrainArgs, matches: &clap::ArgMatches, plot: &Path, steps: usi
         plot: Some(plot.to_path_buf()),
     };
     let DiagnosisReport::LrFind(r) = diagnose(args, matches, what)? else {
-        unreachable!("an lr-find diagnosis reports as one")
+        anyhow::bail!("internal: an lr-find diagnosis reported as another")
     };
     let json = args.json;
     match r.suggested {
@@ -350,7 +350,7 @@ fn lr_find(args: &TrainArgs, matches: &clap::ArgMatches, plot: &Path, steps: usi
 fn overfit_batch(args: &TrainArgs, matches: &clap::ArgMatches, steps: usize) -> anyhow::Result<bool> {
     let what = Diagnosis::OverfitBatch { steps, target: 0.05 };
     let DiagnosisReport::OverfitBatch(r) = diagnose(args, matches, what)? else {
-        unreachable!("an overfit-batch diagnosis reports as one")
+        anyhow::bail!("internal: an overfit-batch diagnosis reported as another")
     };
     say!(args.json, "overfit-batch: {}", r.message);
     if args.json {
