@@ -221,7 +221,9 @@ fn main() -> anyhow::Result<()> {
     for e in &r.epochs {
         println!(
             "epoch {}: train_loss={:.4} train_acc={:.3}",
-            e.epoch, e.train_loss, e.train_acc
+            e.epoch,
+            e.train_loss,
+            e.metric("train_acc").unwrap_or(f64::NAN)
         );
     }
     Ok(())

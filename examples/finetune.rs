@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             "  epoch {}: train_loss={:.4} val_acc={:.3}",
             r.epoch,
             r.train_loss,
-            r.val_acc.unwrap_or(f64::NAN)
+            r.metric("val_acc").unwrap_or(f64::NAN)
         )
     };
     println!("phase 1: head only (backbone frozen, BatchNorm in eval mode)");

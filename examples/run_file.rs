@@ -31,7 +31,9 @@ fn main() -> anyhow::Result<()> {
         &mut |event: RunEvent<'_>| match event {
             RunEvent::Epoch(r) => println!(
                 "epoch {}: train_loss {:.4} val_acc {:?}",
-                r.epoch, r.train_loss, r.val_acc
+                r.epoch,
+                r.train_loss,
+                r.metric("val_acc")
             ),
             other => println!("{other}"),
         },

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use kiln_data::{MnistDataset, MnistSplit};
 use kiln_models::{MlpConfig, ReferenceCnnConfig};
 use kiln_train::diagnose::{LrFindConfig, doctor, lr_find, overfit_one_batch};
-use kiln_train::{ClassificationSource, TrainConfig};
+use kiln_train::{Classification, ClassificationSource, TrainConfig};
 use kiln_transforms::{ChannelOrder, Normalization, Scale};
 
 fn train_source(
@@ -76,6 +76,7 @@ fn a_model_fits_one_batch_and_a_frozen_learning_rate_does_not() -> anyhow::Resul
         ..TrainConfig::default()
     };
     let ok = overfit_one_batch(
+        &Classification::new(cfg.loss.clone()),
         MlpConfig::new(vec![64]).init(&device)?,
         &src,
         &cfg,
@@ -91,6 +92,7 @@ fn a_model_fits_one_batch_and_a_frozen_learning_rate_does_not() -> anyhow::Resul
     );
     let stuck_cfg = TrainConfig { lr: 1e-7, ..cfg };
     let stuck = overfit_one_batch(
+        &Classification::new(stuck_cfg.loss.clone()),
         MlpConfig::new(vec![64]).init(&device)?,
         &src,
         &stuck_cfg,
@@ -127,6 +129,7 @@ fn the_lr_finder_suggests_a_rate_in_the_useful_range_and_plots_it() -> anyhow::R
         ..LrFindConfig::default()
     };
     let r = lr_find(
+        &Classification::new(cfg.loss.clone()),
         ReferenceCnnConfig::new().init(&device)?,
         &src,
         &cfg,

@@ -85,8 +85,8 @@ fn resumed_equals_straight(name: &str, device: &Device) -> anyhow::Result<()> {
     assert_eq!(resumed.epochs.len(), 3);
     for (a, b) in straight.epochs.iter().zip(&resumed.epochs) {
         assert_eq!(
-            (a.train_loss, a.train_acc, a.val_loss, a.val_acc),
-            (b.train_loss, b.train_acc, b.val_loss, b.val_acc),
+            (a.train_loss, a.val_loss, &a.metrics),
+            (b.train_loss, b.val_loss, &b.metrics),
             "{name}: epoch {}",
             a.epoch
         );
@@ -238,7 +238,7 @@ fn early_stopping_keeps_the_best_model_and_a_tiny_training_set_is_called_overfit
     // The verdict: training accuracy near 1 with a wide gap to validation.
     assert_eq!(r.verdict.label(), "overfitting", "{} / {:?}", r.verdict, last);
     assert!(last.verdict.as_deref().unwrap_or("").starts_with("overfitting"));
-    assert_eq!(r.val_confusion.as_ref().map(|c| c.total()), Some(200));
+    assert_eq!(r.val_confusion().map(|c| c.total()), Some(200));
     Ok(())
 }
 
@@ -418,7 +418,10 @@ fn augmented_training_gives_the_same_metrics_whatever_the_worker_count() -> anyh
             ..TrainConfig::default()
         };
         let r = fit(init.clone(), &train, None, &cfg, &device, FitOutputs::default())?;
-        Ok(r.epochs.iter().map(|e| (e.train_loss, e.train_acc)).collect())
+        Ok(r.epochs
+            .iter()
+            .map(|e| (e.train_loss, e.metric("train_acc").unwrap_or(f64::NAN)))
+            .collect())
     };
     let inline = run(0)?;
     assert_eq!(inline, run(1)?, "1 worker");

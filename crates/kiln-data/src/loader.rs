@@ -50,7 +50,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
 
 use burn::data::dataset::Dataset;
 
@@ -211,56 +210,122 @@ where
     }
 
     /// The batches of epoch 0.
-    pub fn iter(&self) -> LoaderIter<B::Batch> {
+    pub fn iter(&self) -> LoaderIter<'static, B::Batch> {
         self.epoch(0)
     }
 
     /// The batches of epoch `epoch` (its shuffle and every sample's generator depend on it).
-    pub fn epoch(&self, epoch: u64) -> LoaderIter<B::Batch> {
+    pub fn epoch(&self, epoch: u64) -> LoaderIter<'static, B::Batch> {
         let batches = self.order.epoch(epoch);
-        let total = batches.len();
-        let workers = self.config.num_workers.min(total);
+        let shared = Arc::clone(&self.shared);
+        let build = move |b: usize| shared.build(epoch, &batches[b]);
+        let total = self.order.num_batches();
+        Prefetch {
+            workers: self.config.num_workers,
+            prefetch: self.config.prefetch,
+        }
+        .run(total, build, &Detached)
+    }
+}
+
+/// Where [`Prefetch`] starts its workers: [`Detached`] threads (the iterator owns them), or a
+/// [`std::thread::Scope`] (the workers may borrow what the scope's caller owns).
+pub trait Spawn<'a> {
+    /// Starts `work` on a thread named `name`; returns what joins it.
+    ///
+    /// # Errors
+    ///
+    /// The thread could not be started.
+    fn spawn(&self, name: String, work: Box<dyn FnOnce() + Send + 'a>) -> std::io::Result<Joiner<'a>>;
+}
+
+/// Joins one worker thread.
+pub type Joiner<'a> = Box<dyn FnOnce() + 'a>;
+
+/// Plain threads owned by the iterator: joined when it ends or is dropped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Detached;
+
+impl Spawn<'static> for Detached {
+    fn spawn(&self, name: String, work: Box<dyn FnOnce() + Send>) -> std::io::Result<Joiner<'static>> {
+        let handle = std::thread::Builder::new().name(name).spawn(work)?;
+        Ok(Box::new(move || {
+            let _ = handle.join();
+        }))
+    }
+}
+
+impl<'scope, 'env> Spawn<'scope> for &'scope std::thread::Scope<'scope, 'env> {
+    fn spawn(
+        &self,
+        name: String,
+        work: Box<dyn FnOnce() + Send + 'scope>,
+    ) -> std::io::Result<Joiner<'scope>> {
+        let handle = std::thread::Builder::new().name(name).spawn_scoped(self, work)?;
+        Ok(Box::new(move || {
+            let _ = handle.join();
+        }))
+    }
+}
+
+/// kiln's one worker pool: builds batches `0..total` ahead of their consumer and yields them in
+/// order. With `workers` = 0 everything runs on the calling thread (breakpoints work); otherwise
+/// batch `i` is built by worker `i mod workers`, each holding at most `prefetch` finished batches,
+/// so the sequence is the same for any number of workers. A failing batch ends the sequence with
+/// its error; a panic becomes [`DataError::WorkerPanic`] naming the batch; dropping the iterator
+/// stops and joins the workers. The [`Loader`] runs its epochs on it, and so does kiln-train's
+/// training loop (batches from its own sources, on scoped threads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefetch {
+    /// Worker threads (0: the calling thread).
+    pub workers: usize,
+    /// Finished batches each worker may hold ahead of the consumer (at least 1).
+    pub prefetch: usize,
+}
+
+impl Prefetch {
+    /// The batches `build(0)`, …, `build(total - 1)`, built as [`Prefetch`] says, on threads from
+    /// `spawn`.
+    pub fn run<'a, T, E, F, S>(self, total: usize, build: F, spawn: &S) -> LoaderIter<'a, T, E>
+    where
+        T: Send + 'a,
+        E: From<DataError> + Send + 'a,
+        F: Fn(usize) -> Result<T, E> + Send + Sync + 'a,
+        S: Spawn<'a> + ?Sized,
+    {
+        let workers = self.workers.min(total);
         if workers == 0 {
-            let shared = Arc::clone(&self.shared);
-            let mut pending = batches.into_iter();
-            return LoaderIter {
-                next: 0,
-                total,
-                source: Source::Inline(Box::new(move || {
-                    pending.next().map(|ix| shared.build(epoch, &ix))
-                })),
-                finished: false,
-            };
+            return Self::inline(total, build);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let batches = Arc::new(batches);
+        let build = Arc::new(build);
         let mut receivers = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
+        let mut joiners: Vec<Joiner<'a>> = Vec::with_capacity(workers);
         for w in 0..workers {
-            let (tx, rx) = sync_channel(self.config.prefetch.max(1));
+            let (tx, rx) = sync_channel(self.prefetch.max(1));
             receivers.push(rx);
-            let shared = Arc::clone(&self.shared);
-            let batches = Arc::clone(&batches);
+            let build = Arc::clone(&build);
             let worker_stop = Arc::clone(&stop);
-            let spawned = std::thread::Builder::new()
-                .name(format!("kiln-loader-{w}"))
-                .spawn(move || worker(&shared, epoch, &batches, w, workers, &worker_stop, &tx));
-            match spawned {
-                Ok(h) => handles.push(h),
+            let work = Box::new(move || worker(&*build, total, w, workers, &worker_stop, &tx));
+            match spawn.spawn(format!("kiln-loader-{w}"), work) {
+                Ok(j) => joiners.push(j),
                 Err(e) => {
                     // Could not start a thread: stop those started, report it as the first item.
                     stop.store(true, Ordering::Relaxed);
                     drop(receivers);
-                    for h in handles {
-                        let _ = h.join();
+                    for j in joiners {
+                        j();
                     }
                     return LoaderIter {
                         next: 0,
                         total,
-                        source: Source::Failed(Some(DataError::WorkerPanic {
-                            batch: 0,
-                            message: format!("cannot start loader thread {w}: {e}"),
-                        })),
+                        source: Source::Failed(Some(
+                            DataError::WorkerPanic {
+                                batch: 0,
+                                message: format!("cannot start loader thread {w}: {e}"),
+                            }
+                            .into(),
+                        )),
                         finished: false,
                     };
                 }
@@ -271,7 +336,7 @@ where
             total,
             source: Source::Workers {
                 receivers,
-                handles,
+                joiners,
                 stop,
             },
             finished: false,
@@ -279,32 +344,48 @@ where
     }
 }
 
-type BatchResult<T> = Result<T, DataError>;
+impl Prefetch {
+    /// The batches `build(0)`, …, `build(total - 1)`, each built on the calling thread when it
+    /// is asked for (a panic becomes [`DataError::WorkerPanic`] too).
+    pub fn inline<'a, T, E, F>(total: usize, mut build: F) -> LoaderIter<'a, T, E>
+    where
+        F: FnMut(usize) -> Result<T, E> + 'a,
+    {
+        let mut next = 0;
+        LoaderIter {
+            next: 0,
+            total,
+            source: Source::Inline(Box::new(move || {
+                let b = next;
+                next += 1;
+                (b < total).then(|| build(b))
+            })),
+            finished: false,
+        }
+    }
+}
 
-fn worker<D, T, B, I>(
-    shared: &Shared<D, T, B, I>,
-    epoch: u64,
-    batches: &[Vec<usize>],
+/// Worker `first` of `step`: builds batches `first, first + step, …` until the end, an error, or
+/// `stop`.
+fn worker<T, E: From<DataError>>(
+    build: &(dyn Fn(usize) -> Result<T, E> + Send + Sync),
+    total: usize,
     first: usize,
     step: usize,
     stop: &AtomicBool,
-    tx: &SyncSender<BatchResult<B::Batch>>,
-) where
-    D: Dataset<I, DataError>,
-    T: SampleTransform<I>,
-    B: Collate<T::Output>,
-{
-    for b in (first..batches.len()).step_by(step) {
+    tx: &SyncSender<Result<T, E>>,
+) {
+    for b in (first..total).step_by(step) {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let result =
-            catch_unwind(AssertUnwindSafe(|| shared.build(epoch, &batches[b]))).unwrap_or_else(|payload| {
-                Err(DataError::WorkerPanic {
-                    batch: b,
-                    message: panic_message(payload.as_ref()),
-                })
-            });
+        let result = catch_unwind(AssertUnwindSafe(|| build(b))).unwrap_or_else(|payload| {
+            Err(DataError::WorkerPanic {
+                batch: b,
+                message: panic_message(payload.as_ref()),
+            }
+            .into())
+        });
         let failed = result.is_err();
         // A send error means the consumer is gone: stop.
         if tx.send(result).is_err() || failed {
@@ -324,35 +405,36 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-type InlineNext<T> = Box<dyn FnMut() -> Option<BatchResult<T>>>;
+type InlineNext<'a, T, E> = Box<dyn FnMut() -> Option<Result<T, E>> + 'a>;
 
-enum Source<T> {
-    Inline(InlineNext<T>),
+enum Source<'a, T, E> {
+    Inline(InlineNext<'a, T, E>),
     Workers {
-        receivers: Vec<Receiver<BatchResult<T>>>,
-        handles: Vec<JoinHandle<()>>,
+        receivers: Vec<Receiver<Result<T, E>>>,
+        joiners: Vec<Joiner<'a>>,
         stop: Arc<AtomicBool>,
     },
-    Failed(Option<DataError>),
+    Failed(Option<E>),
 }
 
 /// The batches of one epoch, in order. Ends after the last batch or after the first error.
-pub struct LoaderIter<T> {
+/// `'a`: what the workers may borrow (`'static` for a [`Loader`]'s).
+pub struct LoaderIter<'a, T, E = DataError> {
     next: usize,
     total: usize,
-    source: Source<T>,
+    source: Source<'a, T, E>,
     finished: bool,
 }
 
-impl<T> LoaderIter<T> {
+impl<T, E> LoaderIter<'_, T, E> {
     /// Batches in this epoch (including those already yielded).
     pub fn total(&self) -> usize {
         self.total
     }
 }
 
-impl<T> Iterator for LoaderIter<T> {
-    type Item = Result<T, DataError>;
+impl<T, E: From<DataError>> Iterator for LoaderIter<'_, T, E> {
+    type Item = Result<T, E>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.finished || self.next >= self.total {
@@ -366,7 +448,8 @@ impl<T> Iterator for LoaderIter<T> {
                     Some(Err(DataError::WorkerPanic {
                         batch: b,
                         message: panic_message(payload.as_ref()),
-                    }))
+                    }
+                    .into()))
                 })
             }
             Source::Workers { receivers, .. } => {
@@ -375,7 +458,8 @@ impl<T> Iterator for LoaderIter<T> {
                     Err(DataError::WorkerPanic {
                         batch: b,
                         message: "the worker exited without sending its batch".to_string(),
-                    })
+                    }
+                    .into())
                 }))
             }
             Source::Failed(e) => e.take().map(Err),
@@ -394,25 +478,25 @@ impl<T> Iterator for LoaderIter<T> {
     }
 }
 
-impl<T> LoaderIter<T> {
+impl<T, E> LoaderIter<'_, T, E> {
     fn shutdown(&mut self) {
         if let Source::Workers {
             receivers,
-            handles,
+            joiners,
             stop,
         } = &mut self.source
         {
             stop.store(true, Ordering::Relaxed);
             // Dropping the receivers unblocks workers waiting to send; then they see `stop`.
             receivers.clear();
-            for h in handles.drain(..) {
-                let _ = h.join();
+            for j in joiners.drain(..) {
+                j();
             }
         }
     }
 }
 
-impl<T> Drop for LoaderIter<T> {
+impl<T, E> Drop for LoaderIter<'_, T, E> {
     fn drop(&mut self) {
         self.shutdown();
     }

@@ -210,7 +210,7 @@ pub fn run_study(
         progress(name);
         let t = Instant::now();
         let records = crate::runner::fit_only(file, &device).map_err(|e| variant_error(name, e))?;
-        let val: Vec<f64> = records.iter().filter_map(|r| r.val_acc).collect();
+        let val: Vec<f64> = records.iter().filter_map(|r| r.metric("val_acc")).collect();
         rows.push(Row {
             variant: name.clone(),
             final_val_acc: val.last().copied().unwrap_or(f64::NAN),
@@ -223,7 +223,7 @@ pub fn run_study(
             name.clone(),
             records
                 .iter()
-                .filter_map(|r| r.val_acc.map(|a| (r.epoch as f64, a)))
+                .filter_map(|r| r.metric("val_acc").map(|a| (r.epoch as f64, a)))
                 .collect::<Vec<_>>(),
         ));
     }

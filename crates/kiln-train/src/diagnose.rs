@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use kiln_models::Classifier;
@@ -14,7 +15,39 @@ use kiln_transforms::check::check_batch;
 use serde::{Deserialize, Serialize};
 
 use crate::plot::{Series, line_chart};
+use crate::step::{Micro, StepContext, shard_grads};
+use crate::task::{Classification, Task, check_labels};
 use crate::{BatchSource, TrainConfig, TrainError};
+
+/// The training step's forward and backward of `task` on one batch: the batch's mean loss and
+/// the gradients (device failures become errors, as in `fit`).
+fn forward_backward<M: Module, T: Task<M>>(
+    task: &T,
+    model: &M,
+    batch: T::Batch,
+    positions: &[usize],
+    batch_size: usize,
+    ad: &Device,
+    first: bool,
+) -> Result<(f64, GradientsParams), TrainError> {
+    let context = StepContext {
+        scale: 1.0,
+        epoch: 1,
+        step: 1,
+        batch_size,
+        accumulate: 1,
+        first,
+    };
+    let micro = vec![Micro {
+        batch,
+        positions: positions.to_vec(),
+    }];
+    let out = shard_grads(task, model, micro, &context, ad)?;
+    Ok((
+        out.loss_sum / out.seen.max(1) as f64,
+        out.grads.unwrap_or_default(),
+    ))
+}
 
 /// One pre-flight check's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,9 +143,8 @@ pub fn doctor<M: Classifier>(
     }
     let ad = device.clone().without_autodiff().autodiff();
     let model = model.fork(&ad).train();
-    let (images, targets) = batch.clone().into_tensors(&ad);
-    let logits = model.logits(images);
-    let classes = logits.dims()[1];
+    let (images, _) = batch.clone().into_tensors(&ad);
+    let classes = model.logits(images).dims()[1];
 
     // Labels: range and per-class counts over the whole training set.
     let mut counts = vec![0usize; classes];
@@ -195,7 +227,7 @@ pub fn doctor<M: Classifier>(
     }
 
     // One forward/backward on the device, and the initial loss (not with labels the loss cannot take).
-    if crate::step::check_labels(&batch.labels, &first, classes, || "first batch".into()).is_err() {
+    if check_labels(&batch.labels, &first, classes, || "first batch".into()).is_err() {
         check(
             "forward/backward",
             false,
@@ -206,9 +238,18 @@ pub fn doctor<M: Classifier>(
             class_counts: counts,
         });
     }
-    let loss = cfg.loss.forward(logits, targets);
-    let loss_value: f32 = loss.clone().into_scalar();
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let task = Classification::new(cfg.loss.clone());
+    let (loss_value, mut grads) =
+        match forward_backward(&task, &model, batch, &first, cfg.batch_size, &ad, true) {
+            Ok(done) => done,
+            Err(e) => {
+                check("forward/backward", false, e.to_string());
+                return Ok(DoctorReport {
+                    checks,
+                    class_counts: counts,
+                });
+            }
+        };
     let grad_norm = crate::clip_grad_norm(&model, &mut grads, f64::INFINITY);
     check(
         "forward/backward",
@@ -219,7 +260,7 @@ pub fn doctor<M: Classifier>(
         ),
     );
     let ln_c = (classes as f64).ln();
-    let off = (f64::from(loss_value) - ln_c).abs();
+    let off = (loss_value - ln_c).abs();
     check(
         "initial loss ≈ ln C",
         off < 0.5 * ln_c,
@@ -249,16 +290,17 @@ pub struct OverfitReport {
     pub message: String,
 }
 
-/// Trains on the first batch only, at the config's optimizer and a constant `cfg.lr`, for up to
-/// `max_steps` steps: a model that can learn at all drives the loss below `target` (e.g. 0.05) of
-/// its start. Stops as soon as it does.
+/// Trains `task` on the first batch only, at the config's optimizer and a constant `cfg.lr`, for
+/// up to `max_steps` steps: a model that can learn at all drives the loss below `target` (e.g.
+/// 0.05) of its start. Stops as soon as it does.
 ///
 /// # Errors
 ///
 /// Data, shape and config errors.
-pub fn overfit_one_batch<M: Classifier>(
+pub fn overfit_one_batch<M: Module, T: Task<M>>(
+    task: &T,
     model: M,
-    train: &dyn BatchSource,
+    train: &dyn BatchSource<T::Batch>,
     cfg: &TrainConfig,
     device: &Device,
     max_steps: usize,
@@ -268,25 +310,18 @@ pub fn overfit_one_batch<M: Classifier>(
     let n = cfg.batch_size.min(train.len()).max(1);
     let positions: Vec<usize> = (0..n).collect();
     let batch = train.batch(&positions)?;
-    model.check_input(&batch.shape)?;
+    task.check_first_batch(&model, &batch, None)?;
     let ad = device.clone().without_autodiff().autodiff();
     ad.seed(cfg.seed);
     let mut model = model.fork(&ad).train();
     let mut optim = cfg.optimizer.build(Vec::new())?;
     let mut losses = Vec::new();
-    for _ in 0..max_steps.max(1) {
-        let (images, targets) = batch.clone().into_tensors(&ad);
-        let logits = model.logits(images);
-        crate::step::check_labels(&batch.labels, &positions, logits.dims()[1], || {
-            "the overfit batch".into()
-        })?;
-        let loss = cfg.loss.forward(logits, targets);
-        let value = f64::from(loss.clone().into_scalar::<f32>());
+    for i in 0..max_steps.max(1) {
+        let (value, grads) = forward_backward(task, &model, batch.clone(), &positions, n, &ad, i == 0)?;
         losses.push(value);
         if !value.is_finite() || value < target * losses[0] {
             break;
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(cfg.lr, model, grads);
     }
     let (first, last) = (losses[0], *losses.last().unwrap_or(&losses[0]));
@@ -358,9 +393,10 @@ pub struct LrFindResult {
 /// # Errors
 ///
 /// Data, shape and config errors, or a plot that cannot be written.
-pub fn lr_find<M: Classifier>(
+pub fn lr_find<M: Module, T: Task<M>>(
+    task: &T,
     model: M,
-    train: &dyn BatchSource,
+    train: &dyn BatchSource<T::Batch>,
     cfg: &TrainConfig,
     device: &Device,
     sweep: &LrFindConfig,
@@ -399,14 +435,9 @@ pub fn lr_find<M: Classifier>(
         let lr = sweep.start_lr * ratio.powi(i as i32);
         let batch = train.batch(&positions)?;
         if i == 0 {
-            model.check_input(&batch.shape)?;
+            task.check_first_batch(&model, &batch, None)?;
         }
-        let labels = batch.labels.clone();
-        let (images, targets) = batch.into_tensors(&ad);
-        let logits = model.logits(images);
-        crate::step::check_labels(&labels, &positions, logits.dims()[1], || "the LR finder".into())?;
-        let loss = cfg.loss.forward(logits, targets);
-        let value = f64::from(loss.clone().into_scalar::<f32>());
+        let (value, grads) = forward_backward(task, &model, batch, &positions, cfg.batch_size, &ad, i == 0)?;
         if !value.is_finite() {
             break;
         }
@@ -418,7 +449,6 @@ pub fn lr_find<M: Classifier>(
         if smoothed > sweep.diverge * best {
             break;
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr, model, grads);
     }
     // Steepest descent per decade of lr, measured over a window of ±n/10 steps (single-step

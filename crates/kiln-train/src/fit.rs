@@ -1,20 +1,23 @@
 //! The training loop.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_data::BatchOrder;
 use kiln_models::Classifier;
-use kiln_transforms::check::check_batch;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::checkpoint::{self, CheckpointOptions, CheckpointState};
+use crate::evaluate::evaluate_task;
 use crate::feed::Feed;
 use crate::metrics::{ConfusionMatrix, Verdict};
 use crate::parallel::{DataParallel, ReplicaSetup, Replicas};
-use crate::step::{Micro, ShardOut, StepContext, clip_grad_norm, shard_grads};
-use crate::{BatchSource, LrGroup, MetricsLog, Monitor, TrainConfig, TrainError, evaluate_with_confusion};
+use crate::step::{Micro, StepContext, clip_grad_norm, shard_grads};
+use crate::task::{ClassStats, Classification, Metric, Task};
+use crate::{BatchSource, LrGroup, MetricsLog, Monitor, TrainConfig, TrainError};
 
 /// What one epoch measured (one line of `metrics.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,15 +26,13 @@ pub struct EpochRecord {
     pub epoch: usize,
     /// Mean training loss over the epoch's steps.
     pub train_loss: f64,
-    /// Training accuracy over the epoch (with the weights as they were at each step).
-    pub train_acc: f64,
     /// Validation loss, when there is a validation split.
     pub val_loss: Option<f64>,
-    /// Validation accuracy, when there is a validation split.
-    pub val_acc: Option<f64>,
-    /// Validation top-5 accuracy, when there is a validation split.
-    #[serde(default)]
-    pub val_top5: Option<f64>,
+    /// The task's metrics ([`Metric`]) as `train_<key>` (over the epoch's steps, with the
+    /// weights as they were at each step) and `val_<key>`: `train_acc`, `val_acc` and
+    /// `val_top5` for classification. Written as top-level fields of the record's JSON line.
+    #[serde(flatten, deserialize_with = "present_metrics")]
+    pub metrics: BTreeMap<String, f64>,
     /// Learning rate of the epoch's first step.
     pub lr: f64,
     /// Training throughput (batch assembly + forward + backward + step), evaluation excluded.
@@ -46,16 +47,51 @@ pub struct EpochRecord {
     pub step_losses: Vec<f64>,
 }
 
+/// Metric fields of a record's JSON line, leaving out those written as `null` (a non-finite
+/// value, or a validation metric of a run without validation written by an older kiln).
+fn present_metrics<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+    let all = BTreeMap::<String, Option<f64>>::deserialize(d)?;
+    Ok(all.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+}
+
 impl EpochRecord {
-    /// The epoch as one line of a run's output (`epoch 3/10  lr=0.0327  train_loss=… val_acc=…`).
+    /// A metric by its record key (`train_acc`, `val_acc`, `val_top5`).
+    pub fn metric(&self, key: &str) -> Option<f64> {
+        self.metrics.get(key).copied()
+    }
+
+    /// The training value of `m` (`train_<key>`).
+    pub fn train(&self, m: &Metric) -> Option<f64> {
+        self.metric(&format!("train_{}", m.key))
+    }
+
+    /// The validation value of `m` (`val_<key>`).
+    pub fn val(&self, m: &Metric) -> Option<f64> {
+        self.metric(&format!("val_{}", m.key))
+    }
+
+    /// The epoch as one line of a run's output (`epoch 3/10  lr=0.0327  train_loss=… train_acc=…
+    /// val_loss=… val_acc=…`).
     pub fn line(&self, epochs: usize) -> String {
-        let val = match (self.val_loss, self.val_acc) {
-            (Some(l), Some(a)) => format!("val_loss={l:.4} val_acc={a:.4}"),
-            _ => "no validation split".to_string(),
+        let part = |prefix: &str| -> String {
+            self.metrics
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| format!(" {k}={v:.4}"))
+                .collect()
+        };
+        let val = match self.val_loss {
+            Some(l) => format!("val_loss={l:.4}{}", part("val_")),
+            None => "no validation split".to_string(),
         };
         format!(
-            "epoch {}/{epochs}  lr={:.4}  train_loss={:.4} train_acc={:.4}  {val}  {:.0} img/s  {:.1}s",
-            self.epoch, self.lr, self.train_loss, self.train_acc, self.train_images_per_s, self.seconds
+            "epoch {}/{epochs}  lr={:.4}  train_loss={:.4}{}  {val}  {:.0} img/s  {:.1}s",
+            self.epoch,
+            self.lr,
+            self.train_loss,
+            part("train_"),
+            self.train_images_per_s,
+            self.seconds
         )
     }
 }
@@ -79,9 +115,9 @@ pub struct FitOutputs<'a> {
     pub data_parallel: Option<DataParallel>,
 }
 
-/// The trained model and what the run measured.
+/// The trained model and what the run measured (`S`: the task's statistics).
 #[derive(Debug)]
-pub struct FitResult<M> {
+pub struct FitResult<M, S = ClassStats> {
     /// The trained model, on the autodiff device (call `.valid()` for inference).
     pub model: M,
     /// One record per epoch (including those before a resume).
@@ -98,8 +134,9 @@ pub struct FitResult<M> {
     pub resumed_after: usize,
     /// The verdict after the last epoch.
     pub verdict: Verdict,
-    /// The validation confusion matrix after the last epoch.
-    pub val_confusion: Option<ConfusionMatrix>,
+    /// The task's validation statistics after the last epoch (for classification, with the
+    /// confusion matrix: [`FitResult::val_confusion`]).
+    pub val_stats: Option<S>,
     /// Training samples left out as bad ([`crate::OnBadSample::Skip`]), by dataset index.
     pub skipped: Vec<crate::SkippedSample>,
     /// Checkpoints that could not be written under
@@ -107,7 +144,39 @@ pub struct FitResult<M> {
     pub checkpoint_failures: Vec<checkpoint::CheckpointFailure>,
 }
 
-/// Trains `model` on `train` for `cfg.epochs`, evaluating on `val` after each epoch.
+impl<M> FitResult<M, ClassStats> {
+    /// The validation confusion matrix after the last epoch.
+    pub fn val_confusion(&self) -> Option<&ConfusionMatrix> {
+        self.val_stats.as_ref().and_then(|s| s.confusion.as_ref())
+    }
+}
+
+/// Trains the classifier `model` on `train` for `cfg.epochs` with cross-entropy (`cfg.loss`),
+/// evaluating on `val` after each epoch: [`fit_task`] with [`Classification`].
+///
+/// # Errors
+///
+/// As [`fit_task`].
+pub fn fit<M: Classifier>(
+    model: M,
+    train: &dyn BatchSource,
+    val: Option<&dyn BatchSource>,
+    cfg: &TrainConfig,
+    device: &Device,
+    outputs: FitOutputs<'_>,
+) -> Result<FitResult<M>, TrainError> {
+    fit_task(
+        &Classification::new(cfg.loss.clone()),
+        model,
+        train,
+        val,
+        cfg,
+        device,
+        outputs,
+    )
+}
+
+/// Trains `model` on `task` with `train` for `cfg.epochs`, evaluating on `val` after each epoch.
 ///
 /// The model is moved to `device` with autodiff on (so BatchNorm trains in batch-statistics mode);
 /// evaluation runs `model.valid()` on the plain device. Where each epoch's record goes, the
@@ -119,27 +188,31 @@ pub struct FitResult<M> {
 /// first batch, before any step), data errors, a non-finite loss (naming the step, the lr and the
 /// last good checkpoint), a checkpoint that cannot be written or resumed, or a metrics write
 /// failure.
-pub fn fit<M: Classifier>(
+pub fn fit_task<M: Module + 'static, T: Task<M>>(
+    task: &T,
     model: M,
-    train: &dyn BatchSource,
-    val: Option<&dyn BatchSource>,
+    train: &dyn BatchSource<T::Batch>,
+    val: Option<&dyn BatchSource<T::Batch>>,
     cfg: &TrainConfig,
     device: &Device,
     outputs: FitOutputs<'_>,
-) -> Result<FitResult<M>, TrainError> {
-    // The batch workers borrow `train`: scoped threads, joined before `fit` returns.
-    std::thread::scope(|scope| fit_in(scope, model, train, val, cfg, device, outputs))
+) -> Result<FitResult<M, T::Stats>, TrainError> {
+    // The batch workers borrow `train`, the replicas `task`: scoped threads, joined before
+    // `fit_task` returns.
+    std::thread::scope(|scope| fit_in(scope, task, model, train, val, cfg, device, outputs))
 }
 
-fn fit_in<'scope, 'env, M: Classifier>(
+#[allow(clippy::too_many_arguments)] // fit_task's arguments and the scope
+fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
+    task: &'env T,
     model: M,
-    train: &'env dyn BatchSource,
-    val: Option<&dyn BatchSource>,
+    train: &'env dyn BatchSource<T::Batch>,
+    val: Option<&dyn BatchSource<T::Batch>>,
     cfg: &TrainConfig,
     device: &Device,
     outputs: FitOutputs<'_>,
-) -> Result<FitResult<M>, TrainError> {
+) -> Result<FitResult<M, T::Stats>, TrainError> {
     let FitOutputs {
         mut log,
         progress,
@@ -235,14 +308,15 @@ fn fit_in<'scope, 'env, M: Classifier>(
                 resume: last_checkpoint.clone(),
                 batch_size: cfg.batch_size,
             };
-            Some(Replicas::start(scope, parallel, &plain, &model, setup)?)
+            Some(Replicas::start(scope, task, parallel, &plain, &model, setup)?)
         }
         None => None,
     };
 
     let (mut seen_total, mut train_secs_total) = (0usize, 0f64);
-    let mut verdict = crate::metrics::judge(&records, &cfg.verdict);
-    let mut val_confusion = None;
+    let mut verdict = crate::metrics::judge(&records, &cfg.verdict, &task.primary());
+    let primary = task.primary();
+    let mut val_stats = None;
     let mut stopped_early = false;
     for epoch in start_epoch..=cfg.epochs {
         // A generator state that depends only on (seed, epoch): resumed runs draw the same numbers.
@@ -252,7 +326,8 @@ fn fit_in<'scope, 'env, M: Classifier>(
         batches.truncate(steps_per_epoch * cfg.accumulate);
         let mut feed = Feed::start(scope, train, batches.clone(), epoch as u64 - 1, cfg.num_workers);
         let bar = progress_bar(progress, steps_per_epoch, epoch, cfg.epochs);
-        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        let (mut loss_sum, mut seen) = (0f64, 0usize);
+        let mut stats = T::Stats::default();
         let mut step_losses = Vec::with_capacity(steps_per_epoch);
         let mut train_secs = 0f64;
         let first_step = (epoch - 1) * steps_per_epoch;
@@ -270,16 +345,11 @@ fn fit_in<'scope, 'env, M: Classifier>(
             for positions in group {
                 let batch = feed.next_batch()?;
                 if epoch == start_epoch && step == 0 && micro.is_empty() {
-                    model.check_input(&batch.shape)?;
-                    // Does the first batch look normalised? (mean ≈ 0, std ≈ 1 per channel)
-                    if let Some(norm) = train.normalization() {
-                        for w in check_batch(&batch.data, batch.shape, norm).warnings {
-                            let w = w.to_string();
-                            if let Some(f) = on_warning.as_deref_mut() {
-                                f(&w);
-                            }
-                            warnings.push(w);
+                    for w in task.check_first_batch(&model, &batch, train.normalization())? {
+                        if let Some(f) = on_warning.as_deref_mut() {
+                            f(&w);
                         }
+                        warnings.push(w);
                     }
                 }
                 micro.push(Micro {
@@ -288,22 +358,21 @@ fn fit_in<'scope, 'env, M: Classifier>(
                 });
             }
             let context = StepContext {
-                loss: &cfg.loss,
                 // Averaging, not summing: each micro-batch contributes loss / k.
                 scale: 1.0 / cfg.accumulate as f64,
                 epoch,
                 step: step + 1,
                 batch_size: cfg.batch_size,
                 accumulate: cfg.accumulate,
-                validate_loss: epoch == start_epoch && step == 0,
+                first: epoch == start_epoch && step == 0,
             };
             let (out, grads) = match replicas.as_mut() {
                 None => {
-                    let out = shard_grads(&model, micro, &context, &ad)?;
-                    let grads = out.grads.unwrap_or_default();
-                    (ShardOut { grads: None, ..out }, grads)
+                    let mut out = shard_grads(task, &model, micro, &context, &ad)?;
+                    let grads = out.grads.take().unwrap_or_default();
+                    (out, grads)
                 }
-                Some(r) => r.grads(&model, micro, &context, &ad)?,
+                Some(r) => r.grads(task, &model, micro, &context, &ad)?,
             };
             if let Some((loss, n)) = out.non_finite {
                 return Err(TrainError::NonFiniteLoss {
@@ -315,7 +384,7 @@ fn fit_in<'scope, 'env, M: Classifier>(
                     checkpoint: last_checkpoint.clone(),
                 });
             }
-            correct += out.correct;
+            task.merge(&mut stats, out.stats);
             loss_sum += out.loss_sum;
             seen += out.seen;
             step_losses.push(out.loss_sum / out.seen.max(1) as f64);
@@ -337,41 +406,46 @@ fn fit_in<'scope, 'env, M: Classifier>(
         }
         bar.finish_and_clear();
         let val_eval = match val {
-            Some(v) if !v.is_empty() => Some(evaluate_with_confusion(
-                &model.valid(),
-                v,
-                cfg.batch_size,
-                &plain,
-            )?),
+            Some(v) if !v.is_empty() => Some(evaluate_task(task, &model.valid(), v, cfg.batch_size, &plain)?),
             _ => None,
         };
+        let mut metrics: BTreeMap<String, f64> = task
+            .metrics(&stats, seen)
+            .into_iter()
+            .map(|(k, v)| (format!("train_{k}"), v))
+            .collect();
+        if let Some(e) = &val_eval {
+            metrics.extend(
+                task.metrics(&e.stats, e.samples)
+                    .into_iter()
+                    .map(|(k, v)| (format!("val_{k}"), v)),
+            );
+        }
         let mut record = EpochRecord {
             epoch,
             train_loss: loss_sum / seen as f64,
-            train_acc: correct as f64 / seen as f64,
-            val_loss: val_eval.as_ref().map(|(m, _)| m.loss),
-            val_acc: val_eval.as_ref().map(|(m, _)| m.accuracy),
-            val_top5: val_eval.as_ref().map(|(m, _)| m.top5),
+            val_loss: val_eval.as_ref().map(|e| e.loss),
+            metrics,
             lr: epoch_lr,
             train_images_per_s: seen as f64 / train_secs.max(1e-9),
             seconds: 0.0,
             verdict: None,
             step_losses,
         };
-        val_confusion = val_eval.map(|(_, c)| c);
+        val_stats = val_eval.map(|e| e.stats);
         records.push(record.clone());
-        verdict = crate::metrics::judge(&records, &cfg.verdict);
+        verdict = crate::metrics::judge(&records, &cfg.verdict, &primary);
         record.verdict = Some(verdict.to_string());
 
         // Best model and early stopping.
         let min_delta = cfg.early_stopping.map_or(0.0, |e| e.min_delta);
-        let improved = match (monitor.value(&record), best) {
-            (Some(v), Some((b, _))) => monitor.better(v, b, min_delta),
+        let improved = match (monitor.value(&record, &primary), best) {
+            (Some(v), Some((b, _))) => monitor.better(v, b, min_delta, &primary),
             (Some(_), None) => true,
             (None, _) => false,
         };
         if improved {
-            best = monitor.value(&record).map(|v| (v, epoch));
+            best = monitor.value(&record, &primary).map(|v| (v, epoch));
             since_best = 0;
         } else {
             since_best += 1;
@@ -456,7 +530,7 @@ fn fit_in<'scope, 'env, M: Classifier>(
         stopped_early,
         resumed_after,
         verdict,
-        val_confusion,
+        val_stats,
         skipped: train.skipped(),
         checkpoint_failures,
     })

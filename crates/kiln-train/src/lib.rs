@@ -7,7 +7,10 @@
 //!   `ndarray`); a backend that was not compiled in is an error naming the cargo feature, never a
 //!   panic and never a silent fallback to another backend.
 //! * [`source`] — a dataset plus its normalization, served as float batches ([`BatchSource`]).
-//! * [`fit`](mod@fit) — the loop ([`fit()`], [`evaluate`]) with PyTorch's SGD semantics (momentum
+//! * [`task`] — what is learned ([`Task`]: the batch, the loss, the metrics); [`Classification`]
+//!   is the first task, and the loop, evaluation, data parallelism and the diagnostics are written
+//!   once over it.
+//! * [`fit`](mod@fit) — the loop ([`fit_task`], [`fit()`] for classification, [`evaluate`]) with PyTorch's SGD semantics (momentum
 //!   0.9, **dampening 0**, coupled weight decay), evaluation each epoch through `model.valid()`
 //!   (BatchNorm in eval mode, no autodiff), a NaN/inf loss stopping the run with the step that
 //!   produced it, and a progress bar showing loss and images/s.
@@ -54,13 +57,14 @@ pub mod runner;
 pub mod schedule;
 pub mod source;
 mod step;
+pub mod task;
 pub mod train_config;
 
 pub use checkpoint::{CheckpointFailure, CheckpointOptions, OnCheckpointError};
 pub use device::{DeviceError, DeviceSpec};
 pub use error::{RunPoint, TrainError};
-pub use evaluate::{EvalMetrics, evaluate, evaluate_with_confusion};
-pub use fit::{EpochRecord, FitOutputs, FitResult, fit};
+pub use evaluate::{EvalMetrics, Evaluation, evaluate, evaluate_task, evaluate_with_confusion};
+pub use fit::{EpochRecord, FitOutputs, FitResult, fit, fit_task};
 pub use loss::LossConfig;
 pub use metrics::{ConfusionMatrix, Verdict, VerdictConfig};
 pub use optim::{LrGroup, OptimizerConfig};
@@ -68,6 +72,7 @@ pub use run::{MetricsLog, RunDir};
 pub use schedule::{LrSchedule, Schedule};
 pub use source::{BatchSource, ClassificationSource, OnBadSample, SkippedSample};
 pub use step::clip_grad_norm;
+pub use task::{Classification, Metric, Task};
 pub use train_config::{EarlyStopping, Monitor, TrainConfig};
 
 /// `docs/pitfalls.md`: its Rust snippets run as doctests, so the messages it shows stay true.

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::EpochRecord;
+use crate::task::Metric;
 
 /// Counts of (true class, predicted class) pairs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +28,15 @@ impl ConfusionMatrix {
     pub fn add(&mut self, truth: usize, predicted: usize) {
         if truth < self.num_classes && predicted < self.num_classes {
             self.counts[truth * self.num_classes + predicted] += 1;
+        }
+    }
+
+    /// Adds `other`'s counts (of the same size; a different size is ignored).
+    pub fn merge(&mut self, other: &ConfusionMatrix) {
+        if other.num_classes == self.num_classes {
+            for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+                *a += b;
+            }
         }
     }
 
@@ -177,30 +187,39 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// Judges the run from its epochs so far.
-pub fn judge(records: &[EpochRecord], cfg: &VerdictConfig) -> Verdict {
+/// Judges the run from its epochs so far. The thresholds apply to the task's `primary` metric
+/// where training measures it and larger is better (accuracy); the rising-validation-loss rule
+/// applies to every task.
+pub fn judge(records: &[EpochRecord], cfg: &VerdictConfig, primary: &Metric) -> Verdict {
     let Some(last) = records.last() else {
         return Verdict::Healthy;
     };
-    if last.epoch >= cfg.min_epochs && last.train_acc < cfg.underfit_train_acc {
+    let train = last.train(primary).filter(|_| primary.higher_is_better);
+    let title = primary.title;
+    if let Some(train) = train
+        && last.epoch >= cfg.min_epochs
+        && train < cfg.underfit_train_acc
+    {
         return Verdict::Underfitting {
             reason: format!(
-                "training accuracy {:.3} after {} epochs (below {})",
-                last.train_acc, last.epoch, cfg.underfit_train_acc
+                "training {title} {train:.3} after {} epochs (below {})",
+                last.epoch, cfg.underfit_train_acc
             ),
         };
     }
-    let (Some(val_acc), Some(_)) = (last.val_acc, last.val_loss) else {
+    if last.val_loss.is_none() {
         return Verdict::NoValidation;
-    };
-    let gap = last.train_acc - val_acc;
-    if last.train_acc >= cfg.overfit_train_acc && gap >= cfg.overfit_gap {
-        return Verdict::Overfitting {
-            reason: format!(
-                "training accuracy {:.3} vs validation {:.3} (gap {:.3} ≥ {})",
-                last.train_acc, val_acc, gap, cfg.overfit_gap
-            ),
-        };
+    }
+    if let (Some(train), Some(val)) = (train, last.val(primary)) {
+        let gap = train - val;
+        if train >= cfg.overfit_train_acc && gap >= cfg.overfit_gap {
+            return Verdict::Overfitting {
+                reason: format!(
+                    "training {title} {train:.3} vs validation {val:.3} (gap {gap:.3} ≥ {})",
+                    cfg.overfit_gap
+                ),
+            };
+        }
     }
     // Validation loss at its minimum k or more epochs ago, training loss lower since.
     let k = cfg.rising_val_epochs;
@@ -236,10 +255,11 @@ mod tests {
         EpochRecord {
             epoch,
             train_loss,
-            train_acc,
             val_loss: val.map(|v| v.0),
-            val_acc: val.map(|v| v.1),
-            val_top5: None,
+            metrics: [("train_acc".to_string(), train_acc)]
+                .into_iter()
+                .chain(val.map(|v| ("val_acc".to_string(), v.1)))
+                .collect(),
             lr: 0.1,
             train_images_per_s: 1.0,
             seconds: 1.0,
@@ -265,14 +285,15 @@ mod tests {
 
     #[test]
     fn verdicts_follow_the_evidence() {
+        use crate::task::ACCURACY;
         let cfg = VerdictConfig::default();
         let healthy = [
             rec(1, 0.8, 0.7, Some((0.6, 0.75))),
             rec(2, 0.5, 0.82, Some((0.5, 0.8))),
         ];
-        assert_eq!(judge(&healthy, &cfg), Verdict::Healthy);
+        assert_eq!(judge(&healthy, &cfg, &ACCURACY), Verdict::Healthy);
         let memorised = [rec(5, 0.01, 0.995, Some((1.2, 0.7)))];
-        let v = judge(&memorised, &cfg);
+        let v = judge(&memorised, &cfg, &ACCURACY);
         assert_eq!(v.label(), "overfitting");
         assert!(
             v.to_string().contains("gap 0.295") && v.to_string().contains("augmentation"),
@@ -284,7 +305,7 @@ mod tests {
             rec(3, 0.5, 0.8, Some((0.55, 0.79))),
             rec(4, 0.4, 0.85, Some((0.60, 0.78))),
         ];
-        let v = judge(&rising, &cfg).to_string();
+        let v = judge(&rising, &cfg, &ACCURACY).to_string();
         assert!(
             v.contains("validation loss has risen for 3 epochs since its minimum (0.5000 at epoch 1"),
             "{v}"
@@ -292,9 +313,38 @@ mod tests {
         // Rising validation loss but training loss not falling: not this pattern.
         let mut flat = rising.clone();
         flat[3].train_loss = 0.95;
-        assert_eq!(judge(&flat, &cfg), Verdict::Healthy);
+        assert_eq!(judge(&flat, &cfg, &ACCURACY), Verdict::Healthy);
         let stuck = [rec(3, 2.2, 0.2, Some((2.2, 0.2)))];
-        assert_eq!(judge(&stuck, &cfg).label(), "underfitting");
-        assert_eq!(judge(&[rec(1, 0.5, 0.9, None)], &cfg), Verdict::NoValidation);
+        assert_eq!(judge(&stuck, &cfg, &ACCURACY).label(), "underfitting");
+        assert_eq!(
+            judge(&[rec(1, 0.5, 0.9, None)], &cfg, &ACCURACY),
+            Verdict::NoValidation
+        );
+    }
+
+    #[test]
+    fn a_task_without_accuracy_is_judged_on_its_losses() {
+        // A detector's records: `train_box_l1` (lower is better) and `val_map`, no accuracy.
+        let box_l1 = Metric {
+            key: "box_l1",
+            title: "box L1",
+            higher_is_better: false,
+        };
+        let rec = |epoch, train_loss, val_loss, val_map| {
+            let mut r = super::tests::rec(epoch, train_loss, 0.0, Some((val_loss, 0.0)));
+            r.metrics = [("train_box_l1".into(), 3.0), ("val_map".into(), val_map)].into();
+            r
+        };
+        let cfg = VerdictConfig::default();
+        // A large "training" value below the underfit threshold is not read as accuracy.
+        let early = [rec(5, 1.0, 1.1, 0.3)];
+        assert_eq!(judge(&early, &cfg, &box_l1), Verdict::Healthy);
+        let rising = [
+            rec(1, 0.9, 0.50, 0.2),
+            rec(2, 0.7, 0.52, 0.2),
+            rec(3, 0.5, 0.55, 0.2),
+            rec(4, 0.4, 0.60, 0.2),
+        ];
+        assert_eq!(judge(&rising, &cfg, &box_l1).label(), "overfitting");
     }
 }

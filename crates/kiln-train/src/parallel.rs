@@ -29,11 +29,10 @@ use burn::prelude::*;
 use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOperation};
 use kiln_data::DataError;
 use kiln_data::loader::panic_message;
-use kiln_models::Classifier;
-use kiln_transforms::ChwBatch;
 
 use crate::step::{Micro, ShardOut, StepContext, clip_grad_norm, shard_grads};
-use crate::{DeviceSpec, LossConfig, LrGroup, OptimizerConfig, TrainError};
+use crate::task::Task;
+use crate::{DeviceSpec, LrGroup, OptimizerConfig, TrainError};
 
 /// How the replicas' gradients are averaged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,23 +154,18 @@ impl ModuleMapper for MarkDistributed {
 }
 
 /// Prepares the main replica's model for `sync` (marks it distributed for all-reduce).
-pub(crate) fn prepare_main<M: Classifier>(model: M, sync: GradSync) -> M {
+pub(crate) fn prepare_main<M: Module>(model: M, sync: GradSync) -> M {
     match sync {
         GradSync::AllReduce => model.map(&mut MarkDistributed),
         GradSync::Gather => model,
     }
 }
 
-enum Command {
+enum Command<B> {
+    /// Forward and backward over these micro-batches.
     Grads {
-        micro: Vec<Micro>,
-        loss: LossConfig,
-        scale: f64,
-        epoch: usize,
-        step: usize,
-        batch_size: usize,
-        accumulate: usize,
-        validate_loss: bool,
+        micro: Vec<Micro<B>>,
+        context: StepContext,
     },
     Apply {
         grads: Option<GradientsParams>,
@@ -180,15 +174,15 @@ enum Command {
     },
 }
 
-struct Worker {
+struct Worker<B, S> {
     device: Device,
-    commands: Sender<Command>,
-    replies: Receiver<Result<ShardOut, TrainError>>,
+    commands: Sender<Command<B>>,
+    replies: Receiver<Result<ShardOut<S>, TrainError>>,
 }
 
 /// The replicas other than the main one, each on its own thread.
-pub(crate) struct Replicas {
-    workers: Vec<Worker>,
+pub(crate) struct Replicas<B, S> {
+    workers: Vec<Worker<B, S>>,
     sync: GradSync,
     // Keeps Burn's communication server alive while the replicas train (all-reduce only).
     _context: Option<DistributedContext>,
@@ -204,16 +198,21 @@ pub(crate) struct ReplicaSetup<'a> {
     pub(crate) batch_size: usize,
 }
 
-impl Replicas {
+impl<B: Send + 'static, S: Send + 'static> Replicas<B, S> {
     /// Starts one worker per device after the first, each with a copy of `model` (the main
     /// replica's weights, already restored on resume).
-    pub(crate) fn start<'scope, 'env, M: Classifier>(
+    pub(crate) fn start<'scope, 'env, M, T>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
+        task: &'env T,
         parallel: &DataParallel,
         main: &Device,
         model: &M,
         setup: ReplicaSetup<'_>,
-    ) -> Result<Self, TrainError> {
+    ) -> Result<Self, TrainError>
+    where
+        M: Module + 'static,
+        T: Task<M, Batch = B, Stats = S>,
+    {
         if parallel.devices.first() != Some(main) {
             return Err(TrainError::InvalidConfig {
                 field: "devices",
@@ -232,7 +231,7 @@ impl Replicas {
         });
         let mut workers = Vec::new();
         for device in parallel.devices.iter().skip(1) {
-            let (commands, inbox) = channel::<Command>();
+            let (commands, inbox) = channel::<Command<B>>();
             let (reply, replies) = channel();
             let replica = model.clone();
             let device_w = device.clone();
@@ -243,7 +242,9 @@ impl Replicas {
             scope.spawn(move || {
                 let failed = reply.clone();
                 let run = AssertUnwindSafe(move || {
-                    replica_loop(replica, device_w, sync, optimizer, groups, resume, inbox, reply)
+                    replica_loop(
+                        task, replica, device_w, sync, optimizer, groups, resume, inbox, reply,
+                    )
                 });
                 if let Err(payload) = catch_unwind(run) {
                     let _ = failed.send(Err(DataError::WorkerPanic {
@@ -274,17 +275,18 @@ impl Replicas {
     /// The step's gradients: `micro` is split over the replicas, the main replica computes its
     /// shard on this thread while the others run; returns the summed metrics and the averaged
     /// gradients on the main device.
-    pub(crate) fn grads<M: Classifier>(
+    pub(crate) fn grads<M: Module, T: Task<M, Batch = B, Stats = S>>(
         &mut self,
+        task: &T,
         model: &M,
-        micro: Vec<Micro>,
-        context: &StepContext<'_>,
+        micro: Vec<Micro<B>>,
+        context: &StepContext,
         ad: &Device,
-    ) -> Result<(ShardOut, GradientsParams), TrainError> {
+    ) -> Result<(ShardOut<S>, GradientsParams), TrainError> {
         let n = self.count();
-        let mut shards: Vec<Vec<Micro>> = (0..n).map(|_| Vec::with_capacity(micro.len())).collect();
+        let mut shards: Vec<Vec<Micro<B>>> = (0..n).map(|_| Vec::with_capacity(micro.len())).collect();
         for m in micro {
-            for (shard, part) in shards.iter_mut().zip(split(m, n)?) {
+            for (shard, part) in shards.iter_mut().zip(split(task, m, n)?) {
                 shard.push(part);
             }
         }
@@ -298,37 +300,30 @@ impl Replicas {
         for (worker, shard) in self.workers.iter().zip(shards) {
             let command = Command::Grads {
                 micro: shard,
-                loss: context.loss.clone(),
-                scale,
-                epoch: context.epoch,
-                step: context.step,
-                batch_size: context.batch_size,
-                accumulate: context.accumulate,
-                validate_loss: false,
+                context: StepContext {
+                    scale,
+                    first: false,
+                    ..*context
+                },
             };
             worker.commands.send(command).map_err(|_| gone(&worker.device))?;
         }
-        let mut total = shard_grads(model, own, &StepContext { scale, ..*context }, ad)?;
+        let mut total = shard_grads(task, model, own, &StepContext { scale, ..*context }, ad)?;
         let mut grads = total.grads.take().unwrap_or_default();
         for worker in &self.workers {
-            let out = worker.replies.recv().map_err(|_| gone(&worker.device))??;
-            total.loss_sum += out.loss_sum;
-            total.correct += out.correct;
-            total.seen += out.seen;
-            if total.non_finite.is_none() {
-                total.non_finite = out.non_finite;
-            }
-            if let Some(theirs) = out.grads {
+            let mut out = worker.replies.recv().map_err(|_| gone(&worker.device))??;
+            if let Some(theirs) = out.grads.take() {
                 let plain = ad.clone().without_autodiff();
                 add_grads(model, &mut grads, theirs.to_device(&plain, model));
             }
+            total.absorb(task, out);
         }
         Ok((total, grads))
     }
 
     /// Every other replica takes the step: with `grads` (already clipped) under gather, with its
     /// own all-reduced gradients (clipped the same way) under all-reduce.
-    pub(crate) fn apply<M: Classifier>(
+    pub(crate) fn apply<M: Module>(
         &mut self,
         model: &M,
         grads: &GradientsParams,
@@ -357,15 +352,16 @@ fn gone(device: &Device) -> TrainError {
 }
 
 #[allow(clippy::too_many_arguments)] // the worker's whole state, moved into its thread
-fn replica_loop<M: Classifier>(
+fn replica_loop<M: Module, T: Task<M>>(
+    task: &T,
     model: M,
     device: Device,
     sync: GradSync,
     optimizer: OptimizerConfig,
     groups: Vec<LrGroup>,
     resume: Option<PathBuf>,
-    inbox: Receiver<Command>,
-    reply: Sender<Result<ShardOut, TrainError>>,
+    inbox: Receiver<Command<T::Batch>>,
+    reply: Sender<Result<ShardOut<T::Stats>, TrainError>>,
 ) {
     let ad = device.without_autodiff().autodiff();
     let mut model = prepare_main(model.fork(&ad).train(), sync);
@@ -386,40 +382,20 @@ fn replica_loop<M: Classifier>(
     let mut pending: Option<GradientsParams> = None;
     for command in inbox {
         match command {
-            Command::Grads {
-                micro,
-                loss,
-                scale,
-                epoch,
-                step,
-                batch_size,
-                accumulate,
-                validate_loss,
-            } => {
-                let context = StepContext {
-                    loss: &loss,
-                    scale,
-                    epoch,
-                    step,
-                    batch_size,
-                    accumulate,
-                    validate_loss,
-                };
-                match shard_grads(&model, micro, &context, &ad) {
-                    Ok(mut out) => {
-                        if sync == GradSync::AllReduce {
-                            pending = out.grads.take();
-                        }
-                        if reply.send(Ok(out)).is_err() {
-                            return;
-                        }
+            Command::Grads { micro, context } => match shard_grads(task, &model, micro, &context, &ad) {
+                Ok(mut out) => {
+                    if sync == GradSync::AllReduce {
+                        pending = out.grads.take();
                     }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
+                    if reply.send(Ok(out)).is_err() {
                         return;
                     }
                 }
-            }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            },
             Command::Apply { grads, lr, clip } => {
                 let mut grads = grads.or_else(|| pending.take()).unwrap_or_default();
                 if let Some(max_norm) = clip {
@@ -432,8 +408,12 @@ fn replica_loop<M: Classifier>(
 }
 
 /// Cuts a micro-batch into `n` equal contiguous shards.
-fn split(m: Micro, n: usize) -> Result<Vec<Micro>, TrainError> {
-    let [b, c, h, w] = m.batch.shape;
+fn split<M: Module, T: Task<M>>(
+    task: &T,
+    m: Micro<T::Batch>,
+    n: usize,
+) -> Result<Vec<Micro<T::Batch>>, TrainError> {
+    let b = task.batch_len(&m.batch);
     if !b.is_multiple_of(n) {
         return Err(TrainError::InvalidConfig {
             field: "batch_size",
@@ -442,21 +422,13 @@ fn split(m: Micro, n: usize) -> Result<Vec<Micro>, TrainError> {
         });
     }
     let per = b / n;
-    let plane = c * h * w;
-    Ok((0..n)
-        .map(|i| {
-            let rows = i * per..(i + 1) * per;
-            Micro {
-                batch: ChwBatch {
-                    shape: [per, c, h, w],
-                    data: m.batch.data[rows.start * plane..rows.end * plane].to_vec(),
-                    labels: m.batch.labels[rows.clone()].to_vec(),
-                    scale: m.batch.scale,
-                    order: m.batch.order,
-                    normalized_by: m.batch.normalized_by.clone(),
-                },
-                positions: m.positions[rows].to_vec(),
-            }
+    Ok(task
+        .split(m.batch, n)
+        .into_iter()
+        .zip(m.positions.chunks(per.max(1)))
+        .map(|(batch, positions)| Micro {
+            batch,
+            positions: positions.to_vec(),
         })
         .collect())
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::metrics::{ConfusionMatrix, Verdict};
 use crate::plot::{Series, line_chart};
+use crate::task::Metric;
 use crate::{EpochRecord, EvalMetrics, RunDir, TrainError};
 
 /// Everything the report shows.
@@ -16,6 +17,8 @@ pub struct Report<'a> {
     pub config: serde_json::Value,
     /// Every epoch's record.
     pub epochs: &'a [EpochRecord],
+    /// The task's primary metric: its curve, and its column in the epoch table.
+    pub primary: Metric,
     /// The verdict after the last epoch.
     pub verdict: &'a Verdict,
     /// The best epoch's monitored value and the epoch, and the metric's name.
@@ -79,19 +82,36 @@ impl RunDir {
             })?;
             Ok(path)
         };
-        let mut csv = String::from(
-            "epoch,train_loss,train_acc,val_loss,val_acc,val_top5,lr,train_images_per_s,seconds,verdict\n",
-        );
+        // Columns: the loss then the task's metrics, training then validation.
+        let keys: std::collections::BTreeSet<&str> = r
+            .epochs
+            .iter()
+            .flat_map(|e| e.metrics.keys().map(String::as_str))
+            .collect();
+        let of =
+            |prefix: &str| -> Vec<&str> { keys.iter().copied().filter(|k| k.starts_with(prefix)).collect() };
+        let (train_keys, val_keys) = (of("train_"), of("val_"));
+        let mut csv = String::from("epoch,train_loss");
+        for k in &train_keys {
+            let _ = write!(csv, ",{k}");
+        }
+        csv.push_str(",val_loss");
+        for k in &val_keys {
+            let _ = write!(csv, ",{k}");
+        }
+        csv.push_str(",lr,train_images_per_s,seconds,verdict\n");
         for e in r.epochs {
+            let _ = write!(csv, "{},{}", e.epoch, e.train_loss);
+            for k in &train_keys {
+                let _ = write!(csv, ",{}", opt(e.metric(k)));
+            }
+            let _ = write!(csv, ",{}", opt(e.val_loss));
+            for k in &val_keys {
+                let _ = write!(csv, ",{}", opt(e.metric(k)));
+            }
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{},{},{},{},{},{}",
-                e.epoch,
-                e.train_loss,
-                e.train_acc,
-                opt(e.val_loss),
-                opt(e.val_acc),
-                opt(e.val_top5),
+                ",{},{},{},{}",
                 e.lr,
                 e.train_images_per_s,
                 e.seconds,
@@ -99,8 +119,9 @@ impl RunDir {
             );
         }
         write("metrics.csv", &csv)?;
+        let p = &r.primary;
 
-        let x = |f: fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+        let x = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
             r.epochs
                 .iter()
                 .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
@@ -110,7 +131,7 @@ impl RunDir {
         if !r.epochs.is_empty() {
             let mut loss = vec![Series {
                 label: "train",
-                points: x(|e| Some(e.train_loss)),
+                points: x(&|e| Some(e.train_loss)),
             }];
             let steps = step_curve(r.epochs);
             if !steps.is_empty() {
@@ -119,30 +140,42 @@ impl RunDir {
                     points: steps,
                 });
             }
-            let mut acc = vec![Series {
+            let mut metric = vec![Series {
                 label: "train",
-                points: x(|e| Some(e.train_acc)),
+                points: x(&|e| e.train(p)),
             }];
             if r.epochs.iter().any(|e| e.val_loss.is_some()) {
                 loss.push(Series {
                     label: "validation",
-                    points: x(|e| e.val_loss),
+                    points: x(&|e| e.val_loss),
                 });
-                acc.push(Series {
+                metric.push(Series {
                     label: "validation",
-                    points: x(|e| e.val_acc),
+                    points: x(&|e| e.val(p)),
                 });
             }
+            metric.retain(|s| !s.points.is_empty());
             let lr = [Series {
                 label: "lr (epoch start)",
-                points: x(|e| Some(e.lr)),
+                points: x(&|e| Some(e.lr)),
             }];
-            for (name, title, y, series) in [
-                ("loss.png", "Loss", "cross-entropy", &loss[..]),
-                ("accuracy.png", "Accuracy", "top-1 accuracy", &acc[..]),
-                ("lr.png", "Learning rate", "lr", &lr[..]),
-            ] {
-                line_chart(&self.path().join(name), title, "epoch", y, series)?;
+            // Classification's chart keeps its name, `accuracy.png`; another task's is `<key>.png`.
+            let metric_png = if p.key == "acc" {
+                "accuracy.png".to_string()
+            } else {
+                format!("{}.png", p.key)
+            };
+            let mut title = p.title.to_string();
+            if let Some(first) = title.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            let mut drawn = vec![("loss.png".to_string(), "Loss".to_string(), "loss", &loss[..])];
+            if !metric.is_empty() {
+                drawn.push((metric_png, title, p.title, &metric[..]));
+            }
+            drawn.push(("lr.png".to_string(), "Learning rate".to_string(), "lr", &lr[..]));
+            for (name, title, y, series) in drawn {
+                line_chart(&self.path().join(&name), &title, "epoch", y, series)?;
                 charts.push(name);
             }
         }
@@ -187,11 +220,13 @@ impl RunDir {
         if let Some(last) = last {
             let _ = writeln!(
                 md,
-                "Last epoch: train loss {:.4}, train accuracy {:.4}{}.\n",
+                "Last epoch: train loss {:.4}{}{}.\n",
                 last.train_loss,
-                last.train_acc,
-                match (last.val_loss, last.val_acc) {
-                    (Some(l), Some(a)) => format!(", validation loss {l:.4}, validation accuracy {a:.4}"),
+                last.train(p)
+                    .map_or(String::new(), |v| format!(", train {} {v:.4}", p.title)),
+                match (last.val_loss, last.val(p)) {
+                    (Some(l), Some(a)) => format!(", validation loss {l:.4}, validation {} {a:.4}", p.title),
+                    (Some(l), None) => format!(", validation loss {l:.4}"),
                     _ => String::new(),
                 }
             );
@@ -202,17 +237,22 @@ impl RunDir {
                 let _ = writeln!(md, "![{c}]({c})\n");
             }
         }
-        md.push_str("## Epochs\n\n| epoch | lr | train loss | train acc | val loss | val acc | img/s | s | verdict |\n|---|---|---|---|---|---|---|---|---|\n");
+        let _ = writeln!(
+            md,
+            "## Epochs\n\n| epoch | lr | train loss | train {k} | val loss | val {k} | img/s | s | verdict |\n|---|---|---|---|---|---|---|---|---|",
+            k = p.key
+        );
+        let cell = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.4}"));
         for e in r.epochs {
             let _ = writeln!(
                 md,
-                "| {} | {:.5} | {:.4} | {:.4} | {} | {} | {:.0} | {:.1} | {} |",
+                "| {} | {:.5} | {:.4} | {} | {} | {} | {:.0} | {:.1} | {} |",
                 e.epoch,
                 e.lr,
                 e.train_loss,
-                e.train_acc,
-                e.val_loss.map_or("–".into(), |v| format!("{v:.4}")),
-                e.val_acc.map_or("–".into(), |v| format!("{v:.4}")),
+                cell(e.train(p)),
+                cell(e.val_loss),
+                cell(e.val(p)),
                 e.train_images_per_s,
                 e.seconds,
                 e.verdict
@@ -256,10 +296,10 @@ mod tests {
         let rec = |epoch, train_acc, val_acc: f64| EpochRecord {
             epoch,
             train_loss: 1.0 / epoch as f64,
-            train_acc,
             val_loss: Some(0.5 + epoch as f64 * 0.1),
-            val_acc: Some(val_acc),
-            val_top5: Some(0.99),
+            metrics: [("train_acc", train_acc), ("val_acc", val_acc), ("val_top5", 0.99)]
+                .map(|(k, v)| (k.to_string(), v))
+                .into(),
             lr: 0.1 / epoch as f64,
             train_images_per_s: 500.0,
             seconds: 2.0,
@@ -286,6 +326,7 @@ mod tests {
                 title: "Test run".into(),
                 config: serde_json::json!({"lr": 0.1}),
                 epochs: &epochs,
+                primary: crate::task::ACCURACY,
                 verdict: &verdict,
                 best: Some((0.8, 2, "val_acc")),
                 stopped_early: false,
@@ -312,6 +353,10 @@ mod tests {
         }
         let csv = std::fs::read_to_string(run.path().join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().count(), 4);
+        assert!(
+            csv.starts_with("epoch,train_loss,train_acc,val_loss,val_acc,val_top5,lr,"),
+            "{csv}"
+        );
         // The per-step curve: two steps per epoch at fractional epochs, smoothed from the first.
         let curve = step_curve(&epochs);
         assert_eq!(curve.len(), 6);

@@ -254,10 +254,8 @@ mod tests {
         let rec = EpochRecord {
             epoch: 1,
             train_loss: 0.5,
-            train_acc: 0.8,
             val_loss: None,
-            val_acc: None,
-            val_top5: None,
+            metrics: [("train_acc".to_string(), 0.8)].into(),
             lr: 0.1,
             train_images_per_s: 100.0,
             seconds: 1.0,

@@ -12,7 +12,7 @@
 //! file.validate()?;
 //! file.resolve_data()?;
 //! let outcome = runner::train(file, &RunOptions::default(), &mut |event: RunEvent<'_>| match event {
-//!     RunEvent::Epoch(r) => println!("epoch {} val_acc {:?}", r.epoch, r.val_acc),
+//!     RunEvent::Epoch(r) => println!("epoch {} val_acc {:?}", r.epoch, r.metric("val_acc")),
 //!     other => println!("{other}"),
 //! })?;
 //! println!("test accuracy {:.4}", outcome.summary.test_acc);
@@ -509,7 +509,7 @@ fn train_model<M: ZooModel>(
         val_images: n_val,
         test_images: n_test,
         train_images_per_s: result.train_images_per_s,
-        final_val_acc: result.epochs.last().and_then(|r| r.val_acc),
+        final_val_acc: result.epochs.last().and_then(|r| r.metric("val_acc")),
         test_loss: test.loss,
         test_acc: test.accuracy,
         seconds: start.elapsed().as_secs_f64(),
@@ -553,6 +553,7 @@ fn train_model<M: ZooModel>(
             reason: e.to_string(),
         })?,
         epochs: &result.epochs,
+        primary: crate::task::ACCURACY,
         verdict: &result.verdict,
         best: result.best.map(|(v, e)| (v, e, monitor)),
         stopped_early: result.stopped_early,
@@ -661,14 +662,21 @@ impl ModelFn for Diagnose<'_> {
             cfg,
             device,
         } = self;
+        let task = crate::Classification::new(cfg.loss.clone());
         Ok(match what {
             Diagnosis::Doctor => DiagnosisReport::Doctor(d::doctor(model, train, cfg, device)?),
-            Diagnosis::LrFind { sweep, plot } => {
-                DiagnosisReport::LrFind(d::lr_find(model, train, cfg, device, &sweep, plot.as_deref())?)
-            }
-            Diagnosis::OverfitBatch { steps, target } => {
-                DiagnosisReport::OverfitBatch(d::overfit_one_batch(model, train, cfg, device, steps, target)?)
-            }
+            Diagnosis::LrFind { sweep, plot } => DiagnosisReport::LrFind(d::lr_find(
+                &task,
+                model,
+                train,
+                cfg,
+                device,
+                &sweep,
+                plot.as_deref(),
+            )?),
+            Diagnosis::OverfitBatch { steps, target } => DiagnosisReport::OverfitBatch(d::overfit_one_batch(
+                &task, model, train, cfg, device, steps, target,
+            )?),
         })
     }
 }

@@ -37,7 +37,7 @@ pub struct SkippedSample {
 }
 
 /// Something the loop can draw batches from: `len` samples, fetched by position.
-pub trait BatchSource: Send + Sync {
+pub trait BatchSource<B = ChwBatch>: Send + Sync {
     /// Number of samples.
     fn len(&self) -> usize;
 
@@ -51,7 +51,7 @@ pub trait BatchSource: Send + Sync {
     /// # Errors
     ///
     /// Data, collate and transform errors, naming the sample.
-    fn batch(&self, positions: &[usize]) -> Result<ChwBatch, TrainError>;
+    fn batch(&self, positions: &[usize]) -> Result<B, TrainError>;
 
     /// The training batch of `positions` in epoch `epoch` (0-based): where the source augments,
     /// each sample's random draws depend only on `(seed, epoch, dataset index)`, so a batch is the
@@ -60,7 +60,7 @@ pub trait BatchSource: Send + Sync {
     /// # Errors
     ///
     /// As [`BatchSource::batch`].
-    fn epoch_batch(&self, positions: &[usize], epoch: u64) -> Result<ChwBatch, TrainError> {
+    fn epoch_batch(&self, positions: &[usize], epoch: u64) -> Result<B, TrainError> {
         let _ = epoch;
         self.batch(positions)
     }

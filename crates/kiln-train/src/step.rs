@@ -4,23 +4,21 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
-use kiln_models::Classifier;
-use kiln_transforms::ChwBatch;
 
 use crate::TrainError;
 use crate::error::RunPoint;
 use crate::guard::{self, device_failure};
-use crate::loss::LossConfig;
+use crate::task::Task;
 
 /// One micro-batch of a step and the positions it came from.
-pub(crate) struct Micro {
-    pub(crate) batch: ChwBatch,
+pub(crate) struct Micro<B> {
+    pub(crate) batch: B,
     pub(crate) positions: Vec<usize>,
 }
 
 /// What every replica needs to know to compute a step's gradients.
-pub(crate) struct StepContext<'a> {
-    pub(crate) loss: &'a LossConfig,
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepContext {
     /// Multiplies each micro-batch's mean loss (1/k for k accumulated micro-batches, and 1/n
     /// more when n replicas' gradients are summed).
     pub(crate) scale: f64,
@@ -31,32 +29,56 @@ pub(crate) struct StepContext<'a> {
     pub(crate) batch_size: usize,
     /// See `batch_size`.
     pub(crate) accumulate: usize,
-    /// Check the loss settings against the model's output width (the run's first step).
-    pub(crate) validate_loss: bool,
+    /// The run's first step: the task checks its loss settings against the model then.
+    pub(crate) first: bool,
 }
 
-/// The metrics and gradients of one replica's share of a step.
-#[derive(Default)]
-pub(crate) struct ShardOut {
+/// The measurements and gradients of one replica's share of a step.
+pub(crate) struct ShardOut<S> {
     pub(crate) loss_sum: f64,
-    pub(crate) correct: usize,
     pub(crate) seen: usize,
+    pub(crate) stats: S,
     /// The first non-finite micro-batch loss and that micro-batch's size. Every backward pass
     /// still runs (replicas in a collective must all take part), but no step is taken.
     pub(crate) non_finite: Option<(f32, usize)>,
     pub(crate) grads: Option<GradientsParams>,
 }
 
+impl<S: Default> Default for ShardOut<S> {
+    fn default() -> Self {
+        Self {
+            loss_sum: 0.0,
+            seen: 0,
+            stats: S::default(),
+            non_finite: None,
+            grads: None,
+        }
+    }
+}
+
+impl<S> ShardOut<S> {
+    /// Adds another replica's share (its gradients are the caller's to add).
+    pub(crate) fn absorb<M: Module, T: Task<M, Stats = S>>(&mut self, task: &T, other: ShardOut<S>) {
+        self.loss_sum += other.loss_sum;
+        self.seen += other.seen;
+        task.merge(&mut self.stats, other.stats);
+        if self.non_finite.is_none() {
+            self.non_finite = other.non_finite;
+        }
+    }
+}
+
 /// Forward, loss and backward over `micro` on `model`, gradients summed over the micro-batches
 /// (each loss scaled by `context.scale`). A panic inside the backend (out of memory, most often)
 /// is caught, unprinted ([`guard::catch`]), and becomes an error naming the step.
-pub(crate) fn shard_grads<M: Classifier>(
+pub(crate) fn shard_grads<M: Module, T: Task<M>>(
+    task: &T,
     model: &M,
-    micro: Vec<Micro>,
-    context: &StepContext<'_>,
+    micro: Vec<Micro<T::Batch>>,
+    context: &StepContext,
     ad: &Device,
-) -> Result<ShardOut, TrainError> {
-    guard::catch(|| shard_grads_unguarded(model, micro, context, ad)).unwrap_or_else(|caught| {
+) -> Result<ShardOut<T::Stats>, TrainError> {
+    guard::catch(|| shard_grads_unguarded(task, model, micro, context, ad)).unwrap_or_else(|caught| {
         Err(device_failure(
             &caught,
             &crate::device::name(ad),
@@ -70,31 +92,25 @@ pub(crate) fn shard_grads<M: Classifier>(
     })
 }
 
-fn shard_grads_unguarded<M: Classifier>(
+fn shard_grads_unguarded<M: Module, T: Task<M>>(
+    task: &T,
     model: &M,
-    micro: Vec<Micro>,
-    context: &StepContext<'_>,
+    micro: Vec<Micro<T::Batch>>,
+    context: &StepContext,
     ad: &Device,
-) -> Result<ShardOut, TrainError> {
-    let mut out = ShardOut::default();
+) -> Result<ShardOut<T::Stats>, TrainError> {
+    let mut out = ShardOut::<T::Stats>::default();
     let mut accumulated: Option<GradientsAccumulator<M>> = (micro.len() > 1).then(GradientsAccumulator::new);
     for Micro { batch, positions } in micro {
-        let n = batch.labels.len();
-        let labels = batch.labels.clone();
-        let (images, targets) = batch.into_tensors(ad);
-        let logits = model.logits(images);
-        if context.validate_loss {
-            context.loss.validate(Some(logits.dims()[1]))?;
-        }
-        check_labels(&labels, &positions, logits.dims()[1], || {
-            format!("training, epoch {}", context.epoch)
-        })?;
-        let loss = context.loss.forward(logits.clone(), targets.clone());
+        let n = task.batch_len(&batch);
+        let (loss, stats) = task
+            .train_loss(model, batch, &positions, ad, context.first)
+            .map_err(|e| in_epoch(e, context.epoch))?;
         let loss_value: f32 = loss.clone().into_scalar();
         if !loss_value.is_finite() && out.non_finite.is_none() {
             out.non_finite = Some((loss_value, n));
         }
-        out.correct += count_correct(logits.detach(), targets);
+        task.merge(&mut out.stats, stats);
         out.loss_sum += f64::from(loss_value) * n as f64;
         out.seen += n;
         let loss = if context.scale == 1.0 {
@@ -112,6 +128,24 @@ fn shard_grads_unguarded<M: Classifier>(
         out.grads = Some(acc.grads());
     }
     Ok(out)
+}
+
+/// A training-time label error names the epoch.
+fn in_epoch(e: TrainError, epoch: usize) -> TrainError {
+    match e {
+        TrainError::LabelOutOfRange {
+            label,
+            position,
+            classes,
+            context,
+        } => TrainError::LabelOutOfRange {
+            label,
+            position,
+            classes,
+            context: format!("{context}, epoch {epoch}"),
+        },
+        e => e,
+    }
 }
 
 /// Scales `grads` so that their global L2 norm is at most `max_norm`, as
@@ -149,31 +183,6 @@ pub fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_nor
         model.visit(&mut Scale { grads, coef });
     }
     total
-}
-
-/// Refuses a batch with a label ≥ `classes` before it reaches the loss (where Burn's gather would
-/// panic).
-pub(crate) fn check_labels(
-    labels: &[u32],
-    positions: &[usize],
-    classes: usize,
-    context: impl FnOnce() -> String,
-) -> Result<(), TrainError> {
-    match labels.iter().position(|&l| l as usize >= classes) {
-        Some(i) => Err(TrainError::LabelOutOfRange {
-            label: labels[i],
-            position: positions.get(i).copied().unwrap_or(i),
-            classes,
-            context: context(),
-        }),
-        None => Ok(()),
-    }
-}
-
-pub(crate) fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {
-    let predicted = logits.argmax(1).squeeze_dim::<1>(1);
-    let hits: i64 = predicted.equal(targets).int().sum().into_scalar();
-    usize::try_from(hits).unwrap_or(0)
 }
 
 #[cfg(test)]

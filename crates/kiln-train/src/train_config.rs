@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::loss::LossConfig;
 use crate::metrics::VerdictConfig;
+use crate::task::Metric;
 use crate::{EpochRecord, OptimizerConfig, Schedule, TrainError};
 
 /// Settings of one training run (saved as part of the run's `config.json`).
@@ -70,7 +71,9 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Monitor {
-    /// Validation accuracy (higher is better).
+    /// The task's primary validation metric ([`crate::task::Task::primary`]): accuracy for
+    /// classification (`val_acc`; also written `val_metric`, the name for any task).
+    #[serde(alias = "val_metric")]
     ValAcc,
     /// Validation loss (lower is better).
     ValLoss,
@@ -79,17 +82,18 @@ pub enum Monitor {
 }
 
 impl Monitor {
-    pub(crate) fn value(self, r: &EpochRecord) -> Option<f64> {
+    pub(crate) fn value(self, r: &EpochRecord, primary: &Metric) -> Option<f64> {
         match self {
-            Monitor::ValAcc => r.val_acc,
+            Monitor::ValAcc => r.val(primary),
             Monitor::ValLoss => r.val_loss,
             Monitor::TrainLoss => Some(r.train_loss),
         }
     }
 
-    pub(crate) fn better(self, new: f64, old: f64, min_delta: f64) -> bool {
+    pub(crate) fn better(self, new: f64, old: f64, min_delta: f64, primary: &Metric) -> bool {
         match self {
-            Monitor::ValAcc => new > old + min_delta,
+            Monitor::ValAcc if primary.higher_is_better => new > old + min_delta,
+            Monitor::ValAcc => new < old - min_delta,
             Monitor::ValLoss | Monitor::TrainLoss => new < old - min_delta,
         }
     }
