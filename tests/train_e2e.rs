@@ -197,3 +197,55 @@ fn a_run_file_runs_from_rust_and_its_weights_reopen_from_their_spec() -> anyhow:
     assert!((metrics.loss - outcome.summary.test_loss).abs() < 1e-9);
     Ok(())
 }
+
+#[test]
+fn torchvision_weights_import_from_rust_and_predict_like_the_cli() -> anyhow::Result<()> {
+    use kiln_train::infer::{ImportRequest, import_torchvision};
+    // The cifar_resnet20 fixture: seeded random weights and their PyTorch logits
+    // (crates/kiln-models/tests/fixtures/cifar_resnet20, made by scripts/).
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/kiln-models/tests/fixtures/cifar_resnet20");
+    let root = tempfile::tempdir()?;
+    let request = ImportRequest {
+        architecture: kiln_models::ModelConfig::from_name("cifar-resnet20")?,
+        weights: fixtures.join("weights.safetensors"),
+        out: root.path().join("imported"),
+        classes: 10,
+        normalization: "cifar10".parse()?,
+        input_size: None,
+        class_names: Vec::new(),
+    };
+    let device = Device::flex();
+    let bad_names = ImportRequest {
+        class_names: vec!["cat".into(), "dog".into()],
+        ..request.clone()
+    };
+    let err = import_torchvision(&bad_names, &device).unwrap_err().to_string();
+    assert!(err.contains("2 names") && err.contains("10 classes"), "{err}");
+    let t = import_torchvision(&request, &device)?;
+    assert_eq!((t.spec.input_chw, t.spec.num_classes), ([3, 32, 32], 10));
+    // Reopened from its spec alone, it predicts: the fixture's input, model-ready, as a .npy.
+    let bytes = std::fs::read(fixtures.join("input.f32"))?;
+    let input: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let npy = root.path().join("input.npy");
+    kiln_data::npy::write_f32(&npy, &[2, 3, 32, 32], &input)?;
+    let reopened = kiln_train::infer::Trained::open(&t.path, None)?;
+    let (predictions, probs) = reopened.predict(&npy, None, 3, &device)?;
+    assert_eq!((predictions.len(), probs.len()), (2, 20));
+    for (p, row) in predictions.iter().zip(probs.chunks(10)) {
+        let best = (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
+        assert_eq!(p.top_k[0].index, best);
+        assert_eq!(p.top_k[0].class, best.to_string(), "no class names: indices");
+        assert!(p.top_k.windows(2).all(|w| w[0].probability >= w[1].probability));
+    }
+    // A second import into the same folder is refused, naming the file.
+    let err = import_torchvision(&request, &device).unwrap_err().to_string();
+    assert!(
+        err.contains("model.bpk") && err.contains("exists already"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -61,13 +61,7 @@ impl PretrainedSpec {
             input_chw: [3, 224, 224],
             num_classes: 1000,
             class_names: Vec::new(),
-            eval: vec![
-                kiln_transforms::compose::Stage::ResizeShorter { size: 256 },
-                kiln_transforms::compose::Stage::CenterCrop {
-                    height: 224,
-                    width: 224,
-                },
-            ],
+            eval: kiln_transforms::compose::Stage::torchvision_eval([224, 224]),
         }
     }
 
@@ -91,12 +85,7 @@ impl PretrainedSpec {
             input_chw,
             num_classes,
             class_names,
-            eval: vec![
-                Stage::ResizeShorter {
-                    size: ((h.max(w) as f64) / 0.875).round() as usize,
-                },
-                Stage::CenterCrop { height: h, width: w },
-            ],
+            eval: Stage::torchvision_eval([h, w]),
         }
     }
 

@@ -104,6 +104,17 @@ pub enum DataFormat {
     Coco,
 }
 
+impl std::str::FromStr for DataFormat {
+    type Err = String;
+
+    /// The run file's names: `auto`, `fashion-mnist`, `mnist`, `cifar10`, `image-folder`, `coco`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+            format!("unknown format `{s}`: use auto, fashion-mnist, mnist, cifar10, image-folder or coco")
+        })
+    }
+}
+
 impl DataFormat {
     /// The dataset's own normalization preset (statistics of its training split).
     pub fn normalization(self) -> NormalizationSpec {
@@ -507,6 +518,33 @@ mod tests {
 
     fn parse(text: &str) -> Result<RunFile, ConfigError> {
         RunFile::parse(text, Path::new("run.toml"), &[])
+    }
+
+    #[test]
+    fn formats_parse_by_their_run_file_names() {
+        for (name, format) in [
+            ("auto", DataFormat::Auto),
+            ("fashion-mnist", DataFormat::FashionMnist),
+            ("mnist", DataFormat::Mnist),
+            ("cifar10", DataFormat::Cifar10),
+            ("image-folder", DataFormat::ImageFolder),
+            ("coco", DataFormat::Coco),
+        ] {
+            assert_eq!(name.parse::<DataFormat>(), Ok(format));
+            // The same name the run file's `format = "…"` takes.
+            assert_eq!(
+                parse(&format!("[data]\nformat = \"{name}\""))
+                    .unwrap()
+                    .data
+                    .format,
+                format
+            );
+        }
+        let err = "jpeg".parse::<DataFormat>().unwrap_err();
+        assert!(
+            err.contains("unknown format `jpeg`") && err.contains("image-folder"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -108,11 +108,11 @@ impl RunFile {
             // torchvision's evaluation recipe at the model's input size: the shorter side to
             // size / 0.875, then the centre crop.
             let [_, h, w] = self.model.default_input();
-            let shorter = ((h.max(w) as f64) / 0.875).round() as usize;
-            self.transforms.eval = vec![
-                Stage::ResizeShorter { size: shorter },
-                Stage::CenterCrop { height: h, width: w },
-            ];
+            self.transforms.eval = Stage::torchvision_eval([h, w]);
+            let shorter = match self.transforms.eval.first() {
+                Some(Stage::ResizeShorter { size }) => *size,
+                _ => h.max(w),
+            };
             notes.push(format!(
                 "evaluation images: shorter side resized to {shorter}, centre crop {h}x{w} (the input size of {}; set [transforms] eval to change)",
                 self.model.id()
@@ -347,6 +347,90 @@ pub struct RawSample {
     pub pixels: Vec<u8>,
 }
 
+/// What `kiln stats` reports: the per-channel mean and std of a dataset's training images.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StatsReport {
+    /// The dataset folder.
+    pub data: PathBuf,
+    /// The split measured (`train`).
+    pub split: &'static str,
+    /// Images measured.
+    pub images: u64,
+    /// The scale of the figures.
+    pub scale: kiln_transforms::Scale,
+    /// Per-channel mean.
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviation.
+    pub std: Vec<f64>,
+    /// The channel order (`rgb`, `gray`).
+    #[serde(skip)]
+    pub order: &'static str,
+}
+
+/// The lines `kiln stats` prints, the last one ready to paste into a run file.
+impl std::fmt::Display for StatsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scale = match self.scale {
+            kiln_transforms::Scale::Unit => "unit",
+            kiln_transforms::Scale::Byte => "byte",
+        };
+        writeln!(
+            f,
+            "kiln stats: {} ({} training images, {:?} scale)",
+            self.data.display(),
+            self.images,
+            self.scale
+        )?;
+        writeln!(f, "mean = {:?}", self.mean)?;
+        writeln!(f, "std  = {:?}", self.std)?;
+        writeln!(f, "# for a run file's [transforms]:")?;
+        let f32s = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<_>>();
+        writeln!(
+            f,
+            "normalization = {{ preset = \"custom\", mean = {:?}, std = {:?}, scale = \"{scale}\", order = \"{}\" }}",
+            f32s(&self.mean),
+            f32s(&self.std),
+            self.order
+        )
+    }
+}
+
+/// [`channel_stats`] of `file`'s training images as mean and std on `scale`.
+///
+/// # Errors
+///
+/// As [`channel_stats`].
+pub fn stats_report(
+    file: &RunFile,
+    scale: kiln_transforms::Scale,
+    progress: impl FnMut(usize, usize),
+) -> Result<StatsReport, TrainError> {
+    let (n, s, order) = channel_stats(file, progress)?;
+    let (mean, std) = s.mean_std(scale)?;
+    Ok(StatsReport {
+        data: file.data.path.clone().unwrap_or_default(),
+        split: "train",
+        images: n as u64,
+        scale,
+        mean,
+        std,
+        order,
+    })
+}
+
+/// Per-plane mean and (population) standard deviation of planar data, one plane of `plane`
+/// values per channel (a transformed image's channel statistics).
+pub fn plane_mean_std(data: &[f32], plane: usize) -> (Vec<f64>, Vec<f64>) {
+    data.chunks(plane.max(1))
+        .map(|c| {
+            let n = c.len().max(1) as f64;
+            let mean = c.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = c.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+            (mean, var.sqrt())
+        })
+        .unzip()
+}
+
 /// Per-channel statistics of the training pool of `file`'s data (resolved), in the model's
 /// channel order, with the number of images and that order (`"gray"`, `"rgb"`). `progress` is
 /// called with (done, total).
@@ -553,4 +637,15 @@ pub fn transform_image(
         ([3, out.height(), out.width()], out.into_vec())
     };
     Ok((shape, data))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plane_statistics_are_per_channel_population_figures() {
+        // numpy: a = [[1, 2, 3, 6], [0, 0, 0, 0]]; a.mean(1) = [3, 0]; a.std(1) = [1.8708, 0]
+        let (mean, std) = super::plane_mean_std(&[1.0, 2.0, 3.0, 6.0, 0.0, 0.0, 0.0, 0.0], 4);
+        assert_eq!(mean, [3.0, 0.0]);
+        assert!((std[0] - 3.5f64.sqrt()).abs() < 1e-12 && std[1] == 0.0, "{std:?}");
+    }
 }

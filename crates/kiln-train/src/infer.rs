@@ -22,7 +22,150 @@ use kiln_models::{ModelConfig, PretrainedSpec};
 use kiln_transforms::compose::Compose;
 use kiln_transforms::{Normalization, resize_normalize};
 
+use serde::Serialize;
+
+use crate::config::RunFile;
 use crate::{BatchSource, ConfusionMatrix, EvalMetrics, TrainError};
+
+/// What `kiln eval` reports: the figures of weights on a split, per class and as a confusion
+/// matrix.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// The weights evaluated.
+    pub weights: PathBuf,
+    /// The dataset folder.
+    pub data: PathBuf,
+    /// The split (`test`).
+    pub split: &'static str,
+    /// Loss, top-1 and top-5 accuracy, samples.
+    #[serde(flatten)]
+    pub metrics: EvalMetrics,
+    /// Each class's accuracy (recall), by name.
+    pub per_class: Vec<ClassAccuracy>,
+    /// Rows: true class, columns: predicted.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// One class's accuracy in an [`EvalReport`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassAccuracy {
+    /// The class name.
+    pub class: String,
+    /// Its accuracy; `None` without samples.
+    pub accuracy: Option<f64>,
+}
+
+impl EvalReport {
+    /// The report of `metrics` and `confusion` (classes named by `names`) of the test split.
+    pub fn test(
+        weights: PathBuf,
+        data: PathBuf,
+        metrics: EvalMetrics,
+        confusion: &ConfusionMatrix,
+        names: &[String],
+    ) -> Self {
+        Self {
+            weights,
+            data,
+            split: "test",
+            metrics,
+            per_class: names
+                .iter()
+                .zip(confusion.per_class_accuracy())
+                .map(|(c, a)| ClassAccuracy {
+                    class: c.clone(),
+                    accuracy: a,
+                })
+                .collect(),
+            confusion: confusion.rows(),
+        }
+    }
+}
+
+/// What [`import_torchvision`] writes: torchvision weights as a kiln checkpoint.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// The architecture (a `--model` name's config).
+    pub architecture: ModelConfig,
+    /// The state dict (`.pth` or `.safetensors`).
+    pub weights: PathBuf,
+    /// The folder to write `model.bpk` and its spec into (created; must not hold a `model.bpk`).
+    pub out: PathBuf,
+    /// Classes of the weights' classifier.
+    pub classes: usize,
+    /// The normalization they were trained with.
+    pub normalization: kiln_transforms::NormalizationSpec,
+    /// Their input size (default: the architecture's).
+    pub input_size: Option<[usize; 2]>,
+    /// Class names, one per class, or none.
+    pub class_names: Vec<String>,
+}
+
+/// Imports torchvision weights as a kiln checkpoint `out/model.bpk` with its spec (the
+/// architecture, normalization, input size, classes and torchvision's evaluation recipe), which
+/// [`Trained::open`] reads without a run file. Returns it opened.
+///
+/// # Errors
+///
+/// [`TrainError::InvalidConfig`] for class names that do not match the classes or an `out`
+/// that holds a `model.bpk`; the import's errors (missing or unused tensors).
+pub fn import_torchvision(r: &ImportRequest, device: &Device) -> Result<Trained, TrainError> {
+    let invalid = |field, value: String, reason: String| TrainError::InvalidConfig { field, value, reason };
+    if !r.class_names.is_empty() && r.class_names.len() != r.classes {
+        return Err(invalid(
+            "class_names",
+            format!("{} names", r.class_names.len()),
+            format!("the weights have {} classes", r.classes),
+        ));
+    }
+    let model_path = r.out.join("model.bpk");
+    if model_path.exists() {
+        return Err(invalid(
+            "out",
+            model_path.display().to_string(),
+            "exists already; choose another folder".into(),
+        ));
+    }
+    std::fs::create_dir_all(&r.out).map_err(|e| TrainError::Write {
+        path: r.out.clone(),
+        reason: e.to_string(),
+    })?;
+    let [c, dh, dw] = r.architecture.default_input();
+    let [h, w] = r.input_size.unwrap_or([dh, dw]);
+    let spec = PretrainedSpec::torchvision(
+        r.architecture.clone(),
+        r.normalization.clone(),
+        [c, h, w],
+        r.classes,
+        r.class_names.clone(),
+    );
+    let path = kiln_models::import::import_torchvision(&r.weights, &spec, &model_path, device)?;
+    Ok(Trained {
+        path,
+        architecture: r.architecture.clone(),
+        spec,
+    })
+}
+
+/// One input's most probable classes ([`Trained::predict`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The input's name: its file, or `file.npy[i]`.
+    pub input: String,
+    /// The `k` most probable classes, most probable first.
+    pub top_k: Vec<ClassProbability>,
+}
+
+/// A class and its probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassProbability {
+    /// The class index (the label).
+    pub index: usize,
+    /// Its name (the index when the weights have no class names).
+    pub class: String,
+    /// Softmax probability.
+    pub probability: f32,
+}
 
 /// Weights with what they need to be used: the architecture and the spec saved next to them.
 #[derive(Debug, Clone)]
@@ -92,18 +235,89 @@ impl Trained {
     /// For image folders whose evaluation stages end at another size than the weights' input:
     /// torchvision's resize-shorter (size / 0.875) + centre crop to the weights' input size.
     pub fn fit_eval_stages(&self, file: &mut crate::config::RunFile) {
-        use kiln_transforms::compose::Stage;
         let [_, h, w] = self.spec.input_chw;
         if file.data.format == crate::config::DataFormat::ImageFolder
             && file.transforms.eval_size() != Some([h, w])
         {
-            file.transforms.eval = vec![
-                Stage::ResizeShorter {
-                    size: ((h.max(w) as f64) / 0.875).round() as usize,
-                },
-                Stage::CenterCrop { height: h, width: w },
-            ];
+            file.transforms.eval = kiln_transforms::compose::Stage::torchvision_eval([h, w]);
         }
+    }
+
+    /// The normalization `file` applies (its data resolved), checked against the one the
+    /// weights were trained with.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidConfig`] naming the weights when the two differ; an unresolvable
+    /// normalization.
+    pub fn check_run_file(&self, file: &RunFile) -> Result<Normalization, TrainError> {
+        let norm = file.transforms.normalization(file.data.format).resolve()?;
+        self.spec
+            .check_normalization(&norm, false)
+            .map_err(|e| TrainError::InvalidConfig {
+                field: "weights",
+                value: self.path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(norm)
+    }
+
+    /// Class probabilities for an image file, a folder of images or a `.npy` of model-ready
+    /// inputs, preprocessed as the weights expect: their spec's normalization (which `file`, the
+    /// run file they were trained with, when given and resolved, must agree on) and evaluation
+    /// stages (`file`'s, when it has some). Returns the `top_k` classes of each input, and every
+    /// probability (`[N, classes]`, row-major).
+    ///
+    /// # Errors
+    ///
+    /// A normalization that differs from the weights', the inputs' errors ([`inputs`]), loading
+    /// the weights.
+    pub fn predict(
+        &self,
+        input: &Path,
+        file: Option<&RunFile>,
+        top_k: usize,
+        device: &Device,
+    ) -> Result<(Vec<Prediction>, Vec<f32>), TrainError> {
+        let norm = match file {
+            Some(f) => self.check_run_file(f)?,
+            None => self.spec.normalization.resolve()?,
+        };
+        let [c, h, w] = self.spec.input_chw;
+        let stages = match file {
+            Some(f) if !f.transforms.eval.is_empty() => f.transforms.eval.clone(),
+            _ => self.spec.eval.clone(),
+        };
+        let eval = (!stages.is_empty()).then(|| Compose {
+            stages,
+            normalization: self.spec.normalization.clone(),
+            erasing: 0.0,
+        });
+        let (names, data, n) = inputs(input, &norm, eval.as_ref(), [c, h, w])?;
+        let images = Tensor::<4>::from_data(TensorData::new(data, [n, c, h, w]), device);
+        let probs = self.probabilities(images, device)?;
+        let classes = self.spec.num_classes;
+        let k = top_k.clamp(1, classes.max(1));
+        let predictions = names
+            .into_iter()
+            .zip(probs.chunks(classes.max(1)))
+            .map(|(input, row)| {
+                let mut order: Vec<usize> = (0..row.len()).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                Prediction {
+                    input,
+                    top_k: order[..k.min(row.len())]
+                        .iter()
+                        .map(|&j| ClassProbability {
+                            index: j,
+                            class: self.class_name(j),
+                            probability: row[j],
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok((predictions, probs))
     }
 
     /// The class name of `label`: the spec's, or the label itself when the weights have none.

@@ -363,3 +363,96 @@ fn meta(m: &ImageMeta) -> MetaReport {
         scale: m.scale,
     }
 }
+
+/// The lines `kiln inspect` prints.
+impl std::fmt::Display for InspectReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.sample;
+        writeln!(f, "dataset[{}] ({})", s.index, s.file.display())?;
+        writeln!(f, "  label {} ({})", s.label, s.class)?;
+        writeln!(
+            f,
+            "  raw: {:?} {} {} {}, values {}..{}, channel means {:?}",
+            s.raw_shape_hwc, s.layout, s.colour_order, s.dtype, s.min, s.max, s.channel_means
+        )?;
+        let b = &self.first_batch;
+        writeln!(f, "first training batch (after the transforms):")?;
+        writeln!(
+            f,
+            "  shape {:?} (N, C, H, W) {} {}",
+            b.shape, b.dtype, b.colour_order
+        )?;
+        writeln!(
+            f,
+            "  per-channel mean {:?}, std {:?}",
+            b.channel_mean, b.channel_std
+        )?;
+        writeln!(f, "  labels per class {:?}", b.label_histogram)?;
+        for c in &b.check {
+            writeln!(f, "  check: {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The lines `kiln inspect` prints for COCO data.
+impl std::fmt::Display for DetectionReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.sample;
+        writeln!(
+            f,
+            "COCO detection: {} images, categories {:?} (ids {:?} → labels 0..{})",
+            self.images,
+            self.categories,
+            self.category_ids,
+            self.categories.len()
+        )?;
+        writeln!(
+            f,
+            "dataset[{}] ({}, image id {})",
+            s.index,
+            s.file.display(),
+            s.image_id
+        )?;
+        writeln!(
+            f,
+            "  raw: {:?} HWC {} u8, {} boxes",
+            s.raw_shape_hwc,
+            s.colour_order,
+            s.boxes.len()
+        )?;
+        for bx in &s.boxes {
+            writeln!(
+                f,
+                "    {:?} (x1, y1, x2, y2) label {} ({}){}",
+                bx.xyxy,
+                bx.label,
+                bx.class,
+                if bx.crowd { " crowd" } else { "" }
+            )?;
+        }
+        let fb = &self.first_batch;
+        writeln!(f, "first batch (padded to a multiple of {SIZE_MULTIPLE}):")?;
+        writeln!(
+            f,
+            "  images {:?} (N, C, H, W) f32 RGB, normalised `{}`",
+            fb.images, self.normalization
+        )?;
+        writeln!(
+            f,
+            "  boxes  {:?} (N, M, 4), labels and mask (N, M), −1 / false for padding",
+            fb.boxes
+        )?;
+        for (i, (l, mk)) in fb.labels.iter().zip(&fb.mask).enumerate() {
+            writeln!(f, "    image {i}: labels {l:?} mask {mk:?}")?;
+        }
+        for m in &fb.meta {
+            writeln!(
+                f,
+                "  sample {}: file {:?} → resized {:?} → padded {:?}, scale {:?}",
+                m.index, m.original_hw, m.resized_hw, m.padded_hw, m.scale
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -104,6 +104,19 @@ pub enum Stage {
     },
 }
 
+impl Stage {
+    /// torchvision's evaluation recipe at input size `[h, w]`: the shorter side resized to
+    /// `max(h, w) / 0.875` (256 for 224, as `transforms.Resize(256)`), then the centre crop.
+    pub fn torchvision_eval([h, w]: [usize; 2]) -> Vec<Stage> {
+        vec![
+            Stage::ResizeShorter {
+                size: ((h.max(w) as f64) / 0.875).round() as usize,
+            },
+            Stage::CenterCrop { height: h, width: w },
+        ]
+    }
+}
+
 /// Geometric stages, then conversion and normalisation, then optional random erasing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -452,6 +465,25 @@ mod tests {
     use crate::Normalization;
     use crate::augment::Window;
     use kiln_data::Bgr;
+
+    #[test]
+    fn torchvision_eval_is_resize_256_then_centre_crop_224() {
+        // torchvision's reference eval: Resize(256), CenterCrop(224); 256 = round(224 / 0.875).
+        assert_eq!(
+            Stage::torchvision_eval([224, 224]),
+            [
+                Stage::ResizeShorter { size: 256 },
+                Stage::CenterCrop {
+                    height: 224,
+                    width: 224
+                }
+            ]
+        );
+        assert_eq!(
+            Stage::torchvision_eval([32, 40])[0],
+            Stage::ResizeShorter { size: 46 } // round(40 / 0.875) = round(45.71)
+        );
+    }
 
     fn ramp(h: usize, w: usize) -> Image<Hwc, Bgr> {
         Image::new(h, w, (0..h * w * 3).map(|i| ((i * 13) % 256) as u8).collect()).unwrap()

@@ -17,6 +17,19 @@ pub enum Scale {
     Byte,
 }
 
+impl std::str::FromStr for Scale {
+    type Err = String;
+
+    /// `unit` or `byte`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "unit" => Ok(Scale::Unit),
+            "byte" => Ok(Scale::Byte),
+            other => Err(format!("unknown scale `{other}`: use unit (0-1) or byte (0-255)")),
+        }
+    }
+}
+
 impl Scale {
     /// The divisor that maps a u8 value onto this scale (255 or 1).
     pub fn divisor(self) -> f32 {
@@ -160,6 +173,18 @@ impl ChwBatch {
 mod tests {
     use super::*;
     use kiln_data::{Hwc, Image, collate};
+
+    #[test]
+    fn scales_parse_by_name() {
+        assert_eq!("unit".parse::<Scale>(), Ok(Scale::Unit));
+        assert_eq!("byte".parse::<Scale>(), Ok(Scale::Byte));
+        assert!(
+            "0-255"
+                .parse::<Scale>()
+                .unwrap_err()
+                .contains("unit (0-1) or byte (0-255)")
+        );
+    }
 
     #[test]
     fn bgr_becomes_planar_rgb_on_the_unit_scale() {

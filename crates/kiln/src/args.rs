@@ -47,114 +47,18 @@ pub(crate) enum Command {
     },
     /// Loss, accuracy, per-class accuracy and confusion matrix of trained weights on the test
     /// split of their run's data.
-    Eval {
-        /// A run directory (its model.bpk and config.toml).
-        #[arg(long, conflicts_with = "weights")]
-        run: Option<PathBuf>,
-        /// Weights to evaluate (a kiln .bpk).
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// The run file describing the weights' model and data (default: the config.toml next to
-        /// the weights).
-        #[arg(long, conflicts_with = "data")]
-        config: Option<PathBuf>,
-        /// Evaluate on this dataset folder's test split instead (any format `train --data`
-        /// takes); the model and preprocessing come from the weights' spec.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Device to evaluate on.
-        #[arg(long, default_value = "flex")]
-        device: DeviceSpec,
-        /// Images per forward pass (default: the run file's train.batch_size, which fitted in
-        /// training and so fits here); lower it after an out-of-memory error.
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(EvalArgs),
     /// Class probabilities for an image, a folder of images or a .npy batch, with the
     /// preprocessing stored next to the weights (model.bpk.kiln.json).
-    Predict {
-        /// Trained weights (a kiln .bpk).
-        #[arg(long)]
-        weights: PathBuf,
-        /// An image file, a folder of images, or a .npy of model-ready inputs ([N,] C, H, W).
-        #[arg(long)]
-        input: PathBuf,
-        /// The run file describing the model (default: the config.toml next to the weights).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Classes to show per input.
-        #[arg(long, default_value_t = 3)]
-        top_k: usize,
-        /// Also write the predictions: .json (top-k per input) or .npy (all probabilities, [N, classes]).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Device to run on.
-        #[arg(long, default_value = "flex")]
-        device: DeviceSpec,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Predict(PredictArgs),
     /// Apply a run file's pipeline to one image and write the CHW float tensor as .npy, to compare
     /// with a Python pipeline (np.load).
-    Transform {
-        /// The run file.
-        #[arg(long)]
-        config: PathBuf,
-        /// The image.
-        #[arg(long)]
-        input: PathBuf,
-        /// The .npy to write.
-        #[arg(long)]
-        out: PathBuf,
-        /// Apply the training augmentation too (as drawn for dataset index 0 in --epoch).
-        #[arg(long)]
-        train: bool,
-        /// The epoch whose random draws --train uses.
-        #[arg(long, default_value_t = 0)]
-        epoch: u64,
-        /// Print one JSON object (input, output, shape, normalization, per-channel mean and std)
-        /// instead of the line.
-        #[arg(long)]
-        json: bool,
-    },
+    Transform(TransformArgs),
     /// Per-channel mean and std of a dataset's training split, ready to paste into a run file.
-    Stats {
-        /// The dataset folder (any format `train --data` takes; detected from its files).
-        #[arg(long)]
-        data: PathBuf,
-        /// The dataset format, to check what is detected (or to read idx files as MNIST).
-        #[arg(long, default_value = "auto", value_parser = parse_format)]
-        format: kiln_train::config::DataFormat,
-        /// unit (pixels / 255, what torchvision's ToTensor gives) or byte (0-255).
-        #[arg(long, default_value = "unit", value_parser = parse_scale)]
-        scale: kiln_transforms::Scale,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Stats(StatsArgs),
     /// dataset[N] and the first training batch: shape, layout, colour order, value range,
     /// per-channel statistics, label histogram and the normalisation check.
-    Inspect {
-        /// The run file whose data and transforms to inspect (default: the vendored subset).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// A dataset folder instead of a run file.
-        #[arg(long, conflicts_with = "config")]
-        data: Option<PathBuf>,
-        /// The sample to show.
-        #[arg(long, default_value_t = 0)]
-        index: usize,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Write the first batch, de-normalised, as a PNG grid.
-        #[arg(long, value_name = "PNG")]
-        grid: Option<PathBuf>,
-    },
+    Inspect(InspectArgs),
     /// Short matched runs that test one of the seed's claims (BatchNorm, init, warmup,
     /// normalization, colour order): a table on stdout, CSV and PNG in --out-dir. Takes the same
     /// run flags or --config as train (--epochs is allowed with --config here: epochs per
@@ -171,33 +75,7 @@ pub(crate) enum Command {
     },
     /// Turn torchvision weights (a state dict, .pth or .safetensors) into a kiln checkpoint
     /// (model.bpk and its spec) that predict, eval, train --init-from and the export use directly.
-    Import {
-        /// The architecture (`kiln models` lists them; torchvision's ResNets import).
-        #[arg(long, value_name = "NAME")]
-        arch: String,
-        /// The state dict.
-        #[arg(long)]
-        weights: PathBuf,
-        /// The folder to write model.bpk and model.bpk.kiln.json into (created; must not hold a
-        /// model.bpk already).
-        #[arg(long)]
-        out: PathBuf,
-        /// Classes the weights were trained for (their classifier's outputs).
-        #[arg(long, default_value_t = 1000)]
-        classes: usize,
-        /// The normalization they were trained with (a preset name).
-        #[arg(long, default_value = "torch-imagenet")]
-        normalization: String,
-        /// Their input size as HxW (default: the architecture's, 224x224 for ImageNet stems).
-        #[arg(long, value_name = "HxW")]
-        input_size: Option<String>,
-        /// Class names, one per line (default: none; predictions then show class indices).
-        #[arg(long, value_name = "FILE")]
-        class_names: Option<PathBuf>,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Import(ImportArgs),
     /// The models kiln can build, by the name --model and [model] take.
     Models {
         /// Print one JSON array instead of text.
@@ -213,6 +91,152 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 300)]
         steps: usize,
     },
+}
+
+/// `kiln eval`'s arguments.
+#[derive(Args, Debug)]
+pub(crate) struct EvalArgs {
+    /// A run directory (its model.bpk and config.toml).
+    #[arg(long, conflicts_with = "weights")]
+    pub(crate) run: Option<PathBuf>,
+    /// Weights to evaluate (a kiln .bpk).
+    #[arg(long)]
+    pub(crate) weights: Option<PathBuf>,
+    /// The run file describing the weights' model and data (default: the config.toml next to
+    /// the weights).
+    #[arg(long, conflicts_with = "data")]
+    pub(crate) config: Option<PathBuf>,
+    /// Evaluate on this dataset folder's test split instead (any format `train --data`
+    /// takes); the model and preprocessing come from the weights' spec.
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
+    /// Device to evaluate on.
+    #[arg(long, default_value = "flex")]
+    pub(crate) device: DeviceSpec,
+    /// Images per forward pass (default: the run file's train.batch_size, which fitted in
+    /// training and so fits here); lower it after an out-of-memory error.
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `kiln predict`'s arguments.
+#[derive(Args, Debug)]
+pub(crate) struct PredictArgs {
+    /// Trained weights (a kiln .bpk).
+    #[arg(long)]
+    pub(crate) weights: PathBuf,
+    /// An image file, a folder of images, or a .npy of model-ready inputs ([N,] C, H, W).
+    #[arg(long)]
+    pub(crate) input: PathBuf,
+    /// The run file describing the model (default: the config.toml next to the weights).
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Classes to show per input.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) top_k: usize,
+    /// Also write the predictions: .json (top-k per input) or .npy (all probabilities, [N, classes]).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Device to run on.
+    #[arg(long, default_value = "flex")]
+    pub(crate) device: DeviceSpec,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `kiln transform`'s arguments.
+#[derive(Args, Debug)]
+pub(crate) struct TransformArgs {
+    /// The run file.
+    #[arg(long)]
+    pub(crate) config: PathBuf,
+    /// The image.
+    #[arg(long)]
+    pub(crate) input: PathBuf,
+    /// The .npy to write.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Apply the training augmentation too (as drawn for dataset index 0 in --epoch).
+    #[arg(long)]
+    pub(crate) train: bool,
+    /// The epoch whose random draws --train uses.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) epoch: u64,
+    /// Print one JSON object (input, output, shape, normalization, per-channel mean and std)
+    /// instead of the line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `kiln stats`'s arguments.
+#[derive(Args, Debug)]
+pub(crate) struct StatsArgs {
+    /// The dataset folder (any format `train --data` takes; detected from its files).
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    /// The dataset format, to check what is detected (or to read idx files as MNIST).
+    #[arg(long, default_value = "auto")]
+    pub(crate) format: kiln_train::config::DataFormat,
+    /// unit (pixels / 255, what torchvision's ToTensor gives) or byte (0-255).
+    #[arg(long, default_value = "unit")]
+    pub(crate) scale: kiln_transforms::Scale,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `kiln inspect`'s arguments.
+#[derive(Args, Debug)]
+pub(crate) struct InspectArgs {
+    /// The run file whose data and transforms to inspect (default: the vendored subset).
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// A dataset folder instead of a run file.
+    #[arg(long, conflicts_with = "config")]
+    pub(crate) data: Option<PathBuf>,
+    /// The sample to show.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) index: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Write the first batch, de-normalised, as a PNG grid.
+    #[arg(long, value_name = "PNG")]
+    pub(crate) grid: Option<PathBuf>,
+}
+
+/// `kiln import`'s arguments.
+#[derive(Args, Debug)]
+pub(crate) struct ImportArgs {
+    /// The architecture (`kiln models` lists them; torchvision's ResNets import).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) arch: String,
+    /// The state dict.
+    #[arg(long)]
+    pub(crate) weights: PathBuf,
+    /// The folder to write model.bpk and model.bpk.kiln.json into (created; must not hold a
+    /// model.bpk already).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Classes the weights were trained for (their classifier's outputs).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) classes: usize,
+    /// The normalization they were trained with (a preset name).
+    #[arg(long, default_value = "torch-imagenet")]
+    pub(crate) normalization: String,
+    /// Their input size as HxW (default: the architecture's, 224x224 for ImageNet stems).
+    #[arg(long, value_name = "HxW", value_parser = parse_hw)]
+    pub(crate) input_size: Option<[usize; 2]>,
+    /// Class names, one per line (default: none; predictions then show class indices).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) class_names: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -233,7 +257,7 @@ pub(crate) struct TrainArgs {
     pub(crate) data: Option<PathBuf>,
     /// The dataset format, when detection should be checked or idx files are MNIST:
     /// fashion-mnist, mnist, cifar10, image-folder, coco (default: detected).
-    #[arg(long, value_parser = parse_format)]
+    #[arg(long)]
     pub(crate) format: Option<kiln_train::config::DataFormat>,
     /// The model, by name: reference-cnn (default), mlp, resnet18, resnet34, resnet50,
     /// cifar-resnet20, cifar-resnet56, cifar-resnet18 (`kiln models` lists them).
@@ -480,26 +504,11 @@ fn warmup(args: &TrainArgs) -> Option<kiln_train::schedule::Warmup> {
     })
 }
 
-fn parse_format(s: &str) -> Result<kiln_train::config::DataFormat, String> {
-    use kiln_train::config::DataFormat;
-    match s {
-        "auto" => Ok(DataFormat::Auto),
-        "fashion-mnist" => Ok(DataFormat::FashionMnist),
-        "mnist" => Ok(DataFormat::Mnist),
-        "cifar10" => Ok(DataFormat::Cifar10),
-        "image-folder" => Ok(DataFormat::ImageFolder),
-        "coco" => Ok(DataFormat::Coco),
-        other => Err(format!(
-            "unknown format `{other}`: use auto, fashion-mnist, mnist, cifar10, image-folder or coco"
-        )),
-    }
-}
-
-fn parse_scale(s: &str) -> Result<kiln_transforms::Scale, String> {
-    match s {
-        "unit" => Ok(kiln_transforms::Scale::Unit),
-        "byte" => Ok(kiln_transforms::Scale::Byte),
-        other => Err(format!("unknown scale `{other}`: use unit (0-1) or byte (0-255)")),
+fn parse_hw(s: &str) -> Result<[usize; 2], String> {
+    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    match s.split_once(['x', 'X']).map(|(h, w)| (parse(h), parse(w))) {
+        Some((Some(h), Some(w))) => Ok([h, w]),
+        _ => Err(format!("{s}: give HxW, e.g. 224x224")),
     }
 }
 

@@ -45,88 +45,29 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Train(a)) => train(a, sub).map(|()| true),
         None => train(&cli.train, sub).map(|()| true),
-        Some(Command::Doctor(a)) => doctor(a, sub),
-        Some(Command::LrFind { args, plot, steps }) => lr_find(args, sub, plot, *steps).map(|()| true),
-        Some(Command::OverfitBatch { args, steps }) => overfit_batch(args, sub, *steps),
-        Some(Command::Eval {
-            run,
-            weights,
-            config,
-            data,
-            device,
-            batch_size,
-            json,
-        }) => commands::eval(commands::EvalArgs {
-            run: run.as_deref(),
-            weights: weights.as_deref(),
-            config: config.as_deref(),
-            data: data.as_deref(),
-            device: *device,
-            batch_size: *batch_size,
-            json: *json,
-        })
-        .map(|()| true),
-        Some(Command::Predict {
-            weights,
-            input,
-            config,
-            top_k,
-            out,
-            device,
-            json,
-        }) => commands::predict(
-            weights,
-            config.as_deref(),
-            input,
-            *top_k,
-            out.as_deref(),
-            *device,
-            *json,
-        )
-        .map(|()| true),
-        Some(Command::Transform {
-            config,
-            input,
-            out,
-            train,
-            epoch,
-            json,
-        }) => commands::transform(config, input, out, *train, *epoch, *json).map(|()| true),
-        Some(Command::Stats {
-            data,
-            format,
-            scale,
-            json,
-        }) => commands::stats(data, *format, *scale, *json).map(|()| true),
-        Some(Command::Inspect {
-            config,
-            data,
-            index,
-            json,
-            grid,
-        }) => inspect_file(config.as_deref(), data.as_deref())
-            .and_then(|file| commands::inspect(&file, *index, *json, grid.as_deref()))
-            .map(|()| true),
-        Some(Command::Import {
-            arch,
-            weights,
-            out,
-            classes,
-            normalization,
-            input_size,
-            class_names,
-            json,
-        }) => commands::import(commands::ImportArgs {
-            arch,
-            weights,
-            out,
-            classes: *classes,
-            normalization,
-            input_size: input_size.as_deref(),
-            class_names: class_names.as_deref(),
-            json: *json,
-        })
-        .map(|()| true),
+        Some(Command::Doctor(a)) => diagnose(a, sub, Diagnosis::Doctor),
+        Some(Command::LrFind { args, plot, steps }) => {
+            let sweep = kiln_train::diagnose::LrFindConfig {
+                steps: *steps,
+                ..Default::default()
+            };
+            let plot = Some(plot.clone());
+            diagnose(args, sub, Diagnosis::LrFind { sweep, plot })
+        }
+        Some(Command::OverfitBatch { args, steps }) => diagnose(
+            args,
+            sub,
+            Diagnosis::OverfitBatch {
+                steps: *steps,
+                target: 0.05,
+            },
+        ),
+        Some(Command::Eval(a)) => commands::eval(a).map(|()| true),
+        Some(Command::Predict(a)) => commands::predict(a).map(|()| true),
+        Some(Command::Transform(a)) => commands::transform(a).map(|()| true),
+        Some(Command::Stats(a)) => commands::stats(a).map(|()| true),
+        Some(Command::Inspect(a)) => commands::inspect(a).map(|()| true),
+        Some(Command::Import(a)) => commands::import(a).map(|()| true),
         Some(Command::Models { json }) => commands::models(*json).map(|()| true),
         Some(Command::Ablate { args, study, out_dir }) => run_file_allowing(args, sub, &["epochs"])
             .and_then(|file| {
@@ -274,89 +215,61 @@ fn resolve(file: &mut RunFile) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn diagnose(
-    args: &TrainArgs,
-    matches: &clap::ArgMatches,
-    what: Diagnosis,
-) -> anyhow::Result<DiagnosisReport> {
+/// `kiln doctor`, `lr-find` and `overfit-batch`: the diagnosis on a fresh model, printed;
+/// whether it passed.
+fn diagnose(args: &TrainArgs, matches: &clap::ArgMatches, what: Diagnosis) -> anyhow::Result<bool> {
     let file = run_file(args, matches)?;
-    Ok(runner::diagnose(&file, what)?)
-}
-
-fn doctor(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
-    let DiagnosisReport::Doctor(report) = diagnose(args, matches, Diagnosis::Doctor)? else {
-        anyhow::bail!("internal: a doctor diagnosis reported as another")
-    };
     let json = args.json;
-    if json {
-        eprint!("{report}");
-    } else {
-        print!("{report}");
-    }
-    say!(
-        json,
-        "{}",
-        if report.ok() {
-            "doctor: all checks passed"
-        } else {
-            "doctor: some checks failed (see above)"
+    let (plot, start_lr) = match &what {
+        Diagnosis::LrFind { sweep, plot } => (plot.clone().unwrap_or_default(), sweep.start_lr),
+        _ => Default::default(),
+    };
+    let (ok, value) = match runner::diagnose(&file, what)? {
+        DiagnosisReport::Doctor(report) => {
+            if json {
+                eprint!("{report}");
+            } else {
+                print!("{report}");
+            }
+            say!(
+                json,
+                "doctor: {}",
+                if report.ok() {
+                    "all checks passed"
+                } else {
+                    "some checks failed (see above)"
+                }
+            );
+            (
+                report.ok(),
+                serde_json::json!({"ok": report.ok(), "report": &report}),
+            )
         }
-    );
+        DiagnosisReport::LrFind(r) => {
+            match r.suggested {
+                Some(lr) => say!(
+                    json,
+                    "lr-find: suggested lr {lr:.3e} ({} steps from {start_lr:.0e}); curve: {}",
+                    r.lrs.len(),
+                    plot.display()
+                ),
+                None => say!(
+                    json,
+                    "lr-find: the loss never fell; no suggestion (curve: {})",
+                    plot.display()
+                ),
+            }
+            (true, serde_json::json!({"result": &r, "plot": plot}))
+        }
+        DiagnosisReport::OverfitBatch(r) => {
+            say!(json, "overfit-batch: {}", r.message);
+            (r.passed, serde_json::to_value(&r)?)
+        }
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"ok": report.ok(), "report": &report}))?
-        );
+        println!("{}", serde_json::to_string_pretty(&value)?);
     }
-    Ok(report.ok())
-}
-
-fn lr_find(args: &TrainArgs, matches: &clap::ArgMatches, plot: &Path, steps: usize) -> anyhow::Result<()> {
-    let sweep = kiln_train::diagnose::LrFindConfig {
-        steps,
-        ..Default::default()
-    };
-    let what = Diagnosis::LrFind {
-        sweep,
-        plot: Some(plot.to_path_buf()),
-    };
-    let DiagnosisReport::LrFind(r) = diagnose(args, matches, what)? else {
-        anyhow::bail!("internal: an lr-find diagnosis reported as another")
-    };
-    let json = args.json;
-    match r.suggested {
-        Some(lr) => say!(
-            json,
-            "lr-find: suggested lr {lr:.3e} ({} steps from {:.0e}); curve: {}",
-            r.lrs.len(),
-            sweep.start_lr,
-            plot.display()
-        ),
-        None => say!(
-            json,
-            "lr-find: the loss never fell; no suggestion (curve: {})",
-            plot.display()
-        ),
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"result": &r, "plot": plot}))?
-        );
-    }
-    Ok(())
-}
-
-fn overfit_batch(args: &TrainArgs, matches: &clap::ArgMatches, steps: usize) -> anyhow::Result<bool> {
-    let what = Diagnosis::OverfitBatch { steps, target: 0.05 };
-    let DiagnosisReport::OverfitBatch(r) = diagnose(args, matches, what)? else {
-        anyhow::bail!("internal: an overfit-batch diagnosis reported as another")
-    };
-    say!(args.json, "overfit-batch: {}", r.message);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    }
-    Ok(r.passed)
+    Ok(ok)
 }
 
 fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
@@ -416,21 +329,6 @@ fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The run file `kiln inspect` looks at: --config, or the defaults on --data; resolved.
-fn inspect_file(config: Option<&Path>, data: Option<&Path>) -> anyhow::Result<RunFile> {
-    let mut file = match (config, data) {
-        (Some(c), _) => RunFile::load(c, &[])?,
-        (None, data) => {
-            let mut f = RunFile::default();
-            f.data.path = data.map(Path::to_path_buf);
-            f
-        }
-    };
-    resolve(&mut file)?;
-    Ok(file)
-}
-
 mod ablate;
 mod commands;
-mod detection;
 mod usage;
