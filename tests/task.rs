@@ -316,15 +316,9 @@ fn a_box_task_resumes_exactly_and_splits_over_replicas() -> anyhow::Result<()> {
         clip_grad_norm: Some(1.0),
         ..config(3)
     };
-    let straight = fit_task(
-        &task,
-        start.clone(),
-        &train,
-        Some(&val),
-        &cfg,
-        &device,
-        FitOutputs::default(),
-    )?;
+    let run =
+        |outputs: FitOutputs<'_>| fit_task(&task, start.clone(), &train, Some(&val), &cfg, &device, outputs);
+    let straight = run(FitOutputs::default())?;
     // A run killed after epoch 2 (its epoch-3 checkpoint gone), resumed: the same records, bit
     // for bit.
     let ckpt = tempfile::tempdir()?;
@@ -335,25 +329,9 @@ fn a_box_task_resumes_exactly_and_splits_over_replicas() -> anyhow::Result<()> {
         }),
         ..Default::default()
     };
-    fit_task(
-        &task,
-        start.clone(),
-        &train,
-        Some(&val),
-        &cfg,
-        &device,
-        outputs(false),
-    )?;
+    run(outputs(false))?;
     std::fs::remove_dir_all(ckpt.path().join("epoch-0003"))?;
-    let resumed = fit_task(
-        &task,
-        start.clone(),
-        &train,
-        Some(&val),
-        &cfg,
-        &device,
-        outputs(true),
-    )?;
+    let resumed = run(outputs(true))?;
     assert_eq!(resumed.resumed_after, 2);
     for (a, b) in straight.epochs.iter().zip(&resumed.epochs) {
         assert_eq!(
@@ -362,18 +340,10 @@ fn a_box_task_resumes_exactly_and_splits_over_replicas() -> anyhow::Result<()> {
         );
     }
     // Two replicas, gradients gathered: the step is the same up to float summation order.
-    let split = fit_task(
-        &task,
-        start.clone(),
-        &train,
-        Some(&val),
-        &cfg,
-        &device,
-        FitOutputs {
-            data_parallel: Some(DataParallel::gather(vec![device.clone(); 2])),
-            ..Default::default()
-        },
-    )?;
+    let split = run(FitOutputs {
+        data_parallel: Some(DataParallel::gather(vec![device.clone(); 2])),
+        ..Default::default()
+    })?;
     for (a, b) in straight.epochs.iter().zip(&split.epochs) {
         assert!((a.train_loss - b.train_loss).abs() < 1e-4, "{a:?} vs {b:?}");
         let (x, y) = (a.val(&IOU).unwrap_or(0.0), b.val(&IOU).unwrap_or(1.0));

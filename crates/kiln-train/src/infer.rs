@@ -82,6 +82,40 @@ impl EvalReport {
     }
 }
 
+/// The lines `kiln eval` prints.
+impl std::fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.metrics;
+        writeln!(
+            f,
+            "kiln eval: {} on {} ({} split, {} images)",
+            self.weights.display(),
+            self.data.display(),
+            self.split,
+            m.samples
+        )?;
+        writeln!(
+            f,
+            "loss={:.4} accuracy={:.4} top5={:.4}",
+            m.loss, m.accuracy, m.top5
+        )?;
+        writeln!(f, "per-class accuracy:")?;
+        for c in &self.per_class {
+            match c.accuracy {
+                Some(a) => writeln!(f, "  {:<12} {a:.4}", c.class)?,
+                None => writeln!(f, "  {:<12} (no samples)", c.class)?,
+            }
+        }
+        writeln!(f, "confusion matrix (rows: true class, columns: predicted):")?;
+        let confusion = ConfusionMatrix {
+            num_classes: self.confusion.len(),
+            counts: self.confusion.concat(),
+        };
+        let names: Vec<String> = self.per_class.iter().map(|c| c.class.clone()).collect();
+        f.write_str(&confusion.to_markdown(&names))
+    }
+}
+
 /// What [`import_torchvision`] writes: torchvision weights as a kiln checkpoint.
 #[derive(Debug, Clone)]
 pub struct ImportRequest {
@@ -241,6 +275,50 @@ impl Trained {
         {
             file.transforms.eval = kiln_transforms::compose::Stage::torchvision_eval([h, w]);
         }
+    }
+
+    /// The weights' figures on the test split of `file`'s data (resolved; for image folders,
+    /// evaluated at the weights' input size), in batches of `batch_size` (default: the run
+    /// file's `train.batch_size`). Returns the report and the data's warnings.
+    ///
+    /// # Errors
+    ///
+    /// A normalization that differs from the weights', data with another number of classes than
+    /// the weights' outputs, the data's and the evaluation's errors.
+    pub fn evaluate_run_file(
+        &self,
+        file: &RunFile,
+        batch_size: Option<usize>,
+        device: &Device,
+    ) -> Result<(EvalReport, Vec<String>), TrainError> {
+        let mut file = file.clone();
+        self.fit_eval_stages(&mut file);
+        self.check_run_file(&file)?;
+        let data = crate::data::Splits::open(&file)?;
+        if data.classes.len() != self.spec.num_classes {
+            return Err(TrainError::InvalidConfig {
+                field: "data",
+                value: data.root.display().to_string(),
+                reason: format!(
+                    "it has {} classes but the weights {} outputs",
+                    data.classes.len(),
+                    self.spec.num_classes
+                ),
+            });
+        }
+        let (metrics, confusion) = self.evaluate(
+            data.test.as_ref(),
+            batch_size.unwrap_or(file.train.batch_size),
+            device,
+        )?;
+        let report = EvalReport::test(
+            self.path.clone(),
+            data.root.clone(),
+            metrics,
+            &confusion,
+            &data.classes,
+        );
+        Ok((report, data.warnings))
     }
 
     /// The normalization `file` applies (its data resolved), checked against the one the

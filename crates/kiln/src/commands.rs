@@ -8,8 +8,7 @@ use burn::prelude::*;
 use kiln_data::npy;
 use kiln_models::{ModelConfig, PretrainedSpec};
 use kiln_train::config::{DataFormat, RunFile};
-use kiln_train::data::Splits;
-use kiln_train::infer::{EvalReport, ImportRequest, Trained};
+use kiln_train::infer::{ImportRequest, Trained};
 use kiln_transforms::NormalizationSpec;
 
 use crate::args::{EvalArgs, ImportArgs, InspectArgs, PredictArgs, StatsArgs, TransformArgs};
@@ -69,53 +68,14 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         }
     };
     crate::resolve(&mut file)?;
-    t.fit_eval_stages(&mut file);
-    t.check_run_file(&file)?;
-    let device = a.device.device()?;
-    let data = Splits::open(&file)?;
-    for w in &data.warnings {
+    let (report, warnings) = t.evaluate_run_file(&file, a.batch_size, &a.device.device()?)?;
+    for w in &warnings {
         eprintln!("warning: {w}");
     }
-    if data.classes.len() != t.spec.num_classes {
-        return Err(Usage(format!(
-            "{} has {} classes but the weights {} outputs",
-            data.root.display(),
-            data.classes.len(),
-            t.spec.num_classes
-        ))
-        .into());
+    match a.json {
+        true => println!("{}", serde_json::to_string_pretty(&report)?),
+        false => print!("{report}"),
     }
-    let (metrics, confusion) = t.evaluate(
-        data.test.as_ref(),
-        a.batch_size.unwrap_or(file.train.batch_size),
-        &device,
-    )?;
-    let names = data.classes.clone();
-    let report = EvalReport::test(weights.clone(), data.root.clone(), metrics, &confusion, &names);
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    println!(
-        "kiln eval: {} on {} ({} split, {} images)",
-        weights.display(),
-        report.data.display(),
-        report.split,
-        metrics.samples
-    );
-    println!(
-        "loss={:.4} accuracy={:.4} top5={:.4}",
-        metrics.loss, metrics.accuracy, metrics.top5
-    );
-    println!("per-class accuracy:");
-    for c in &report.per_class {
-        match c.accuracy {
-            Some(a) => println!("  {:<12} {a:.4}", c.class),
-            None => println!("  {:<12} (no samples)", c.class),
-        }
-    }
-    println!("confusion matrix (rows: true class, columns: predicted):");
-    print!("{}", confusion.to_markdown(&names));
     Ok(())
 }
 
