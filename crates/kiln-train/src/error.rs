@@ -67,6 +67,23 @@ pub enum TrainError {
         checkpoint: Option<PathBuf>,
     },
 
+    /// Training went on with finite losses but the model diverged: its validation or test loss,
+    /// or its weights, are no longer finite numbers.
+    #[error(
+        "the run diverged: {what} is {value} after epoch {epoch}; training stopped\n  last good checkpoint: {}\n  hint: lower the learning rate, add warmup, or clip gradients (clip_grad_norm)",
+        checkpoint.as_ref().map_or_else(|| "none".to_string(), |p| p.display().to_string())
+    )]
+    Diverged {
+        /// 1-based epoch after which it was found.
+        epoch: usize,
+        /// What is not finite (`validation loss`, `test loss`, `the weights`).
+        what: &'static str,
+        /// The value (NaN or ±inf).
+        value: f64,
+        /// The last checkpoint written before it (its `best.bpk` holds the best finite epoch).
+        checkpoint: Option<PathBuf>,
+    },
+
     /// A label the model has no output for.
     #[error(
         "label {label} of sample {position} ({context}) is outside 0..{classes}, the model's {classes} outputs; check the dataset's labels or the model's num_classes"

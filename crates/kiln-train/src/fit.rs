@@ -409,6 +409,20 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
             Some(v) if !v.is_empty() => Some(evaluate_task(task, &model.valid(), v, cfg.batch_size, &plain)?),
             _ => None,
         };
+        // Finite losses at every step do not make a finite model: a step at a huge rate can leave
+        // NaN weights that only the next forward pass shows.
+        let diverged = |what, value: f64| TrainError::Diverged {
+            epoch,
+            what,
+            value,
+            checkpoint: last_checkpoint.clone(),
+        };
+        if let Some(v) = val_eval.as_ref().map(|e| e.loss).filter(|l| !l.is_finite()) {
+            return Err(diverged("the validation loss", v));
+        }
+        if let Some(v) = crate::step::non_finite_weight(&model) {
+            return Err(diverged("a weight", v));
+        }
         let mut metrics: BTreeMap<String, f64> = task
             .metrics(&stats, seen)
             .into_iter()

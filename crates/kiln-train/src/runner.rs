@@ -489,6 +489,14 @@ fn train_model<M: ZooModel>(
     let eval_model = result.model.valid();
     let (test, confusion) =
         crate::evaluate_with_confusion(&eval_model, test_src.as_ref(), cfg.batch_size, &device)?;
+    if !test.loss.is_finite() {
+        return Err(TrainError::Diverged {
+            epoch: result.epochs.last().map_or(0, |r| r.epoch),
+            what: "the test loss",
+            value: test.loss,
+            checkpoint: crate::checkpoint::latest(&run.checkpoints()),
+        });
+    }
     let model_path = run.save_model(&eval_model, "model")?;
     // What the weights expect, kept next to them (model.bpk.kiln.json).
     let class_names = data.classes.clone();

@@ -390,7 +390,38 @@ impl Schedule {
                 );
             }
         }
-        Ok(())
+        self.check_finite(base, steps_per_epoch, total_steps)
+    }
+
+    /// Every step's rate is a finite number: a base rate near f64's limit overflows inside the
+    /// schedule (cosine's `(base − min) · (1 + cos) / 2`, one-cycle's ramps).
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidConfig`] naming the first step whose rate is not finite.
+    pub fn check_finite(
+        &self,
+        base: f64,
+        steps_per_epoch: usize,
+        total_steps: usize,
+    ) -> Result<(), TrainError> {
+        let at = |s| self.lr_at(base, s, steps_per_epoch, total_steps);
+        match (0..total_steps.max(1)).find(|&s| !(at(s).is_finite() && at(s) >= 0.0)) {
+            Some(step) => Err(TrainError::InvalidConfig {
+                field: "lr",
+                // 1e308 as `1e308`, not its 309 digits.
+                value: if base.abs() >= 1e16 {
+                    format!("{base:e}")
+                } else {
+                    base.to_string()
+                },
+                reason: format!(
+                    "the schedule gives lr = {} at step {step}: not a finite rate",
+                    at(step)
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -443,6 +474,32 @@ impl std::str::FromStr for Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_the_schedule_overflows_is_refused_naming_the_step() {
+        // 1e308 is a finite f64, but cosine's (base - min) * (1 + cos) / 2 computes 2e308 = inf
+        // at step 0; constant never overflows; 1e307 is fine everywhere.
+        let cosine = Schedule::default();
+        let err = cosine.validate(1e308, 10, 100).unwrap_err().to_string();
+        assert!(
+            err.contains("lr = inf at step 0") && err.contains("not a finite rate"),
+            "{err}"
+        );
+        assert!(
+            Schedule::from(LrSchedule::Constant)
+                .validate(1e308, 10, 100)
+                .is_ok()
+        );
+        assert!(cosine.validate(1e307, 10, 100).is_ok());
+        let cfg = crate::TrainConfig {
+            lr: 1e308,
+            ..Default::default()
+        };
+        assert!(
+            cfg.validate().is_err(),
+            "refused before the run's length is known"
+        );
+    }
 
     #[test]
     fn names_parse_and_bad_schedules_are_refused_with_the_field() {

@@ -148,6 +148,25 @@ fn in_epoch(e: TrainError, epoch: usize) -> TrainError {
     }
 }
 
+/// The first non-finite value among `model`'s float parameters, if any (one reduction per
+/// parameter: NaN and ±inf survive a sum).
+pub(crate) fn non_finite_weight<M: Module>(model: &M) -> Option<f64> {
+    struct Finite(Option<f64>);
+    impl ModuleVisitor for Finite {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.0.is_none() {
+                let s: f32 = param.val().sum().into_scalar();
+                if !s.is_finite() {
+                    self.0 = Some(f64::from(s));
+                }
+            }
+        }
+    }
+    let mut v = Finite(None);
+    model.visit(&mut v);
+    v.0
+}
+
 /// Scales `grads` so that their global L2 norm is at most `max_norm`, as
 /// `torch.nn.utils.clip_grad_norm_` does (`coef = max_norm / (norm + 1e-6)`, applied when < 1).
 /// Returns the norm before clipping.

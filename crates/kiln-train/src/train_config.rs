@@ -142,6 +142,8 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", self.lr.to_string(), "must be finite and > 0");
         }
+        // The schedule at one step per epoch: a rate that overflows does so at any length.
+        self.schedule.check_finite(self.lr, 1, self.epochs.min(100_000))?;
         if let Some(c) = self.clip_grad_norm
             && !(c.is_finite() && c > 0.0)
         {
