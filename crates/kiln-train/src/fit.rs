@@ -314,8 +314,8 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
     };
 
     let (mut seen_total, mut train_secs_total) = (0usize, 0f64);
-    let mut verdict = crate::metrics::judge(&records, &cfg.verdict, &task.primary());
     let primary = task.primary();
+    let mut verdict = crate::metrics::judge(&records, &cfg.verdict, &primary);
     let mut val_stats = None;
     let mut stopped_early = false;
     for epoch in start_epoch..=cfg.epochs {

@@ -1821,77 +1821,43 @@ fn a_diverged_run_fails_and_an_overflowing_rate_is_refused() {
     let data = tempfile::tempdir().unwrap();
     common::write_tiny_fashion_mnist(data.path(), 200, 16).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let out_dir = root.path().join("run");
+    // `kiln train` for one epoch on the data into `root/out`, with `flags`: (exit code, stderr).
+    let train = |out: &str, flags: &[&str]| {
+        let o = kiln()
+            .args(["train", "--epochs", "1", "--no-progress"])
+            .args(flags)
+            .arg("--data")
+            .arg(data.path())
+            .arg("--out")
+            .arg(root.path().join(out))
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
     // Issue 27's reproducer: one step of 180 at lr 1e30; the validation split (20) then scores NaN.
-    let out = kiln()
-        .args([
-            "train",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "180",
-            "--lr",
-            "1e30",
-            "--no-progress",
-            "--data",
-        ])
-        .arg(data.path())
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = train("run", &["--batch-size", "180", "--lr", "1e30"]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("the run diverged: the validation loss is NaN after epoch 1")
             && stderr.contains("lower the learning rate"),
         "{stderr}"
     );
+    let out_dir = root.path().join("run");
     assert!(!out_dir.join("model.bpk").exists() && !out_dir.join("checkpoints/best.bpk").exists());
     // Without a validation split the weights or the test loss give it away.
-    let out = kiln()
-        .args([
-            "train",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "180",
-            "--lr",
-            "1e30",
-            "--val-fraction",
-            "0",
-        ])
-        .args(["--no-progress", "--data"])
-        .arg(data.path())
-        .arg("--out")
-        .arg(root.path().join("run-noval"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = train(
+        "run-noval",
+        &["--batch-size", "180", "--lr", "1e30", "--val-fraction", "0"],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("the run diverged: a weight is")
             || stderr.contains("the run diverged: the test loss is"),
         "{stderr}"
     );
     // lr = 1e308 is finite, but cosine's (1 + cos) / 2 · lr is not.
-    let out = kiln()
-        .args([
-            "train",
-            "--epochs",
-            "1",
-            "--lr",
-            "1e308",
-            "--no-progress",
-            "--data",
-        ])
-        .arg(data.path())
-        .arg("--out")
-        .arg(root.path().join("run2"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = train("run2", &["--lr", "1e308"]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("lr = 1e308") && stderr.contains("not a finite rate"),
         "{stderr}"
