@@ -99,22 +99,73 @@ struct Raw {
     data: Vec<u8>,
 }
 
-/// The most pixels kiln decodes in one image: OpenCV's default `CV_IO_MAX_IMAGE_PIXELS` (2^30).
-/// A header claiming more is refused before anything is allocated (a corrupt or hostile file must
-/// not abort the process by asking for terabytes; found by fuzzing, `fuzz/corpus/decode_transform`).
-pub const MAX_PIXELS: u64 = 1 << 30;
+/// The default pixel budget per image: PIL's decompression-bomb limit (`Image.open` raises
+/// `DecompressionBombError` above `2 * Image.MAX_IMAGE_PIXELS` = 178,956,970 pixels, about
+/// 13,377 × 13,377). A 389 KB PNG can claim 20000 × 20000 pixels (1.2 GB decoded as BGR).
+pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
 
-fn check_size(width: u64, height: u64, path: &Path, format: &'static str) -> Result<(), DataError> {
-    if width.saturating_mul(height) > MAX_PIXELS {
-        return Err(DataError::Decode {
+static MAX_PIXELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(DEFAULT_MAX_PIXELS);
+
+/// Sets the pixel budget per image for every decode in this process (`data.max_image_pixels`
+/// in a run file): a file whose header claims more pixels is refused before anything is
+/// allocated ([`DataError::TooManyPixels`]). For datasets of very large images on purpose.
+pub fn set_max_pixels(pixels: u64) {
+    MAX_PIXELS.store(pixels, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The pixel budget per image now in force ([`DEFAULT_MAX_PIXELS`] unless
+/// [`set_max_pixels`] changed it).
+pub fn max_pixels() -> u64 {
+    MAX_PIXELS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn check_size(width: u64, height: u64, path: &Path) -> Result<(), DataError> {
+    let limit = max_pixels();
+    if width.saturating_mul(height) > limit {
+        return Err(DataError::TooManyPixels {
             path: path.to_path_buf(),
-            format,
-            reason: format!(
-                "the header claims {width}x{height} pixels, more than the limit of {MAX_PIXELS} (2^30, as OpenCV)"
-            ),
+            width,
+            height,
+            limit,
         });
     }
     Ok(())
+}
+
+/// Reads only `path`'s header: its `[height, width]`, with the checks a decode makes first (a
+/// regular file, a known format, the pixel budget). For finding bad files before a long run.
+///
+/// # Errors
+///
+/// As [`imread`], for what a header shows.
+pub fn probe(path: &Path) -> Result<[usize; 2], DataError> {
+    use std::io::{BufReader, Read, Seek};
+    let io = |source: std::io::Error| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        // The same refusal as a read (a FIFO would block).
+        return crate::paths::read_file(path).map(|_| [0, 0]);
+    }
+    let mut file = BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let mut magic = Vec::with_capacity(16);
+    (&mut file).take(16).read_to_end(&mut magic).map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+    let format = image::guess_format(&magic).map_err(|_| DataError::UnknownImageFormat {
+        path: path.to_path_buf(),
+        magic: magic[..magic.len().min(8)].to_vec(),
+    })?;
+    let (w, h) = ImageReader::with_format(file, format)
+        .into_dimensions()
+        .map_err(|e| DataError::Decode {
+            path: path.to_path_buf(),
+            format: format_name(format),
+            reason: e.to_string(),
+        })?;
+    check_size(u64::from(w), u64::from(h), path)?;
+    Ok([h as usize, w as usize])
 }
 
 fn decode(bytes: &[u8], path: &Path, mode: ReadMode) -> Result<Raw, DataError> {
@@ -135,7 +186,7 @@ fn decode(bytes: &[u8], path: &Path, mode: ReadMode) -> Result<Raw, DataError> {
         .into_decoder()
         .map_err(fail)?;
     let (w, h) = decoder.dimensions();
-    check_size(u64::from(w), u64::from(h), path, name)?;
+    check_size(u64::from(w), u64::from(h), path)?;
     // OpenCV applies EXIF orientation for JPEG, PNG and WebP; its TIFF reader fails on an
     // orientation tag (OpenCV 5.0.0), so the TIFF tag is left alone here.
     let orientation = match format {
@@ -197,7 +248,7 @@ fn decode_jpeg(bytes: &[u8], path: &Path, mode: ReadMode) -> Result<Raw, DataErr
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(|e| fail(format!("{e:?}")))?;
     if let Some((w, h)) = decoder.dimensions() {
-        check_size(w as u64, h as u64, path, "JPEG")?;
+        check_size(w as u64, h as u64, path)?;
     }
     // A greyscale JPEG read in colour: decode the luma plane and repeat it (zune-jpeg has no
     // luma → BGR mapping; libjpeg's is the same repetition).
@@ -459,6 +510,71 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// A real, complete 8-bit grey PNG of `w` × `h` zero pixels, deflated row by row (never held
+    /// whole in memory): 20000 × 20000 is about 390 KB on disk and 400 MB decoded.
+    pub(crate) fn zero_png(w: u32, h: u32) -> Vec<u8> {
+        use std::io::Write;
+        let crc = |bytes: &[u8]| {
+            let mut h = flate2::Crc::new();
+            h.update(bytes);
+            h.sum()
+        };
+        let chunk = |png: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+            let body = [kind, data].concat();
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            png.extend_from_slice(&body);
+            png.extend_from_slice(&crc(&body).to_be_bytes());
+        };
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let ihdr = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
+        chunk(&mut png, b"IHDR", &ihdr);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let row = vec![0u8; w as usize + 1]; // filter byte 0, then the pixels
+        for _ in 0..h {
+            z.write_all(&row).unwrap();
+        }
+        chunk(&mut png, b"IDAT", &z.finish().unwrap());
+        chunk(&mut png, b"IEND", b"");
+        png
+    }
+
+    #[test]
+    fn an_image_bomb_is_refused_from_its_header_naming_file_and_size() {
+        // Issue 27: a 389 KB PNG of 20000 x 20000 pixels was decoded whole (2.8 GB with the
+        // copies) and aborted the process where memory was short. PIL refuses it too:
+        // Image.open(p).load() -> DecompressionBombError (more than 2 * 89478485 pixels).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.png");
+        let png = zero_png(20_000, 20_000);
+        assert!(png.len() < 1_000_000, "{} bytes", png.len());
+        std::fs::write(&path, &png).unwrap();
+        let refused = |e: DataError| match e {
+            DataError::TooManyPixels {
+                path: p,
+                width: 20_000,
+                height: 20_000,
+                limit,
+            } => {
+                assert_eq!((p.as_path(), limit), (path.as_path(), DEFAULT_MAX_PIXELS));
+                let msg = DataError::TooManyPixels {
+                    path: p,
+                    width: 20_000,
+                    height: 20_000,
+                    limit,
+                }
+                .to_string();
+                assert!(msg.contains("bomb.png: 20000x20000 pixels (400000000)"), "{msg}");
+            }
+            other => panic!("{other}"),
+        };
+        refused(probe(&path).unwrap_err());
+        refused(imread(&path).unwrap_err());
+        refused(imread_gray(&path).unwrap_err());
+        // Just under the budget, the header is accepted (13376^2 = 178917376 pixels).
+        std::fs::write(&path, zero_png(13_376, 13_376)).unwrap();
+        assert_eq!(probe(&path).unwrap(), [13_376, 13_376]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// An I/O error while reading or opening `path`.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {source}", crate::paths::shown(.path))]
     Io {
         /// The file or directory that failed.
         path: PathBuf,
@@ -42,7 +42,7 @@ pub enum DataError {
     },
 
     /// The first bytes of an idx file are not an idx magic number.
-    #[error("{path}: not an idx file: magic bytes {found:02x?}, expected [00, 00, 08, ndim] (u8 data)")]
+    #[error("{}: not an idx file: magic bytes {found:02x?}, expected [00, 00, 08, ndim] (u8 data)", crate::paths::shown(.path))]
     IdxBadMagic {
         /// The file.
         path: PathBuf,
@@ -51,7 +51,7 @@ pub enum DataError {
     },
 
     /// An idx file with a data type other than unsigned bytes.
-    #[error("{path}: idx data type 0x{found:02x} is not supported, expected 0x08 (u8)")]
+    #[error("{}: idx data type 0x{found:02x} is not supported, expected 0x08 (u8)", crate::paths::shown(.path))]
     IdxUnsupportedType {
         /// The file.
         path: PathBuf,
@@ -60,7 +60,7 @@ pub enum DataError {
     },
 
     /// An idx file whose dimensions are not what the dataset needs.
-    #[error("{path}: wrong idx dimensions: expected {expected}, found {found:?}")]
+    #[error("{}: wrong idx dimensions: expected {expected}, found {found:?}", crate::paths::shown(.path))]
     IdxDims {
         /// The file.
         path: PathBuf,
@@ -71,7 +71,7 @@ pub enum DataError {
     },
 
     /// An idx file that ends before its header says it should.
-    #[error("{path}: truncated idx file: header promises {expected} bytes, found {found}")]
+    #[error("{}: truncated idx file: header promises {expected} bytes, found {found}", crate::paths::shown(.path))]
     IdxTruncated {
         /// The file.
         path: PathBuf,
@@ -82,7 +82,7 @@ pub enum DataError {
     },
 
     /// An idx file with bytes left over after the data its header describes.
-    #[error("{path}: idx file has {extra} unexpected bytes after the {expected} its header describes")]
+    #[error("{}: idx file has {extra} unexpected bytes after the {expected} its header describes", crate::paths::shown(.path))]
     IdxTrailingBytes {
         /// The file.
         path: PathBuf,
@@ -106,7 +106,7 @@ pub enum DataError {
     },
 
     /// A label outside `0..num_classes`.
-    #[error("{path}: label {label} at index {index} is out of range 0..{num_classes}")]
+    #[error("{}: label {label} at index {index} is out of range 0..{num_classes}", crate::paths::shown(.path))]
     LabelOutOfRange {
         /// The labels file.
         path: PathBuf,
@@ -163,9 +163,18 @@ pub enum DataError {
     #[error("batch size must be at least 1, found 0")]
     ZeroBatchSize,
 
+    /// A file that could not be written (the previous file, if any, is left as it was).
+    #[error("cannot write {}: {reason}", crate::paths::shown(.path))]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+
     /// A file whose bytes are not an image format kiln can decode.
     #[error(
-        "{path}: not a supported image (first bytes {magic:02x?}); kiln decodes JPEG, PNG, BMP, TIFF, PNM and WebP"
+        "{}: not a supported image (first bytes {magic:02x?}); kiln decodes JPEG, PNG, BMP, TIFF, PNM and WebP", crate::paths::shown(.path)
     )]
     UnknownImageFormat {
         /// The file.
@@ -175,7 +184,7 @@ pub enum DataError {
     },
 
     /// A file in a known image format that failed to decode (truncated, corrupt).
-    #[error("{path}: cannot decode {format} image: {reason}")]
+    #[error("{}: cannot decode {format} image: {reason}", crate::paths::shown(.path))]
     Decode {
         /// The file.
         path: PathBuf,
@@ -185,8 +194,25 @@ pub enum DataError {
         reason: String,
     },
 
+    /// An image whose header claims more pixels than the budget ([`crate::decode::max_pixels`]):
+    /// refused before decoding (a decompression bomb, or an image far larger than the model).
+    #[error(
+        "{}: {width}x{height} pixels ({}) is more than the limit of {limit} per image (PIL's decompression-bomb limit by default); downscale the file, or raise data.max_image_pixels if it is meant to be this large", crate::paths::shown(.path),
+        width.saturating_mul(*height)
+    )]
+    TooManyPixels {
+        /// The file.
+        path: PathBuf,
+        /// Width its header claims.
+        width: u64,
+        /// Height its header claims.
+        height: u64,
+        /// The budget in force.
+        limit: u64,
+    },
+
     /// A decodable image whose pixel type has no 8-bit reading (e.g. float TIFF).
-    #[error("{path}: {what} images are not supported; convert to 8- or 16-bit first")]
+    #[error("{}: {what} images are not supported; convert to 8- or 16-bit first", crate::paths::shown(.path))]
     UnsupportedPixels {
         /// The file.
         path: PathBuf,
@@ -208,13 +234,18 @@ pub enum DataError {
     },
 
     /// A file or record that does not follow its format (CIFAR binary, COCO JSON, ...).
-    #[error("{path}: {problem}")]
+    #[error("{}: {problem}", crate::paths::shown(.path))]
     Format {
         /// The file.
         path: PathBuf,
         /// What is wrong, with the record or field it concerns.
         problem: String,
     },
+
+    /// A transform (from a crate downstream) that could not be applied to a sample: a crop
+    /// larger than the image, say. Its text says which stage and why.
+    #[error("{0}")]
+    Transform(String),
 
     /// A sample that failed to load, with its index in the dataset.
     #[error("sample {index}: {source}")]

@@ -52,6 +52,15 @@ pub enum ScanWarning {
         /// The link.
         path: PathBuf,
     },
+    /// A symlinked folder whose target is already part of the scan (inside the dataset's root,
+    /// or an outside folder another link led to): following it would count its images twice,
+    /// or under the wrong class.
+    SymlinkDuplicate {
+        /// The link.
+        path: PathBuf,
+        /// Where it leads (canonical).
+        target: PathBuf,
+    },
     /// A symlink whose target does not exist.
     BrokenLink {
         /// The link.
@@ -78,6 +87,12 @@ impl std::fmt::Display for ScanWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ScanWarning::SymlinkLoop { path } => write!(f, "{}: symlink loop, not followed", path.display()),
+            ScanWarning::SymlinkDuplicate { path, target } => write!(
+                f,
+                "{}: a link to {}, which is already part of the dataset; not followed",
+                path.display(),
+                target.display()
+            ),
             ScanWarning::BrokenLink { path } => write!(f, "{}: broken symlink, skipped", path.display()),
             ScanWarning::NotAFile { path, kind } => write!(f, "{}: a {kind}, skipped", path.display()),
             ScanWarning::LooseFiles { count, examples } => write!(
@@ -197,6 +212,10 @@ impl ImageFolder {
                 examples: loose.iter().take(3).cloned().collect(),
             });
         }
+        // Links are judged by where they lead: into the dataset (counted twice, or under another
+        // class) or to an outside folder already walked, they are not followed.
+        let canonical_root = std::fs::canonicalize(root.path()).map_err(io(root.path()))?;
+        let mut visited = std::collections::HashSet::new();
         let mut classes = Vec::new();
         let mut samples = Vec::new();
         let mut empty = Vec::new();
@@ -207,7 +226,7 @@ impl ImageFolder {
                 expected: "root/<class>/<image>",
                 found: Vec::new(),
             })?;
-            let files = walk(&dir, &mut warnings)?;
+            let files = walk(&dir, &canonical_root, &mut visited, &mut warnings)?;
             let before = samples.len();
             samples.extend(files.into_iter().filter(|p| accept(p)).map(|p| (p, label)));
             let name = name.to_string_lossy().into_owned();
@@ -234,6 +253,23 @@ impl ImageFolder {
             samples,
             warnings,
         })
+    }
+
+    /// Reads every file's header (not its pixels): a file that is not an image, is truncated
+    /// before its size, or claims more pixels than the budget is found before a long run rather
+    /// than when its split is first read (the test split, after every epoch).
+    ///
+    /// # Errors
+    ///
+    /// The first bad file, as [`DataError::Sample`] with its index.
+    pub fn check_headers(&self) -> Result<(), DataError> {
+        for (index, (path, _)) in self.samples.iter().enumerate() {
+            crate::decode::probe(path).map_err(|e| DataError::Sample {
+                index,
+                source: Box::new(e),
+            })?;
+        }
+        Ok(())
     }
 
     /// Class names, in label order.
@@ -310,15 +346,20 @@ fn sorted_entries(dir: &Path) -> Result<Vec<OsString>, DataError> {
     Ok(names)
 }
 
-/// Every file under `dir`, following symlinks but never into an ancestor, in torchvision's order
-/// (`sorted(os.walk(dir, followlinks=True))`, files sorted within each folder).
-fn walk(dir: &Path, warnings: &mut Vec<ScanWarning>) -> Result<Vec<PathBuf>, DataError> {
-    // Each pending folder carries its canonical ancestors (itself included): a link back into one
-    // of them is a loop. Links to folders elsewhere are followed, as torchvision does.
-    let mut stack = vec![(
-        dir.to_path_buf(),
-        vec![std::fs::canonicalize(dir).map_err(io(dir))?],
-    )];
+/// Every file under `dir`, in torchvision's order (`sorted(os.walk(dir, followlinks=True))`,
+/// files sorted within each folder), following a symlinked folder only when its canonical target
+/// is not already part of the walk: not an ancestor (a loop), not inside the dataset's `root`
+/// (its images would count twice, perhaps under the wrong class), not an outside folder another
+/// link already led to. What is skipped is said in `warnings`.
+fn walk(
+    dir: &Path,
+    root: &Path,
+    visited: &mut std::collections::HashSet<PathBuf>,
+    warnings: &mut Vec<ScanWarning>,
+) -> Result<Vec<PathBuf>, DataError> {
+    let own = std::fs::canonicalize(dir).map_err(io(dir))?;
+    // Each pending folder carries its canonical ancestors (itself included).
+    let mut stack = vec![(dir.to_path_buf(), vec![own.clone()])];
     let mut files_by_folder: Vec<(PathBuf, Vec<PathBuf>)> = Vec::new();
     while let Some((folder, ancestors)) = stack.pop() {
         let mut files = Vec::new();
@@ -326,8 +367,19 @@ fn walk(dir: &Path, warnings: &mut Vec<ScanWarning>) -> Result<Vec<PathBuf>, Dat
             let path = folder.join(&name);
             if path.is_dir() {
                 let canonical = std::fs::canonicalize(&path).map_err(io(&path))?;
-                if ancestors.contains(&canonical) {
+                // An ancestor of this folder, the class folder's own or the root's: a loop.
+                if ancestors.contains(&canonical) || own.starts_with(&canonical) {
                     warnings.push(ScanWarning::SymlinkLoop { path });
+                    continue;
+                }
+                // A link into the dataset leads where the walk goes anyway (under this class or
+                // another); a second link to one outside folder would repeat its files.
+                let link = path.is_symlink();
+                if link && (canonical.starts_with(root) || !visited.insert(canonical.clone())) {
+                    warnings.push(ScanWarning::SymlinkDuplicate {
+                        path,
+                        target: canonical,
+                    });
                     continue;
                 }
                 let mut next = ancestors.clone();
@@ -484,6 +536,59 @@ mod tests {
                 .iter()
                 .any(|w| matches!(w, ScanWarning::BrokenLink { .. }))
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_to_an_ancestor_into_another_class_or_twice_outside_are_not_followed() {
+        // Issue 27's tree: `train/cat/up -> ..` made a run count 101 images from 48 and label
+        // `train/cat/up/dog/000.png` as a cat. Each link below would add images that are not new.
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let (r, outside) = (dir.path().join("train"), dir.path().join("extra"));
+        for i in 0..3 {
+            png(&r.join(format!("cat/{i}.png")), 0);
+            png(&r.join(format!("dog/{i}.png")), 1);
+        }
+        png(&r.join("dog/sub/9.png"), 1);
+        png(&outside.join("e.png"), 2);
+        symlink("..", r.join("cat/up")).unwrap(); // the root, an ancestor
+        symlink("../dog/sub", r.join("cat/dogs")).unwrap(); // inside another class
+        symlink(&outside, r.join("cat/extra")).unwrap(); // outside: followed, once
+        symlink(&outside, r.join("cat/extra-again")).unwrap();
+        symlink("../cat", r.join("dog/cats")).unwrap();
+        let ds = ImageFolder::new(&r).unwrap();
+        let names: Vec<(String, u32)> = ds
+            .samples()
+            .iter()
+            .map(|(p, l)| (p.strip_prefix(&r).unwrap().display().to_string(), *l))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("cat/0.png", 0),
+                ("cat/1.png", 0),
+                ("cat/2.png", 0),
+                ("cat/extra/e.png", 0),
+                ("dog/0.png", 1),
+                ("dog/1.png", 1),
+                ("dog/2.png", 1),
+                ("dog/sub/9.png", 1),
+            ]
+            .map(|(p, l)| (p.to_string(), l))
+        );
+        let said: Vec<String> = ds.warnings().iter().map(ToString::to_string).collect();
+        assert!(
+            said.iter().any(|w| w.contains("cat/up: symlink loop")),
+            "{said:?}"
+        );
+        for link in ["cat/dogs", "cat/extra-again", "dog/cats"] {
+            assert!(
+                said.iter()
+                    .any(|w| w.contains(link) && w.contains("already part of the dataset")),
+                "{link}: {said:?}"
+            );
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct NpyArray {
     pub shape: Vec<usize>,
     /// The values in C order.
     pub data: Vec<f32>,
+    /// The dtype the file stored (`"float32"` or `"uint8"`) before the conversion to `f32`.
+    pub dtype: &'static str,
 }
 
 /// The bytes of a version-1.0 `.npy` file holding `data` (`<f4`, C order) with `shape`.
@@ -53,16 +55,14 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Writes `data` with `shape` to `path` as `.npy`.
+/// Writes `data` with `shape` to `path` as `.npy`, atomically (a failed write leaves the
+/// previous file).
 ///
 /// # Errors
 ///
-/// [`DataError::Io`] naming the file.
+/// [`DataError::Write`] naming the file.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), DataError> {
-    std::fs::write(path, encode_f32(shape, data)).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::paths::write_file(path, &encode_f32(shape, data))
 }
 
 /// Reads a `.npy` file of `<f4` or `|u1` values (u8 converted to f32 unchanged, 0–255).
@@ -120,9 +120,16 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<NpyArray, DataError> {
     } else if descr.starts_with("'|u1'") || descr.starts_with("'<u1'") {
         1
     } else {
-        let shown: String = descr.chars().take(8).collect();
+        // The quoted type string alone ('<f8'), not a fragment of the header.
+        let shown = descr
+            .strip_prefix('\'')
+            .and_then(|d| d.split_once('\''))
+            .map_or_else(
+                || descr.chars().take(12).collect::<String>(),
+                |(d, _)| d.to_string(),
+            );
         return Err(bad(format!(
-            "dtype {shown} is not supported; save float32 or uint8 (a.astype(np.float32))"
+            "dtype '{shown}' is not supported; save float32 or uint8 (a.astype(np.float32))"
         )));
     };
     if field("fortran_order")?.starts_with("True") {
@@ -163,7 +170,8 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<NpyArray, DataError> {
     } else {
         body.iter().map(|&b| f32::from(b)).collect()
     };
-    Ok(NpyArray { shape, data })
+    let dtype = if width == 4 { "float32" } else { "uint8" };
+    Ok(NpyArray { shape, data, dtype })
 }
 
 #[cfg(test)]
@@ -207,7 +215,12 @@ mod tests {
         let mut f64_file = encode_f32(&[2], &[1.0, 2.0]);
         let at = f64_file.windows(3).position(|w| w == b"<f4").unwrap();
         f64_file[at + 2] = b'8';
-        assert!(err(&f64_file).contains("dtype '<f8'"), "{}", err(&f64_file));
+        // Only the type string, not a fragment of the header ("dtype '<f8', ' is" before).
+        assert!(
+            err(&f64_file).contains("dtype '<f8' is not supported"),
+            "{}",
+            err(&f64_file)
+        );
         let mut short = encode_f32(&[4], &[1.0, 2.0, 3.0, 4.0]);
         short.truncate(short.len() - 3);
         assert!(err(&short).contains("needs 4 values"));

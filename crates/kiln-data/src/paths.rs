@@ -157,6 +157,78 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     std::fs::read(path).map_err(io)
 }
 
+/// Writes `path` atomically: `write` fills a temporary file next to it (`.<name>.<pid>.tmp`),
+/// which is synced and renamed over `path`. On any error the temporary is removed and `path` is
+/// untouched, so a full disk never destroys the previous good file. Every file kiln writes for
+/// a user goes through here.
+///
+/// # Errors
+///
+/// [`DataError::Write`] naming `path` and what failed.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), DataError> {
+    let fail = |reason: String| DataError::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(fail(format!("the folder {} does not exist", dir.display())));
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| fail("the path has no file name".into()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = write(&tmp).and_then(|()| {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| e.to_string())?;
+        file.sync_all()
+            .map_err(|e| format!("cannot flush to disk: {e}"))?;
+        std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
+        // Make the rename itself durable (best effort: not every filesystem allows it).
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(fail)
+}
+
+/// [`write_atomically`] of `bytes`.
+///
+/// # Errors
+///
+/// As [`write_atomically`].
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    write_atomically(path, |tmp| std::fs::write(tmp, bytes).map_err(|e| e.to_string()))
+}
+
+/// `path` for a message: as `Path::display`, except that bytes that are not UTF-8 are written as
+/// `\xFF` escapes instead of `�`, so a file with such a name can still be found.
+pub fn shown(path: &Path) -> String {
+    let mut out = String::new();
+    for chunk in path.as_os_str().as_encoded_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
 /// What a non-regular file is, in words.
 pub(crate) fn file_kind(t: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
@@ -186,6 +258,15 @@ mod tests {
     use super::*;
 
     #[cfg(unix)]
+    #[cfg(unix)]
+    #[test]
+    fn a_name_that_is_not_utf8_is_shown_with_escapes() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"data/a/\xff\xfe.png"));
+        assert_eq!(shown(p), r"data/a/\xFF\xFE.png");
+        assert_eq!(shown(Path::new("caf\u{e9}.png")), "caf\u{e9}.png");
+    }
+
     #[test]
     fn read_file_refuses_fifos_and_folders_before_opening_them() {
         let dir = tempfile::tempdir().unwrap();

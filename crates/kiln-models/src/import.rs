@@ -114,13 +114,13 @@ fn load_with_key_map<M: burn::module::Module>(
             .with_from_adapter(PyTorchToBurnAdapter)
             .remap(remapper)
             .allow_partial(true);
-        model.load_from(&mut store).map_err(|e| fail(format!("{e:?}")))?
+        model.load_from(&mut store).map_err(|e| fail(e.to_string()))?
     } else {
         let mut store = PytorchStore::from_file(path)
             .remap(remapper)
             .map_indices_contiguous(false)
             .allow_partial(true);
-        model.load_from(&mut store).map_err(|e| fail(format!("{e:?}")))?
+        model.load_from(&mut store).map_err(|e| fail(e.to_string()))?
     };
     let unused: Vec<&String> = result
         .unused
@@ -132,7 +132,7 @@ fn load_with_key_map<M: burn::module::Module>(
         return Err(fail(format!(
             "{} errors [{}], {} model tensors not in the file [{}], {} file tensors not used [{}] — is it the same architecture?",
             result.errors.len(),
-            show(result.errors.iter().map(|e| format!("{e:?}")).collect()),
+            show(result.errors.iter().map(ToString::to_string).collect()),
             result.missing.len(),
             show(result.missing.iter().map(|(k, _)| k.clone()).collect()),
             unused.len(),

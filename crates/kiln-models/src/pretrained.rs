@@ -109,7 +109,7 @@ impl PretrainedSpec {
             reason,
         };
         let json = serde_json::to_vec_pretty(self).map_err(|e| fail(e.to_string()))?;
-        std::fs::write(&path, json).map_err(|e| fail(e.to_string()))?;
+        crate::weights::write_atomically(&path, |tmp| std::fs::write(tmp, &json).map_err(|e| e.to_string()))?;
         Ok(path)
     }
 

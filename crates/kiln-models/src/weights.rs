@@ -53,43 +53,14 @@ pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), ModelError> {
-    let fail = |reason: String| ModelError::Weights {
+    kiln_data::paths::write_atomically(path, write).map_err(|e| ModelError::Weights {
         action: "save",
         path: path.to_path_buf(),
-        reason,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(fail(format!("the folder {} does not exist", dir.display())));
-    }
-    let name = path
-        .file_name()
-        .ok_or_else(|| fail("the path has no file name".into()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = write(&tmp).and_then(|()| {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&tmp)
-            .map_err(|e| e.to_string())?;
-        file.sync_all()
-            .map_err(|e| format!("cannot flush to disk: {e}"))?;
-        std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
-        // Make the rename itself durable (best effort: not every filesystem allows it).
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(fail)
+        reason: match e {
+            kiln_data::DataError::Write { reason, .. } => reason,
+            other => other.to_string(),
+        },
+    })
 }
 
 /// Saves `model` as a kiln checkpoint (burnpack) at `path`, atomically, with `spec` next to it
@@ -179,7 +150,7 @@ pub fn export_torchvision_safetensors(
         if let Some(json) = spec_json {
             store = store.metadata(SPEC_METADATA_KEY, json);
         }
-        model.save_into(&mut store).map_err(|e| format!("{e:?}"))
+        model.save_into(&mut store).map_err(|e| e.to_string())
     })?;
     Ok(path.to_path_buf())
 }

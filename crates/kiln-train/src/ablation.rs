@@ -237,10 +237,7 @@ pub fn run_study(
             r.variant, r.final_val_acc, r.best_val_acc, r.first_train_loss, r.final_train_loss, r.seconds
         ));
     }
-    std::fs::write(&csv_path, csv).map_err(|e| TrainError::Write {
-        path: csv_path.clone(),
-        reason: e.to_string(),
-    })?;
+    crate::run::write_file(&csv_path, csv.as_bytes())?;
     let png_path = out.join(format!("{stem}.png"));
     let series: Vec<Series<'_>> = curves
         .iter()

@@ -100,6 +100,15 @@ pub struct CheckpointState {
     pub epochs_since_best: usize,
 }
 
+impl CheckpointState {
+    /// Whether early stopping ended the run at this checkpoint (as `fit` decides it).
+    pub fn stopped_early(&self) -> bool {
+        self.config
+            .early_stopping
+            .is_some_and(|e| self.epochs_since_best >= e.patience)
+    }
+}
+
 fn epoch_dir(dir: &Path, epoch: usize) -> PathBuf {
     dir.join(format!("epoch-{epoch:04}"))
 }

@@ -170,6 +170,12 @@ pub struct DataConfig {
     pub max_bad_fraction: f64,
     /// `format = "coco"` only: the annotations JSON, relative to the config file's folder.
     pub annotations: Option<PathBuf>,
+    /// The most pixels one image may have (width × height, from its header, before decoding):
+    /// larger files are refused naming them. PIL's decompression-bomb limit by default.
+    pub max_image_pixels: u64,
+    /// The folder relative paths were resolved against (the run file's), for messages.
+    #[serde(skip)]
+    pub relative_to: Option<PathBuf>,
 }
 
 impl Default for DataConfig {
@@ -182,6 +188,8 @@ impl Default for DataConfig {
             on_bad_sample: OnBadSample::Error,
             max_bad_fraction: 0.01,
             annotations: None,
+            max_image_pixels: kiln_data::decode::DEFAULT_MAX_PIXELS,
+            relative_to: None,
         }
     }
 }
@@ -349,17 +357,39 @@ impl RunFile {
         if !(0.0..1.0).contains(&val) {
             return bad("data.val_fraction", val.to_string(), "must be in [0, 1)".into());
         }
-        if !(0.0..1.0).contains(&test) || val + test >= 1.0 {
+        if self.data.max_image_pixels == 0 {
+            return bad("data.max_image_pixels", "0".into(), "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&test) {
+            return bad("data.test_fraction", test.to_string(), "must be in [0, 1)".into());
+        }
+        // The test fraction only applies where the test split is drawn from the training images
+        // (an image folder without its own test/); the split's size is checked once it is known.
+        if self.data.format == DataFormat::ImageFolder && val + test >= 1.0 {
             return bad(
-                "data.test_fraction",
-                test.to_string(),
-                format!("must be in [0, 1) and leave training images beside data.val_fraction = {val}"),
+                "data.val_fraction",
+                val.to_string(),
+                format!("with data.test_fraction = {test} it leaves no training images"),
             );
+        }
+        for (section, stages) in [
+            ("transforms.train", &self.transforms.train),
+            ("transforms.eval", &self.transforms.eval),
+        ] {
+            for (i, stage) in stages.iter().enumerate() {
+                if let Err(reason) = stage.check() {
+                    return Err(TrainError::InvalidConfig {
+                        field: section,
+                        value: format!("stage {i}: {}", toml_text(stage)),
+                        reason,
+                    });
+                }
+            }
         }
         if self.run.init_from.is_none() && !self.finetune.is_default() {
             return bad(
                 "finetune",
-                format!("{:?}", self.finetune),
+                toml_text(&self.finetune),
                 "[finetune] settings need weights to start from: set run.init_from".into(),
             );
         }
@@ -417,6 +447,9 @@ impl RunFile {
                 *p = dir.join(&*p);
             }
         };
+        if self.data.path.as_ref().is_some_and(|p| p.is_relative()) {
+            self.data.relative_to = Some(dir.to_path_buf());
+        }
         self.data.path.as_mut().map(fix);
         self.data.annotations.as_mut().map(fix);
         self.run.out.as_mut().map(fix);
@@ -437,6 +470,12 @@ impl RunFile {
             hint: None,
         })
     }
+}
+
+/// A setting as the run file writes it (TOML: `{ op = "resize", height = 0, width = 32 }`), for
+/// messages (never Rust's debug text).
+pub(crate) fn toml_text<T: Serialize + ?Sized>(value: &T) -> String {
+    toml::Value::try_from(value).map_or_else(|e| e.to_string(), |v| v.to_string())
 }
 
 /// `--set a.b.c=value` into `table`.
@@ -518,6 +557,16 @@ mod tests {
 
     fn parse(text: &str) -> Result<RunFile, ConfigError> {
         RunFile::parse(text, Path::new("run.toml"), &[])
+    }
+
+    #[test]
+    fn settings_in_messages_read_as_the_run_file_writes_them() {
+        let stages = vec![Stage::Resize { height: 0, width: 32 }];
+        // Keys in name order (toml sorts them).
+        assert_eq!(
+            toml_text(&stages),
+            r#"[{ height = 0, op = "resize", width = 32 }]"#
+        );
     }
 
     #[test]

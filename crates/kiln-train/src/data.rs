@@ -23,6 +23,7 @@ use kiln_data::{MnistDataset, MnistSplit, random_split, stratified_split};
 use kiln_transforms::compose::Stage;
 
 use crate::config::{DataFormat, RunFile};
+use crate::source::OnBadSample;
 use crate::{BatchSource, ClassificationSource, TrainError};
 
 /// One split of any format, as the loop sees it.
@@ -46,6 +47,25 @@ pub struct Splits {
     pub stored: &'static str,
     /// What the scan of the files found worth saying (unreadable entries, skipped files).
     pub warnings: Vec<String>,
+    /// Image folders whose every file's header [`Splits::check_headers`] reads.
+    folders: Vec<kiln_data::ImageFolder>,
+}
+
+impl Splits {
+    /// Reads the header of every file of an image folder (not the pixels), under the
+    /// `"error"` bad-sample policy: a garbage file, one cut before its size, or a decompression
+    /// bomb is found before the run writes anything, rather than when its split is first read
+    /// (the test split: after every epoch). Other formats are read whole when opened.
+    ///
+    /// # Errors
+    ///
+    /// The first bad file, with its index.
+    pub fn check_headers(&self) -> Result<(), TrainError> {
+        for set in &self.folders {
+            set.check_headers()?;
+        }
+        Ok(())
+    }
 }
 
 impl RunFile {
@@ -65,6 +85,22 @@ impl RunFile {
                 reason: "the dataset's folder is needed".into(),
             });
         };
+        // A run file's relative path was joined to its folder: say so, not "the current directory".
+        if let Some(base) = &self.data.relative_to
+            && !dir.is_dir()
+        {
+            return Err(kiln_data::DataError::RootNotFound {
+                given: dir.strip_prefix(base).unwrap_or(&dir).to_path_buf(),
+                resolved: std::path::absolute(&dir).unwrap_or_else(|_| dir.clone()),
+                also_tried: Vec::new(),
+                cwd: std::env::current_dir().unwrap_or_default(),
+                hint: format!(
+                    "data.path in a run file (and in its --set overrides) is relative to the run file's folder ({}); pass an absolute path",
+                    base.display()
+                ),
+            }
+            .into());
+        }
         let requested = self.data.format;
         let found = match kiln_data::format::detect(&dir) {
             Ok(found) => found,
@@ -164,8 +200,10 @@ impl Splits {
             reason: "the dataset's folder is needed".into(),
         })?;
         let format = file.data.format;
+        kiln_data::decode::set_max_pixels(file.data.max_image_pixels);
         let canonical = |d: &Path| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
         let mut warnings = Vec::new();
+        let mut folders = Vec::new();
         let (train, val, test, root, chw, classes) = match format {
             DataFormat::Auto | DataFormat::FashionMnist | DataFormat::Mnist => {
                 let train = MnistDataset::from_dir(&dir, MnistSplit::Train)?;
@@ -194,10 +232,10 @@ impl Splits {
             DataFormat::ImageFolder => {
                 let [h, w] = file.transforms.eval_size().ok_or_else(|| TrainError::InvalidConfig {
                     field: "transforms.eval",
-                    value: format!("{:?}", file.transforms.eval),
+                    value: crate::config::toml_text(&file.transforms.eval),
                     reason: "an image folder needs evaluation stages that end in a fixed size, e.g. eval = [{ op = \"resize-shorter\", size = 36 }, { op = \"center-crop\", height = 32, width = 32 }] (left out, they default to the model's input size)".into(),
                 })?;
-                let (a, b, c, classes) = image_folder(&dir, file, &mut warnings)?;
+                let (a, b, c, classes) = image_folder(&dir, file, &mut warnings, &mut folders)?;
                 (a, b, c, canonical(&dir), [3, h, w], classes)
             }
         };
@@ -210,6 +248,7 @@ impl Splits {
             classes,
             stored: if chw[0] == 1 { "grey" } else { "BGR" },
             warnings,
+            folders,
         })
     }
 }
@@ -219,10 +258,16 @@ fn image_folder(
     dir: &Path,
     file: &RunFile,
     warnings: &mut Vec<String>,
+    folders: &mut Vec<kiln_data::ImageFolder>,
 ) -> Result<(Source, Source, Source, Vec<String>), TrainError> {
-    let open = |d: PathBuf, warnings: &mut Vec<String>| -> Result<kiln_data::ImageFolder, TrainError> {
+    let mut open = |d: PathBuf, warnings: &mut Vec<String>| -> Result<kiln_data::ImageFolder, TrainError> {
         let set = kiln_data::ImageFolder::new(d)?;
         warnings.extend(set.warnings().iter().map(ToString::to_string));
+        // Every split's files are checked before anything is written (under "skip" they are
+        // left out later).
+        if file.data.on_bad_sample == OnBadSample::Error {
+            folders.push(set.clone());
+        }
         Ok(set)
     };
     let same_classes = |a: &kiln_data::ImageFolder, b: &kiln_data::ImageFolder, name: &str| {

@@ -60,6 +60,36 @@ pub struct Check {
     pub detail: String,
 }
 
+/// Reads every sample of every split in batches of `batch` (the training split without its
+/// augmentation): a file that cannot be read anywhere, the test split included, is found now,
+/// not after the last epoch. Under the skip policy, what was skipped is counted.
+pub fn read_every_split(splits: &[(&str, &dyn BatchSource)], batch: usize) -> Check {
+    let mut sizes = Vec::new();
+    for (name, src) in splits {
+        let n = src.len();
+        let positions: Vec<usize> = (0..n).collect();
+        for chunk in positions.chunks(batch.max(1)) {
+            if let Err(e) = src.batch(chunk) {
+                return Check {
+                    name: "every split reads".into(),
+                    ok: false,
+                    detail: format!("the {name} split: {e}"),
+                };
+            }
+        }
+        let skipped = src.skipped().len();
+        sizes.push(match skipped {
+            0 => format!("{name} {n}"),
+            s => format!("{name} {n} ({s} skipped)"),
+        });
+    }
+    Check {
+        name: "every split reads".into(),
+        ok: true,
+        detail: format!("every sample decoded and transformed: {}", sizes.join(", ")),
+    }
+}
+
 /// Everything [`doctor`] found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DoctorReport {
@@ -359,6 +389,8 @@ pub struct LrFindConfig {
     pub smoothing: f64,
     /// Stop when the smoothed loss exceeds this multiple of its minimum.
     pub diverge: f64,
+    /// Show a progress bar of the sweep on stderr (on a terminal).
+    pub progress: bool,
 }
 
 impl Default for LrFindConfig {
@@ -369,6 +401,7 @@ impl Default for LrFindConfig {
             steps: 100,
             smoothing: 0.98,
             diverge: 4.0,
+            progress: false,
         }
     }
 }
@@ -410,11 +443,25 @@ pub fn lr_find<M: Module, T: Task<M>>(
             reason: "needs 0 < start < end and at least 2 steps".into(),
         });
     }
+    // The plot's folder before the sweep, not after it.
+    if let Some(path) = plot {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(TrainError::Write {
+                path: path.to_path_buf(),
+                reason: format!("the folder {} does not exist", dir.display()),
+            });
+        }
+    }
     let ad = device.clone().without_autodiff().autodiff();
     ad.seed(cfg.seed);
     let mut model = model.fork(&ad).train();
     let mut optim = cfg.optimizer.build(Vec::new())?;
     let order = kiln_data::BatchOrder::new(train.len(), cfg.batch_size, Some(cfg.seed), true)?;
+    let bar = crate::fit::progress_bar(sweep.progress, sweep.steps, "lr-find".into());
     let ratio = (sweep.end_lr / sweep.start_lr).powf(1.0 / (sweep.steps - 1) as f64);
     let (mut lrs, mut losses) = (Vec::new(), Vec::new());
     let (mut avg, mut best) = (0.0f64, f64::INFINITY);
@@ -446,11 +493,14 @@ pub fn lr_find<M: Module, T: Task<M>>(
         lrs.push(lr);
         losses.push(smoothed);
         best = best.min(smoothed);
+        bar.inc(1);
+        bar.set_message(format!("lr {lr:.1e} loss {smoothed:.3}"));
         if smoothed > sweep.diverge * best {
             break;
         }
         model = optim.step(lr, model, grads);
     }
+    bar.finish_and_clear();
     // Steepest descent per decade of lr, measured over a window of ±n/10 steps (single-step
     // slopes are mostly noise) and only before the loss's minimum.
     let end = losses
@@ -469,7 +519,7 @@ pub fn lr_find<M: Module, T: Task<M>>(
         .filter(|(_, slope)| *slope < 0.0)
         .map(|(i, _)| lrs[i]);
     if let Some(path) = plot {
-        line_chart(
+        let drawn = line_chart(
             path,
             &format!(
                 "LR finder{}",
@@ -481,7 +531,19 @@ pub fn lr_find<M: Module, T: Task<M>>(
                 label: "loss",
                 points: lrs.iter().zip(&losses).map(|(l, v)| (l.log10(), *v)).collect(),
             }],
-        )?;
+        );
+        // A plot that fails at the end still tells what the sweep found.
+        if let Err(TrainError::Write { path, reason }) = drawn {
+            let found = suggested.map_or_else(
+                || "the loss never fell".to_string(),
+                |s| format!("the sweep suggested lr {s:.3e}"),
+            );
+            return Err(TrainError::Write {
+                path,
+                reason: format!("{reason} ({found})"),
+            });
+        }
+        drawn?;
     }
     Ok(LrFindResult {
         lrs,

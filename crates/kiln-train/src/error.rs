@@ -30,7 +30,7 @@ pub enum TrainError {
     },
 
     /// The weights a run starts from (`run.init_from`) do not fit it.
-    #[error("run.init_from {path}: {source}")]
+    #[error("{}", starting(path, source))]
     StartingWeights {
         /// The weights.
         path: PathBuf,
@@ -186,11 +186,34 @@ pub enum TrainError {
     },
 
     /// A run directory that already holds files.
-    #[error("output directory {path} is not empty; choose another --out or remove it")]
+    #[error("output directory {path} is not empty; choose another --out or remove it{}",
+        if *run_folder { " (it holds a run: `kiln train --resume` continues it, or starts it again when it has no checkpoint)" } else { "" })]
     OutputExists {
         /// The directory.
         path: PathBuf,
+        /// Whether it holds a run (a `config.json`).
+        run_folder: bool,
     },
+    /// A run folder another process holds (its lock is taken).
+    #[error("{} is in use by another kiln process{}: two runs never write into one folder; wait for it to end, or choose another --out",
+        path.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    RunInUse {
+        /// The run folder.
+        path: PathBuf,
+        /// The process holding it, when its lock file says.
+        pid: Option<u32>,
+    },
+}
+
+/// `run.init_from PATH: SOURCE`, without the path where the source names it already (one
+/// mention per line).
+fn starting(path: &std::path::Path, source: &kiln_models::ModelError) -> String {
+    let text = source.to_string();
+    if text.contains(&path.display().to_string()) {
+        format!("run.init_from: {text}")
+    } else {
+        format!("run.init_from {}: {text}", path.display())
+    }
 }
 
 /// Where in a run a device failure happened.

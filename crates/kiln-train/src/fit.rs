@@ -279,9 +279,11 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
         && let Some(folder) = checkpoint::latest(&opts.dir)
     {
         let restored = checkpoint::load(&folder, model)?;
-        // The worker count does not change results: resuming with another one is fine.
+        // The worker count does not change results: resuming with another one is fine; more
+        // epochs extend the run (the schedule is then planned over the new length).
         let saved = TrainConfig {
             num_workers: cfg.num_workers,
+            epochs: cfg.epochs,
             ..restored.state.config.clone()
         };
         if saved != *cfg {
@@ -325,7 +327,7 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
         let mut batches = order.epoch(epoch as u64 - 1);
         batches.truncate(steps_per_epoch * cfg.accumulate);
         let mut feed = Feed::start(scope, train, batches.clone(), epoch as u64 - 1, cfg.num_workers);
-        let bar = progress_bar(progress, steps_per_epoch, epoch, cfg.epochs);
+        let bar = progress_bar(progress, steps_per_epoch, format!("epoch {epoch}/{}", cfg.epochs));
         let (mut loss_sum, mut seen) = (0f64, 0usize);
         let mut stats = T::Stats::default();
         let mut step_losses = Vec::with_capacity(steps_per_epoch);
@@ -550,7 +552,8 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
     })
 }
 
-fn progress_bar(enabled: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
+/// A bar of `len` steps on stderr (drawn only on a terminal), labelled `prefix`.
+pub(crate) fn progress_bar(enabled: bool, len: usize, prefix: String) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }
@@ -558,6 +561,6 @@ fn progress_bar(enabled: bool, len: usize, epoch: usize, epochs: usize) -> Progr
     if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})") {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+    bar.set_prefix(prefix);
     bar
 }

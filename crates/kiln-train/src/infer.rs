@@ -42,8 +42,18 @@ pub struct EvalReport {
     pub metrics: EvalMetrics,
     /// Each class's accuracy (recall), by name.
     pub per_class: Vec<ClassAccuracy>,
-    /// Rows: true class, columns: predicted.
-    pub confusion: Vec<Vec<u64>>,
+    /// Rows: true class, columns: predicted. In JSON `{"classes": N, "cells": [[true,
+    /// predicted, count], ...]}` (the non-zero cells: it scales to any number of classes).
+    #[serde(serialize_with = "confusion_json")]
+    pub confusion: ConfusionMatrix,
+}
+
+fn confusion_json<S: serde::Serializer>(m: &ConfusionMatrix, s: S) -> Result<S::Ok, S::Error> {
+    let cells: Vec<[u64; 3]> = m.cells().map(|((t, p), n)| [t as u64, p as u64, n]).collect();
+    serde::Serialize::serialize(
+        &serde_json::json!({"classes": m.num_classes(), "cells": cells}),
+        s,
+    )
 }
 
 /// One class's accuracy in an [`EvalReport`].
@@ -77,10 +87,13 @@ impl EvalReport {
                     accuracy: a,
                 })
                 .collect(),
-            confusion: confusion.rows(),
+            confusion: confusion.clone(),
         }
     }
 }
+
+/// Classes listed by name when there are too many for the whole matrix.
+pub const WORST_SHOWN: usize = 20;
 
 /// The lines `kiln eval` prints.
 impl std::fmt::Display for EvalReport {
@@ -99,6 +112,17 @@ impl std::fmt::Display for EvalReport {
             "loss={:.4} accuracy={:.4} top5={:.4}",
             m.loss, m.accuracy, m.top5
         )?;
+        let names: Vec<String> = self.per_class.iter().map(|c| c.class.clone()).collect();
+        let classes = self.confusion.num_classes();
+        if classes > crate::metrics::FULL_MATRIX_UP_TO {
+            // Thousands of classes would print hundreds of megabytes.
+            writeln!(
+                f,
+                "the {} of {classes} classes with the lowest accuracy (`--confusion FILE.csv` writes every cell):",
+                WORST_SHOWN.min(classes)
+            )?;
+            return f.write_str(&self.confusion.worst_classes_markdown(&names, WORST_SHOWN));
+        }
         writeln!(f, "per-class accuracy:")?;
         for c in &self.per_class {
             match c.accuracy {
@@ -107,12 +131,7 @@ impl std::fmt::Display for EvalReport {
             }
         }
         writeln!(f, "confusion matrix (rows: true class, columns: predicted):")?;
-        let confusion = ConfusionMatrix {
-            num_classes: self.confusion.len(),
-            counts: self.confusion.concat(),
-        };
-        let names: Vec<String> = self.per_class.iter().map(|c| c.class.clone()).collect();
-        f.write_str(&confusion.to_markdown(&names))
+        f.write_str(&self.confusion.to_markdown(&names))
     }
 }
 
@@ -358,7 +377,10 @@ impl Trained {
         device: &Device,
     ) -> Result<(Vec<Prediction>, Vec<f32>), TrainError> {
         let norm = match file {
-            Some(f) => self.check_run_file(f)?,
+            Some(f) => {
+                kiln_data::decode::set_max_pixels(f.data.max_image_pixels);
+                self.check_run_file(f)?
+            }
             None => self.spec.normalization.resolve()?,
         };
         let [c, h, w] = self.spec.input_chw;
@@ -463,7 +485,17 @@ pub fn inputs(
     chw: [usize; 3],
 ) -> Result<(Vec<String>, Vec<f32>, usize), TrainError> {
     if input.extension().is_some_and(|e| e == "npy") {
+        // A model-ready array, and nothing else: float32, normalised, finite, [N,] C, H, W.
         let a = kiln_data::npy::read(input)?;
+        if a.dtype != "float32" {
+            return Err(invalid_input(
+                input,
+                format!(
+                    "it holds {} values; a .npy is taken as model-ready input: float32, normalised as the weights expect, [N,] C, H, W (what `kiln transform --out x.npy` writes). For raw pixels give the image files instead",
+                    a.dtype
+                ),
+            ));
+        }
         let n = match a.shape.as_slice() {
             [c, h, w] if [*c, *h, *w] == chw => 1,
             [n, c, h, w] if [*c, *h, *w] == chw => *n,
@@ -477,6 +509,53 @@ pub fn inputs(
                 ));
             }
         };
+        if n == 0 {
+            return Err(invalid_input(
+                input,
+                format!("shape {:?} holds no samples", a.shape),
+            ));
+        }
+        if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
+            let per = chw.iter().product::<usize>();
+            return Err(invalid_input(
+                input,
+                format!(
+                    "value {} of sample {} is {}: model-ready input must be finite",
+                    i % per,
+                    i / per,
+                    a.data[i]
+                ),
+            ));
+        }
+        // Pixels normalised this way lie in [lo, hi]; far outside, the array is raw pixels (0-255
+        // as float) or normalised otherwise.
+        let top = match norm.scale {
+            kiln_transforms::Scale::Unit => 1.0,
+            kiln_transforms::Scale::Byte => 255.0,
+        };
+        let ends = norm
+            .mean
+            .iter()
+            .zip(&norm.std)
+            .flat_map(|(m, s)| [-m / s, (top - m) / s]);
+        let (lo, hi) = ends.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        // Generous (a span each way: noise-like test inputs pass); 0-255 floats never do.
+        let slack = hi - lo;
+        if let Some(i) = a.data.iter().position(|v| *v < lo - slack || *v > hi + slack) {
+            let per = chw.iter().product::<usize>();
+            return Err(invalid_input(
+                input,
+                format!(
+                    "value {} of sample {} is {}, far outside [{lo:.3}, {hi:.3}] where pixels normalised by '{}' lie: the array is not model-ready (raw 0-255 pixels, or another normalization?); `kiln transform --out x.npy` writes model-ready arrays, or give the image files",
+                    i % per,
+                    i / per,
+                    a.data[i],
+                    norm.name
+                ),
+            ));
+        }
         let names = (0..n).map(|i| format!("{}[{i}]", input.display())).collect();
         return Ok((names, a.data, n));
     }

@@ -285,7 +285,7 @@ pub fn inspect_detection(file: &RunFile, index: usize) -> Result<DetectionReport
         _ => {
             return Err(TrainError::InvalidConfig {
                 field: "transforms.eval",
-                value: format!("{:?}", file.transforms.eval),
+                value: crate::config::toml_text(&file.transforms.eval),
                 reason: "for COCO data, [transforms] eval may be one `resize` or one `resize-shorter` stage (crops would cut boxes)".into(),
             });
         }

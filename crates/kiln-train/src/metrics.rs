@@ -1,77 +1,117 @@
 //! Classification metrics: a confusion matrix (per-class accuracy from it), top-k accuracy, and
 //! the overfitting verdict over a run's epochs.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::EpochRecord;
 use crate::task::Metric;
 
-/// Counts of (true class, predicted class) pairs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Counts of (true class, predicted class) pairs, kept sparse: memory follows the samples seen,
+/// not the square of the classes (10,000 classes would be 800 MB dense).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConfusionMatrix {
-    /// Number of classes.
-    pub num_classes: usize,
-    /// Row-major `[true][predicted]` counts.
-    pub counts: Vec<u64>,
+    num_classes: usize,
+    cells: BTreeMap<(usize, usize), u64>,
 }
+
+/// Up to this many classes, reports and `kiln eval` print the whole matrix; beyond, the classes
+/// with the lowest accuracy and the full counts in a CSV.
+pub const FULL_MATRIX_UP_TO: usize = 30;
 
 impl ConfusionMatrix {
     /// An all-zero matrix.
     pub fn new(num_classes: usize) -> Self {
         Self {
             num_classes,
-            counts: vec![0; num_classes * num_classes],
+            cells: BTreeMap::new(),
         }
+    }
+
+    /// The matrix of dense `rows` (true class) of columns (predicted class).
+    pub fn from_rows(rows: &[Vec<u64>]) -> Self {
+        let mut m = Self::new(rows.len());
+        for (t, row) in rows.iter().enumerate() {
+            for (p, &n) in row.iter().enumerate().filter(|(_, n)| **n > 0) {
+                m.cells.insert((t, p), n);
+            }
+        }
+        m
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
     }
 
     /// Adds one prediction (labels outside the matrix are ignored; the loss has already failed on them).
     pub fn add(&mut self, truth: usize, predicted: usize) {
         if truth < self.num_classes && predicted < self.num_classes {
-            self.counts[truth * self.num_classes + predicted] += 1;
+            *self.cells.entry((truth, predicted)).or_default() += 1;
         }
     }
 
     /// Adds `other`'s counts (of the same size; a different size is ignored).
     pub fn merge(&mut self, other: &ConfusionMatrix) {
         if other.num_classes == self.num_classes {
-            for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-                *a += b;
+            for (&cell, &n) in &other.cells {
+                *self.cells.entry(cell).or_default() += n;
             }
         }
     }
 
     /// The count of `truth` predicted as `predicted`.
     pub fn get(&self, truth: usize, predicted: usize) -> u64 {
-        self.counts[truth * self.num_classes + predicted]
+        self.cells.get(&(truth, predicted)).copied().unwrap_or(0)
     }
 
-    /// The counts as rows (true class) of columns (predicted class).
+    /// The non-zero cells: `((true, predicted), count)` in row order.
+    pub fn cells(&self) -> impl Iterator<Item = ((usize, usize), u64)> + '_ {
+        self.cells.iter().map(|(&c, &n)| (c, n))
+    }
+
+    /// The counts as rows (true class) of columns (predicted class): dense, `num_classes²` values.
     pub fn rows(&self) -> Vec<Vec<u64>> {
-        self.counts
-            .chunks(self.num_classes.max(1))
-            .map(<[u64]>::to_vec)
-            .collect()
+        let mut rows = vec![vec![0; self.num_classes]; self.num_classes];
+        for (&(t, p), &n) in &self.cells {
+            rows[t][p] = n;
+        }
+        rows
     }
 
     /// Samples counted.
     pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
+        self.cells.values().sum()
     }
 
     /// Fraction on the diagonal.
     pub fn accuracy(&self) -> f64 {
-        let diag: u64 = (0..self.num_classes).map(|c| self.get(c, c)).sum();
+        let diag: u64 = self
+            .cells
+            .iter()
+            .filter(|((t, p), _)| t == p)
+            .map(|(_, n)| n)
+            .sum();
         diag as f64 / self.total().max(1) as f64
+    }
+
+    /// Samples of each true class.
+    fn row_sums(&self) -> Vec<u64> {
+        let mut sums = vec![0; self.num_classes];
+        for (&(t, _), &n) in &self.cells {
+            sums[t] += n;
+        }
+        sums
     }
 
     /// Per class: the fraction of its samples predicted as it (recall); `None` for a class with no
     /// samples.
     pub fn per_class_accuracy(&self) -> Vec<Option<f64>> {
-        (0..self.num_classes)
-            .map(|c| {
-                let row: u64 = (0..self.num_classes).map(|p| self.get(c, p)).sum();
-                (row > 0).then(|| self.get(c, c) as f64 / row as f64)
-            })
+        self.row_sums()
+            .into_iter()
+            .enumerate()
+            .map(|(c, row)| (row > 0).then(|| self.get(c, c) as f64 / row as f64))
             .collect()
     }
 
@@ -96,6 +136,48 @@ impl ConfusionMatrix {
                 Some(r) => s.push_str(&format!(" {r:.3} |\n")),
                 None => s.push_str(" – |\n"),
             }
+        }
+        s
+    }
+
+    /// The `k` classes with the lowest accuracy (classes without samples left out) as a Markdown
+    /// table: accuracy, samples, and what they were most often taken for.
+    pub fn worst_classes_markdown(&self, names: &[String], k: usize) -> String {
+        let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string());
+        let sums = self.row_sums();
+        let mut taken_for: Vec<Option<(usize, u64)>> = vec![None; self.num_classes];
+        for (&(t, p), &n) in self.cells.iter().filter(|((t, p), _)| t != p) {
+            if taken_for[t].is_none_or(|(_, m)| n > m) {
+                taken_for[t] = Some((p, n));
+            }
+        }
+        let mut ranked: Vec<(usize, f64)> = self
+            .per_class_accuracy()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(c, a)| a.map(|a| (c, a)))
+            .collect();
+        ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        let mut s =
+            String::from("| class | accuracy | samples | most often taken for |\n|---|---|---|---|\n");
+        for &(c, a) in ranked.iter().take(k) {
+            let confused =
+                taken_for[c].map_or_else(|| "–".to_string(), |(p, n)| format!("{} ({n})", name(p)));
+            s.push_str(&format!("| {} | {a:.3} | {} | {confused} |\n", name(c), sums[c]));
+        }
+        s
+    }
+
+    /// The non-zero cells as CSV (`true,predicted,count`, class names quoted), a long format any
+    /// tool pivots: the whole matrix at any number of classes.
+    pub fn to_csv(&self, names: &[String]) -> String {
+        let name = |c: usize| {
+            let n = names.get(c).cloned().unwrap_or_else(|| c.to_string());
+            format!("\"{}\"", n.replace('"', "\"\""))
+        };
+        let mut s = String::from("true,predicted,count\n");
+        for (&(t, p), &n) in &self.cells {
+            s.push_str(&format!("{},{},{n}\n", name(t), name(p)));
         }
         s
     }

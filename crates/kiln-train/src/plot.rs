@@ -67,10 +67,27 @@ pub fn line_chart(
     }
     let pad = ((y1 - y0) * 0.05).max(1e-9);
     let (y0, y1) = (y0 - pad, y1 + pad);
-    let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
-    let err = |e: &dyn std::fmt::Display| fail(e.to_string());
+    let (w, h) = (800u32, 480u32);
+    let mut pixels = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+        draw_chart(&root, title, x_label, y_label, series, [x0, x1, y0, y1]).map_err(fail)?;
+    }
+    save_png(path, &pixels, w, h, image::ExtendedColorType::Rgb8)
+}
+
+/// The chart itself, on any drawing area.
+fn draw_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+    [x0, x1, y0, y1]: [f64; 4],
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT_NAME, 22))
         .margin(12)
         .x_label_area_size(40)
@@ -151,16 +168,29 @@ pub fn batch_grid(
             }
         }
     }
-    let fail = |reason: String| TrainError::Write {
-        path: path.to_path_buf(),
-        reason,
-    };
     let color = if out_c == 1 {
         image::ExtendedColorType::L8
     } else {
         image::ExtendedColorType::Rgb8
     };
-    image::save_buffer(path, &canvas, gw as u32, gh as u32, color).map_err(|e| fail(e.to_string()))
+    save_png(path, &canvas, gw as u32, gh as u32, color)
+}
+
+/// Encodes `pixels` as a PNG at `path`, atomically (a failed write keeps the previous file).
+fn save_png(
+    path: &Path,
+    pixels: &[u8],
+    w: u32,
+    h: u32,
+    color: image::ExtendedColorType,
+) -> Result<(), TrainError> {
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut png), pixels, w, h, color)
+        .map_err(|e| TrainError::Write {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    crate::run::write_file(path, &png)
 }
 
 #[cfg(test)]

@@ -76,10 +76,7 @@ impl RunDir {
     pub fn write_report(&self, r: &Report<'_>) -> Result<PathBuf, TrainError> {
         let write = |name: &str, text: &str| -> Result<PathBuf, TrainError> {
             let path = self.path().join(name);
-            std::fs::write(&path, text).map_err(|e| TrainError::Write {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            crate::run::write_file(&path, text.as_bytes())?;
             Ok(path)
         };
         // Columns: the loss then the task's metrics, training then validation.
@@ -260,7 +257,21 @@ impl RunDir {
                     .map_or("–", |v| v.split(':').next().unwrap_or(v))
             );
         }
-        if let Some((_, confusion)) = &r.test {
+        if let Some((_, confusion)) = &r.test
+            && confusion.num_classes() > crate::metrics::FULL_MATRIX_UP_TO
+        {
+            // Thousands of classes: the worst ones here, every cell in confusion.csv.
+            let csv = write("confusion.csv", &confusion.to_csv(r.class_names))?;
+            let _ = writeln!(
+                md,
+                "\n## Test classes with the lowest accuracy\n\nThe {} of {} classes with the lowest accuracy; every non-zero cell of the confusion matrix is in `{}`.\n",
+                crate::infer::WORST_SHOWN.min(confusion.num_classes()),
+                confusion.num_classes(),
+                csv.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            );
+            md.push_str(&confusion.worst_classes_markdown(r.class_names, crate::infer::WORST_SHOWN));
+        } else if let Some((_, confusion)) = &r.test {
             md.push_str("\n## Per-class test accuracy\n\n| class | accuracy |\n|---|---|\n");
             for (c, acc) in confusion.per_class_accuracy().into_iter().enumerate() {
                 let name = r.class_names.get(c).cloned().unwrap_or_else(|| c.to_string());
@@ -376,5 +387,72 @@ mod tests {
             let bytes = std::fs::read(run.path().join(png)).unwrap();
             assert_eq!(&bytes[1..4], b"PNG", "{png}");
         }
+    }
+
+    #[test]
+    fn ten_thousand_classes_give_a_short_report_and_the_matrix_as_a_csv() {
+        // Issue 27: with 10,000 classes report.md was 400 MB (the dense matrix as Markdown).
+        let classes = 10_000;
+        let mut confusion = ConfusionMatrix::new(classes);
+        for t in 0..classes {
+            // Class t right twice; every 7th class once taken for its neighbour.
+            confusion.add(t, t);
+            confusion.add(t, t);
+            if t % 7 == 0 {
+                confusion.add(t, (t + 1) % classes);
+            }
+        }
+        let names: Vec<String> = (0..classes).map(|c| format!("c{c}")).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path().join("run")).unwrap();
+        let epochs = [EpochRecord {
+            epoch: 1,
+            train_loss: 1.0,
+            val_loss: None,
+            metrics: [("train_acc".to_string(), 0.5)].into(),
+            lr: 0.1,
+            train_images_per_s: 1.0,
+            seconds: 1.0,
+            verdict: None,
+            step_losses: vec![1.0],
+        }];
+        let test = EvalMetrics {
+            loss: 1.0,
+            accuracy: confusion.accuracy(),
+            top5: 1.0,
+            samples: confusion.total() as usize,
+        };
+        let path = run
+            .write_report(&Report {
+                title: "many".into(),
+                config: serde_json::json!({}),
+                epochs: &epochs,
+                primary: crate::task::ACCURACY,
+                verdict: &Verdict::Healthy,
+                best: None,
+                stopped_early: false,
+                resumed_after: 0,
+                test: Some((test, &confusion)),
+                class_names: &names,
+                warnings: &[],
+                seconds: 1.0,
+                train_images_per_s: 1.0,
+            })
+            .unwrap();
+        let md = std::fs::read_to_string(&path).unwrap();
+        assert!(md.len() < 20_000, "report.md is {} bytes", md.len());
+        assert!(!md.contains("## Test confusion matrix"));
+        // The worst classes: accuracy 2/3, the lowest indices first, with their confusion.
+        assert!(
+            md.contains("The 20 of 10000 classes with the lowest accuracy"),
+            "{md}"
+        );
+        assert!(md.contains("| c0 | 0.667 | 3 | c1 (1) |"), "{md}");
+        assert_eq!(md.matches("| 0.667 |").count(), 20);
+        let csv = std::fs::read_to_string(run.path().join("confusion.csv")).unwrap();
+        // One line per non-zero cell: 10000 diagonal + ceil(10000 / 7) = 1429 off it.
+        assert_eq!(csv.lines().count(), 1 + 10_000 + 1_429);
+        assert!(csv.contains("\n\"c7\",\"c8\",1\n"), "{}", &csv[..200]);
+        assert!(csv.contains("\n\"c8\",\"c8\",2\n"));
     }
 }

@@ -11,43 +11,60 @@ use crate::{EpochRecord, TrainError};
 
 /// A directory that holds one run's outputs: `config.json`, `metrics.jsonl`, `model.bpk`,
 /// `summary.json`.
+///
+/// It is locked for as long as the value (or a clone) lives: an exclusive advisory lock on
+/// `<run>/.kiln.lock` ([`LOCK_FILE`]), which the OS releases when the process ends however it
+/// ends, so a stale lock file never blocks. A second run into the folder, or a `--resume` of a
+/// run that is still training, is refused naming the process that holds it.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     path: PathBuf,
+    _lock: std::sync::Arc<File>,
 }
 
+/// The lock file inside a run folder (it holds the owning process id, for messages).
+pub const LOCK_FILE: &str = ".kiln.lock";
+
 impl RunDir {
-    /// Creates `path` (and its parents); an existing directory must be empty, so a run never
-    /// mixes its files with an earlier one's.
+    /// Creates `path` (and its parents) and claims it: the lock is taken first, then the folder
+    /// must be empty (but for the lock file), so two runs started together never mix their
+    /// files — one of them is refused.
     ///
     /// # Errors
     ///
-    /// [`TrainError::OutputExists`] for a non-empty directory, [`TrainError::Write`] when it cannot
-    /// be created.
+    /// [`TrainError::RunInUse`] when another process holds the folder,
+    /// [`TrainError::OutputExists`] for a non-empty directory, [`TrainError::Write`] when it
+    /// cannot be created.
     pub fn create(path: impl AsRef<Path>) -> Result<Self, TrainError> {
         let path = path.as_ref();
         let write_err = |e: std::io::Error| TrainError::Write {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
-        if path.exists() {
-            let mut entries = std::fs::read_dir(path).map_err(write_err)?;
-            if entries.next().is_some() {
+        std::fs::create_dir_all(path).map_err(write_err)?;
+        let lock = lock(path)?;
+        // Under the lock: no other kiln process can be filling it now.
+        for entry in std::fs::read_dir(path).map_err(write_err)? {
+            if entry.map_err(write_err)?.file_name() != LOCK_FILE {
                 return Err(TrainError::OutputExists {
                     path: path.to_path_buf(),
+                    run_folder: path.join("config.json").is_file(),
                 });
             }
         }
-        std::fs::create_dir_all(path).map_err(write_err)?;
         let path = std::fs::canonicalize(path).map_err(write_err)?;
-        Ok(Self { path })
+        Ok(Self {
+            path,
+            _lock: std::sync::Arc::new(lock),
+        })
     }
 
-    /// An existing run directory (one with a `config.json`), for `--resume`.
+    /// An existing run directory (one with a `config.json`), for `--resume`, locked.
     ///
     /// # Errors
     ///
-    /// [`TrainError::Resume`] when it is missing or not a run directory.
+    /// [`TrainError::Resume`] when it is missing or not a run directory,
+    /// [`TrainError::RunInUse`] while another process trains in it.
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, TrainError> {
         let path = path.as_ref();
         if !path.join("config.json").is_file() {
@@ -56,11 +73,15 @@ impl RunDir {
                 reason: "not a run directory (no config.json)".into(),
             });
         }
+        let lock = lock(path)?;
         let path = std::fs::canonicalize(path).map_err(|e| TrainError::Resume {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Ok(Self { path })
+        Ok(Self {
+            path,
+            _lock: std::sync::Arc::new(lock),
+        })
     }
 
     /// The run's checkpoint folder, `<run>/checkpoints`.
@@ -75,15 +96,34 @@ impl RunDir {
     ///
     /// As [`RunDir::create`].
     pub fn timestamped(parent: impl AsRef<Path>) -> Result<Self, TrainError> {
+        let parent = parent.as_ref();
+        std::fs::create_dir_all(parent).map_err(|e| TrainError::Write {
+            path: parent.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         let stamp = utc_stamp(std::time::SystemTime::now());
-        let base = parent.as_ref().join(format!("run-{stamp}"));
-        let mut candidate = base.clone();
-        let mut n = 1;
-        while candidate.exists() {
-            n += 1;
-            candidate = PathBuf::from(format!("{}-{n}", base.display()));
+        let base = format!("run-{stamp}");
+        // `create_dir` claims a name atomically: two runs started in the same second get two.
+        for n in 1..10_000 {
+            let candidate = match n {
+                1 => parent.join(&base),
+                n => parent.join(format!("{base}-{n}")),
+            };
+            match std::fs::create_dir(&candidate) {
+                Ok(()) => return Self::create(candidate),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(TrainError::Write {
+                        path: candidate,
+                        reason: e.to_string(),
+                    });
+                }
+            }
         }
-        Self::create(candidate)
+        Err(TrainError::OutputExists {
+            path: parent.join(base),
+            run_folder: false,
+        })
     }
 
     /// The directory's absolute path.
@@ -102,8 +142,8 @@ impl RunDir {
             path: path.clone(),
             reason,
         };
-        let text = serde_json::to_string_pretty(value).map_err(|e| err(e.to_string()))?;
-        std::fs::write(&path, text + "\n").map_err(|e| err(e.to_string()))?;
+        let text = serde_json::to_string_pretty(value).map_err(|e| err(e.to_string()))? + "\n";
+        write_file(&path, text.as_bytes())?;
         Ok(path)
     }
 
@@ -176,10 +216,7 @@ impl MetricsLog {
             text.push_str(&line);
             text.push('\n');
         }
-        std::fs::write(&path, text).map_err(|e| TrainError::Write {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        write_file(&path, text.as_bytes())?;
         Self::open(path)
     }
 
@@ -205,6 +242,55 @@ impl MetricsLog {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Takes the run folder's exclusive lock without waiting and writes this process's id into it.
+fn lock(dir: &Path) -> Result<File, TrainError> {
+    let path = dir.join(LOCK_FILE);
+    let err = |e: std::io::Error| TrainError::Write {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            return Err(TrainError::RunInUse {
+                path: dir.to_path_buf(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+    }
+    file.set_len(0).map_err(err)?;
+    writeln!(file, "{}", std::process::id()).map_err(err)?;
+    file.flush().map_err(err)?;
+    Ok(file)
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file next to it, synced, then renamed): a
+/// failed write (a full disk) leaves the previous file as it was, and no temporary behind.
+///
+/// # Errors
+///
+/// [`TrainError::Write`] naming `path` and the cause.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    kiln_data::paths::write_file(path, bytes).map_err(|e| TrainError::Write {
+        path: path.to_path_buf(),
+        reason: match e {
+            kiln_data::DataError::Write { reason, .. } => reason,
+            other => other.to_string(),
+        },
+    })
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC (Howard Hinnant's civil-from-days algorithm).
@@ -271,9 +357,40 @@ mod tests {
         let text = std::fs::read_to_string(log.path()).unwrap();
         let lines: Vec<EpochRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
+        // While the run holds its folder, another claim is refused naming the holder (a lock is
+        // per open file: a second open in this same process is refused too).
+        let path = run.path().to_path_buf();
+        let pid = std::process::id();
         assert!(matches!(
-            RunDir::create(run.path()),
-            Err(TrainError::OutputExists { .. })
+            RunDir::create(&path),
+            Err(TrainError::RunInUse { pid: Some(p), .. }) if p == pid
         ));
+        assert!(matches!(
+            RunDir::open_existing(dir.path().join("a/b")),
+            Err(TrainError::Resume { .. })
+        ));
+        drop(run);
+        assert!(matches!(
+            RunDir::create(&path),
+            Err(TrainError::OutputExists {
+                run_folder: false,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_stale_lock_file_never_blocks_and_timestamped_names_are_claimed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a killed run leaves: the lock file with a dead process id, no lock held.
+        std::fs::create_dir(dir.path().join("x")).unwrap();
+        std::fs::write(dir.path().join("x").join(LOCK_FILE), "999999999\n").unwrap();
+        let run = RunDir::create(dir.path().join("x")).unwrap();
+        let said = std::fs::read_to_string(run.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(said.trim(), std::process::id().to_string());
+        // Two runs in the same second get two folders.
+        let a = RunDir::timestamped(dir.path().join("runs")).unwrap();
+        let b = RunDir::timestamped(dir.path().join("runs")).unwrap();
+        assert_ne!(a.path(), b.path());
     }
 }

@@ -29,7 +29,7 @@ use kiln_transforms::Normalization;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunFile;
-use crate::data::Splits;
+use crate::data::{Source, Splits};
 use crate::parallel::DataParallel;
 use crate::{BatchSource, DeviceSpec, EpochRecord, FitOutputs, RunDir, TrainError};
 
@@ -355,7 +355,10 @@ fn train_model<M: ZooModel>(
     file.data.path = Some(data_root.clone());
     let (n_train, n_val, n_test) = (data.train.len(), data.val.len(), data.test.len());
 
-    // The schedule against the run's length, before anything is written.
+    // Everything that can be checked is, before the run folder exists.
+    preflight(&file, &data, &cfg)?;
+    data.check_headers()?;
+    // The schedule against the run's length.
     let steps_per_epoch = n_train / cfg.batch_size / cfg.accumulate;
     cfg.schedule
         .validate(cfg.lr, steps_per_epoch, steps_per_epoch * cfg.epochs)?;
@@ -380,21 +383,54 @@ fn train_model<M: ZooModel>(
         config: file.clone(),
     };
     let mut log = match &options.resume {
-        Some(dir) => {
-            let latest = crate::checkpoint::latest(&run.checkpoints()).ok_or_else(|| TrainError::Resume {
-                path: dir.clone(),
-                reason: format!("no checkpoint in {} to resume from", run.checkpoints().display()),
-            })?;
-            let state = crate::checkpoint::read_state(&latest)?;
-            events(RunEvent::Setup(format!(
-                "kiln train: resuming {} after epoch {} of {}",
-                run.path().display(),
-                state.epoch,
-                cfg.epochs
-            )));
-            // The log holds exactly the checkpoint's epochs before new ones are appended.
-            crate::MetricsLog::rewrite(run.path().join("metrics.jsonl"), &state.records)?
-        }
+        Some(dir) => match crate::checkpoint::latest(&run.checkpoints()) {
+            Some(latest) => {
+                let state = crate::checkpoint::read_state(&latest)?;
+                if state.epoch >= cfg.epochs || state.stopped_early() {
+                    // Nothing left to train: the finished run's figures stay as they are.
+                    return Err(TrainError::Resume {
+                        path: dir.clone(),
+                        reason: format!(
+                            "the run already finished ({} of {} epochs{}); `--epochs N` with N above {} trains it further",
+                            state.epoch,
+                            cfg.epochs,
+                            if state.stopped_early() {
+                                ", stopped early"
+                            } else {
+                                ""
+                            },
+                            state.epoch
+                        ),
+                    });
+                }
+                events(RunEvent::Setup(format!(
+                    "kiln train: resuming {} after epoch {} of {}",
+                    run.path().display(),
+                    state.epoch,
+                    cfg.epochs
+                )));
+                if state.config.epochs != cfg.epochs {
+                    events(RunEvent::Note(format!(
+                        "the run was planned for {} epochs and now trains to {}: the learning-rate schedule from here follows the new length",
+                        state.config.epochs, cfg.epochs
+                    )));
+                    // A later resume of this run continues to the new length.
+                    let mut saved = RunConfig::read(run.path())?;
+                    saved.config.train.epochs = cfg.epochs;
+                    run.write_json("config.json", &saved)?;
+                }
+                // The log holds exactly the checkpoint's epochs before new ones are appended.
+                crate::MetricsLog::rewrite(run.path().join("metrics.jsonl"), &state.records)?
+            }
+            None => {
+                // It failed before its first checkpoint: it starts again from its config.
+                events(RunEvent::Setup(format!(
+                    "kiln train: {} has no checkpoint yet; starting it again from epoch 1",
+                    run.path().display()
+                )));
+                crate::MetricsLog::rewrite(run.path().join("metrics.jsonl"), &[])?
+            }
+        },
         None => {
             run.write_json("config.json", &run_config)?;
             // A run file that repeats this run (into another --out).
@@ -408,7 +444,7 @@ fn train_model<M: ZooModel>(
                     .map_err(|e| write_error(run.path().join("config.toml"), e))?
             );
             let path = run.path().join("config.toml");
-            std::fs::write(&path, toml).map_err(|e| write_error(path.clone(), e))?;
+            crate::run::write_file(&path, toml.as_bytes())?;
             run.metrics_log()?
         }
     };
@@ -429,7 +465,7 @@ fn train_model<M: ZooModel>(
             run.path().join("model.txt").display()
         ));
         let path = run.path().join("model.txt");
-        std::fs::write(&path, format!("{summary}\n")).map_err(|e| write_error(path.clone(), e))?;
+        crate::run::write_file(&path, format!("{summary}\n").as_bytes())?;
     }
     setup(format!(
         "  data:  {} ({n_train} train / {n_val} val / {n_test} test)",
@@ -589,6 +625,114 @@ fn train_model<M: ZooModel>(
     })
 }
 
+/// The checks a run can make before it writes anything: one step fits in the training split,
+/// the loss's class weights match the classes, and each split's first sample goes through its
+/// transforms to the model's input shape (a resize to 0, a crop larger than the images, a
+/// training augmentation that ends at another size than evaluation).
+fn preflight(file: &RunFile, data: &Splits, cfg: &crate::TrainConfig) -> Result<(), TrainError> {
+    let (n_train, n_val) = (data.train.len(), data.val.len());
+    let per_step = cfg.batch_size * cfg.accumulate;
+    if n_train < per_step {
+        // Name what took the images: the validation hold-out when the step would fit without it.
+        let (field, value) = if n_val > 0 && n_train + n_val >= per_step {
+            ("data.val_fraction", file.data.val_fraction.to_string())
+        } else {
+            ("train.batch_size", cfg.batch_size.to_string())
+        };
+        let held = if n_val > 0 {
+            format!(
+                " ({n_val} more are held out for validation by data.val_fraction = {})",
+                file.data.val_fraction
+            )
+        } else {
+            String::new()
+        };
+        return Err(TrainError::InvalidConfig {
+            field,
+            value,
+            reason: format!(
+                "the training split has {n_train} sample{}{held}, fewer than one step of {} × {} (the last partial batch is dropped); lower the batch size, the accumulation or the validation fraction",
+                if n_train == 1 { "" } else { "s" },
+                cfg.batch_size,
+                cfg.accumulate
+            ),
+        });
+    }
+    cfg.loss.validate(Some(data.classes.len()))?;
+    let skip = file.data.on_bad_sample == crate::OnBadSample::Skip;
+    let splits: [(&str, &'static str, &Source, bool); 3] = [
+        ("training", "transforms.train", &data.train, true),
+        ("validation", "transforms.eval", &data.val, false),
+        ("test", "transforms.eval", &data.test, false),
+    ];
+    for (split, field, src, training) in splits {
+        // Without augmentation, training images go through the evaluation stages.
+        let (field, training_stages) = if training && file.transforms.train.is_empty() {
+            ("transforms.eval", false)
+        } else {
+            (field, training)
+        };
+        // Under "skip" a bad first sample is the policy's to record: try a few.
+        let tries = if skip { src.len().min(8) } else { src.len().min(1) };
+        let mut last = None;
+        for p in 0..tries {
+            let got = if training {
+                src.epoch_batch(&[p], 0)
+            } else {
+                src.batch(&[p])
+            };
+            match got {
+                Ok(b) => {
+                    last = None;
+                    let [_, c, h, w] = b.shape;
+                    if [c, h, w] != data.chw {
+                        let [mc, mh, mw] = data.chw;
+                        return Err(TrainError::InvalidConfig {
+                            field,
+                            value: crate::config::toml_text(if training_stages {
+                                &file.transforms.train
+                            } else {
+                                &file.transforms.eval
+                            }),
+                            reason: format!(
+                                "the {split} images come out as {c}x{h}x{w} (CxHxW), the model takes {mc}x{mh}x{mw}: end the stages at that size"
+                            ),
+                        });
+                    }
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last {
+            // A stage that does not fit the images: the stages are the setting to change.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                // (A boxed source is seen as the box.)
+                let data = c
+                    .downcast_ref::<kiln_data::DataError>()
+                    .or_else(|| c.downcast_ref::<Box<kiln_data::DataError>>().map(|b| &**b));
+                if c.is::<kiln_transforms::TransformError>()
+                    || matches!(data, Some(kiln_data::DataError::Transform(_)))
+                {
+                    return Err(TrainError::InvalidConfig {
+                        field,
+                        value: crate::config::toml_text(if training_stages {
+                            &file.transforms.train
+                        } else {
+                            &file.transforms.eval
+                        }),
+                        reason: format!("the {split} split's first image: {e}"),
+                    });
+                }
+                cause = c.source();
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 fn write_error(path: PathBuf, e: impl std::fmt::Display) -> TrainError {
     TrainError::Write {
         path,
@@ -646,6 +790,7 @@ pub fn diagnose(file: &RunFile, what: Diagnosis) -> Result<DiagnosisReport, Trai
         Diagnose {
             what,
             train: data.train.as_ref(),
+            others: [("validation", data.val.as_ref()), ("test", data.test.as_ref())],
             cfg: &file.train,
             device: &device,
         },
@@ -655,6 +800,8 @@ pub fn diagnose(file: &RunFile, what: Diagnosis) -> Result<DiagnosisReport, Trai
 struct Diagnose<'a> {
     what: Diagnosis,
     train: &'a dyn BatchSource,
+    /// The validation and test splits, which `doctor` reads through too.
+    others: [(&'static str, &'a dyn BatchSource); 2],
     cfg: &'a crate::TrainConfig,
     device: &'a Device,
 }
@@ -667,12 +814,21 @@ impl ModelFn for Diagnose<'_> {
         let Diagnose {
             what,
             train,
+            others,
             cfg,
             device,
         } = self;
         let task = crate::Classification::new(cfg.loss.clone());
         Ok(match what {
-            Diagnosis::Doctor => DiagnosisReport::Doctor(d::doctor(model, train, cfg, device)?),
+            Diagnosis::Doctor => {
+                let mut report = d::doctor(model, train, cfg, device)?;
+                let [val, test] = others;
+                report.checks.push(d::read_every_split(
+                    &[("training", train), val, test],
+                    cfg.batch_size,
+                ));
+                DiagnosisReport::Doctor(report)
+            }
             Diagnosis::LrFind { sweep, plot } => DiagnosisReport::LrFind(d::lr_find(
                 &task,
                 model,

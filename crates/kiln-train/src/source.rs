@@ -200,7 +200,7 @@ where
             let mut rng = SampleRng::new(sample_seed(seed, epoch, index));
             let out = compose
                 .apply::<C>(&image, &mut rng)
-                .map_err(|e| DataError::Custom(e.to_string()))?;
+                .map_err(|e| DataError::Transform(e.to_string()))?;
             Ok((index, out, label))
         })?;
         let mut shape = [images.len(), 0, 0, 0];

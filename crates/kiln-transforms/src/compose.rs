@@ -105,6 +105,57 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Checks the stage's own settings (sizes at least 1, probabilities in `[0, 1]`, finite
+    /// jitter strengths) before any image goes through it: `Err` says which setting and why.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the setting.
+    pub fn check(&self) -> Result<(), String> {
+        let size = |what: &str, v: usize| {
+            if v == 0 {
+                Err(format!("{what} is 0: sizes must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        let prob = |p: f64| {
+            if (0.0..=1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(format!("p = {p}: a probability must be in [0, 1]"))
+            }
+        };
+        match *self {
+            Stage::Resize { height, width }
+            | Stage::CenterCrop { height, width }
+            | Stage::RandomResizedCrop { height, width }
+            | Stage::RandomCrop { height, width, .. } => {
+                size("height", height)?;
+                size("width", width)
+            }
+            Stage::ResizeShorter { size: s } => size("size", s),
+            Stage::HorizontalFlip { p } | Stage::VerticalFlip { p } | Stage::RandomGrayscale { p } => prob(p),
+            Stage::ColorJitter {
+                brightness,
+                contrast,
+                saturation,
+                hue,
+            } => {
+                if [brightness, contrast, saturation, hue]
+                    .iter()
+                    .any(|v| !(v.is_finite() && *v >= 0.0))
+                {
+                    return Err("strengths must be finite and >= 0".into());
+                }
+                if hue > 0.5 {
+                    return Err(format!("hue = {hue}: at most 0.5"));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// torchvision's evaluation recipe at input size `[h, w]`: the shorter side resized to
     /// `max(h, w) / 0.875` (256 for 224, as `transforms.Resize(256)`), then the centre crop.
     pub fn torchvision_eval([h, w]: [usize; 2]) -> Vec<Stage> {
@@ -278,9 +329,10 @@ impl Compose {
         img: &Image<Hwc, C>,
         rng: &mut SampleRng,
     ) -> Result<Image<Chw, C::Out, f32>, TransformError> {
-        let mut cur = img.clone();
+        // Borrowed until a stage changes it: a large image is never copied whole first.
+        let mut cur = std::borrow::Cow::Borrowed(img);
         for stage in &self.stages {
-            cur = match *stage {
+            cur = std::borrow::Cow::Owned(match *stage {
                 Stage::Resize { height, width } => crop_resize(&cur, full(&cur), height, width, false)?,
                 Stage::ResizeShorter { size } => {
                     let [h, w] = shorter_side(cur.height(), cur.width(), size);
@@ -314,14 +366,14 @@ impl Compose {
                     if random_flip(rng, p) {
                         crop_resize(&cur, full(&cur), cur.height(), cur.width(), true)?
                     } else {
-                        cur
+                        continue;
                     }
                 }
                 Stage::VerticalFlip { p } => {
                     if random_flip(rng, p) {
                         vflip(&cur)?
                     } else {
-                        cur
+                        continue;
                     }
                 }
                 Stage::RandomGrayscale { p } => {
@@ -336,7 +388,7 @@ impl Compose {
                         Image::new(cur.height(), cur.width(), data)
                             .map_err(|e| TransformError::Internal(e.to_string()))?
                     } else {
-                        cur
+                        continue;
                     }
                 }
                 Stage::ColorJitter {
@@ -351,7 +403,7 @@ impl Compose {
                     hue,
                 }
                 .apply(&cur, rng)?,
-            };
+            });
         }
         let mut out = normalize_image(&cur, &self.normalization.resolve()?)?;
         if self.erasing > 0.0 {

@@ -120,6 +120,10 @@ pub(crate) struct EvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Also write every non-zero cell of the confusion matrix to this CSV (`true,predicted,count`,
+    /// class names): the whole matrix at any number of classes.
+    #[arg(long, value_name = "FILE.csv")]
+    pub(crate) confusion: Option<PathBuf>,
 }
 
 /// `kiln predict`'s arguments.
@@ -401,6 +405,24 @@ pub(crate) fn refuse_flags_with_config(matches: &clap::ArgMatches, allowed: &[&s
     }
     Err(Usage(format!(
         "{} cannot be combined with --config: set it in the run file or with --set (e.g. --set train.lr=0.1, --set data.path=DIR)",
+        given.join(", ")
+    )))
+}
+
+/// With --resume, the run's own config.json decides; a flag that would change it is refused
+/// (never dropped), except `--epochs`, which extends the run.
+pub(crate) fn refuse_flags_with_resume(matches: &clap::ArgMatches) -> Result<(), Usage> {
+    let given: Vec<String> = TRAINING_FLAGS
+        .iter()
+        .chain(&["config", "set"])
+        .filter(|id| **id != "epochs" && given(matches, id))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(Usage(format!(
+        "{} cannot be combined with --resume: a resumed run keeps the settings in its config.json (only --epochs, to train further, and where it runs: --device, --devices, --workers); start a new run with --out to change them",
         given.join(", ")
     )))
 }

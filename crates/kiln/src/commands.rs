@@ -68,13 +68,37 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         }
     };
     crate::resolve(&mut file)?;
+    if let Some(csv) = &a.confusion {
+        writable(csv)?;
+    }
     let (report, warnings) = t.evaluate_run_file(&file, a.batch_size, &a.device.device()?)?;
     for w in &warnings {
         eprintln!("warning: {w}");
     }
+    if let Some(csv) = &a.confusion {
+        let names: Vec<String> = report.per_class.iter().map(|c| c.class.clone()).collect();
+        kiln_data::paths::write_file(csv, report.confusion.to_csv(&names).as_bytes())?;
+    }
     match a.json {
         true => println!("{}", serde_json::to_string_pretty(&report)?),
         false => print!("{report}"),
+    }
+    Ok(())
+}
+
+/// An output file's folder must exist before the work that fills it starts (not after it).
+fn writable(path: &std::path::Path) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(Usage(format!(
+            "{}: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        ))
+        .into());
     }
     Ok(())
 }
@@ -84,6 +108,12 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
 /// stages and classes); a run file, when given or next to the weights, supplies its evaluation
 /// stages and must agree on the normalization.
 pub(crate) fn predict(a: &PredictArgs) -> anyhow::Result<()> {
+    if let Some(out) = &a.out {
+        if !matches!(out.extension().and_then(|e| e.to_str()), Some("npy" | "json")) {
+            return Err(Usage(format!("--out {}: use a .json or .npy file", out.display())).into());
+        }
+        writable(out)?;
+    }
     let mut file = run_file_for(&a.weights, a.config.as_deref())?;
     let t = trained(&a.weights, file.as_ref())?;
     if let Some(f) = file.as_mut() {
@@ -94,9 +124,7 @@ pub(crate) fn predict(a: &PredictArgs) -> anyhow::Result<()> {
     if let Some(out) = &a.out {
         match out.extension().and_then(|e| e.to_str()) {
             Some("npy") => npy::write_f32(out, &[predictions.len(), t.spec.num_classes], &probs)?,
-            Some("json") => std::fs::write(out, serde_json::to_string_pretty(&predictions)?)
-                .with_context(|| format!("writing {}", out.display()))?,
-            _ => return Err(Usage(format!("--out {}: use a .json or .npy file", out.display())).into()),
+            _ => kiln_data::paths::write_file(out, serde_json::to_string_pretty(&predictions)?.as_bytes())?,
         }
     }
     if a.json {
@@ -125,6 +153,7 @@ pub(crate) fn transform(a: &TransformArgs) -> anyhow::Result<()> {
         json,
     } = a;
     let (train, json) = (*train, *json);
+    writable(out)?;
     let mut file = RunFile::load(config, &[])?;
     // The data's format decides grey or colour; without the data, the format as written.
     if file.data.path.as_ref().is_none_or(|p| p.exists()) {
@@ -193,6 +222,9 @@ pub(crate) fn inspect(a: &InspectArgs) -> anyhow::Result<()> {
     };
     crate::resolve(&mut file)?;
     let (index, json, grid) = (a.index, a.json, a.grid.as_deref());
+    if let Some(g) = grid {
+        writable(g)?;
+    }
     if file.data.format == DataFormat::Coco {
         if grid.is_some() {
             return Err(Usage(

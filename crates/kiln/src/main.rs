@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         Some(Command::LrFind { args, plot, steps }) => {
             let sweep = kiln_train::diagnose::LrFindConfig {
                 steps: *steps,
+                progress: !args.no_progress,
                 ..Default::default()
             };
             let plot = Some(plot.clone());
@@ -275,9 +276,13 @@ fn diagnose(args: &TrainArgs, matches: &clap::ArgMatches, what: Diagnosis) -> an
 fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let file = match &args.resume {
         Some(dir) => {
+            args::refuse_flags_with_resume(matches)?;
             let mut file = RunConfig::read(dir)
                 .with_context(|| format!("--resume {}", dir.display()))?
                 .config;
+            if args::given(matches, "epochs") {
+                file.train.epochs = args.epochs;
+            }
             // Where it runs is this machine's choice; results do not depend on the worker count.
             args::apply_run_flags(&mut file, args, matches)?;
             file

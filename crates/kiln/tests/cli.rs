@@ -504,11 +504,13 @@ fn eval_predict_transform_stats_and_inspect_work_on_a_trained_run() {
     assert_eq!(e["accuracy"], summary["test_acc"]);
     assert_eq!(e["samples"], 32);
     assert_eq!(e["per_class"].as_array().unwrap().len(), 10);
-    let confusion_total: u64 = e["confusion"]
+    // The matrix as its non-zero cells, [true, predicted, count]: it scales to any class count.
+    assert_eq!(e["confusion"]["classes"], 10);
+    let confusion_total: u64 = e["confusion"]["cells"]
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+        .map(|c| c[2].as_u64().unwrap())
         .sum();
     assert_eq!(confusion_total, 32);
 
@@ -1861,5 +1863,541 @@ fn a_diverged_run_fails_and_an_overflowing_rate_is_refused() {
     assert!(
         stderr.contains("lr = 1e308") && stderr.contains("not a finite rate"),
         "{stderr}"
+    );
+}
+
+/// Issue 27, item 1: two runs into one folder. The first holds the folder's lock for its whole
+/// life; a second `--out` there, and a `--resume` of it while it trains, are refused naming its
+/// process (before: both ran and the second overwrote the first's model, config and summary).
+/// Once it ends (here: killed), the lock is gone with it.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_run_folder_is_locked_for_the_life_of_its_run() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 64, 16).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let out_dir = runs.path().join("x");
+    let mut first = kiln()
+        .args([
+            "train",
+            "--epochs",
+            "500",
+            "--batch-size",
+            "16",
+            "--no-progress",
+            "--data",
+        ])
+        .arg(data.path())
+        .arg("--out")
+        .arg(&out_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // It has claimed the folder once its config is written.
+    let start = std::time::Instant::now();
+    while !out_dir.join("config.json").exists() {
+        assert!(start.elapsed().as_secs() < 120, "the first run never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let holder = format!("in use by another kiln process (pid {})", first.id());
+    let second = train_tiny(data.path(), &out_dir, "1");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&holder), "{stderr}");
+    let resume = kiln()
+        .args(["train", "--no-progress", "--resume"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resume.stderr);
+    assert_eq!(resume.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&holder), "{stderr}");
+    // The first run's files are its own.
+    let config = std::fs::read_to_string(out_dir.join("config.json")).unwrap();
+    assert!(config.contains("\"epochs\": 500"), "{config}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Dead, it blocks nothing: the folder is a run's (not empty), and a resume may take it.
+    let again = train_tiny(data.path(), &out_dir, "1");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("is not empty") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+}
+
+/// Issue 27, item 6: `--resume` never drops a flag. It refuses those that would change the run
+/// (before: `--lr 5`, even another `--config`, were ignored with exit 0), extends the run with
+/// `--epochs`, refuses a finished run without touching its figures (before: summary.json was
+/// overwritten with `train_images_per_s: 0.0`), and starts again a run that failed before its
+/// first checkpoint.
+#[test]
+fn resume_refuses_flags_it_would_drop_extends_with_epochs_and_keeps_a_finished_run() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 64, 16).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let run = runs.path().join("r");
+    succeeded(&train_tiny(data.path(), &run, "1"));
+    let refused = kiln()
+        .args([
+            "train",
+            "--no-progress",
+            "--lr",
+            "5",
+            "--config",
+            "x.toml",
+            "--resume",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--lr, --config cannot be combined with --resume"),
+        "{stderr}"
+    );
+    let summary = std::fs::read(run.join("summary.json")).unwrap();
+    let finished = kiln()
+        .args(["train", "--no-progress", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert_eq!(finished.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the run already finished (1 of 1 epochs)"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary);
+    // --epochs 2 trains one more epoch, and the run now says 2.
+    let more = kiln()
+        .args(["train", "--no-progress", "--epochs", "2", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stdout = succeeded(&more);
+    assert!(
+        stdout.contains("resuming") && stdout.contains("after epoch 1 of 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("epoch 2/2"), "{stdout}");
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["config"]["train"]["epochs"], 2);
+    // A run with no checkpoint (it failed before its first) starts again from epoch 1, to the
+    // same figures as a fresh run.
+    let fresh = runs.path().join("fresh");
+    succeeded(&train_tiny(data.path(), &fresh, "1"));
+    std::fs::remove_dir_all(fresh.join("checkpoints")).unwrap();
+    let first_log = std::fs::read_to_string(fresh.join("metrics.jsonl")).unwrap();
+    let again = kiln()
+        .args(["train", "--no-progress", "--resume"])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    let stdout = succeeded(&again);
+    assert!(
+        stdout.contains("has no checkpoint yet; starting it again from epoch 1"),
+        "{stdout}"
+    );
+    let key = |log: &str| -> Vec<(f64, f64)> {
+        log.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["train_loss"].as_f64().unwrap(), v["val_acc"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let second_log = std::fs::read_to_string(fresh.join("metrics.jsonl")).unwrap();
+    assert_eq!(key(&second_log), key(&first_log));
+}
+
+/// Issue 27, item 7: mistakes that can be found before training are, before the run folder
+/// exists (before: each left a half-written folder that `--out` then called "not empty" and
+/// `--resume` had "no checkpoint" in), and each names the setting to change.
+#[test]
+fn settings_that_cannot_train_are_refused_before_the_run_folder_exists() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 64, 16).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let d = data.path().display().to_string().replace('\\', "/");
+    let cases: [(&str, &[&str], &str); 6] = [
+        (
+            "",
+            &["--batch-size", "1000"],
+            "train.batch_size = 1000: the training split has 58 samples (6 more are held out",
+        ),
+        (
+            "",
+            &["--val-fraction", "0.9999", "--batch-size", "16"],
+            "data.val_fraction = 0.9999: the training split has 0 samples (64 more",
+        ),
+        (
+            "[train.loss]\nclass_weights = [1.0, 2.0]\n",
+            &[],
+            "loss.class_weights = 2 weights: the model has 10 classes",
+        ),
+        (
+            "[transforms]\neval = [{ op = \"resize\", height = 0, width = 32 }]\n",
+            &[],
+            "transforms.eval = stage 0: { height = 0, op = \"resize\", width = 32 }: height is 0",
+        ),
+        (
+            "[transforms]\neval = [{ op = \"center-crop\", height = 40, width = 40 }]\n",
+            &[],
+            "transforms.eval = [{ height = 40, op = \"center-crop\", width = 40 }]: the training split's first image: sample 0: crop window [0, 0, 40, 40]",
+        ),
+        (
+            "[transforms]\ntrain = [{ op = \"random-crop\", height = 20, width = 20, padding = 0 }]\n",
+            &[],
+            "the training images come out as 1x20x20 (CxHxW), the model takes 1x28x28",
+        ),
+    ];
+    for (i, (toml, flags, said)) in cases.into_iter().enumerate() {
+        let out_dir = runs.path().join(format!("run{i}"));
+        let mut cmd = kiln();
+        cmd.args(["train", "--no-progress"]);
+        if toml.is_empty() {
+            cmd.args(["--epochs", "1", "--data"]).arg(data.path()).args(flags);
+        } else {
+            let file = runs.path().join(format!("run{i}.toml"));
+            std::fs::write(
+                &file,
+                format!("[data]\npath = \"{d}\"\n[train]\nepochs = 1\nbatch_size = 16\n{toml}"),
+            )
+            .unwrap();
+            cmd.arg("--config").arg(&file);
+        }
+        let out = cmd.arg("--out").arg(&out_dir).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {stderr}");
+        assert!(stderr.contains(said), "case {i}: {stderr}");
+        assert!(!out_dir.exists(), "case {i} left {}", out_dir.display());
+    }
+}
+
+/// Issue 27, item 4: a 389 KB PNG claiming 20000 × 20000 pixels. Under a 3 GB address-space
+/// limit (before: decoded whole, 2.8 GB with its copies, and aborted with "memory allocation of
+/// 1200000000 bytes failed", exit 134, no file named) it is refused from its header: by
+/// `predict`, and by `train` before the run folder exists even where it sits in the test split.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_image_bomb_is_refused_from_its_header_under_a_memory_limit() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    // A complete 8-bit grey PNG of zeros, deflated row by row.
+    let bomb = {
+        let crc = |b: &[u8]| {
+            let mut h = flate2::Crc::new();
+            h.update(b);
+            h.sum()
+        };
+        let chunk = |png: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+            let body = [kind, data].concat();
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            png.extend_from_slice(&body);
+            png.extend_from_slice(&crc(&body).to_be_bytes());
+        };
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let ihdr = [
+            &20_000u32.to_be_bytes()[..],
+            &20_000u32.to_be_bytes(),
+            &[8, 0, 0, 0, 0],
+        ]
+        .concat();
+        chunk(&mut png, b"IHDR", &ihdr);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let row = vec![0u8; 20_001];
+        for _ in 0..20_000 {
+            z.write_all(&row).unwrap();
+        }
+        chunk(&mut png, b"IDAT", &z.finish().unwrap());
+        chunk(&mut png, b"IEND", b"");
+        png
+    };
+    assert!(bomb.len() < 400_000, "{}", bomb.len());
+    // A class-folder set with the bomb among 20 small images.
+    let folder = dir.path().join("set");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(folder.join(class)).unwrap();
+        for i in 0..10 {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([i * 20, 0, 0]))
+                .save(folder.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    std::fs::write(folder.join("b/bomb.png"), &bomb).unwrap();
+    let limited = |args: &[&std::ffi::OsStr]| {
+        Command::new("bash")
+            .arg("-c")
+            .arg("ulimit -v 3000000; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out_dir = dir.path().join("run");
+    let out = limited(&[
+        "train".as_ref(),
+        "--no-progress".as_ref(),
+        "--epochs".as_ref(),
+        "1".as_ref(),
+        "--batch-size".as_ref(),
+        "4".as_ref(),
+        "--data".as_ref(),
+        folder.as_os_str(),
+        "--out".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("b/bomb.png: 20000x20000 pixels (400000000) is more than the limit of 178956970"),
+        "{stderr}"
+    );
+    assert!(!out_dir.exists());
+    // With the budget raised on purpose, the header passes (the run would then decode it).
+    let weights = dir.path().join("w");
+    let small = dir.path().join("tiny");
+    std::fs::create_dir(&small).unwrap();
+    common::write_tiny_fashion_mnist(&small, 64, 16).unwrap();
+    succeeded(&train_tiny(&small, &weights, "1"));
+    let bomb_path = dir.path().join("bomb.png");
+    std::fs::write(&bomb_path, &bomb).unwrap();
+    let model = weights.join("model.bpk");
+    let out = limited(&[
+        "predict".as_ref(),
+        "--weights".as_ref(),
+        model.as_os_str(),
+        "--input".as_ref(),
+        bomb_path.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bomb.png: 20000x20000 pixels"), "{stderr}");
+    assert!(!stderr.contains("memory allocation"), "{stderr}");
+}
+
+/// Issue 27, items 5 and 8: `predict --input x.npy` takes model-ready float32 arrays only (before:
+/// uint8 0–255 went to the model unnormalised, NaN passed, an empty array printed nothing with
+/// exit 0); a failed write (a full disk) of `transform --out` / `predict --out` leaves the
+/// previous good file as it was (before: written in place, so the file was destroyed), and a
+/// missing output folder is found before the work, not after.
+#[cfg(target_os = "linux")]
+#[test]
+fn predict_takes_model_ready_arrays_only_and_outputs_are_written_atomically() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 64, 16).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    succeeded(&train_tiny(data.path(), &run, "1"));
+    let model = run.join("model.bpk");
+    let npy = |name: &str, descr: &str, shape: &str, body: &[u8]| {
+        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(body);
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let pixels = 28 * 28;
+    let cases = [
+        (
+            npy("u8.npy", "|u1", "(1, 28, 28)", &vec![200u8; pixels]),
+            "it holds uint8 values",
+        ),
+        (
+            npy("empty.npy", "<f4", "(0, 1, 28, 28)", &[]),
+            "shape [0, 1, 28, 28] holds no samples",
+        ),
+        (
+            npy(
+                "nan.npy",
+                "<f4",
+                "(1, 28, 28)",
+                &floats(&[vec![0.0; 5], vec![f32::NAN], vec![0.0; pixels - 6]].concat()),
+            ),
+            "value 5 of sample 0 is NaN",
+        ),
+        (
+            // Pixels as 0-255 floats, not normalised: beyond what normalised pixels can be.
+            npy("raw.npy", "<f4", "(1, 28, 28)", &floats(&vec![255.0; pixels])),
+            "value 0 of sample 0 is 255, far outside [-0.810, 2.02",
+        ),
+    ];
+    for (path, said) in cases {
+        let out = kiln()
+            .args(["predict", "--weights"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert!(stderr.contains(said), "{}: {stderr}", path.display());
+    }
+    // A good array: fine.
+    let good = npy(
+        "good.npy",
+        "<f4",
+        "(8, 1, 28, 28)",
+        &floats(&vec![0.5; 8 * pixels]),
+    );
+    succeeded(
+        &kiln()
+            .args(["predict", "--weights"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&good)
+            .output()
+            .unwrap(),
+    );
+
+    // Outputs: a good file, then a write that cannot complete (ulimit -f 1: 1 KiB).
+    let out_json = dir.path().join("p.json");
+    let predict = |limit: bool, out: &std::path::Path| {
+        let script = if limit {
+            "trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\""
+        } else {
+            "exec \"$0\" \"$@\""
+        };
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .args(["predict", "--weights"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&good)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    succeeded(&predict(false, &out_json));
+    let before = std::fs::read(&out_json).unwrap();
+    assert!(before.len() > 1024, "{} bytes: the limit must bite", before.len());
+    let failed = predict(true, &out_json);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write") && stderr.contains("p.json") && stderr.contains("File too large"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&out_json).unwrap(),
+        before,
+        "the previous file must survive"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // No folder to write into: said before predicting.
+    let nowhere = predict(false, &dir.path().join("no/such/p.json"));
+    let stderr = String::from_utf8_lossy(&nowhere.stderr);
+    assert_eq!(nowhere.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the folder") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
+
+/// Issue 27, item 9: `lr-find` checks where its plot goes before the sweep (before: after the
+/// whole sweep, and the suggestion was lost), and an import of a file that is not there says so
+/// in words (before: Rust's debug text, `Reader(Io(Os { code: 2, .. }))`).
+#[cfg(target_os = "linux")]
+#[test]
+fn lr_find_checks_its_plot_first_and_errors_read_as_sentences() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 64, 16).unwrap();
+    // 100000 steps would take many minutes: the refusal must come first.
+    let mut cmd = kiln();
+    cmd.args([
+        "lr-find",
+        "--no-progress",
+        "--steps",
+        "100000",
+        "--batch-size",
+        "16",
+        "--plot",
+    ])
+    .arg(data.path().join("no/such/lr.png"))
+    .arg("--data")
+    .arg(data.path());
+    let out = output_within(cmd, 60);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lr.png: the folder") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    let out = kiln()
+        .args(["import", "--arch", "resnet18", "--weights"])
+        .arg(data.path().join("missing.pth"))
+        .arg("--out")
+        .arg(data.path().join("imported"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+    assert!(
+        !stderr.contains("Os {") && !stderr.contains("Reader("),
+        "{stderr}"
+    );
+}
+
+/// Issue 27, item 7: `doctor` reads every sample of every split (before: the training split's
+/// first batch only, so a broken test image waited for the end of a run). A PNG cut after its
+/// header passes the up-front header check; doctor's read finds it, naming the split and file.
+#[test]
+fn doctor_reads_every_split_and_names_a_broken_test_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("set");
+    // train/ and val/ (val is the test split in this layout; blue sorts first, so red/1.png is
+    // the test split's sample 4).
+    colour_folder(&root, &[("red", [200, 30, 30]), ("blue", [30, 30, 200])], 6, 3);
+    let good = std::fs::read(root.join("val/red/0.png")).unwrap();
+    std::fs::write(root.join("val/red/1.png"), &good[..good.len() - 20]).unwrap();
+    let out = kiln()
+        .args(["doctor", "--no-progress", "--batch-size", "4", "--data"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("[FAIL] every split reads: the test split: sample 4:")
+            && stdout.contains("val/red/1.png"),
+        "{stdout}"
+    );
+    // Without the broken file, every split reads.
+    std::fs::write(root.join("val/red/1.png"), &good).unwrap();
+    let ok = kiln()
+        .args(["doctor", "--no-progress", "--batch-size", "4", "--data"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    // (Solid colours fail the normalisation check: that is another check's verdict.)
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        stdout.contains("[ ok ] every split reads: every sample decoded and transformed: training"),
+        "{stdout}"
     );
 }
