@@ -537,10 +537,16 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
             break;
         }
     }
+    // A resume with no epoch left to train: the rate of the epochs the run did train.
+    let train_images_per_s = if seen_total == 0 && !records.is_empty() {
+        records.iter().map(|r| r.train_images_per_s).sum::<f64>() / records.len() as f64
+    } else {
+        seen_total as f64 / train_secs_total.max(1e-9)
+    };
     Ok(FitResult {
         model,
         epochs: records,
-        train_images_per_s: seen_total as f64 / train_secs_total.max(1e-9),
+        train_images_per_s,
         warnings,
         best,
         stopped_early,

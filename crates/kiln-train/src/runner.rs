@@ -386,20 +386,25 @@ fn train_model<M: ZooModel>(
         Some(dir) => match crate::checkpoint::latest(&run.checkpoints()) {
             Some(latest) => {
                 let state = crate::checkpoint::read_state(&latest)?;
-                if state.epoch >= cfg.epochs || state.stopped_early() {
-                    // Nothing left to train: the finished run's figures stay as they are.
+                // Nothing left to train in a run that wrote its summary: its figures stay as
+                // they are. (Without a summary, the last epoch's checkpoint was written and the
+                // end of the run was not: the resume finishes it.)
+                let finished = run.path().join("summary.json").is_file();
+                if finished && state.stopped_early() {
                     return Err(TrainError::Resume {
                         path: dir.clone(),
                         reason: format!(
-                            "the run already finished ({} of {} epochs{}); `--epochs N` with N above {} trains it further",
-                            state.epoch,
-                            cfg.epochs,
-                            if state.stopped_early() {
-                                ", stopped early"
-                            } else {
-                                ""
-                            },
-                            state.epoch
+                            "the run already finished: early stopping ended it after epoch {} (no improvement for {} epochs)",
+                            state.epoch, state.epochs_since_best
+                        ),
+                    });
+                }
+                if finished && state.epoch >= cfg.epochs {
+                    return Err(TrainError::Resume {
+                        path: dir.clone(),
+                        reason: format!(
+                            "the run already finished ({} of {} epochs); `--epochs N` with N above {} trains it further",
+                            state.epoch, cfg.epochs, state.epoch
                         ),
                     });
                 }
@@ -672,6 +677,11 @@ fn preflight(file: &RunFile, data: &Splits, cfg: &crate::TrainConfig) -> Result<
         } else {
             (field, training)
         };
+        let stages = crate::config::toml_text(if training_stages {
+            &file.transforms.train
+        } else {
+            &file.transforms.eval
+        });
         // Under "skip" a bad first sample is the policy's to record: try a few.
         let tries = if skip { src.len().min(8) } else { src.len().min(1) };
         let mut last = None;
@@ -689,11 +699,7 @@ fn preflight(file: &RunFile, data: &Splits, cfg: &crate::TrainConfig) -> Result<
                         let [mc, mh, mw] = data.chw;
                         return Err(TrainError::InvalidConfig {
                             field,
-                            value: crate::config::toml_text(if training_stages {
-                                &file.transforms.train
-                            } else {
-                                &file.transforms.eval
-                            }),
+                            value: stages,
                             reason: format!(
                                 "the {split} images come out as {c}x{h}x{w} (CxHxW), the model takes {mc}x{mh}x{mw}: end the stages at that size"
                             ),
@@ -717,11 +723,7 @@ fn preflight(file: &RunFile, data: &Splits, cfg: &crate::TrainConfig) -> Result<
                 {
                     return Err(TrainError::InvalidConfig {
                         field,
-                        value: crate::config::toml_text(if training_stages {
-                            &file.transforms.train
-                        } else {
-                            &file.transforms.eval
-                        }),
+                        value: stages,
                         reason: format!("the {split} split's first image: {e}"),
                     });
                 }

@@ -1930,8 +1930,8 @@ fn a_run_folder_is_locked_for_the_life_of_its_run() {
 /// Issue 27, item 6: `--resume` never drops a flag. It refuses those that would change the run
 /// (before: `--lr 5`, even another `--config`, were ignored with exit 0), extends the run with
 /// `--epochs`, refuses a finished run without touching its figures (before: summary.json was
-/// overwritten with `train_images_per_s: 0.0`), and starts again a run that failed before its
-/// first checkpoint.
+/// overwritten with `train_images_per_s: 0.0`), finishes one killed between its last checkpoint
+/// and its summary, and starts again a run that failed before its first checkpoint.
 #[test]
 fn resume_refuses_flags_it_would_drop_extends_with_epochs_and_keeps_a_finished_run() {
     let data = tempfile::tempdir().unwrap();
@@ -1988,6 +1988,29 @@ fn resume_refuses_flags_it_would_drop_extends_with_epochs_and_keeps_a_finished_r
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["config"]["train"]["epochs"], 2);
+    // Killed after its last checkpoint, before its summary: a resume finishes the run (test
+    // figures, model, summary with the trained epochs' rate) without training again.
+    for f in ["summary.json", "model.bpk"] {
+        std::fs::remove_file(run.join(f)).unwrap();
+    }
+    let finish = kiln()
+        .args(["train", "--no-progress", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stdout = succeeded(&finish);
+    assert!(!stdout.contains("epoch 2/2"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["train_images_per_s"].as_f64().unwrap() > 0.0, "{summary}");
+    assert!(run.join("model.bpk").is_file());
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
     // A run with no checkpoint (it failed before its first) starts again from epoch 1, to the
     // same figures as a fresh run.
     let fresh = runs.path().join("fresh");
