@@ -291,6 +291,9 @@ pub struct RunSection {
     /// `<weights>.kiln.json` spec whose class count differs from the data's, the classifier head
     /// is replaced by a fresh one — see `[finetune]`).
     pub init_from: Option<PathBuf>,
+    /// A TensorBoard log folder: the run's event file goes to `<tensorboard>/<run folder name>/`
+    /// (`tensorboard --logdir <tensorboard>` then compares runs). Absent: none written.
+    pub tensorboard: Option<PathBuf>,
 }
 
 /// `[finetune]`: how weights loaded with `run.init_from` are trained.
@@ -454,6 +457,7 @@ impl RunFile {
         self.data.annotations.as_mut().map(fix);
         self.run.out.as_mut().map(fix);
         self.run.init_from.as_mut().map(fix);
+        self.run.tensorboard.as_mut().map(fix);
     }
 
     /// This file as TOML (what a run directory keeps as `config.toml`).

@@ -58,6 +58,7 @@ pub mod schedule;
 pub mod source;
 mod step;
 pub mod task;
+pub mod tensorboard;
 pub mod train_config;
 
 pub use checkpoint::{CheckpointFailure, CheckpointOptions, OnCheckpointError};

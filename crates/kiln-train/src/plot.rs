@@ -142,9 +142,26 @@ fn draw_chart<DB: DrawingBackend>(
 pub fn batch_grid(
     path: &Path,
     data: &[f32],
-    [n, c, h, w]: [usize; 4],
+    shape: [usize; 4],
     norm: &kiln_transforms::Normalization,
 ) -> Result<(), TrainError> {
+    let (png, _) = batch_grid_png(data, shape, norm).map_err(|reason| TrainError::Write {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    crate::run::write_file(path, &png)
+}
+
+/// [`batch_grid`]'s PNG bytes and its `[height, width, channels]`.
+///
+/// # Errors
+///
+/// The encoder's message.
+pub fn batch_grid_png(
+    data: &[f32],
+    [n, c, h, w]: [usize; 4],
+    norm: &kiln_transforms::Normalization,
+) -> Result<(Vec<u8>, [usize; 3]), String> {
     use kiln_transforms::Scale;
     let cols = n.clamp(1, 8);
     let rows = n.div_ceil(cols);
@@ -173,7 +190,15 @@ pub fn batch_grid(
     } else {
         image::ExtendedColorType::Rgb8
     };
-    save_png(path, &canvas, gw as u32, gh as u32, color)
+    let png = encode_png(&canvas, gw as u32, gh as u32, color)?;
+    Ok((png, [gh, gw, out_c]))
+}
+
+fn encode_png(pixels: &[u8], w: u32, h: u32, color: image::ExtendedColorType) -> Result<Vec<u8>, String> {
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut png), pixels, w, h, color)
+        .map_err(|e| e.to_string())?;
+    Ok(png)
 }
 
 /// Encodes `pixels` as a PNG at `path`, atomically (a failed write keeps the previous file).
@@ -184,12 +209,10 @@ fn save_png(
     h: u32,
     color: image::ExtendedColorType,
 ) -> Result<(), TrainError> {
-    let mut png = Vec::new();
-    image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut png), pixels, w, h, color)
-        .map_err(|e| TrainError::Write {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let png = encode_png(pixels, w, h, color).map_err(|reason| TrainError::Write {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     crate::run::write_file(path, &png)
 }
 

@@ -499,9 +499,20 @@ fn train_model<M: ZooModel>(
         setup(format!("  init:  {}{how}", path.display()));
     }
     setup(format!("  run:   {}", run.path().display()));
+    // TensorBoard (optional): its folder is made and the first values written before training.
+    let board = match &file.run.tensorboard {
+        Some(dir) => {
+            let tb = open_board(dir, &run, &file, data.train.as_ref(), &norm)?;
+            setup(format!("  tensorboard: {}", tb.path().display()));
+            Some(tb)
+        }
+        None => None,
+    };
 
     let (train_src, val_src, test_src) = (data.train, data.val, data.test);
     let val_opt: Option<&dyn BatchSource> = if n_val > 0 { Some(val_src.as_ref()) } else { None };
+    let board = std::cell::RefCell::new(board);
+    let schedule = (steps_per_epoch, steps_per_epoch * cfg.epochs);
     let result = {
         let events = std::cell::RefCell::new(&mut *events);
         crate::fit(
@@ -513,7 +524,18 @@ fn train_model<M: ZooModel>(
             FitOutputs {
                 log: Some(&mut log),
                 progress: options.progress,
-                on_epoch: Some(&mut |r: &EpochRecord| (*events.borrow_mut())(RunEvent::Epoch(r))),
+                on_epoch: Some(&mut |r: &EpochRecord| {
+                    (*events.borrow_mut())(RunEvent::Epoch(r));
+                    // A log that cannot be written is said once; the run goes on without it.
+                    let mut tb = board.borrow_mut();
+                    let failed = tb.as_mut().and_then(|b| board_epoch(b, r, &cfg, schedule).err());
+                    if let Some(e) = failed {
+                        (*events.borrow_mut())(RunEvent::Warning(format!(
+                            "TensorBoard logging stopped: {e}"
+                        )));
+                        *tb = None;
+                    }
+                }),
                 on_warning: Some(&mut |w: &str| (*events.borrow_mut())(RunEvent::Warning(w.to_string()))),
                 checkpoints: Some(crate::CheckpointOptions {
                     dir: run.checkpoints(),
@@ -628,6 +650,61 @@ fn train_model<M: ZooModel>(
         best_model: run.checkpoints().join("best.bpk"),
         report,
     })
+}
+
+/// The run's event file under `dir/<run folder name>/`, with the config as text and the first
+/// training samples (as the model sees them, de-normalised) as an image.
+fn open_board(
+    dir: &Path,
+    run: &RunDir,
+    file: &RunFile,
+    train: &dyn BatchSource,
+    norm: &Normalization,
+) -> Result<crate::tensorboard::EventWriter, TrainError> {
+    let name = run.path().file_name().unwrap_or(run.path().as_os_str());
+    let mut tb = crate::tensorboard::EventWriter::create(&dir.join(name))?;
+    let toml = file.to_toml().unwrap_or_default();
+    tb.text("config", 0, &format!("```toml\n{toml}\n```"))?;
+    let positions: Vec<usize> = (0..train.len().min(16)).collect();
+    if !positions.is_empty() {
+        let batch = train.epoch_batch(&positions, 0)?;
+        let (png, hwc) = crate::plot::batch_grid_png(&batch.data, batch.shape, norm).map_err(|reason| {
+            TrainError::Write {
+                path: tb.path().to_path_buf(),
+                reason,
+            }
+        })?;
+        tb.image_png("training samples (epoch 1)", 0, png, hwc)?;
+    }
+    tb.flush()?;
+    Ok(tb)
+}
+
+/// One epoch in TensorBoard: the loss and learning rate of every step (x: the global step), then
+/// every epoch figure (x: the epoch).
+fn board_epoch(
+    tb: &mut crate::tensorboard::EventWriter,
+    r: &EpochRecord,
+    cfg: &crate::TrainConfig,
+    (steps_per_epoch, total): (usize, usize),
+) -> Result<(), TrainError> {
+    let first = (r.epoch - 1) * steps_per_epoch;
+    for (i, loss) in r.step_losses.iter().enumerate() {
+        let step = first + i;
+        let lr = cfg.schedule.lr_at(cfg.lr, step, steps_per_epoch, total);
+        tb.scalar("step/train_loss", step as i64 + 1, *loss)?;
+        tb.scalar("step/lr", step as i64 + 1, lr)?;
+    }
+    let epoch = r.epoch as i64;
+    tb.scalar("epoch/train_loss", epoch, r.train_loss)?;
+    if let Some(v) = r.val_loss {
+        tb.scalar("epoch/val_loss", epoch, v)?;
+    }
+    for (key, v) in &r.metrics {
+        tb.scalar(&format!("epoch/{key}"), epoch, *v)?;
+    }
+    tb.scalar("epoch/train_images_per_s", epoch, r.train_images_per_s)?;
+    tb.flush()
 }
 
 /// The checks a run can make before it writes anything: one step fits in the training split,

@@ -336,6 +336,11 @@ pub(crate) struct TrainArgs {
     /// normalization as this run's data.
     #[arg(long, value_name = "WEIGHTS")]
     pub(crate) init_from: Option<PathBuf>,
+    /// Also log the run for TensorBoard under DIR/<run folder name>/ (`tensorboard --logdir DIR`):
+    /// the training loss per step, every epoch metric, the learning rate and images/s, the first
+    /// training batch as an image and the run's config as text (`run.tensorboard`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) tensorboard: Option<PathBuf>,
     /// Accept --init-from weights trained with another normalization (on purpose).
     #[arg(long, requires = "init_from")]
     pub(crate) allow_normalization_override: bool,
@@ -422,7 +427,7 @@ pub(crate) fn refuse_flags_with_resume(matches: &clap::ArgMatches) -> Result<(),
         return Ok(());
     }
     Err(Usage(format!(
-        "{} cannot be combined with --resume: a resumed run keeps the settings in its config.json (only --epochs, to train further, and where it runs: --device, --devices, --workers); start a new run with --out to change them",
+        "{} cannot be combined with --resume: a resumed run keeps the settings in its config.json (only --epochs, to train further, and where it runs and logs: --device, --devices, --workers, --tensorboard); start a new run with --out to change them",
         given.join(", ")
     )))
 }
@@ -471,6 +476,9 @@ pub(crate) fn apply_run_flags(
     }
     if let Some(w) = &args.init_from {
         file.run.init_from = Some(w.clone());
+    }
+    if let Some(tb) = &args.tensorboard {
+        file.run.tensorboard = Some(tb.clone());
     }
     if given(matches, "workers") {
         file.train.num_workers = args.workers;

@@ -2424,3 +2424,95 @@ fn doctor_reads_every_split_and_names_a_broken_test_image() {
         "{stdout}"
     );
 }
+
+/// `kiln train --tensorboard DIR` (issue 26's TensorBoard part): an event file under
+/// DIR/<run folder>/ with the loss and learning rate of every step, every epoch figure, the first
+/// training samples as a PNG and the config as text. Read back here by kiln's own reader (every
+/// record's CRCs), and by TensorBoard's `EventAccumulator` when the `tensorboard` Python package
+/// is installed (`scripts/check_tensorboard.py`; said when it is not).
+#[test]
+fn tensorboard_logs_read_back_with_kiln_and_with_tensorboard() {
+    use kiln_train::tensorboard::{Kind, What, read_events};
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 64, 16).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (run, logs) = (dir.path().join("r"), dir.path().join("tb"));
+    let out = kiln()
+        .args([
+            "train",
+            "--no-progress",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--data",
+        ])
+        .arg(data.path())
+        .arg("--out")
+        .arg(&run)
+        .arg("--tensorboard")
+        .arg(&logs)
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    assert!(stdout.contains("tensorboard: "), "{stdout}");
+    let folder = logs.join("r");
+    let files: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let events = read_events(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let mut scalars: std::collections::BTreeMap<String, Vec<(i64, f32)>> = Default::default();
+    let (mut images, mut texts) = (0, 0);
+    for e in &events {
+        if let Some(What::Summary(s)) = &e.what {
+            for v in &s.value {
+                match &v.kind {
+                    Some(Kind::SimpleValue(x)) => {
+                        scalars.entry(v.tag.clone()).or_default().push((e.step, *x))
+                    }
+                    Some(Kind::Image(img)) => {
+                        assert!(img.encoded_image_string.starts_with(b"\x89PNG"));
+                        images += 1;
+                    }
+                    Some(Kind::Tensor(_)) => texts += 1,
+                    None => panic!("an empty value"),
+                }
+            }
+        }
+    }
+    // 64 images, 10% held out: 57 train → 3 steps of 16 per epoch.
+    assert_eq!(scalars["step/train_loss"].len(), 6);
+    assert_eq!(scalars["step/lr"][0], (1, 0.05));
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let first_epoch: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        scalars["epoch/val_acc"][0],
+        (1, first_epoch["val_acc"].as_f64().unwrap() as f32)
+    );
+    assert_eq!((images, texts), (1, 1));
+    let python = Command::new("python3")
+        .args(["-c", "import tensorboard"])
+        .output();
+    if python.is_ok_and(|o| o.status.success()) {
+        let check = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/check_tensorboard.py"
+            ))
+            .arg(&folder)
+            .args(["2", "3"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success(),
+            "{said}\n{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(said.contains("tensorboard read everything"), "{said}");
+    } else {
+        eprintln!("the tensorboard Python package is not installed: TensorBoard's own reader was not run");
+    }
+}
