@@ -153,6 +153,29 @@ pub fn probe(path: &Path) -> Result<[usize; 2], DataError> {
     let mut magic = Vec::with_capacity(16);
     (&mut file).take(16).read_to_end(&mut magic).map_err(io)?;
     file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+    if magic.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        // JPEG goes through zune-jpeg, as decoding does (the `image` crate is built without it).
+        // Its headers sit in the first 256 KiB in practice (an EXIF thumbnail included); the
+        // whole file is read only when they do not.
+        let dims = |bytes: &[u8]| {
+            let mut d = zune_jpeg::JpegDecoder::new(zune_core::bytestream::ZCursor::new(bytes));
+            d.decode_headers().map_err(|e| format!("{e:?}"))?;
+            d.dimensions().ok_or_else(|| "no frame header".to_string())
+        };
+        let mut head = Vec::new();
+        (&mut file).take(256 * 1024).read_to_end(&mut head).map_err(io)?;
+        let found = match dims(&head) {
+            Err(_) if (head.len() as u64) < meta.len() => dims(&read(path)?),
+            found => found,
+        };
+        let (w, h) = found.map_err(|reason| DataError::Decode {
+            path: path.to_path_buf(),
+            format: "JPEG",
+            reason,
+        })?;
+        check_size(w as u64, h as u64, path)?;
+        return Ok([h, w]);
+    }
     let format = image::guess_format(&magic).map_err(|_| DataError::UnknownImageFormat {
         path: path.to_path_buf(),
         magic: magic[..magic.len().min(8)].to_vec(),
@@ -572,6 +595,16 @@ mod tests {
         refused(probe(&path).unwrap_err());
         refused(imread(&path).unwrap_err());
         refused(imread_gray(&path).unwrap_err());
+        // A JPEG's header (through zune-jpeg, as its decode).
+        let jpeg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/opencv/photo420.jpg");
+        let full = imread(&jpeg).unwrap();
+        assert_eq!(probe(&jpeg).unwrap(), [full.hwc_shape()[0], full.hwc_shape()[1]]);
+        let bytes = std::fs::read(&jpeg).unwrap();
+        std::fs::write(&path, &bytes[..20]).unwrap();
+        assert!(matches!(
+            probe(&path),
+            Err(DataError::Decode { format: "JPEG", .. })
+        ));
         // Just under the budget, the header is accepted (13376^2 = 178917376 pixels).
         std::fs::write(&path, zero_png(13_376, 13_376)).unwrap();
         assert_eq!(probe(&path).unwrap(), [13_376, 13_376]);

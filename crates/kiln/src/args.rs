@@ -398,9 +398,10 @@ pub(crate) fn given(matches: &clap::ArgMatches, id: &str) -> bool {
         && matches.value_source(id) == Some(ValueSource::CommandLine)
 }
 
-/// With --config, a training flag is an error that says which --set to use instead.
-pub(crate) fn refuse_flags_with_config(matches: &clap::ArgMatches, allowed: &[&str]) -> Result<(), Usage> {
-    let given: Vec<String> = TRAINING_FLAGS
+/// The flags among `ids` given on the command line, except those in `allowed`, as `--flag-name`
+/// (an error saying why they cannot be given when there are any).
+fn refuse_given(matches: &clap::ArgMatches, ids: &[&str], allowed: &[&str], why: &str) -> Result<(), Usage> {
+    let given: Vec<String> = ids
         .iter()
         .filter(|id| !allowed.contains(id) && given(matches, id))
         .map(|id| format!("--{}", id.replace('_', "-")))
@@ -409,27 +410,31 @@ pub(crate) fn refuse_flags_with_config(matches: &clap::ArgMatches, allowed: &[&s
         return Ok(());
     }
     Err(Usage(format!(
-        "{} cannot be combined with --config: set it in the run file or with --set (e.g. --set train.lr=0.1, --set data.path=DIR)",
+        "{} cannot be combined with {why}",
         given.join(", ")
     )))
+}
+
+/// With --config, a training flag is an error that says which --set to use instead.
+pub(crate) fn refuse_flags_with_config(matches: &clap::ArgMatches, allowed: &[&str]) -> Result<(), Usage> {
+    refuse_given(
+        matches,
+        &TRAINING_FLAGS,
+        allowed,
+        "--config: set it in the run file or with --set (e.g. --set train.lr=0.1, --set data.path=DIR)",
+    )
 }
 
 /// With --resume, the run's own config.json decides; a flag that would change it is refused
 /// (never dropped), except `--epochs`, which extends the run.
 pub(crate) fn refuse_flags_with_resume(matches: &clap::ArgMatches) -> Result<(), Usage> {
-    let given: Vec<String> = TRAINING_FLAGS
-        .iter()
-        .chain(&["config", "set"])
-        .filter(|id| **id != "epochs" && given(matches, id))
-        .map(|id| format!("--{}", id.replace('_', "-")))
-        .collect();
-    if given.is_empty() {
-        return Ok(());
-    }
-    Err(Usage(format!(
-        "{} cannot be combined with --resume: a resumed run keeps the settings in its config.json (only --epochs, to train further, and where it runs and logs: --device, --devices, --workers, --tensorboard); start a new run with --out to change them",
-        given.join(", ")
-    )))
+    let ids: Vec<&str> = TRAINING_FLAGS.iter().copied().chain(["config", "set"]).collect();
+    refuse_given(
+        matches,
+        &ids,
+        &["epochs"],
+        "--resume: a resumed run keeps the settings in its config.json (only --epochs, to train further, and where it runs and logs: --device, --devices, --workers, --tensorboard); start a new run with --out to change them",
+    )
 }
 
 /// The run file the flags describe (no --config).
