@@ -269,6 +269,8 @@ fn lock(dir: &Path) -> Result<File, TrainError> {
                 pid,
             });
         }
+        // A filesystem without locks (some network mounts): the run goes on unlocked, as before.
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
         Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
     }
     file.set_len(0).map_err(err)?;

@@ -500,7 +500,24 @@ fn eval_predict_transform_stats_and_inspect_work_on_a_trained_run() {
     let run_s = run.to_str().unwrap();
 
     // eval reproduces the run's own test figures.
-    let e = json(&["eval", "--run", run_s, "--json"]);
+    let csv = run.with_file_name("confusion-of-eval.csv");
+    let e = json(&[
+        "eval",
+        "--run",
+        run_s,
+        "--json",
+        "--confusion",
+        csv.to_str().unwrap(),
+    ]);
+    // Every non-zero cell in the CSV too: true,predicted,count summing to the samples.
+    let cells = std::fs::read_to_string(&csv).unwrap();
+    assert!(cells.starts_with("true,predicted,count\n"), "{cells}");
+    let counted: u64 = cells
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, 32);
     assert_eq!(e["accuracy"], summary["test_acc"]);
     assert_eq!(e["samples"], 32);
     assert_eq!(e["per_class"].as_array().unwrap().len(), 10);
