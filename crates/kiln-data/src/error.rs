@@ -299,6 +299,18 @@ pub enum DataError {
     },
 }
 
+impl DataError {
+    /// Whether a transform could not be applied (a crop larger than the image, say), seen
+    /// through a [`DataError::Sample`] wrapper: the stages, not the file, are what to change.
+    pub fn is_transform(&self) -> bool {
+        match self {
+            DataError::Transform(_) => true,
+            DataError::Sample { source, .. } => source.is_transform(),
+            _ => false,
+        }
+    }
+}
+
 fn show_path(path: &Option<PathBuf>) -> String {
     path.as_ref()
         .map(|p| format!(" ({})", p.display()))

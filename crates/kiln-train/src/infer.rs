@@ -515,16 +515,13 @@ pub fn inputs(
                 format!("shape {:?} holds no samples", a.shape),
             ));
         }
+        // "value V of sample S is X": where in the array a bad value sits.
+        let per = chw.iter().product::<usize>();
+        let at = |i: usize| format!("value {} of sample {} is {}", i % per, i / per, a.data[i]);
         if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
-            let per = chw.iter().product::<usize>();
             return Err(invalid_input(
                 input,
-                format!(
-                    "value {} of sample {} is {}: model-ready input must be finite",
-                    i % per,
-                    i / per,
-                    a.data[i]
-                ),
+                format!("{}: model-ready input must be finite", at(i)),
             ));
         }
         // Pixels normalised this way lie in [lo, hi]; far outside, the array is raw pixels (0-255
@@ -544,14 +541,11 @@ pub fn inputs(
         // Generous (a span each way: noise-like test inputs pass); 0-255 floats never do.
         let slack = hi - lo;
         if let Some(i) = a.data.iter().position(|v| *v < lo - slack || *v > hi + slack) {
-            let per = chw.iter().product::<usize>();
             return Err(invalid_input(
                 input,
                 format!(
-                    "value {} of sample {} is {}, far outside [{lo:.3}, {hi:.3}] where pixels normalised by '{}' lie: the array is not model-ready (raw 0-255 pixels, or another normalization?); `kiln transform --out x.npy` writes model-ready arrays, or give the image files",
-                    i % per,
-                    i / per,
-                    a.data[i],
+                    "{}, far outside [{lo:.3}, {hi:.3}] where pixels normalised by '{}' lie: the array is not model-ready (raw 0-255 pixels, or another normalization?); `kiln transform --out x.npy` writes model-ready arrays, or give the image files",
+                    at(i),
                     norm.name
                 ),
             ));

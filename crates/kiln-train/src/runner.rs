@@ -789,22 +789,13 @@ fn preflight(file: &RunFile, data: &Splits, cfg: &crate::TrainConfig) -> Result<
         }
         if let Some(e) = last {
             // A stage that does not fit the images: the stages are the setting to change.
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(c) = cause {
-                // (A boxed source is seen as the box.)
-                let data = c
-                    .downcast_ref::<kiln_data::DataError>()
-                    .or_else(|| c.downcast_ref::<Box<kiln_data::DataError>>().map(|b| &**b));
-                if c.is::<kiln_transforms::TransformError>()
-                    || matches!(data, Some(kiln_data::DataError::Transform(_)))
-                {
-                    return Err(TrainError::InvalidConfig {
-                        field,
-                        value: stages,
-                        reason: format!("the {split} split's first image: {e}"),
-                    });
-                }
-                cause = c.source();
+            if matches!(&e, TrainError::Transform(_)) || matches!(&e, TrainError::Data(d) if d.is_transform())
+            {
+                return Err(TrainError::InvalidConfig {
+                    field,
+                    value: stages,
+                    reason: format!("the {split} split's first image: {e}"),
+                });
             }
             return Err(e);
         }
