@@ -31,3 +31,4 @@ bench:
     bash bench/models.sh
     bash bench/fmnist.sh
     bash bench/pipeline.sh
+    bash bench/onnx.sh

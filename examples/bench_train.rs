@@ -3,6 +3,8 @@
 //! ```sh
 //! cargo run --release -p kiln-suite --example bench_train -- --model reference --mode train
 //! cargo run --release -p kiln-suite --example bench_train -- --model resnet18-cifar --mode infer
+//! cargo run --release -p kiln-suite --example bench_train -- --model resnet18 --mode infer \
+//!     --batch 16 --save-weights /tmp/r18/model.bpk
 //! ```
 //!
 //! The work is the one `bench/torch_models.py` times for PyTorch: batch 128 of random inputs
@@ -10,7 +12,9 @@
 //! 0.9 with weight decay 5e-4 (kiln's default rule); `--mode infer` times eval-mode forwards only.
 //! Two warm-up steps are not timed. Prints `train_images_per_s=…` or `infer_images_per_s=…`, and
 //! `peak_rss_mb=…` (the process's high-water mark, `VmHWM`). One mode per process, so the peak
-//! belongs to that mode.
+//! belongs to that mode. `--model resnet18` is torchvision's ResNet-18 (224×224×3, 1000 classes);
+//! `--save-weights FILE` also writes the (seeded, random) model as a kiln checkpoint with a
+//! torchvision-ImageNet spec, for `kiln export` and `kiln predict` (`bench/onnx.sh`).
 
 use anyhow::{Context, bail};
 use burn::optim::GradientsParams;
@@ -25,6 +29,7 @@ struct Args {
     mode: String,
     batch: usize,
     steps: usize,
+    save_weights: Option<std::path::PathBuf>,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -33,6 +38,7 @@ fn parse() -> anyhow::Result<Args> {
         mode: "train".into(),
         batch: 128,
         steps: 0,
+        save_weights: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,9 +48,10 @@ fn parse() -> anyhow::Result<Args> {
             "--mode" => a.mode = value()?,
             "--batch" => a.batch = value()?.parse().context("--batch")?,
             "--steps" => a.steps = value()?.parse().context("--steps")?,
+            "--save-weights" => a.save_weights = Some(value()?.into()),
             "-h" | "--help" => {
                 println!(
-                    "bench_train [--model reference|resnet18-cifar] [--mode train|infer] [--batch 128] [--steps N]"
+                    "bench_train [--model reference|resnet18-cifar|resnet18] [--mode train|infer] [--batch 128] [--steps N] [--save-weights FILE]"
                 );
                 std::process::exit(0);
             }
@@ -78,7 +85,15 @@ fn main() -> anyhow::Result<()> {
             [3, 32, 32],
             6,
         ),
-        other => bail!("unknown model `{other}`: expected reference or resnet18-cifar"),
+        "resnet18" => run(
+            &args,
+            ResNetConfig::new(ResNetKind::ResNet18)
+                .with_num_classes(1000)
+                .init(&device)?,
+            [3, 224, 224],
+            4,
+        ),
+        other => bail!("unknown model `{other}`: expected reference, resnet18-cifar or resnet18"),
     }
 }
 
@@ -90,6 +105,13 @@ fn run<M: Classifier>(args: &Args, model: M, chw: [usize; 3], default_steps: usi
         args.steps
     };
     let shape = [args.batch, chw[0], chw[1], chw[2]];
+    if let Some(path) = &args.save_weights {
+        if args.model != "resnet18" {
+            bail!("--save-weights writes a torchvision ImageNet spec: use it with --model resnet18");
+        }
+        let spec = kiln_models::PretrainedSpec::torchvision_imagenet(&args.model);
+        kiln_models::weights::save_weights(&model, path, Some(&spec))?;
+    }
     let ad = device.clone().autodiff();
     let loss_fn = LossConfig::default();
     let targets: Vec<i32> = (0..args.batch).map(|i| (i * 7 % 10) as i32).collect();

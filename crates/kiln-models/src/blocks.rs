@@ -208,6 +208,25 @@ impl ConvBnAct {
     }
 }
 
+impl crate::onnx::OnnxLayer for ConvBnAct {
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::OnnxGraph,
+        scope: &str,
+        x: &str,
+    ) -> Result<String, crate::ModelError> {
+        let (conv, bn) = (crate::onnx::path(scope, "conv"), crate::onnx::path(scope, "bn"));
+        let y = crate::onnx::conv_bn(
+            g,
+            &conv,
+            &self.conv,
+            self.bn.as_ref().map(|b| (bn.as_str(), b)),
+            x,
+        )?;
+        self.activation.onnx(g, scope, &y)
+    }
+}
+
 /// Configuration of [`LinearBnAct`].
 #[derive(Config, Debug, PartialEq)]
 pub struct LinearBnActConfig {
@@ -296,6 +315,25 @@ impl LinearBnAct {
             params: self.num_params(),
             macs: (d_in * d_out) as u64,
         }
+    }
+}
+
+impl crate::onnx::OnnxLayer for LinearBnAct {
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::OnnxGraph,
+        scope: &str,
+        x: &str,
+    ) -> Result<String, crate::ModelError> {
+        let (linear, bn) = (crate::onnx::path(scope, "linear"), crate::onnx::path(scope, "bn"));
+        let y = crate::onnx::linear_bn(
+            g,
+            &linear,
+            &self.linear,
+            self.bn.as_ref().map(|b| (bn.as_str(), b)),
+            x,
+        )?;
+        self.activation.onnx(g, scope, &y)
     }
 }
 

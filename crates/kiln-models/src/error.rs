@@ -45,6 +45,17 @@ pub enum ModelError {
         reason: String,
     },
 
+    /// A layer (or model) an export cannot write.
+    #[error("cannot export {layer} to {format}: {reason}")]
+    Export {
+        /// `ONNX`, or `torchvision's layout`.
+        format: &'static str,
+        /// The layer (its parameter path) or the model.
+        layer: String,
+        /// Why.
+        reason: String,
+    },
+
     /// A transform pipeline whose normalization is not the one the weights were trained with.
     #[error(
         "{model} was trained with normalization {expected}, but the pipeline uses {found}; use the weights' normalization, or override explicitly if this is intended"

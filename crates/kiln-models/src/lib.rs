@@ -11,6 +11,7 @@
 //!   import, kiln checkpoints and the safetensors export PyTorch loads back.
 //! * [`zoo`] — the model registry: [`ModelConfig`] (every architecture, `--model` names) and
 //!   [`ModelFn`], code generic over whichever model it builds.
+//! * [`onnx`] — the ONNX export of any registered model ([`onnx::export`]).
 //! * [`finetune`] — replacing the head, freezing the backbone, backbone/head parameter groups.
 //! * [`kernels`] — kiln's own CPU kernels on Burn's flex backend (convolution, BatchNorm + ReLU,
 //!   2×2 max-pool), used by the layers above on flex; Burn's ops on every other device.
@@ -39,6 +40,7 @@ pub mod import;
 pub mod init;
 pub mod kernels;
 pub mod mlp;
+pub mod onnx;
 pub mod pretrained;
 pub mod reference_cnn;
 pub mod resnet;

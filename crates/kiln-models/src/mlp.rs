@@ -226,7 +226,16 @@ impl Architecture for MlpArch {
     }
 }
 
-impl ZooModel for Mlp {}
+impl ZooModel for Mlp {
+    fn onnx(&self, g: &mut crate::onnx::OnnxGraph, x: &str) -> Result<String, ModelError> {
+        use crate::onnx::OnnxLayer;
+        let mut x = crate::onnx::flatten(g, "", x);
+        for (i, block) in self.hidden.iter().enumerate() {
+            x = block.onnx(g, &format!("hidden.{i}"), &x)?;
+        }
+        self.head.onnx(g, "head", &x)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -316,7 +316,26 @@ impl Architecture for ReferenceCnnArch {
     }
 }
 
-impl ZooModel for ReferenceCnn {}
+impl ZooModel for ReferenceCnn {
+    fn onnx(&self, g: &mut crate::onnx::OnnxGraph, x: &str) -> Result<String, ModelError> {
+        use crate::blocks::Activation::Relu;
+        use crate::onnx::{OnnxLayer, conv_bn, linear_bn};
+        let mut x = x.to_string();
+        for (i, (conv, bn)) in [(&self.conv1, &self.bn1), (&self.conv2, &self.bn2)]
+            .into_iter()
+            .enumerate()
+        {
+            let (c, b) = (format!("conv{}", i + 1), format!("bn{}", i + 1));
+            x = conv_bn(g, &c, conv, bn.as_ref().map(|bn| (b.as_str(), bn)), &x)?;
+            x = Relu.onnx(g, &c, &x)?;
+            x = self.pool.onnx(g, &format!("pool{}", i + 1), &x)?;
+        }
+        x = crate::onnx::flatten(g, "", &x);
+        x = linear_bn(g, "fc1", &self.fc1, self.bn3.as_ref().map(|bn| ("bn3", bn)), &x)?;
+        x = Relu.onnx(g, "fc1", &x)?;
+        self.fc2.onnx(g, "fc2", &x)
+    }
+}
 
 #[cfg(test)]
 mod tests {

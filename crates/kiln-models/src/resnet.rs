@@ -447,6 +447,30 @@ impl Architecture for ResNetArch {
 }
 
 impl ZooModel for ResNet {
+    fn onnx(&self, g: &mut crate::onnx::OnnxGraph, x: &str) -> Result<String, ModelError> {
+        use crate::onnx::OnnxLayer;
+        let mut x = self.stem.onnx(g, "stem", x)?;
+        if let Some(p) = &self.pool {
+            x = p.onnx(g, "pool", &x)?;
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
+            let scope = format!("blocks.{i}");
+            let skip = match &block.shortcut {
+                Some(s) => s.onnx(g, &format!("{scope}.shortcut"), &x)?,
+                None => x.clone(),
+            };
+            let mut y = x;
+            for (j, conv) in block.branch.iter().enumerate() {
+                y = conv.onnx(g, &format!("{scope}.branch.{j}"), &y)?;
+            }
+            let sum = g.node("Add", &format!("{scope}.add"), &[&y, &skip], Vec::new());
+            x = g.node("Relu", &format!("{scope}.relu"), &[&sum], Vec::new());
+        }
+        x = self.avg.onnx(g, "avg", &x)?;
+        x = crate::onnx::flatten(g, "", &x);
+        self.fc.onnx(g, "fc", &x)
+    }
+
     fn torchvision_key_map(&self) -> Option<Vec<(String, String)>> {
         Some(ResNet::torchvision_key_map(self))
     }

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::store::{BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, SafetensorsStore};
 
-use crate::{ModelError, PretrainedSpec, ResNet};
+use crate::{ModelError, PretrainedSpec};
 
 /// The safetensors metadata key under which a [`PretrainedSpec`] is stored (as JSON).
 pub const SPEC_METADATA_KEY: &str = "kiln.pretrained";
@@ -116,7 +116,7 @@ pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<(M, Option<Pretr
     Ok((model, spec))
 }
 
-/// Exports a ResNet's weights in torchvision's state-dict layout (`conv1.weight`,
+/// Exports a model's weights (a ResNet's: the models torchvision has) in torchvision's state-dict layout (`conv1.weight`,
 /// `layer1.0.bn1.running_var`, `fc.weight` as `[out, in]`, ...) to a `.safetensors` file, with
 /// `spec` in its metadata. PyTorch loads it with
 /// `model.load_state_dict(safetensors.torch.load_file(path))` into the matching torchvision model
@@ -124,9 +124,10 @@ pub fn load_weights<M: Module>(model: M, path: &Path) -> Result<(M, Option<Pretr
 ///
 /// # Errors
 ///
-/// [`ModelError::Weights`] when the file cannot be written.
-pub fn export_torchvision_safetensors(
-    model: &ResNet,
+/// [`ModelError::Export`] for a model torchvision does not have; [`ModelError::Weights`] when
+/// the file cannot be written.
+pub fn export_torchvision_safetensors<M: crate::ZooModel>(
+    model: &M,
     path: &Path,
     spec: Option<&PretrainedSpec>,
 ) -> Result<PathBuf, ModelError> {
@@ -135,8 +136,14 @@ pub fn export_torchvision_safetensors(
         path: path.to_path_buf(),
         reason,
     };
-    let remapper =
-        KeyRemapper::from_patterns(model.torchvision_export_key_map()).map_err(|e| fail(e.to_string()))?;
+    let patterns = model
+        .torchvision_export_key_map()
+        .ok_or_else(|| ModelError::Export {
+            format: "torchvision's layout",
+            layer: model.name().to_string(),
+            reason: "torchvision has no such model (`kiln export --format onnx` writes every model)".into(),
+        })?;
+    let remapper = KeyRemapper::from_patterns(patterns).map_err(|e| fail(e.to_string()))?;
     let spec_json = spec
         .map(serde_json::to_string)
         .transpose()

@@ -52,6 +52,23 @@ pub trait ZooModel: Classifier + FineTune {
     fn torchvision_export_key_map(&self) -> Option<Vec<(String, String)>> {
         None
     }
+
+    /// Writes the inference graph into `g` on the input value `x` and returns the logits'
+    /// value ([`crate::onnx::export`] wraps it into a model). Layers are named by their
+    /// parameter paths.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Export`] naming the first layer without an ONNX form (the default: the
+    /// whole model).
+    fn onnx(&self, g: &mut crate::onnx::OnnxGraph, x: &str) -> Result<String, ModelError> {
+        let _ = (g, x);
+        Err(ModelError::Export {
+            format: "ONNX",
+            layer: self.name().to_string(),
+            reason: "this model has no ONNX graph yet".into(),
+        })
+    }
 }
 
 /// A `--model` name and the config it stands for.

@@ -627,6 +627,111 @@ fn invalid_input(path: &Path, reason: String) -> TrainError {
     }
 }
 
+/// The formats [`Trained::export`] writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExportFormat {
+    /// An ONNX model (any registered architecture): `input` → `logits`, `probabilities`, with
+    /// the preprocessing in its metadata ([`kiln_models::onnx`]).
+    Onnx(kiln_models::onnx::OnnxOptions),
+    /// torchvision's state-dict layout as `.safetensors` (the ResNets), for PyTorch's
+    /// `load_state_dict`.
+    TorchvisionSafetensors,
+}
+
+/// What [`Trained::export`] wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exported {
+    /// The file.
+    pub path: PathBuf,
+    /// `onnx` or `safetensors`.
+    pub format: &'static str,
+    /// Its size.
+    pub bytes: u64,
+    /// The graph's nodes by operator, in first-use order (ONNX only).
+    pub operators: Vec<OperatorCount>,
+}
+
+/// How many nodes of one operator an exported graph has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperatorCount {
+    /// The ONNX operator (`Conv`).
+    pub op: String,
+    /// Its nodes.
+    pub count: usize,
+}
+
+impl Trained {
+    /// Writes the weights as `format` to `out` (atomically: a failed write leaves any previous
+    /// file whole). The model is rebuilt from the spec, loaded on the CPU.
+    ///
+    /// # Errors
+    ///
+    /// The load's errors; [`kiln_models::ModelError::Export`] naming a layer without an ONNX
+    /// form or a model torchvision does not have; [`kiln_models::ModelError::InvalidConfig`]
+    /// for unusable ONNX options; the write's errors.
+    pub fn export(&self, format: &ExportFormat, out: &Path) -> Result<Exported, TrainError> {
+        let device = Device::flex();
+        let f = Export {
+            format,
+            spec: &self.spec,
+            out,
+        };
+        let loaded = Loaded { path: &self.path, f };
+        let operators = self.architecture.build_with(
+            self.spec.input_chw,
+            self.spec.num_classes,
+            &device,
+            loaded,
+        )???;
+        let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+        Ok(Exported {
+            path: out.to_path_buf(),
+            format: match format {
+                ExportFormat::Onnx(_) => "onnx",
+                ExportFormat::TorchvisionSafetensors => "safetensors",
+            },
+            bytes,
+            operators,
+        })
+    }
+}
+
+struct Export<'a> {
+    format: &'a ExportFormat,
+    spec: &'a PretrainedSpec,
+    out: &'a Path,
+}
+
+impl ModelFn for Export<'_> {
+    type Output = Result<Vec<OperatorCount>, TrainError>;
+
+    fn call<M: ZooModel>(self, model: M) -> Self::Output {
+        match self.format {
+            ExportFormat::Onnx(options) => {
+                use prost::Message;
+                let onnx =
+                    kiln_models::onnx::export_proto(&model, self.spec.input_chw, options, Some(self.spec))?;
+                let mut operators: Vec<OperatorCount> = Vec::new();
+                for node in onnx.graph.iter().flat_map(|g| &g.node) {
+                    match operators.iter_mut().find(|o| o.op == node.op_type()) {
+                        Some(o) => o.count += 1,
+                        None => operators.push(OperatorCount {
+                            op: node.op_type().to_string(),
+                            count: 1,
+                        }),
+                    }
+                }
+                kiln_data::paths::write_file(self.out, &onnx.encode_to_vec())?;
+                Ok(operators)
+            }
+            ExportFormat::TorchvisionSafetensors => {
+                kiln_models::weights::export_torchvision_safetensors(&model, self.out, Some(self.spec))?;
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
 /// Loads the weights into the built model, in evaluation mode, and runs `f` on it.
 struct Loaded<'a, F> {
     path: &'a Path,

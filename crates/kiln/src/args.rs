@@ -76,6 +76,9 @@ pub(crate) enum Command {
     /// Turn torchvision weights (a state dict, .pth or .safetensors) into a kiln checkpoint
     /// (model.bpk and its spec) that predict, eval, train --init-from and the export use directly.
     Import(ImportArgs),
+    /// Write trained weights for other runtimes: ONNX (every model; ONNX Runtime, TensorRT,
+    /// OpenVINO, browsers), or torchvision's safetensors layout (the ResNets) for PyTorch.
+    Export(ExportArgs),
     /// The models kiln can build, by the name --model and [model] take.
     Models {
         /// Print one JSON array instead of text.
@@ -241,6 +244,47 @@ pub(crate) struct ImportArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `kiln export`'s arguments.
+#[derive(Args, Debug)]
+pub(crate) struct ExportArgs {
+    /// A run directory (its model.bpk).
+    #[arg(long, conflicts_with = "weights")]
+    pub(crate) run: Option<PathBuf>,
+    /// Weights to export (a kiln .bpk with its model.bpk.kiln.json).
+    #[arg(long)]
+    pub(crate) weights: Option<PathBuf>,
+    /// onnx, or safetensors (torchvision's layout; ResNets only).
+    #[arg(long, value_enum, default_value_t = ExportFormatArg::Onnx)]
+    pub(crate) format: ExportFormatArg,
+    /// The file to write (replaced atomically when it exists).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// ONNX opset, 13 to 21.
+    #[arg(long, default_value_t = kiln_models::onnx::DEFAULT_OPSET)]
+    pub(crate) opset: i64,
+    /// A symbolic batch dimension: any number of images per run (ONNX).
+    #[arg(long, conflicts_with = "batch")]
+    pub(crate) dynamic_batch: bool,
+    /// The fixed batch size of the graph without --dynamic-batch (ONNX).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) batch: usize,
+    /// Fold every BatchNorm into the convolution or linear layer before it (ONNX).
+    #[arg(long)]
+    pub(crate) fold_bn: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `kiln export --format`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExportFormatArg {
+    /// ONNX.
+    Onnx,
+    /// torchvision's state-dict layout.
+    Safetensors,
 }
 
 #[derive(Args, Debug, Clone)]

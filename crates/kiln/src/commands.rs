@@ -1,5 +1,5 @@
 //! The commands around training: `eval`, `predict`, `transform`, `stats`, `inspect`, `import`,
-//! `models`.
+//! `export`, `models`.
 
 use std::path::Path;
 
@@ -11,7 +11,9 @@ use kiln_train::config::{DataFormat, RunFile};
 use kiln_train::infer::{ImportRequest, Trained};
 use kiln_transforms::NormalizationSpec;
 
-use crate::args::{EvalArgs, ImportArgs, InspectArgs, PredictArgs, StatsArgs, TransformArgs};
+use crate::args::{
+    EvalArgs, ExportArgs, ExportFormatArg, ImportArgs, InspectArgs, PredictArgs, StatsArgs, TransformArgs,
+};
 use crate::usage::Usage;
 
 /// The run file that describes `weights`, when there is one: `--config`, else the `config.toml`
@@ -310,6 +312,101 @@ pub(crate) fn import(a: &ImportArgs) -> anyhow::Result<()> {
         path.display(),
         path.display()
     );
+    Ok(())
+}
+
+/// `kiln export`: the weights as ONNX or as torchvision's safetensors layout.
+pub(crate) fn export(a: &ExportArgs) -> anyhow::Result<()> {
+    use kiln_train::infer::ExportFormat;
+    let weights = match (a.run.as_deref(), a.weights.as_deref()) {
+        (Some(dir), None) => dir.join("model.bpk"),
+        (None, Some(w)) => w.to_path_buf(),
+        _ => return Err(Usage("give --run DIR or --weights W".into()).into()),
+    };
+    let onnx_only = [
+        ("--dynamic-batch", a.dynamic_batch),
+        ("--fold-bn", a.fold_bn),
+        ("--batch", a.batch != 1),
+        ("--opset", a.opset != kiln_models::onnx::DEFAULT_OPSET),
+    ];
+    let format = match a.format {
+        ExportFormatArg::Onnx => {
+            if !kiln_models::onnx::OPSETS.contains(&a.opset) {
+                return Err(Usage(format!(
+                    "--opset {}: kiln writes opsets {} to {}",
+                    a.opset,
+                    kiln_models::onnx::OPSETS.start(),
+                    kiln_models::onnx::OPSETS.end()
+                ))
+                .into());
+            }
+            if a.batch == 0 {
+                return Err(
+                    Usage("--batch 0: a graph needs at least one image (or --dynamic-batch)".into()).into(),
+                );
+            }
+            ExportFormat::Onnx(kiln_models::onnx::OnnxOptions {
+                opset: a.opset,
+                dynamic_batch: a.dynamic_batch,
+                batch: a.batch,
+                fold_bn: a.fold_bn,
+            })
+        }
+        ExportFormatArg::Safetensors => {
+            if let Some((flag, _)) = onnx_only.iter().find(|(_, set)| *set) {
+                return Err(Usage(format!(
+                    "{flag} is for --format onnx; safetensors holds the weights as they are"
+                ))
+                .into());
+            }
+            ExportFormat::TorchvisionSafetensors
+        }
+    };
+    let wanted = match a.format {
+        ExportFormatArg::Onnx => "onnx",
+        ExportFormatArg::Safetensors => "safetensors",
+    };
+    if a.out.extension().and_then(|e| e.to_str()) != Some(wanted) {
+        return Err(Usage(format!("--out {}: name it .{wanted}", a.out.display())).into());
+    }
+    writable(&a.out)?;
+    let t = trained(&weights, None)?;
+    let done = t.export(&format, &a.out)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+        return Ok(());
+    }
+    let [c, h, w] = t.spec.input_chw;
+    println!(
+        "kiln export: {} -> {} ({}, {} bytes; {}, {c}x{h}x{w} -> {} classes)",
+        weights.display(),
+        done.path.display(),
+        done.format,
+        done.bytes,
+        t.spec.model,
+        t.spec.num_classes
+    );
+    if let ExportFormat::Onnx(o) = &format {
+        let ops: Vec<String> = done
+            .operators
+            .iter()
+            .map(|o| format!("{} x{}", o.op, o.count))
+            .collect();
+        let batch = if o.dynamic_batch {
+            "N".to_string()
+        } else {
+            o.batch.to_string()
+        };
+        println!(
+            "  graph: input [{batch}, {c}, {h}, {w}] -> logits, probabilities [{batch}, {}]; opset {}; {}",
+            t.spec.num_classes,
+            o.opset,
+            ops.join(", ")
+        );
+        println!(
+            "  the preprocessing is in the model's metadata_props (normalization, colour order, input size, class names)"
+        );
+    }
     Ok(())
 }
 

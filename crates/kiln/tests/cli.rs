@@ -2533,3 +2533,247 @@ fn tensorboard_logs_read_back_with_kiln_and_with_tensorboard() {
         eprintln!("the tensorboard Python package is not installed: TensorBoard's own reader was not run");
     }
 }
+
+/// `kiln export` (issue 25): a trained run as ONNX — dynamic batch, fixed batch, BatchNorm
+/// folded — that ONNX Runtime runs to the probabilities `kiln predict` gives on the same
+/// model-ready inputs (within 1e-4, `scripts/check_onnx.py`, when the onnx and onnxruntime
+/// Python packages are installed; said when not), with the preprocessing in its metadata; and
+/// the refusals, before anything is written.
+#[test]
+fn export_writes_onnx_that_onnxruntime_runs_like_predict() {
+    use kiln_models::onnx::proto::ModelProto;
+    use prost::Message;
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 64, 16).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    succeeded(&train_tiny(data.path(), &run, "1"));
+    // Model-ready inputs over the normalized range of Fashion-MNIST pixels ((0..1 - 0.286) / 0.353).
+    let mut state = 7u32;
+    let mut inputs = |n: usize| -> Vec<f32> {
+        (0..n * 28 * 28)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((state >> 8) as f32 / (1u32 << 24) as f32 - 0.286) / 0.353
+            })
+            .collect()
+    };
+    let mut cases = Vec::new();
+    for (batch, flags) in [
+        (7, vec!["--dynamic-batch"]),
+        (7, vec!["--dynamic-batch", "--fold-bn", "--opset", "13"]),
+        (1, vec![]),
+        (3, vec!["--batch", "3", "--fold-bn"]),
+    ] {
+        let stem = format!("b{batch}{}", flags.join("").replace("--", "-"));
+        let x = dir.path().join(format!("{stem}-x.npy"));
+        kiln_data::npy::write_f32(&x, &[batch, 1, 28, 28], &inputs(batch)).unwrap();
+        let probs = dir.path().join(format!("{stem}-probs.npy"));
+        let out = kiln()
+            .args(["predict", "--weights"])
+            .arg(run.join("model.bpk"))
+            .arg("--input")
+            .arg(&x)
+            .arg("--out")
+            .arg(&probs)
+            .output()
+            .unwrap();
+        succeeded(&out);
+        let onnx = dir.path().join(format!("{stem}.onnx"));
+        let out = kiln()
+            .args(["export", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&onnx)
+            .args(&flags)
+            .output()
+            .unwrap();
+        let stdout = succeeded(&out);
+        assert!(
+            stdout.contains("kiln export: ") && stdout.contains("Conv x2"),
+            "{stdout}"
+        );
+        let model = ModelProto::decode(std::fs::read(&onnx).unwrap().as_slice()).unwrap();
+        let ops: Vec<&str> = model
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type())
+            .collect();
+        assert_eq!(
+            ops.contains(&"BatchNormalization"),
+            !flags.contains(&"--fold-bn"),
+            "{ops:?}"
+        );
+        let meta: std::collections::BTreeMap<&str, &str> = model
+            .metadata_props
+            .iter()
+            .map(|p| (p.key(), p.value()))
+            .collect();
+        assert_eq!(
+            (
+                meta["model"],
+                meta["colour_order"],
+                meta["input_chw"],
+                meta["normalization"]
+            ),
+            ("reference-cnn", "grey", "[1, 28, 28]", "fashion-mnist")
+        );
+        let names: Vec<String> = serde_json::from_str(meta["class_names"]).unwrap();
+        assert_eq!(names.len(), 10);
+        cases.push(serde_json::json!({
+            "onnx": format!("{stem}.onnx"),
+            "input": format!("{stem}-x.npy"),
+            "probabilities": format!("{stem}-probs.npy"),
+        }));
+    }
+    let manifest = dir.path().join("manifest.json");
+    std::fs::write(&manifest, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let have = Command::new("python3")
+        .args(["-c", "import onnx, onnxruntime"])
+        .output();
+    if have.is_ok_and(|o| o.status.success()) {
+        let check = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/check_onnx.py"
+            ))
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success(),
+            "{said}\n{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(said.contains("onnxruntime agrees on 4 models"), "{said}");
+    } else {
+        eprintln!("the onnx/onnxruntime Python packages are not installed: ONNX Runtime's check was not run");
+    }
+
+    // Refusals: usage errors exit 2 and a model without a torchvision layout exits 1, each
+    // before anything is written.
+    let refused = |args: &[&str], code: i32, says: &str| {
+        let target = dir.path().join(args.last().unwrap());
+        let out = kiln()
+            .args(["export", "--run"])
+            .arg(&run)
+            .args(&args[..args.len() - 1])
+            .arg("--out")
+            .arg(&target)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!target.exists(), "{args:?} wrote {}", target.display());
+    };
+    refused(&["--opset", "9", "x.onnx"], 2, "kiln writes opsets 13 to 21");
+    refused(&["m.txt"], 2, "name it .onnx");
+    refused(
+        &["--format", "safetensors", "--fold-bn", "m.safetensors"],
+        2,
+        "--fold-bn is for --format onnx",
+    );
+    refused(
+        &["--format", "safetensors", "m.safetensors"],
+        1,
+        "torchvision has no such model",
+    );
+    refused(&["missing/m.onnx"], 2, "does not exist");
+}
+
+/// The torchvision-layout ResNet-20 fixture (PyTorch's own eval logits, `scripts/make_resnet_fixture.py`)
+/// through `kiln import` and `kiln export`: the ONNX graph gives PyTorch's logits in ONNX Runtime
+/// (within 1e-4, folded or not; when the Python packages are installed), and `--format safetensors`
+/// writes back the fixture's tensor names and shapes.
+#[test]
+fn an_imported_resnet_exports_to_onnx_with_pytorchs_logits_and_back_to_torchvisions_layout() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures/cifar_resnet20");
+    let root = tempfile::tempdir().unwrap();
+    let imported = root.path().join("imported");
+    let out = kiln()
+        .args(["import", "--arch", "cifar-resnet20", "--classes", "10"])
+        .args(["--normalization", "cifar10", "--input-size", "32x32", "--weights"])
+        .arg(fixtures.join("weights.safetensors"))
+        .arg("--out")
+        .arg(&imported)
+        .output()
+        .unwrap();
+    succeeded(&out);
+    let raw = |name: &str| -> Vec<f32> {
+        std::fs::read(fixtures.join(name))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    kiln_data::npy::write_f32(&root.path().join("x.npy"), &[2, 3, 32, 32], &raw("input.f32")).unwrap();
+    kiln_data::npy::write_f32(&root.path().join("logits.npy"), &[2, 10], &raw("logits.f32")).unwrap();
+    let mut cases = Vec::new();
+    for (name, flags) in [
+        ("plain.onnx", vec!["--dynamic-batch"]),
+        ("folded.onnx", vec!["--batch", "2", "--fold-bn"]),
+    ] {
+        let out = kiln()
+            .args(["export", "--weights"])
+            .arg(imported.join("model.bpk"))
+            .args(&flags)
+            .arg("--out")
+            .arg(root.path().join(name))
+            .output()
+            .unwrap();
+        let stdout = succeeded(&out);
+        assert!(stdout.contains("Add x9"), "nine residual joins: {stdout}");
+        cases.push(serde_json::json!({"onnx": name, "input": "x.npy", "logits": "logits.npy"}));
+    }
+    let manifest = root.path().join("manifest.json");
+    std::fs::write(&manifest, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let have = Command::new("python3")
+        .args(["-c", "import onnx, onnxruntime"])
+        .output();
+    if have.is_ok_and(|o| o.status.success()) {
+        let check = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/check_onnx.py"
+            ))
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&check.stdout);
+        println!("{said}");
+        assert!(
+            check.status.success(),
+            "{said}\n{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(said.contains("onnxruntime agrees on 2 models"), "{said}");
+    } else {
+        eprintln!("the onnx/onnxruntime Python packages are not installed: ONNX Runtime's check was not run");
+    }
+
+    let back = root.path().join("back.safetensors");
+    let out = kiln()
+        .args(["export", "--format", "safetensors", "--weights"])
+        .arg(imported.join("model.bpk"))
+        .arg("--out")
+        .arg(&back)
+        .output()
+        .unwrap();
+    succeeded(&out);
+    let (original, _) =
+        kiln_models::weights::safetensors_header(&fixtures.join("weights.safetensors")).unwrap();
+    let (written, meta) = kiln_models::weights::safetensors_header(&back).unwrap();
+    let original: std::collections::BTreeMap<_, _> = original
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+        .collect();
+    assert_eq!(written, original);
+    assert!(meta.contains_key("kiln.pretrained"), "{meta:?}");
+}
