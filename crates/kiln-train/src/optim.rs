@@ -5,6 +5,16 @@
 //! | [`OptimizerConfig::Sgd`] | `torch.optim.SGD(momentum, dampening=0, nesterov, weight_decay)` | Burn's momentum dampening defaults to 0.1; PyTorch's first step stores the raw gradient |
 //! | [`OptimizerConfig::Adam`] | `torch.optim.Adam(betas=(0.9, 0.999), eps=1e-8, weight_decay)` (L2 added to the gradient) | Burn's eps is 1e-5 |
 //! | [`OptimizerConfig::AdamW`] | `torch.optim.AdamW(betas, eps=1e-8, weight_decay=0.01)` (decoupled: `p ← p·(1 − lr·wd)`) | Burn's eps is 1e-5 and its weight decay 1e-4 |
+//! | [`OptimizerConfig::RmsProp`] | `torch.optim.RMSprop(alpha=0.99, eps=1e-8, momentum, centered, weight_decay)` | Burn's RMSprop defaults to momentum 0.9 and eps 1e-5 (PyTorch: 0 and 1e-8) |
+//! | [`OptimizerConfig::RmsPropTf`] | timm's `RMSpropTF(alpha=0.9, eps=1e-10, momentum, centered, decoupled_decay, lr_in_momentum=True)`: TensorFlow's RMSprop (square average starts at 1, eps inside the square root, the learning rate inside the momentum), timm's EfficientNet recipe | Burn has none |
+//! | [`OptimizerConfig::Lamb`] | timm's `Lamb(betas, eps=1e-6, weight_decay=0.01, max_grad_norm=None)`: Adam's step scaled per tensor by `‖w‖ / ‖update‖` | Burn has none |
+//! | [`OptimizerConfig::Lars`] | timm's `Lars(momentum, dampening, nesterov, weight_decay, trust_coeff=0.001, eps=1e-8)`: SGD with the gradient scaled per tensor by `η‖w‖ / (‖g‖ + wd‖w‖ + ε)` | Burn has none |
+//!
+//! LAMB and LARS adapt only the tensors that decay (timm skips the trust ratio where a group's
+//! weight decay is 0), so with the default grouping biases and BatchNorm γ/β take plain Adam / SGD
+//! steps; `always_adapt` adapts them too. timm's `Lamb` clips the global gradient norm at 1.0 by
+//! default (`max_grad_norm`): in kiln that is `train.clip_grad_norm = 1.0` (timm divides by
+//! `max(‖g‖, 1)`, PyTorch's clipping multiplies by `min(1, 1/(‖g‖ + 1e-6))`).
 //!
 //! **Parameter groups.** By default one-dimensional parameters — biases and BatchNorm γ/β — get
 //! no weight decay (`decay_norm_and_bias = false`), the usual practice (timm, the "bag of
@@ -77,6 +87,136 @@ pub enum OptimizerConfig {
         #[serde(default)]
         decay_norm_and_bias: bool,
     },
+    /// `torch.optim.RMSprop`.
+    #[serde(rename = "rmsprop")]
+    RmsProp {
+        /// Smoothing constant of the squared-gradient average (PyTorch's 0.99).
+        #[serde(default = "default_rms_alpha")]
+        alpha: f64,
+        /// Added to the denominator (PyTorch's 1e-8).
+        #[serde(default = "default_eps")]
+        eps: f64,
+        /// Momentum factor (0 turns momentum off).
+        #[serde(default)]
+        momentum: f64,
+        /// Normalise by the gradient's estimated variance instead of its second moment.
+        #[serde(default)]
+        centered: bool,
+        /// L2 penalty added to the gradient.
+        #[serde(default)]
+        weight_decay: f64,
+        /// Also decay biases and BatchNorm γ/β (1-D parameters).
+        #[serde(default)]
+        decay_norm_and_bias: bool,
+    },
+    /// timm's `RMSpropTF`: TensorFlow's RMSprop (EfficientNet and MobileNet recipes).
+    #[serde(rename = "rmsprop-tf")]
+    RmsPropTf {
+        /// Smoothing constant (timm's 0.9).
+        #[serde(default = "default_rms_tf_alpha")]
+        alpha: f64,
+        /// Added inside the square root (timm's 1e-10; EfficientNet trains with 1e-3).
+        #[serde(default = "default_rms_tf_eps")]
+        eps: f64,
+        /// Momentum factor (0 turns momentum off).
+        #[serde(default)]
+        momentum: f64,
+        /// Normalise by the gradient's estimated variance.
+        #[serde(default)]
+        centered: bool,
+        /// Weight decay: added to the gradient, or decoupled (`decoupled_decay`).
+        #[serde(default)]
+        weight_decay: f64,
+        /// `p ← p·(1 − lr·wd)` instead of adding `wd·p` to the gradient.
+        #[serde(default)]
+        decoupled_decay: bool,
+        /// The learning rate scales the momentum buffer's input (TensorFlow, timm's default) rather
+        /// than the step.
+        #[serde(default = "yes")]
+        lr_in_momentum: bool,
+        /// Also decay biases and BatchNorm γ/β (1-D parameters).
+        #[serde(default)]
+        decay_norm_and_bias: bool,
+    },
+    /// timm's `Lamb` (layer-wise adaptive Adam, for large batches).
+    Lamb {
+        /// `(β1, β2)`.
+        #[serde(default = "default_betas")]
+        betas: [f64; 2],
+        /// Added to the denominator (timm's 1e-6).
+        #[serde(default = "default_lamb_eps")]
+        eps: f64,
+        /// Weight decay added to the update (timm's 0.01), or decoupled (`decoupled_decay`).
+        #[serde(default = "default_adamw_decay")]
+        weight_decay: f64,
+        /// `p ← p·(1 − lr·wd)` instead of adding `wd·p` to the update.
+        #[serde(default)]
+        decoupled_decay: bool,
+        /// Adam's bias correction.
+        #[serde(default = "yes")]
+        bias_correction: bool,
+        /// `m ← β1·m + (1−β1)·g` (false: `+ g`).
+        #[serde(default = "yes")]
+        grad_averaging: bool,
+        /// Clip the trust ratio at 1 (LAMBC).
+        #[serde(default)]
+        trust_clip: bool,
+        /// Adapt tensors without weight decay too.
+        #[serde(default)]
+        always_adapt: bool,
+        /// Also decay (and adapt) biases and BatchNorm γ/β (1-D parameters).
+        #[serde(default)]
+        decay_norm_and_bias: bool,
+    },
+    /// timm's `Lars` (layer-wise adaptive SGD, for large batches).
+    Lars {
+        /// Momentum factor (0 turns momentum off).
+        #[serde(default)]
+        momentum: f64,
+        /// Dampening of the momentum's gradient term.
+        #[serde(default)]
+        dampening: f64,
+        /// Nesterov momentum.
+        #[serde(default)]
+        nesterov: bool,
+        /// L2 penalty added to the gradient before the trust ratio scales it.
+        #[serde(default)]
+        weight_decay: f64,
+        /// η in the trust ratio (timm's 0.001).
+        #[serde(default = "default_trust_coeff")]
+        trust_coeff: f64,
+        /// Added to the trust ratio's denominator (timm's 1e-8).
+        #[serde(default = "default_eps")]
+        eps: f64,
+        /// Clip `trust ratio / lr` at 1 (LARC).
+        #[serde(default)]
+        trust_clip: bool,
+        /// Adapt tensors without weight decay too.
+        #[serde(default)]
+        always_adapt: bool,
+        /// Also decay (and adapt) biases and BatchNorm γ/β (1-D parameters).
+        #[serde(default)]
+        decay_norm_and_bias: bool,
+    },
+}
+
+fn default_rms_alpha() -> f64 {
+    0.99
+}
+fn default_rms_tf_alpha() -> f64 {
+    0.9
+}
+fn default_rms_tf_eps() -> f64 {
+    1e-10
+}
+fn default_lamb_eps() -> f64 {
+    1e-6
+}
+fn default_trust_coeff() -> f64 {
+    1e-3
+}
+fn yes() -> bool {
+    true
 }
 
 fn default_betas() -> [f64; 2] {
@@ -121,12 +261,17 @@ impl OptimizerConfig {
         }
     }
 
-    /// The optimizer's name as in configs (`sgd`, `adam`, `adamw`).
+    /// The optimizer's name as in configs (`sgd`, `adam`, `adamw`, `rmsprop`, `rmsprop-tf`,
+    /// `lamb`, `lars`).
     pub fn name(&self) -> &'static str {
         match self {
             OptimizerConfig::Sgd { .. } => "sgd",
             OptimizerConfig::Adam { .. } => "adam",
             OptimizerConfig::AdamW { .. } => "adamw",
+            OptimizerConfig::RmsProp { .. } => "rmsprop",
+            OptimizerConfig::RmsPropTf { .. } => "rmsprop-tf",
+            OptimizerConfig::Lamb { .. } => "lamb",
+            OptimizerConfig::Lars { .. } => "lars",
         }
     }
 
@@ -185,6 +330,81 @@ impl OptimizerConfig {
                 }
                 if !(eps.is_finite() && eps > 0.0) {
                     return bad("optimizer.eps", eps.to_string(), "must be finite and > 0");
+                }
+                weight_decay
+            }
+            OptimizerConfig::RmsProp {
+                alpha,
+                eps,
+                momentum,
+                weight_decay,
+                ..
+            }
+            | OptimizerConfig::RmsPropTf {
+                alpha,
+                eps,
+                momentum,
+                weight_decay,
+                ..
+            } => {
+                if !(0.0..1.0).contains(&alpha) {
+                    return bad("optimizer.alpha", alpha.to_string(), "must be in [0, 1)");
+                }
+                if !(eps.is_finite() && eps > 0.0) {
+                    return bad("optimizer.eps", eps.to_string(), "must be finite and > 0");
+                }
+                if !(0.0..1.0).contains(&momentum) {
+                    return bad("optimizer.momentum", momentum.to_string(), "must be in [0, 1)");
+                }
+                weight_decay
+            }
+            OptimizerConfig::Lamb {
+                betas,
+                eps,
+                weight_decay,
+                ..
+            } => {
+                for b in betas {
+                    if !(0.0..1.0).contains(&b) {
+                        return bad("optimizer.betas", format!("{betas:?}"), "each must be in [0, 1)");
+                    }
+                }
+                if !(eps.is_finite() && eps > 0.0) {
+                    return bad("optimizer.eps", eps.to_string(), "must be finite and > 0");
+                }
+                weight_decay
+            }
+            OptimizerConfig::Lars {
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+                trust_coeff,
+                eps,
+                ..
+            } => {
+                if !(0.0..1.0).contains(&momentum) {
+                    return bad("optimizer.momentum", momentum.to_string(), "must be in [0, 1)");
+                }
+                if !(0.0..=1.0).contains(&dampening) {
+                    return bad("optimizer.dampening", dampening.to_string(), "must be in [0, 1]");
+                }
+                if nesterov && (momentum == 0.0 || dampening != 0.0) {
+                    return bad(
+                        "optimizer.nesterov",
+                        "true".into(),
+                        "needs momentum > 0 and dampening 0 (as in PyTorch)",
+                    );
+                }
+                if !(trust_coeff.is_finite() && trust_coeff > 0.0) {
+                    return bad(
+                        "optimizer.trust_coeff",
+                        trust_coeff.to_string(),
+                        "must be finite and > 0",
+                    );
+                }
+                if !(eps.is_finite() && eps >= 0.0) {
+                    return bad("optimizer.eps", eps.to_string(), "must be finite and >= 0");
                 }
                 weight_decay
             }
@@ -274,6 +494,69 @@ impl std::fmt::Display for OptimizerConfig {
                 write!(f, "AdamW(betas=({}, {}), eps={eps:e}", betas[0], betas[1])?;
                 (weight_decay, decay_norm_and_bias)
             }
+            OptimizerConfig::RmsProp {
+                alpha,
+                eps,
+                momentum,
+                centered,
+                weight_decay,
+                decay_norm_and_bias,
+            } => {
+                write!(
+                    f,
+                    "RMSprop(alpha={alpha}, eps={eps:e}, momentum={momentum}, centered={centered}"
+                )?;
+                (weight_decay, decay_norm_and_bias)
+            }
+            OptimizerConfig::RmsPropTf {
+                alpha,
+                eps,
+                momentum,
+                centered,
+                weight_decay,
+                decoupled_decay,
+                lr_in_momentum,
+                decay_norm_and_bias,
+            } => {
+                write!(
+                    f,
+                    "RMSpropTF(alpha={alpha}, eps={eps:e}, momentum={momentum}, centered={centered}, lr_in_momentum={lr_in_momentum}, decoupled_decay={decoupled_decay}"
+                )?;
+                (weight_decay, decay_norm_and_bias)
+            }
+            OptimizerConfig::Lamb {
+                betas,
+                eps,
+                weight_decay,
+                decoupled_decay,
+                trust_clip,
+                always_adapt,
+                decay_norm_and_bias,
+                ..
+            } => {
+                write!(
+                    f,
+                    "LAMB(betas=({}, {}), eps={eps:e}, trust_clip={trust_clip}, always_adapt={always_adapt}, decoupled_decay={decoupled_decay}",
+                    betas[0], betas[1]
+                )?;
+                (weight_decay, decay_norm_and_bias)
+            }
+            OptimizerConfig::Lars {
+                momentum,
+                nesterov,
+                weight_decay,
+                trust_coeff,
+                trust_clip,
+                always_adapt,
+                decay_norm_and_bias,
+                ..
+            } => {
+                write!(
+                    f,
+                    "LARS(momentum={momentum}, nesterov={nesterov}, trust_coeff={trust_coeff}, trust_clip={trust_clip}, always_adapt={always_adapt}"
+                )?;
+                (weight_decay, decay_norm_and_bias)
+            }
         };
         let scope = if decay == 0.0 || all {
             ""
@@ -287,15 +570,20 @@ impl std::fmt::Display for OptimizerConfig {
 impl std::str::FromStr for OptimizerConfig {
     type Err = String;
 
-    /// `sgd` (momentum 0.9, weight decay 5e-4), `adam` or `adamw` (PyTorch's defaults), for the
-    /// command line; other settings go in the config.
+    /// `sgd` (momentum 0.9, weight decay 5e-4), `adam`, `adamw`, `rmsprop` (PyTorch's defaults),
+    /// `rmsprop-tf`, `lamb` or `lars` (timm's defaults), for the command line; other settings go
+    /// in the config.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "sgd" => Ok(OptimizerConfig::default()),
             "adam" => Ok(OptimizerConfig::adam()),
             "adamw" => Ok(OptimizerConfig::adamw()),
+            "rmsprop" | "rmsprop-tf" | "lamb" | "lars" => Ok(serde_json::from_value(
+                serde_json::json!({ "name": s.trim().to_ascii_lowercase() }),
+            )
+            .map_err(|e| e.to_string())?),
             other => Err(format!(
-                "unknown optimizer `{other}`: expected sgd, adam or adamw"
+                "unknown optimizer `{other}`: expected sgd, adam, adamw, rmsprop, rmsprop-tf, lamb or lars"
             )),
         }
     }
@@ -320,13 +608,16 @@ pub struct TorchRule {
     lr_scale: f64,
 }
 
-/// Per-parameter state: the momentum buffer (SGD) or the moments and step count (Adam/AdamW).
+/// Per-parameter state: the momentum buffer (SGD, LARS), the moments (Adam, AdamW, LAMB) or the
+/// averages (RMSprop), and the step count.
 #[derive(Clone)]
 pub struct TorchState<const D: usize> {
-    /// SGD's `momentum_buffer`, or Adam's `exp_avg`.
+    /// SGD's, LARS's and RMSprop's `momentum_buffer`, or Adam's and LAMB's `exp_avg`.
     pub first: Option<Tensor<D>>,
-    /// Adam's `exp_avg_sq`.
+    /// Adam's and LAMB's `exp_avg_sq`, or RMSprop's `square_avg`.
     pub second: Option<Tensor<D>>,
+    /// Centered RMSprop's `grad_avg`.
+    pub third: Option<Tensor<D>>,
     /// Steps taken (Adam's bias correction).
     pub step: usize,
 }
@@ -339,6 +630,9 @@ impl<const D: usize> RecordState for TorchState<D> {
         if let Some(t) = &self.second {
             out.push_tensor(prefix, "second", t.to_data());
         }
+        if let Some(t) = &self.third {
+            out.push_tensor(prefix, "third", t.to_data());
+        }
         out.push_scalar(prefix, "step", burn_pack::Scalar::from(self.step as u64));
     }
 
@@ -348,6 +642,7 @@ impl<const D: usize> RecordState for TorchState<D> {
         Some(TorchState {
             first: src.take_tensor(prefix, "first").map(tensor),
             second: src.take_tensor(prefix, "second").map(tensor),
+            third: src.take_tensor(prefix, "third").map(tensor),
             step,
         })
     }
@@ -364,9 +659,9 @@ impl Optimizer for TorchRule {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let lr = lr * self.lr_scale;
-        let (first, second, step) = match state {
-            Some(s) => (s.first, s.second, s.step + 1),
-            None => (None, None, 1),
+        let (first, second, third, step) = match state {
+            Some(s) => (s.first, s.second, s.third, s.step + 1),
+            None => (None, None, None, 1),
         };
         // 1-D parameters are biases and normalisation γ/β.
         let decays = |flag: bool| flag || D > 1;
@@ -402,6 +697,7 @@ impl Optimizer for TorchRule {
                     Some(TorchState {
                         first: buf,
                         second: None,
+                        third: None,
                         step,
                     }),
                 )
@@ -432,6 +728,217 @@ impl Optimizer for TorchRule {
                 };
                 adam_update(param, grad, first, second, step, lr, betas, eps)
             }
+            OptimizerConfig::RmsProp {
+                alpha,
+                eps,
+                momentum,
+                centered,
+                weight_decay,
+                decay_norm_and_bias,
+            } => {
+                let g = if weight_decay != 0.0 && decays(decay_norm_and_bias) {
+                    grad + param.clone().mul_scalar(weight_decay)
+                } else {
+                    grad
+                };
+                // square_avg starts at 0: α·0 + (1−α)·g².
+                let g2 = g.clone() * g.clone();
+                let sq = match second {
+                    Some(s) => s.mul_scalar(alpha) + g2.mul_scalar(1.0 - alpha),
+                    None => g2.mul_scalar(1.0 - alpha),
+                };
+                let (avg, grad_avg) = if centered {
+                    let ga = match third {
+                        Some(a) => a.clone() + (g.clone() - a).mul_scalar(1.0 - alpha),
+                        None => g.clone().mul_scalar(1.0 - alpha),
+                    };
+                    ((sq.clone() - ga.clone() * ga.clone()).sqrt(), Some(ga))
+                } else {
+                    (sq.clone().sqrt(), None)
+                };
+                let avg = avg.add_scalar(eps);
+                let (param, buf) = if momentum > 0.0 {
+                    let b = match first {
+                        Some(b) => b.mul_scalar(momentum) + g / avg,
+                        None => g / avg,
+                    };
+                    (param - b.clone().mul_scalar(lr), Some(b))
+                } else {
+                    (param - (g / avg).mul_scalar(lr), None)
+                };
+                (
+                    param,
+                    Some(TorchState {
+                        first: buf,
+                        second: Some(sq),
+                        third: grad_avg,
+                        step,
+                    }),
+                )
+            }
+            OptimizerConfig::RmsPropTf {
+                alpha,
+                eps,
+                momentum,
+                centered,
+                weight_decay,
+                decoupled_decay,
+                lr_in_momentum,
+                decay_norm_and_bias,
+            } => {
+                let (mut param, mut g) = (param, grad);
+                if weight_decay != 0.0 && decays(decay_norm_and_bias) {
+                    if decoupled_decay {
+                        param = param.mul_scalar(1.0 - lr * weight_decay);
+                    } else {
+                        g = g + param.clone().mul_scalar(weight_decay);
+                    }
+                }
+                // square_avg starts at 1 (TensorFlow): s + (1−α)·(g² − s).
+                let g2 = g.clone() * g.clone();
+                let s_prev = second.unwrap_or_else(|| g2.ones_like());
+                let sq = s_prev.clone() + (g2 - s_prev).mul_scalar(1.0 - alpha);
+                let (avg, grad_avg) = if centered {
+                    let a = third.unwrap_or_else(|| g.zeros_like());
+                    let ga = a.clone() + (g.clone() - a).mul_scalar(1.0 - alpha);
+                    (
+                        (sq.clone() - ga.clone() * ga.clone()).add_scalar(eps).sqrt(),
+                        Some(ga),
+                    )
+                } else {
+                    (sq.clone().add_scalar(eps).sqrt(), None)
+                };
+                let (param, buf) = if momentum > 0.0 {
+                    let b0 = first.unwrap_or_else(|| g.zeros_like()).mul_scalar(momentum);
+                    if lr_in_momentum {
+                        let b = b0 + (g / avg).mul_scalar(lr);
+                        (param - b.clone(), Some(b))
+                    } else {
+                        let b = b0 + g / avg;
+                        (param - b.clone().mul_scalar(lr), Some(b))
+                    }
+                } else {
+                    (param - (g / avg).mul_scalar(lr), None)
+                };
+                (
+                    param,
+                    Some(TorchState {
+                        first: buf,
+                        second: Some(sq),
+                        third: grad_avg,
+                        step,
+                    }),
+                )
+            }
+            OptimizerConfig::Lamb {
+                betas: [b1, b2],
+                eps,
+                weight_decay,
+                decoupled_decay,
+                bias_correction,
+                grad_averaging,
+                trust_clip,
+                always_adapt,
+                decay_norm_and_bias,
+            } => {
+                let wd = if decays(decay_norm_and_bias) {
+                    weight_decay
+                } else {
+                    0.0
+                };
+                let b3 = if grad_averaging { 1.0 - b1 } else { 1.0 };
+                let m = match first {
+                    Some(m) => m.mul_scalar(b1) + grad.clone().mul_scalar(b3),
+                    None => grad.clone().mul_scalar(b3),
+                };
+                let g2 = grad.clone() * grad;
+                let v = match second {
+                    Some(v) => v.mul_scalar(b2) + g2.mul_scalar(1.0 - b2),
+                    None => g2.mul_scalar(1.0 - b2),
+                };
+                let (bc1, bc2) = if bias_correction {
+                    (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32))
+                } else {
+                    (1.0, 1.0)
+                };
+                let denom = v.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(eps);
+                let mut update = m.clone().div_scalar(bc1) / denom;
+                let mut param = param;
+                if wd != 0.0 {
+                    if decoupled_decay {
+                        param = param.clone() - param.mul_scalar(lr * wd);
+                    } else {
+                        update = update + param.clone().mul_scalar(wd);
+                    }
+                }
+                if wd != 0.0 || always_adapt {
+                    let (w, u) = (norm(&param), norm(&update));
+                    let mut ratio = safe_ratio(w.clone(), u.clone(), w / u);
+                    if trust_clip {
+                        ratio = ratio.clamp_max(1.0);
+                    }
+                    update = update * ratio;
+                }
+                let param = param - update.mul_scalar(lr);
+                (
+                    param,
+                    Some(TorchState {
+                        first: Some(m),
+                        second: Some(v),
+                        third: None,
+                        step,
+                    }),
+                )
+            }
+            OptimizerConfig::Lars {
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+                trust_coeff,
+                eps,
+                trust_clip,
+                always_adapt,
+                decay_norm_and_bias,
+            } => {
+                let wd = if decays(decay_norm_and_bias) {
+                    weight_decay
+                } else {
+                    0.0
+                };
+                let mut g = grad;
+                if wd != 0.0 || always_adapt {
+                    let (w, gn) = (norm(&param), norm(&g));
+                    let raw = (w.clone() * trust_coeff) / (gn.clone() + w.clone() * wd + eps);
+                    let mut ratio = safe_ratio(w, gn, raw);
+                    if trust_clip {
+                        ratio = ratio.div_scalar(lr).clamp_max(1.0);
+                    }
+                    g = (g + param.clone().mul_scalar(wd)) * ratio;
+                }
+                let mut buf = None;
+                if momentum != 0.0 {
+                    let b = match first {
+                        Some(b) => b.mul_scalar(momentum) + g.clone().mul_scalar(1.0 - dampening),
+                        None => g.clone(),
+                    };
+                    g = if nesterov {
+                        g + b.clone().mul_scalar(momentum)
+                    } else {
+                        b.clone()
+                    };
+                    buf = Some(b);
+                }
+                (
+                    param - g.mul_scalar(lr),
+                    Some(TorchState {
+                        first: buf,
+                        second: None,
+                        third: None,
+                        step,
+                    }),
+                )
+            }
         }
     }
 
@@ -439,9 +946,21 @@ impl Optimizer for TorchRule {
         TorchState {
             first: state.first.map(|t| t.to_device(device)),
             second: state.second.map(|t| t.to_device(device)),
+            third: state.third.map(|t| t.to_device(device)),
             step: state.step,
         }
     }
+}
+
+/// `‖t‖₂` as a one-element tensor shaped to broadcast against `t`.
+fn norm<const D: usize>(t: &Tensor<D>) -> Tensor<D> {
+    t.clone().square().sum().sqrt().reshape([1; D])
+}
+
+/// `ratio` where both norms are positive, 1 elsewhere (timm's nested `torch.where`).
+fn safe_ratio<const D: usize>(w: Tensor<D>, g: Tensor<D>, ratio: Tensor<D>) -> Tensor<D> {
+    let both = w.greater_elem(0.0).bool_and(g.greater_elem(0.0));
+    ratio.ones_like().mask_where(both, ratio)
 }
 
 /// PyTorch's Adam step (`_single_tensor_adam`, no amsgrad):
@@ -477,6 +996,7 @@ fn adam_update<const D: usize>(
         Some(TorchState {
             first: Some(m),
             second: Some(v),
+            third: None,
             step,
         }),
     )
@@ -535,10 +1055,29 @@ mod tests {
             OptimizerConfig::adamw()
         );
         assert!(
-            "lamb"
+            "lion"
                 .parse::<OptimizerConfig>()
                 .unwrap_err()
-                .contains("sgd, adam or adamw")
+                .contains("sgd, adam, adamw, rmsprop, rmsprop-tf, lamb or lars")
+        );
+        // timm's defaults from the bare name.
+        assert_eq!(
+            "LAMB".parse::<OptimizerConfig>().unwrap().to_string(),
+            "LAMB(betas=(0.9, 0.999), eps=1e-6, trust_clip=false, always_adapt=false, decoupled_decay=false, weight_decay=0.01 except biases and norm γ/β)"
+        );
+        let bad: OptimizerConfig = serde_json::from_str(r#"{"name": "lars", "trust_coeff": 0}"#).unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("optimizer.trust_coeff")
+        );
+        let bad: OptimizerConfig = serde_json::from_str(r#"{"name": "rmsprop-tf", "alpha": 1.0}"#).unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("optimizer.alpha")
         );
         assert!(
             OptimizerConfig::adam()

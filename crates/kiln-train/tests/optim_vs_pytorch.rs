@@ -1,9 +1,13 @@
 //! kiln's optimizers against PyTorch's: 10 steps on a fixed tiny model give the same parameters.
 //!
-//! Fixture `tests/fixtures/optim/steps.json`, made by `scripts/make_optim_fixture.py` (torch 2.15):
-//! Linear(6, 5, no bias) → BatchNorm1d(5) → ReLU → Linear(5, 3), mean cross-entropy on a fixed batch of 8,
-//! eight optimizer configs (SGD with momentum / Nesterov / dampening / none, Adam, Adam with L2 and
-//! custom betas/eps, AdamW, AdamW decaying every parameter), parameters after steps 1 and 10.
+//! Fixture `tests/fixtures/optim/steps.json`, made by `scripts/make_optim_fixture.py` (torch 2.15,
+//! timm 1.0.31): Linear(6, 5, no bias) → BatchNorm1d(5) → ReLU → Linear(5, 3), mean cross-entropy
+//! on a fixed batch of 8, eighteen optimizer configs (SGD with momentum / Nesterov / dampening /
+//! none, Adam, Adam with L2 and custom betas/eps, AdamW, AdamW decaying every parameter;
+//! `torch.optim.RMSprop` plain and centered with momentum; timm's `RMSpropTF` with TensorFlow's
+//! momentum and with decoupled decay, `Lamb` plain, with trust clipping and adapting every tensor,
+//! with decoupled decay and no gradient averaging, and `Lars` with momentum, Nesterov adapting
+//! every tensor, and LARC clipping), parameters after steps 1 and 10.
 
 use burn::module::{Module, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -86,6 +90,19 @@ fn ten_steps_of_each_optimizer_equal_pytorchs_parameters() {
         let config: OptimizerConfig = serde_json::from_value(cfg.clone()).unwrap();
         let mut optim = config.build(Vec::new()).unwrap();
         let mut m = model(&fixture["initial"], &device).train();
+        // An optimizer that did nothing would be caught: every run moves its parameters.
+        let moved = snapshot(&m)
+            .into_iter()
+            .map(|(name, start)| {
+                let end = floats(&run["after"]["10"][name]);
+                start
+                    .iter()
+                    .zip(&end)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max)
+            })
+            .fold(0f32, f32::max);
+        assert!(moved > 1e-3, "{cfg}: PyTorch's run barely moves ({moved})");
         for step in 1..=10 {
             let loss = loss_fn.forward(m.forward(x.clone()), y.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &m);
@@ -108,7 +125,9 @@ fn ten_steps_of_each_optimizer_equal_pytorchs_parameters() {
             }
         }
     }
-    println!("max |kiln - PyTorch| over 8 optimizers x 10 steps: {worst_overall:e}");
+    let runs = fixture["runs"].as_array().unwrap().len();
+    assert_eq!(runs, 18);
+    println!("max |kiln - PyTorch| over {runs} optimizers x 10 steps: {worst_overall:e}");
 }
 
 #[test]
@@ -231,7 +250,16 @@ fn optimizer_state_survives_a_record_round_trip() {
     // Resume: 4 steps, save the optimizer state, rebuild, load, 6 more = 10 uninterrupted steps.
     let fixture = load_fixture();
     let device = Device::flex().autodiff();
-    for config in [OptimizerConfig::adamw(), OptimizerConfig::sgd(0.9, 5e-4)] {
+    // Centered RMSprop keeps three tensors per parameter; LAMB two and a step count.
+    let centered: OptimizerConfig =
+        serde_json::from_str(r#"{"name": "rmsprop", "momentum": 0.9, "centered": true}"#).unwrap();
+    let lamb: OptimizerConfig = "lamb".parse().unwrap();
+    for config in [
+        OptimizerConfig::adamw(),
+        OptimizerConfig::sgd(0.9, 5e-4),
+        centered,
+        lamb,
+    ] {
         let start = model(&fixture["initial"], &device).train();
         let straight = train(
             &mut config.build(Vec::new()).unwrap(),

@@ -321,7 +321,8 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value_t = TrainConfig::default().lr)]
     pub(crate) lr: f64,
     /// Optimizer with PyTorch's defaults: sgd (momentum 0.9, dampening 0, weight decay 5e-4 except
-    /// on biases and BatchNorm), adam, adamw.
+    /// on biases and BatchNorm), adam, adamw, rmsprop; with timm's: rmsprop-tf, lamb, lars (their
+    /// other settings: a run file's [train.optimizer]).
     #[arg(long, default_value = "sgd")]
     pub(crate) optimizer: kiln_train::OptimizerConfig,
     /// Learning-rate schedule over the run's steps: cosine (to 0), constant, one-cycle or
