@@ -4,7 +4,8 @@
 //! Layout in the checkpoint folder:
 //!
 //! ```text
-//! epoch-0003/          model.bpk, optimizer.bpk, state.json   (the last `keep_last` epochs)
+//! epoch-0003/          model.bpk, optimizer.bpk, state.json   (the last `keep_last` epochs;
+//!                      ema.bpk too when the run keeps a weight average)
 //! best.bpk             the best model so far (+ best.bpk.kiln.json when a spec is given)
 //! ```
 //!
@@ -137,6 +138,7 @@ pub fn save<M: Module>(
     model: &M,
     optim: &ModuleOptimizer,
     state: &CheckpointState,
+    ema: Option<&M>,
 ) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| fail(&opts.dir, e))?;
     let final_dir = epoch_dir(&opts.dir, state.epoch);
@@ -156,6 +158,11 @@ pub fn save<M: Module>(
             .save(&optim_path)
             .map_err(|e| fail(&optim_path, e))?;
         sync_file(&optim_path)?;
+        if let Some(ema) = ema {
+            let ema_path = tmp.join("ema.bpk");
+            ema.clone().save_file(&ema_path).map_err(|e| fail(&ema_path, e))?;
+            sync_file(&ema_path)?;
+        }
         let state_path = tmp.join("state.json");
         let json = serde_json::to_vec_pretty(state).map_err(|e| fail(&state_path, e))?;
         std::fs::write(&state_path, json).map_err(|e| fail(&state_path, e))?;
@@ -258,6 +265,8 @@ pub struct Restored<M> {
     pub optimizer: OptimizerRecord,
     /// Epoch, step, records, early-stopping state and config.
     pub state: CheckpointState,
+    /// The averaged weights (`ema.bpk`), when the run keeps an average.
+    pub ema: Option<M>,
 }
 
 /// Loads the checkpoint in `folder` into `model` (the same architecture).
@@ -280,9 +289,24 @@ pub fn load<M: Module>(folder: &Path, model: M) -> Result<Restored<M>, TrainErro
         .map_err(|e| bad(&model_path, format!("{e} — is it the same model?")))?;
     let optim_path = folder.join("optimizer.bpk");
     let optimizer = OptimizerRecord::load(&optim_path).map_err(|e| bad(&optim_path, e.to_string()))?;
+    let ema = match state.config.ema {
+        Some(_) => {
+            let ema_path = folder.join("ema.bpk");
+            // Into a copy with its own running statistics: a clone shares them (Burn's
+            // `RunningState` is behind an `Arc`), and loading would overwrite the model's.
+            Some(model.valid().try_load_file(&ema_path).map_err(|e| {
+                bad(
+                    &ema_path,
+                    format!("{e} — the run keeps a weight average (train.ema)"),
+                )
+            })?)
+        }
+        None => None,
+    };
     Ok(Restored {
         model,
         optimizer,
         state,
+        ema,
     })
 }

@@ -120,6 +120,8 @@ pub struct FitOutputs<'a> {
 pub struct FitResult<M, S = ClassStats> {
     /// The trained model, on the autodiff device (call `.valid()` for inference).
     pub model: M,
+    /// The running average of the weights (`train.ema`), in evaluation mode on the plain device.
+    pub ema: Option<M>,
     /// One record per epoch (including those before a resume).
     pub epochs: Vec<EpochRecord>,
     /// Mean training throughput over the epochs this call ran.
@@ -244,6 +246,8 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
     // `fork` moves the parameters; `train` turns gradient tracking and BatchNorm training on.
     let mut model = model.fork(&ad).train();
     let mut optim = cfg.optimizer.build(lr_groups.clone())?;
+    // timm's ModelEmaV3 starts as a copy of the model before the first step.
+    let mut ema = cfg.ema.map(|c| crate::ModelEma::new(c, &model));
     let order = BatchOrder::new(train.len(), cfg.batch_size, Some(cfg.seed), true)?;
     let steps_per_epoch = order.num_batches() / cfg.accumulate;
     let total_steps = steps_per_epoch * cfg.epochs;
@@ -293,6 +297,9 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
             });
         }
         model = restored.model.fork(&ad).train();
+        if let (Some(c), Some(weights)) = (cfg.ema, restored.ema) {
+            ema = Some(crate::ModelEma::from_weights(c, weights.fork(&plain)));
+        }
         optim = optim.load_record(restored.optimizer);
         records = restored.state.records;
         best = restored.state.best;
@@ -398,6 +405,13 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
                 r.apply(&model, &grads, lr, cfg.clip_grad_norm)?;
             }
             model = optim.step(lr, model, grads);
+            if let Some(e) = ema.as_mut() {
+                // timm passes the number of optimizer steps taken so far.
+                let taken = global_step + 1;
+                if e.due(taken) {
+                    e.update(&model, taken);
+                }
+            }
             train_secs += t.elapsed().as_secs_f64();
             bar.inc(1);
             bar.set_message(format!(
@@ -425,6 +439,12 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
         if let Some(v) = crate::step::non_finite_weight(&model) {
             return Err(diverged("a weight", v));
         }
+        let ema_eval = match (val, &ema) {
+            (Some(v), Some(e)) if !v.is_empty() => {
+                Some(evaluate_task(task, e.model(), v, cfg.batch_size, &plain)?)
+            }
+            _ => None,
+        };
         let mut metrics: BTreeMap<String, f64> = task
             .metrics(&stats, seen)
             .into_iter()
@@ -435,6 +455,14 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
                 task.metrics(&e.stats, e.samples)
                     .into_iter()
                     .map(|(k, v)| (format!("val_{k}"), v)),
+            );
+        }
+        if let Some(e) = &ema_eval {
+            metrics.insert("val_ema_loss".into(), e.loss);
+            metrics.extend(
+                task.metrics(&e.stats, e.samples)
+                    .into_iter()
+                    .map(|(k, v)| (format!("val_ema_{k}"), v)),
             );
         }
         let mut record = EpochRecord {
@@ -453,15 +481,17 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
         verdict = crate::metrics::judge(&records, &cfg.verdict, &primary);
         record.verdict = Some(verdict.to_string());
 
-        // Best model and early stopping.
+        // Best model and early stopping (on the averaged weights' figures when they choose).
         let min_delta = cfg.early_stopping.map_or(0.0, |e| e.min_delta);
-        let improved = match (monitor.value(&record, &primary), best) {
+        let on_ema = ema_eval.is_some() && cfg.ema.is_some_and(|c| c.best_on == crate::ema::EmaBestOn::Ema);
+        let current = monitor.value_of(&record, &primary, on_ema);
+        let improved = match (current, best) {
             (Some(v), Some((b, _))) => monitor.better(v, b, min_delta, &primary),
             (Some(_), None) => true,
             (None, _) => false,
         };
         if improved {
-            best = monitor.value(&record, &primary).map(|v| (v, epoch));
+            best = current.map(|v| (v, epoch));
             since_best = 0;
         } else {
             since_best += 1;
@@ -486,9 +516,13 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
                         path: opts.dir.clone(),
                         reason: e.to_string(),
                     })?;
-                    kiln_models::weights::save_weights(&model.valid(), &opts.dir.join("best.bpk"), None)?;
+                    let best_path = opts.dir.join("best.bpk");
+                    match (&ema, on_ema) {
+                        (Some(e), true) => kiln_models::weights::save_weights(e.model(), &best_path, None)?,
+                        _ => kiln_models::weights::save_weights(&model.valid(), &best_path, None)?,
+                    };
                 }
-                checkpoint::save(opts, &model, &optim, &state)
+                checkpoint::save(opts, &model, &optim, &state, ema.as_ref().map(|e| e.model()))
             })();
             match written {
                 Ok(folder) => last_checkpoint = Some(folder),
@@ -545,6 +579,7 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
     };
     Ok(FitResult {
         model,
+        ema: ema.map(|e| e.model().clone()),
         epochs: records,
         train_images_per_s,
         warnings,

@@ -39,6 +39,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod diagnose;
+pub mod ema;
 pub mod error;
 pub mod evaluate;
 mod feed;
@@ -63,6 +64,7 @@ pub mod train_config;
 
 pub use checkpoint::{CheckpointFailure, CheckpointOptions, OnCheckpointError};
 pub use device::{DeviceError, DeviceSpec};
+pub use ema::{EmaConfig, ModelEma};
 pub use error::{RunPoint, TrainError};
 pub use evaluate::{EvalMetrics, Evaluation, evaluate, evaluate_task, evaluate_with_confusion};
 pub use fit::{EpochRecord, FitOutputs, FitResult, fit, fit_task};

@@ -37,6 +37,8 @@ pub struct Report<'a> {
     pub seconds: f64,
     /// Mean training throughput.
     pub train_images_per_s: f64,
+    /// The averaged weights' test loss and accuracy (`train.ema`).
+    pub ema_test: Option<(f64, f64)>,
 }
 
 /// The per-step training loss at fractional epochs (step k of n in epoch e at e − 1 + (k+1)/n),
@@ -151,6 +153,17 @@ impl RunDir {
                     points: x(&|e| e.val(p)),
                 });
             }
+            let ema_key = format!("val_ema_{}", p.key);
+            if r.epochs.iter().any(|e| e.metric("val_ema_loss").is_some()) {
+                loss.push(Series {
+                    label: "validation, averaged weights",
+                    points: x(&|e| e.metric("val_ema_loss")),
+                });
+                metric.push(Series {
+                    label: "validation, averaged weights",
+                    points: x(&|e| e.metric(&ema_key)),
+                });
+            }
             metric.retain(|s| !s.points.is_empty());
             let lr = [Series {
                 label: "lr (epoch start)",
@@ -212,6 +225,12 @@ impl RunDir {
                 md,
                 "## Test\n\nloss {:.4}, accuracy **{:.4}**, top-5 {:.4} on {} images.\n",
                 m.loss, m.accuracy, m.top5, m.samples
+            );
+        }
+        if let Some((loss, acc)) = r.ema_test {
+            let _ = writeln!(
+                md,
+                "Averaged weights (`train.ema`, `model_ema.bpk`): test loss {loss:.4}, accuracy **{acc:.4}**.\n"
             );
         }
         if let Some(last) = last {
@@ -347,10 +366,12 @@ mod tests {
                 warnings: &["first batch mean 0.4".into()],
                 seconds: 6.5,
                 train_images_per_s: 500.0,
+                ema_test: Some((0.5, 0.8125)),
             })
             .unwrap();
         let md = std::fs::read_to_string(&path).unwrap();
         for needle in [
+            "Averaged weights (`train.ema`, `model_ema.bpk`): test loss 0.5000, accuracy **0.8125**",
             "## Verdict: overfitting",
             "**Try:** add augmentation",
             "accuracy **0.7500**",
@@ -437,6 +458,7 @@ mod tests {
                 warnings: &[],
                 seconds: 1.0,
                 train_images_per_s: 1.0,
+                ema_test: None,
             })
             .unwrap();
         let md = std::fs::read_to_string(&path).unwrap();

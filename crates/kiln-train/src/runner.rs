@@ -83,6 +83,20 @@ pub struct RunSummary {
     pub seconds: f64,
     /// The saved weights.
     pub model: PathBuf,
+    /// The averaged weights' test figures and file (`train.ema`): `(loss, accuracy, path)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<EmaSummary>,
+}
+
+/// The averaged weights' part of [`RunSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmaSummary {
+    /// Test loss of the averaged weights.
+    pub test_loss: f64,
+    /// Test accuracy of the averaged weights.
+    pub test_acc: f64,
+    /// The averaged weights (`model_ema.bpk`, its spec next to it).
+    pub model: PathBuf,
 }
 
 /// How a run is carried out (what does not change its results).
@@ -574,6 +588,20 @@ fn train_model<M: ZooModel>(
     };
     spec.check_normalization(&norm, false)?;
     spec.save_next_to(&model_path)?;
+    // The averaged weights: tested and saved beside the raw ones, with the same spec.
+    let ema = match &result.ema {
+        Some(weights) => {
+            let (t, _) = crate::evaluate_with_confusion(weights, test_src.as_ref(), cfg.batch_size, &device)?;
+            let path = run.save_model(weights, "model_ema")?;
+            spec.save_next_to(&path)?;
+            Some(EmaSummary {
+                test_loss: t.loss,
+                test_acc: t.accuracy,
+                model: path,
+            })
+        }
+        None => None,
+    };
     let summary = RunSummary {
         epochs: cfg.epochs,
         train_images: n_train,
@@ -585,6 +613,7 @@ fn train_model<M: ZooModel>(
         test_acc: test.accuracy,
         seconds: start.elapsed().as_secs_f64(),
         model: model_path.clone(),
+        ema,
     };
     run.write_json("summary.json", &summary)?;
     let mut warnings = result.warnings.clone();
@@ -616,7 +645,11 @@ fn train_model<M: ZooModel>(
             epochs.join(", ")
         )));
     }
-    let monitor = if n_val > 0 { "val_acc" } else { "train_loss" };
+    let monitor = match (n_val > 0, cfg.ema) {
+        (true, Some(e)) if e.best_on == crate::ema::EmaBestOn::Ema => "val_ema_acc",
+        (true, _) => "val_acc",
+        _ => "train_loss",
+    };
     let report = run.write_report(&crate::report::Report {
         title: format!("{name} on {}", data_root.display()),
         config: serde_json::to_value(&run_config).map_err(|e| TrainError::Write {
@@ -634,6 +667,7 @@ fn train_model<M: ZooModel>(
         warnings: &warnings,
         seconds: summary.seconds,
         train_images_per_s: result.train_images_per_s,
+        ema_test: summary.ema.as_ref().map(|e| (e.test_loss, e.test_acc)),
     })?;
     Ok(RunOutcome {
         run_dir: run.path().to_path_buf(),

@@ -46,6 +46,10 @@ pub struct TrainConfig {
     /// Each batch is the same whichever thread builds it, so the run's metrics do not depend on
     /// this, and a run may resume with another value.
     pub num_workers: usize,
+    /// Keep a running average of the weights (timm's `ModelEmaV3`), validated next to the raw
+    /// weights each epoch (`val_ema_*`); off by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema: Option<crate::EmaConfig>,
 }
 
 impl Default for TrainConfig {
@@ -63,6 +67,7 @@ impl Default for TrainConfig {
             verdict: VerdictConfig::default(),
             seed: 42,
             num_workers: 2,
+            ema: None,
         }
     }
 }
@@ -87,6 +92,16 @@ impl Monitor {
             Monitor::ValAcc => r.val(primary),
             Monitor::ValLoss => r.val_loss,
             Monitor::TrainLoss => Some(r.train_loss),
+        }
+    }
+
+    /// [`value`](Self::value) read off the averaged weights' validation (`val_ema_*`) when
+    /// `ema` is set; the training loss has no averaged counterpart.
+    pub(crate) fn value_of(self, r: &EpochRecord, primary: &Metric, ema: bool) -> Option<f64> {
+        match (self, ema) {
+            (Monitor::ValAcc, true) => r.metric(&format!("val_ema_{}", primary.key)),
+            (Monitor::ValLoss, true) => r.metric("val_ema_loss"),
+            _ => self.value(r, primary),
         }
     }
 
@@ -153,6 +168,9 @@ impl TrainConfig {
             && e.patience == 0
         {
             return bad("early_stopping.patience", "0".into(), "must be at least 1");
+        }
+        if let Some(ema) = &self.ema {
+            ema.validate()?;
         }
         self.loss.validate(None)?;
         self.optimizer.validate()

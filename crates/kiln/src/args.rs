@@ -347,6 +347,11 @@ pub(crate) struct TrainArgs {
     /// Label smoothing α in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) label_smoothing: f64,
+    /// Keep a running average of the weights with this decay (timm's ModelEmaV3, e.g. 0.9998),
+    /// validated each epoch next to the raw weights and saved as model_ema.bpk; the best epoch is
+    /// chosen on it. Other settings: a run file's [train.ema].
+    #[arg(long, value_name = "DECAY")]
+    pub(crate) ema: Option<f64>,
     /// Stop when validation accuracy (training loss without a validation split) has not improved
     /// for N epochs; the best model is kept either way.
     #[arg(long, value_name = "N")]
@@ -414,7 +419,7 @@ pub(crate) struct TrainArgs {
 }
 
 /// Flags that set what the run file sets: with --config they would be ambiguous.
-const TRAINING_FLAGS: [&str; 20] = [
+const TRAINING_FLAGS: [&str; 21] = [
     "data",
     "format",
     "model",
@@ -429,6 +434,7 @@ const TRAINING_FLAGS: [&str; 20] = [
     "accumulate",
     "clip_grad_norm",
     "label_smoothing",
+    "ema",
     "patience",
     "seed",
     "val_fraction",
@@ -565,6 +571,10 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
             },
             patience,
             min_delta: 0.0,
+        }),
+        ema: args.ema.map(|decay| kiln_train::EmaConfig {
+            decay,
+            ..kiln_train::EmaConfig::default()
         }),
         ..TrainConfig::default()
     }

@@ -329,6 +329,15 @@ fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         s.test_acc,
         s.seconds
     );
+    if let Some(e) = &s.ema {
+        say!(
+            json,
+            "averaged weights (train.ema): test_loss={:.4} test_acc={:.4} saved: {}",
+            e.test_loss,
+            e.test_acc,
+            e.model.display()
+        );
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&out.to_json())?);
     }
