@@ -168,7 +168,7 @@ pub fn fit<M: Classifier>(
     outputs: FitOutputs<'_>,
 ) -> Result<FitResult<M>, TrainError> {
     fit_task(
-        &Classification::new(cfg.loss.clone()),
+        &Classification::for_training(cfg),
         model,
         train,
         val,

@@ -49,6 +49,7 @@ pub mod infer;
 pub mod inspect;
 pub mod loss;
 pub mod metrics;
+pub mod mixup;
 pub mod optim;
 pub mod parallel;
 pub mod plot;

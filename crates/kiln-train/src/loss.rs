@@ -89,10 +89,64 @@ impl LossConfig {
     }
 }
 
+impl LossConfig {
+    /// Cross-entropy against probability targets `[N, C]` (Mixup/CutMix, with the label
+    /// smoothing already folded in): `mean_i Σ_c −w_c·t_ic·log p_ic` — PyTorch's
+    /// `F.cross_entropy(logits, probs, weight=w)` (probability targets are averaged over the
+    /// batch, not over the weights), and timm's `SoftTargetCrossEntropy` without weights.
+    ///
+    /// # Shapes
+    ///
+    /// `logits`, `targets`: `[N, C]` → `[1]`.
+    pub fn forward_soft(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+        let [n, c] = logits.dims();
+        let device = logits.device();
+        let mut terms = targets * log_softmax(logits, 1);
+        if let Some(w) = &self.class_weights {
+            let w = Tensor::<1>::from_data(burn::tensor::TensorData::new(w.clone(), [c]), &device);
+            terms = terms * w.unsqueeze_dim::<2>(0);
+        }
+        terms.sum().neg().div_scalar(n as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::TensorData;
+
+    #[test]
+    fn soft_targets_equal_pytorchs_probability_cross_entropy() {
+        // x as below; t = [[.7,.3,0],[.1,.1,.8],[0,.5,.5],[.25,.25,.5]]; w = [1,2,.5]
+        // F.cross_entropy(x, t) = SoftTargetCrossEntropy()(x, t) -> 1.5493178367614746
+        // F.cross_entropy(x, t, weight=w)                         -> 1.3176382780075073
+        let d = Device::flex();
+        let x = Tensor::<2>::from_data(
+            TensorData::new(
+                vec![2.0f32, -1.0, 0.5, 0.1, 0.2, 0.3, -1.0, 3.0, 0.0, 1.5, 1.5, -2.0],
+                [4, 3],
+            ),
+            &d,
+        );
+        let t = Tensor::<2>::from_data(
+            TensorData::new(
+                vec![0.7f32, 0.3, 0.0, 0.1, 0.1, 0.8, 0.0, 0.5, 0.5, 0.25, 0.25, 0.5],
+                [4, 3],
+            ),
+            &d,
+        );
+        for (weights, want) in [
+            (None, 1.549_317_836_761_474_6),
+            (Some(vec![1.0f32, 2.0, 0.5]), 1.317_638_278_007_507_3),
+        ] {
+            let cfg = LossConfig {
+                label_smoothing: 0.0,
+                class_weights: weights,
+            };
+            let got: f32 = cfg.forward_soft(x.clone(), t.clone()).into_scalar();
+            assert!((f64::from(got) - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
 
     #[test]
     fn equals_pytorchs_cross_entropy_with_smoothing_and_weights() {

@@ -120,12 +120,29 @@ pub trait Task<M: Module>: Send + Sync {
 pub struct Classification {
     /// The training loss.
     pub loss: LossConfig,
+    /// Mixup/CutMix of training batches, with soft targets ([`crate::mixup`]).
+    pub mixup: Option<crate::mixup::MixupConfig>,
+    /// The run's seed, which with a batch's sample indices seeds its mix.
+    pub seed: u64,
 }
 
 impl Classification {
     /// Classification trained with `loss`.
     pub fn new(loss: LossConfig) -> Self {
-        Self { loss }
+        Self {
+            loss,
+            mixup: None,
+            seed: 0,
+        }
+    }
+
+    /// Classification as `cfg` trains it: its loss, and its Mixup/CutMix seeded by its seed.
+    pub fn for_training(cfg: &crate::TrainConfig) -> Self {
+        Self {
+            loss: cfg.loss.clone(),
+            mixup: cfg.mixup,
+            seed: cfg.seed,
+        }
     }
 }
 
@@ -178,6 +195,15 @@ impl<M: Classifier> Task<M> for Classification {
         first: bool,
     ) -> Result<(Tensor<1>, ClassStats), TrainError> {
         let labels = batch.labels.clone();
+        let mut batch = batch;
+        let mix = match &self.mixup {
+            Some(m) => {
+                let mix = m.draw(batch.shape, &mut crate::mixup::batch_rng(self.seed, positions))?;
+                mix.apply(&mut batch.data, batch.shape);
+                Some(mix)
+            }
+            None => None,
+        };
         let (images, targets) = batch.into_tensors(device);
         let logits = model.logits(images);
         let classes = logits.dims()[1];
@@ -185,9 +211,20 @@ impl<M: Classifier> Task<M> for Classification {
             self.loss.validate(Some(classes))?;
         }
         check_labels(&labels, positions, classes, || "training".into())?;
-        let loss = self.loss.forward(logits.clone(), targets.clone());
+        let (loss, counted) = match &mix {
+            None => (self.loss.forward(logits.clone(), targets.clone()), targets),
+            Some(mix) => {
+                let n = labels.len();
+                let soft = mix.targets(&labels, classes, self.loss.label_smoothing);
+                let soft = Tensor::<2>::from_data(burn::tensor::TensorData::new(soft, [n, classes]), device);
+                let dominant: Vec<i64> = mix.dominant(&labels).into_iter().map(i64::from).collect();
+                let dominant =
+                    Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(dominant, [n]), device);
+                (self.loss.forward_soft(logits.clone(), soft), dominant)
+            }
+        };
         let stats = ClassStats {
-            correct: count_correct(logits.detach(), targets),
+            correct: count_correct(logits.detach(), counted),
             ..ClassStats::default()
         };
         Ok((loss, stats))

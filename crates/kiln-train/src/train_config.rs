@@ -50,6 +50,10 @@ pub struct TrainConfig {
     /// weights each epoch (`val_ema_*`); off by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ema: Option<crate::EmaConfig>,
+    /// Mixup and/or CutMix of the training batches with soft targets (timm's `Mixup`); off by
+    /// default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mixup: Option<crate::mixup::MixupConfig>,
 }
 
 impl Default for TrainConfig {
@@ -68,6 +72,7 @@ impl Default for TrainConfig {
             seed: 42,
             num_workers: 2,
             ema: None,
+            mixup: None,
         }
     }
 }
@@ -171,6 +176,16 @@ impl TrainConfig {
         }
         if let Some(ema) = &self.ema {
             ema.validate()?;
+        }
+        if let Some(m) = &self.mixup {
+            m.validate()?;
+            if m.mode == crate::mixup::MixMode::Pair && !self.batch_size.is_multiple_of(2) {
+                return bad(
+                    "mixup.mode",
+                    format!("pair with batch_size {}", self.batch_size),
+                    "pairs need an even batch size",
+                );
+            }
         }
         self.loss.validate(None)?;
         self.optimizer.validate()

@@ -352,6 +352,14 @@ pub(crate) struct TrainArgs {
     /// chosen on it. Other settings: a run file's [train.ema].
     #[arg(long, value_name = "DECAY")]
     pub(crate) ema: Option<f64>,
+    /// Mixup of the training batches with this Beta α (timm's Mixup; recipes use 0.8), soft
+    /// targets with the label smoothing folded in. Modes and probabilities: [train.mixup].
+    #[arg(long, value_name = "ALPHA")]
+    pub(crate) mixup: Option<f64>,
+    /// CutMix with this Beta α (recipes use 1.0); with --mixup too, each batch is one or the other
+    /// (half and half).
+    #[arg(long, value_name = "ALPHA")]
+    pub(crate) cutmix: Option<f64>,
     /// Stop when validation accuracy (training loss without a validation split) has not improved
     /// for N epochs; the best model is kept either way.
     #[arg(long, value_name = "N")]
@@ -419,7 +427,7 @@ pub(crate) struct TrainArgs {
 }
 
 /// Flags that set what the run file sets: with --config they would be ambiguous.
-const TRAINING_FLAGS: [&str; 21] = [
+const TRAINING_FLAGS: [&str; 23] = [
     "data",
     "format",
     "model",
@@ -435,6 +443,8 @@ const TRAINING_FLAGS: [&str; 21] = [
     "clip_grad_norm",
     "label_smoothing",
     "ema",
+    "mixup",
+    "cutmix",
     "patience",
     "seed",
     "val_fraction",
@@ -575,6 +585,11 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
         ema: args.ema.map(|decay| kiln_train::EmaConfig {
             decay,
             ..kiln_train::EmaConfig::default()
+        }),
+        mixup: (args.mixup.is_some() || args.cutmix.is_some()).then(|| kiln_train::mixup::MixupConfig {
+            mixup_alpha: args.mixup.unwrap_or(0.0),
+            cutmix_alpha: args.cutmix.unwrap_or(0.0),
+            ..kiln_train::mixup::MixupConfig::default()
         }),
         ..TrainConfig::default()
     }

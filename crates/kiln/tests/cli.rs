@@ -2846,3 +2846,62 @@ fn a_weight_average_is_validated_saved_and_resumed_exactly() {
         assert_eq!(a[1][key], b[1][key], "{key} after resuming");
     }
 }
+
+/// `kiln train --mixup A --cutmix A` (issue 26, batch mixing): training runs on soft targets, and
+/// the mix of each batch is seeded by the run and the batch's samples, so the run is the same with
+/// 0 or 3 loader workers; bad settings are refused before the run folder exists.
+#[test]
+fn mixup_and_cutmix_train_the_same_for_any_worker_count() {
+    let data = tempfile::tempdir().unwrap();
+    common::write_tiny_fashion_mnist(data.path(), 96, 24).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, workers: &str| {
+        let out = dir.path().join(name);
+        let stdout = succeeded(
+            &kiln()
+                .args(["train", "--no-progress", "--epochs", "2", "--batch-size", "16"])
+                .args([
+                    "--mixup",
+                    "0.8",
+                    "--cutmix",
+                    "1.0",
+                    "--workers",
+                    workers,
+                    "--data",
+                ])
+                .arg(data.path())
+                .arg("--out")
+                .arg(&out)
+                .output()
+                .unwrap(),
+        );
+        assert!(stdout.contains("summary: "), "{stdout}");
+        let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+        assert!(config.contains("\"cutmix_alpha\": 1.0"), "{config}");
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["train_loss"].as_f64().unwrap(),
+                    v["train_acc"].as_f64().unwrap(),
+                    v["val_loss"].as_f64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (run("w0", "0"), run("w3", "3"));
+    assert_eq!(a, b);
+    let refused = kiln()
+        .args(["train", "--no-progress", "--mixup=-1", "--data"])
+        .arg(data.path())
+        .arg("--out")
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mixup.mixup_alpha"), "{stderr}");
+    assert!(!dir.path().join("bad").exists());
+}
