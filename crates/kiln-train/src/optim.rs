@@ -295,6 +295,13 @@ impl OptimizerConfig {
                 nesterov,
                 weight_decay,
                 ..
+            }
+            | OptimizerConfig::Lars {
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+                ..
             } => {
                 if !(0.0..1.0).contains(&momentum) {
                     return bad("optimizer.momentum", momentum.to_string(), "must be in [0, 1)");
@@ -318,6 +325,12 @@ impl OptimizerConfig {
                 ..
             }
             | OptimizerConfig::AdamW {
+                betas,
+                eps,
+                weight_decay,
+                ..
+            }
+            | OptimizerConfig::Lamb {
                 betas,
                 eps,
                 weight_decay,
@@ -358,57 +371,19 @@ impl OptimizerConfig {
                 }
                 weight_decay
             }
-            OptimizerConfig::Lamb {
-                betas,
-                eps,
-                weight_decay,
-                ..
-            } => {
-                for b in betas {
-                    if !(0.0..1.0).contains(&b) {
-                        return bad("optimizer.betas", format!("{betas:?}"), "each must be in [0, 1)");
-                    }
-                }
-                if !(eps.is_finite() && eps > 0.0) {
-                    return bad("optimizer.eps", eps.to_string(), "must be finite and > 0");
-                }
-                weight_decay
-            }
-            OptimizerConfig::Lars {
-                momentum,
-                dampening,
-                nesterov,
-                weight_decay,
-                trust_coeff,
-                eps,
-                ..
-            } => {
-                if !(0.0..1.0).contains(&momentum) {
-                    return bad("optimizer.momentum", momentum.to_string(), "must be in [0, 1)");
-                }
-                if !(0.0..=1.0).contains(&dampening) {
-                    return bad("optimizer.dampening", dampening.to_string(), "must be in [0, 1]");
-                }
-                if nesterov && (momentum == 0.0 || dampening != 0.0) {
-                    return bad(
-                        "optimizer.nesterov",
-                        "true".into(),
-                        "needs momentum > 0 and dampening 0 (as in PyTorch)",
-                    );
-                }
-                if !(trust_coeff.is_finite() && trust_coeff > 0.0) {
-                    return bad(
-                        "optimizer.trust_coeff",
-                        trust_coeff.to_string(),
-                        "must be finite and > 0",
-                    );
-                }
-                if !(eps.is_finite() && eps >= 0.0) {
-                    return bad("optimizer.eps", eps.to_string(), "must be finite and >= 0");
-                }
-                weight_decay
-            }
         };
+        if let OptimizerConfig::Lars { trust_coeff, eps, .. } = *self {
+            if !(trust_coeff.is_finite() && trust_coeff > 0.0) {
+                return bad(
+                    "optimizer.trust_coeff",
+                    trust_coeff.to_string(),
+                    "must be finite and > 0",
+                );
+            }
+            if !(eps.is_finite() && eps >= 0.0) {
+                return bad("optimizer.eps", eps.to_string(), "must be finite and >= 0");
+            }
+        }
         if !(decay.is_finite() && decay >= 0.0) {
             return bad(
                 "optimizer.weight_decay",

@@ -2534,6 +2534,38 @@ fn tensorboard_logs_read_back_with_kiln_and_with_tensorboard() {
     }
 }
 
+/// Writes `cases` as `manifest` and runs `scripts/check_onnx.py` on it (ONNX's checker and ONNX
+/// Runtime against the expected outputs, 1e-4) when Python has onnx and onnxruntime; says so when not.
+fn onnxruntime_agrees(manifest: &std::path::Path, cases: &[serde_json::Value]) {
+    std::fs::write(manifest, serde_json::to_vec(cases).unwrap()).unwrap();
+    let have = Command::new("python3")
+        .args(["-c", "import onnx, onnxruntime"])
+        .output();
+    if !have.is_ok_and(|o| o.status.success()) {
+        eprintln!("the onnx/onnxruntime Python packages are not installed: ONNX Runtime's check was not run");
+        return;
+    }
+    let check = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/check_onnx.py"
+        ))
+        .arg(manifest)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    println!("{said}");
+    assert!(
+        check.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        said.contains(&format!("onnxruntime agrees on {} models", cases.len())),
+        "{said}"
+    );
+}
+
 /// `kiln export` (issue 25): a trained run as ONNX — dynamic batch, fixed batch, BatchNorm
 /// folded — that ONNX Runtime runs to the probabilities `kiln predict` gives on the same
 /// model-ready inputs (within 1e-4, `scripts/check_onnx.py`, when the onnx and onnxruntime
@@ -2629,30 +2661,7 @@ fn export_writes_onnx_that_onnxruntime_runs_like_predict() {
             "probabilities": format!("{stem}-probs.npy"),
         }));
     }
-    let manifest = dir.path().join("manifest.json");
-    std::fs::write(&manifest, serde_json::to_vec(&cases).unwrap()).unwrap();
-    let have = Command::new("python3")
-        .args(["-c", "import onnx, onnxruntime"])
-        .output();
-    if have.is_ok_and(|o| o.status.success()) {
-        let check = Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../scripts/check_onnx.py"
-            ))
-            .arg(&manifest)
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&check.stdout);
-        assert!(
-            check.status.success(),
-            "{said}\n{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        assert!(said.contains("onnxruntime agrees on 4 models"), "{said}");
-    } else {
-        eprintln!("the onnx/onnxruntime Python packages are not installed: ONNX Runtime's check was not run");
-    }
+    onnxruntime_agrees(&dir.path().join("manifest.json"), &cases);
 
     // Refusals: usage errors exit 2 and a model without a torchvision layout exits 1, each
     // before anything is written.
@@ -2732,31 +2741,7 @@ fn an_imported_resnet_exports_to_onnx_with_pytorchs_logits_and_back_to_torchvisi
         assert!(stdout.contains("Add x9"), "nine residual joins: {stdout}");
         cases.push(serde_json::json!({"onnx": name, "input": "x.npy", "logits": "logits.npy"}));
     }
-    let manifest = root.path().join("manifest.json");
-    std::fs::write(&manifest, serde_json::to_vec(&cases).unwrap()).unwrap();
-    let have = Command::new("python3")
-        .args(["-c", "import onnx, onnxruntime"])
-        .output();
-    if have.is_ok_and(|o| o.status.success()) {
-        let check = Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../scripts/check_onnx.py"
-            ))
-            .arg(&manifest)
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&check.stdout);
-        println!("{said}");
-        assert!(
-            check.status.success(),
-            "{said}\n{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        assert!(said.contains("onnxruntime agrees on 2 models"), "{said}");
-    } else {
-        eprintln!("the onnx/onnxruntime Python packages are not installed: ONNX Runtime's check was not run");
-    }
+    onnxruntime_agrees(&root.path().join("manifest.json"), &cases);
 
     let back = root.path().join("back.safetensors");
     let out = kiln()
