@@ -102,6 +102,27 @@ pub enum Stage {
         #[serde(default)]
         hue: f32,
     },
+    /// `255 − v` (torchvision's `invert`, bit-exact).
+    Invert,
+    /// Keep the `bits` highest bits (torchvision's `posterize`, bit-exact).
+    Posterize {
+        /// Bits kept, 0 to 8.
+        bits: u8,
+    },
+    /// Invert the values at or above `threshold` (torchvision's `solarize`, bit-exact).
+    Solarize {
+        /// 0 to 255.
+        threshold: f64,
+    },
+    /// `v·factor`, clamped (torchvision v2's `adjust_brightness` on uint8, bit-exact).
+    Brightness {
+        /// The factor, at least 0.
+        factor: f32,
+    },
+    /// Stretch each channel to `[0, 255]` (torchvision's `autocontrast`, bit-exact).
+    Autocontrast,
+    /// Equalise each channel's histogram (torchvision's `equalize`, PIL's table, bit-exact).
+    Equalize,
 }
 
 impl Stage {
@@ -153,6 +174,17 @@ impl Stage {
                 }
                 Ok(())
             }
+            Stage::Invert | Stage::Autocontrast | Stage::Equalize => Ok(()),
+            Stage::Posterize { bits } if bits > 8 => Err(format!("bits = {bits}: at most 8")),
+            Stage::Posterize { .. } => Ok(()),
+            Stage::Solarize { threshold } if !(0.0..=255.0).contains(&threshold) => {
+                Err(format!("threshold = {threshold}: must be in [0, 255]"))
+            }
+            Stage::Solarize { .. } => Ok(()),
+            Stage::Brightness { factor } if !(factor.is_finite() && factor >= 0.0) => {
+                Err(format!("factor = {factor}: must be finite and >= 0"))
+            }
+            Stage::Brightness { .. } => Ok(()),
         }
     }
 
@@ -403,6 +435,12 @@ impl Compose {
                     hue,
                 }
                 .apply(&cur, rng)?,
+                Stage::Invert => crate::pointwise::invert(&cur),
+                Stage::Posterize { bits } => crate::pointwise::posterize(&cur, bits),
+                Stage::Solarize { threshold } => crate::pointwise::solarize(&cur, threshold),
+                Stage::Brightness { factor } => crate::pointwise::brightness(&cur, factor),
+                Stage::Autocontrast => crate::pointwise::autocontrast(&cur),
+                Stage::Equalize => crate::pointwise::equalize(&cur),
             });
         }
         let mut out = normalize_image(&cur, &self.normalization.resolve()?)?;
@@ -463,6 +501,12 @@ impl Compose {
                 } => format!(
                     "color-jitter brightness={brightness} contrast={contrast} saturation={saturation} hue={hue}"
                 ),
+                Stage::Invert => "invert (255 - v)".to_string(),
+                Stage::Posterize { bits } => format!("posterize to {bits} bits"),
+                Stage::Solarize { threshold } => format!("solarize (invert values >= {threshold})"),
+                Stage::Brightness { factor } => format!("brightness x{factor}"),
+                Stage::Autocontrast => "autocontrast (each channel stretched to 0..255)".to_string(),
+                Stage::Equalize => "equalize (each channel's histogram, PIL's table)".to_string(),
             };
             lines.push(format!("{what} -> HWC {stored_order} u8 [0, 255]{}", shown(size)));
         }
@@ -517,6 +561,43 @@ mod tests {
     use crate::Normalization;
     use crate::augment::Window;
     use kiln_data::Bgr;
+
+    #[test]
+    fn pointwise_stages_parse_check_and_apply() {
+        let parse = |json: &str| serde_json::from_str::<Stage>(json).unwrap();
+        assert!(
+            parse(r#"{"op": "posterize", "bits": 9}"#)
+                .check()
+                .unwrap_err()
+                .contains("at most 8")
+        );
+        assert!(parse(r#"{"op": "solarize", "threshold": 300}"#).check().is_err());
+        assert!(parse(r#"{"op": "brightness", "factor": -1}"#).check().is_err());
+        let stages = vec![
+            parse(r#"{"op": "invert"}"#),
+            parse(r#"{"op": "posterize", "bits": 4}"#),
+        ];
+        for s in &stages {
+            s.check().unwrap();
+        }
+        // On the byte scale with mean 0 and std 1 the output is the pixels themselves.
+        let identity = NormalizationSpec::Custom {
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+            scale: crate::Scale::Byte,
+            order: crate::ChannelOrder::Rgb,
+        };
+        let t = Compose {
+            stages,
+            normalization: identity,
+            erasing: 0.0,
+        };
+        let img = Image::<Hwc, Bgr>::new(1, 1, vec![10, 100, 250]).unwrap();
+        let out = t.apply(&img, &mut SampleRng::new(0)).unwrap();
+        // invert: 245, 155, 5; keep 4 bits: 240, 144, 0; then BGR -> RGB.
+        assert_eq!(out.as_slice(), &[0.0, 144.0, 240.0]);
+        assert!(t.describe("BGR")[2].starts_with("posterize to 4 bits"));
+    }
 
     #[test]
     fn torchvision_eval_is_resize_256_then_centre_crop_224() {

@@ -34,6 +34,7 @@ pub mod compose;
 pub mod convert;
 pub mod error;
 pub mod normalize;
+pub mod pointwise;
 pub mod sample;
 pub mod stats;
 
