@@ -5,8 +5,9 @@ Needs: torch, torchvision, numpy.
 
 Three images (CHW uint8, RGB or grey): uniform random 3x12x17; a low-contrast 3x10x13 with one flat
 channel (autocontrast's and equalize's edge cases); a skewed grey 1x9x11. Each goes through invert,
-posterize (1, 3, 7 bits), solarize (0, 100.5, 255), adjust_brightness (0, 0.35, 1.7), autocontrast
-and equalize on the tensor path. Values are listed flat, CHW.
+posterize (1, 3, 7 bits), solarize (0, 100.5, 255), adjust_brightness (0, 0.35, 1.7),
+adjust_contrast, adjust_saturation and adjust_sharpness (0, 0.4, 1.8), autocontrast and equalize on
+the tensor path. Values are listed flat, CHW.
 """
 import json, sys
 import numpy as np
@@ -24,6 +25,9 @@ OPS = [
     *[("posterize", {"bits": k}, (lambda k: lambda t: F.posterize(t, k))(k)) for k in (1, 3, 7)],
     *[("solarize", {"threshold": th}, (lambda th: lambda t: F.solarize(t, th))(th)) for th in (0.0, 100.5, 255.0)],
     *[("brightness", {"factor": f}, (lambda f: lambda t: F.adjust_brightness(t, f))(f)) for f in (0.0, 0.35, 1.7)],
+    *[("contrast", {"factor": f}, (lambda f: lambda t: F.adjust_contrast(t, f))(f)) for f in (0.0, 0.4, 1.8)],
+    *[("color", {"factor": f}, (lambda f: lambda t: F.adjust_saturation(t, f))(f)) for f in (0.0, 0.4, 1.8)],
+    *[("sharpness", {"factor": f}, (lambda f: lambda t: F.adjust_sharpness(t, f))(f)) for f in (0.0, 0.4, 1.8)],
     ("autocontrast", {}, lambda t: F.autocontrast(t)),
     ("equalize", {}, lambda t: F.equalize(t)),
 ]

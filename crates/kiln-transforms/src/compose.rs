@@ -119,6 +119,23 @@ pub enum Stage {
         /// The factor, at least 0.
         factor: f32,
     },
+    /// Blend with the mean luma by `factor` (torchvision v2's `adjust_contrast`, bit-exact).
+    Contrast {
+        /// 0: flat grey, 1: unchanged.
+        factor: f64,
+    },
+    /// Blend each pixel with its luma by `factor` (torchvision v2's `adjust_saturation`,
+    /// AutoAugment's `Color`, bit-exact).
+    Color {
+        /// 0: grey, 1: unchanged.
+        factor: f64,
+    },
+    /// Blend with a 3×3 blur by `factor`, borders kept (torchvision v2's `adjust_sharpness`,
+    /// bit-exact).
+    Sharpness {
+        /// 0: blurred, 1: unchanged, above 1: sharpened.
+        factor: f64,
+    },
     /// Stretch each channel to `[0, 255]` (torchvision's `autocontrast`, bit-exact).
     Autocontrast,
     /// Equalise each channel's histogram (torchvision's `equalize`, PIL's table, bit-exact).
@@ -185,6 +202,12 @@ impl Stage {
                 Err(format!("factor = {factor}: must be finite and >= 0"))
             }
             Stage::Brightness { .. } => Ok(()),
+            Stage::Contrast { factor } | Stage::Color { factor } | Stage::Sharpness { factor }
+                if !(factor.is_finite() && factor >= 0.0) =>
+            {
+                Err(format!("factor = {factor}: must be finite and >= 0"))
+            }
+            Stage::Contrast { .. } | Stage::Color { .. } | Stage::Sharpness { .. } => Ok(()),
         }
     }
 
@@ -439,6 +462,9 @@ impl Compose {
                 Stage::Posterize { bits } => crate::pointwise::posterize(&cur, bits),
                 Stage::Solarize { threshold } => crate::pointwise::solarize(&cur, threshold),
                 Stage::Brightness { factor } => crate::pointwise::brightness(&cur, factor),
+                Stage::Contrast { factor } => crate::pointwise::contrast(&cur, factor),
+                Stage::Color { factor } => crate::pointwise::color(&cur, factor),
+                Stage::Sharpness { factor } => crate::pointwise::sharpness(&cur, factor),
                 Stage::Autocontrast => crate::pointwise::autocontrast(&cur),
                 Stage::Equalize => crate::pointwise::equalize(&cur),
             });
@@ -505,6 +531,9 @@ impl Compose {
                 Stage::Posterize { bits } => format!("posterize to {bits} bits"),
                 Stage::Solarize { threshold } => format!("solarize (invert values >= {threshold})"),
                 Stage::Brightness { factor } => format!("brightness x{factor}"),
+                Stage::Contrast { factor } => format!("contrast x{factor} (blend with the mean luma)"),
+                Stage::Color { factor } => format!("color x{factor} (blend with each pixel's luma)"),
+                Stage::Sharpness { factor } => format!("sharpness x{factor} (blend with a 3x3 blur)"),
                 Stage::Autocontrast => "autocontrast (each channel stretched to 0..255)".to_string(),
                 Stage::Equalize => "equalize (each channel's histogram, PIL's table)".to_string(),
             };
