@@ -140,6 +140,61 @@ pub enum Stage {
     Autocontrast,
     /// Equalise each channel's histogram (torchvision's `equalize`, PIL's table, bit-exact).
     Equalize,
+    /// Shear along x by `magnitude` (the tangent) about the top-left corner, nearest, zero fill
+    /// (AutoAugment's `ShearX`, bit-exact with torchvision v2).
+    ShearX {
+        /// The shear's tangent (negative: the other way).
+        magnitude: f64,
+    },
+    /// Shear along y (AutoAugment's `ShearY`).
+    ShearY {
+        /// The shear's tangent.
+        magnitude: f64,
+    },
+    /// Move right by `pixels` (left when negative), zero fill (AutoAugment's `TranslateX`).
+    TranslateX {
+        /// Pixels.
+        pixels: i64,
+    },
+    /// Move down by `pixels` (AutoAugment's `TranslateY`).
+    TranslateY {
+        /// Pixels.
+        pixels: i64,
+    },
+    /// Rotate by `degrees` counter-clockwise about the centre, same size, nearest, zero fill
+    /// (AutoAugment's `Rotate`).
+    Rotate {
+        /// Degrees.
+        degrees: f64,
+    },
+    /// torchvision's `TrivialAugmentWide`: one operation at a random magnitude per image.
+    TrivialAugmentWide {
+        /// Magnitude bins (31).
+        #[serde(default = "bins31")]
+        num_magnitude_bins: usize,
+    },
+    /// torchvision's `RandAugment`: `num_ops` random operations at magnitude bin `magnitude`.
+    RandAugment {
+        /// Operations per image (2).
+        #[serde(default = "two")]
+        num_ops: usize,
+        /// The magnitude bin (9).
+        #[serde(default = "nine")]
+        magnitude: usize,
+        /// Magnitude bins (31).
+        #[serde(default = "bins31")]
+        num_magnitude_bins: usize,
+    },
+}
+
+fn bins31() -> usize {
+    31
+}
+fn two() -> usize {
+    2
+}
+fn nine() -> usize {
+    9
 }
 
 impl Stage {
@@ -208,6 +263,33 @@ impl Stage {
                 Err(format!("factor = {factor}: must be finite and >= 0"))
             }
             Stage::Contrast { .. } | Stage::Color { .. } | Stage::Sharpness { .. } => Ok(()),
+            Stage::ShearX { magnitude: v }
+            | Stage::ShearY { magnitude: v }
+            | Stage::Rotate { degrees: v }
+                if !v.is_finite() =>
+            {
+                Err(format!("{v}: must be finite"))
+            }
+            Stage::ShearX { .. }
+            | Stage::ShearY { .. }
+            | Stage::Rotate { .. }
+            | Stage::TranslateX { .. }
+            | Stage::TranslateY { .. } => Ok(()),
+            Stage::TrivialAugmentWide {
+                num_magnitude_bins: b,
+            }
+            | Stage::RandAugment {
+                num_magnitude_bins: b,
+                ..
+            } if b < 2 => Err(format!("num_magnitude_bins = {b}: at least 2")),
+            Stage::RandAugment {
+                magnitude,
+                num_magnitude_bins,
+                ..
+            } if magnitude >= num_magnitude_bins => Err(format!(
+                "magnitude = {magnitude}: a bin below num_magnitude_bins ({num_magnitude_bins})"
+            )),
+            Stage::TrivialAugmentWide { .. } | Stage::RandAugment { .. } => Ok(()),
         }
     }
 
@@ -467,6 +549,24 @@ impl Compose {
                 Stage::Sharpness { factor } => crate::pointwise::sharpness(&cur, factor),
                 Stage::Autocontrast => crate::pointwise::autocontrast(&cur),
                 Stage::Equalize => crate::pointwise::equalize(&cur),
+                Stage::ShearX { magnitude } => crate::affine::shear_x(&cur, magnitude),
+                Stage::ShearY { magnitude } => crate::affine::shear_y(&cur, magnitude),
+                Stage::TranslateX { pixels } => crate::affine::translate_x(&cur, pixels),
+                Stage::TranslateY { pixels } => crate::affine::translate_y(&cur, pixels),
+                Stage::Rotate { degrees } => crate::affine::rotate(&cur, degrees),
+                Stage::TrivialAugmentWide { num_magnitude_bins } => {
+                    crate::autoaugment::TrivialAugmentWide { num_magnitude_bins }.apply(&cur, rng)
+                }
+                Stage::RandAugment {
+                    num_ops,
+                    magnitude,
+                    num_magnitude_bins,
+                } => crate::autoaugment::RandAugment {
+                    num_ops,
+                    magnitude,
+                    num_magnitude_bins,
+                }
+                .apply(&cur, rng),
             });
         }
         let mut out = normalize_image(&cur, &self.normalization.resolve()?)?;
@@ -536,6 +636,19 @@ impl Compose {
                 Stage::Sharpness { factor } => format!("sharpness x{factor} (blend with a 3x3 blur)"),
                 Stage::Autocontrast => "autocontrast (each channel stretched to 0..255)".to_string(),
                 Stage::Equalize => "equalize (each channel's histogram, PIL's table)".to_string(),
+                Stage::ShearX { magnitude } => format!("shear-x {magnitude} (nearest, zero fill)"),
+                Stage::ShearY { magnitude } => format!("shear-y {magnitude} (nearest, zero fill)"),
+                Stage::TranslateX { pixels } => format!("translate-x {pixels} px (zero fill)"),
+                Stage::TranslateY { pixels } => format!("translate-y {pixels} px (zero fill)"),
+                Stage::Rotate { degrees } => format!("rotate {degrees}° (nearest, zero fill)"),
+                Stage::TrivialAugmentWide { num_magnitude_bins } => {
+                    format!("trivial-augment-wide ({num_magnitude_bins} magnitude bins)")
+                }
+                Stage::RandAugment {
+                    num_ops,
+                    magnitude,
+                    num_magnitude_bins,
+                } => format!("rand-augment {num_ops} ops at magnitude {magnitude}/{num_magnitude_bins}"),
             };
             lines.push(format!("{what} -> HWC {stored_order} u8 [0, 255]{}", shown(size)));
         }
@@ -626,6 +739,39 @@ mod tests {
         // invert: 245, 155, 5; keep 4 bits: 240, 144, 0; then BGR -> RGB.
         assert_eq!(out.as_slice(), &[0.0, 144.0, 240.0]);
         assert!(t.describe("BGR")[2].starts_with("posterize to 4 bits"));
+
+        // The policies: torchvision's defaults, checked settings, the same draw for the same seed.
+        assert_eq!(
+            parse(r#"{"op": "rand-augment"}"#),
+            Stage::RandAugment {
+                num_ops: 2,
+                magnitude: 9,
+                num_magnitude_bins: 31
+            }
+        );
+        assert!(
+            parse(r#"{"op": "rand-augment", "magnitude": 31}"#)
+                .check()
+                .is_err()
+        );
+        assert!(
+            parse(r#"{"op": "trivial-augment-wide", "num_magnitude_bins": 1}"#)
+                .check()
+                .is_err()
+        );
+        let policy = Compose {
+            stages: vec![parse(r#"{"op": "trivial-augment-wide"}"#)],
+            ..t
+        };
+        let img = Image::<Hwc, Bgr>::new(6, 7, (0..126).map(|v| (v * 2) as u8).collect()).unwrap();
+        let outs: Vec<Vec<f32>> = (0..12)
+            .map(|seed| policy.apply(&img, &mut SampleRng::new(seed)).unwrap().into_vec())
+            .collect();
+        assert_eq!(
+            outs[3],
+            policy.apply(&img, &mut SampleRng::new(3)).unwrap().into_vec()
+        );
+        assert!(outs.iter().any(|o| o != &outs[0]), "draws differ between samples");
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //!   torchvision) or byte (`0..255`, Caffe/mmdetection). The scale travels with the data.
 //! * [`normalize`] — a [`Normalization`] (mean, std, **scale** and **channel order**) that refuses
 //!   data of the other scale or order instead of silently producing garbage.
+//! * [`pointwise`] — the automatic augmentations' colour operations (invert, posterize, solarize,
+//!   brightness, contrast, color, sharpness, autocontrast, equalize), bit-exact with torchvision v2.
+//! * [`affine`], [`autoaugment`] — the policies' geometric operations, and TrivialAugmentWide and
+//!   RandAugment with torchvision's tables.
 //! * [`stats`] — per-channel mean and std of a dataset, accumulated exactly (integer sums) and
 //!   reported in f64, which is where the Fashion-MNIST preset's numbers come from.
 //!
@@ -28,7 +32,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod affine;
 pub mod augment;
+pub mod autoaugment;
 pub mod check;
 pub mod compose;
 pub mod convert;

@@ -35,6 +35,11 @@ fn run<C: ColorOrder>(img: &Image<Hwc, C>, op: &str, args: &Value) -> Image<Hwc,
         "color" => pointwise::color(img, args["factor"].as_f64().unwrap()),
         "sharpness" => pointwise::sharpness(img, args["factor"].as_f64().unwrap()),
         "autocontrast" => pointwise::autocontrast(img),
+        "shear-x" => kiln_transforms::affine::shear_x(img, args["magnitude"].as_f64().unwrap()),
+        "shear-y" => kiln_transforms::affine::shear_y(img, args["magnitude"].as_f64().unwrap()),
+        "translate-x" => kiln_transforms::affine::translate_x(img, args["pixels"].as_i64().unwrap()),
+        "translate-y" => kiln_transforms::affine::translate_y(img, args["pixels"].as_i64().unwrap()),
+        "rotate" => kiln_transforms::affine::rotate(img, args["degrees"].as_f64().unwrap()),
         "equalize" => pointwise::equalize(img),
         other => panic!("unknown op {other}"),
     }
@@ -98,6 +103,98 @@ fn every_operation_equals_torchvision_bit_for_bit() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 63);
+    assert_eq!(checked, 99);
     assert_eq!(failures, 0, "values differ from torchvision's");
+}
+
+/// The policies' tables equal torchvision's `_AUGMENTATION_SPACE` values (float32 `linspace` and
+/// posterize bins, as Python floats), and every operation applied through the policy at two
+/// magnitudes of its table gives `_apply_image_or_video_transform`'s image.
+#[test]
+fn policy_tables_and_operations_equal_torchvisions() {
+    use kiln_transforms::autoaugment::{AugOp, apply_op, rand_augment_space, trivial_augment_wide_space};
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pointwise/cases.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let name = |op: AugOp| -> &'static str {
+        match op {
+            AugOp::Identity => "Identity",
+            AugOp::ShearX => "ShearX",
+            AugOp::ShearY => "ShearY",
+            AugOp::TranslateX => "TranslateX",
+            AugOp::TranslateY => "TranslateY",
+            AugOp::Rotate => "Rotate",
+            AugOp::Brightness => "Brightness",
+            AugOp::Color => "Color",
+            AugOp::Contrast => "Contrast",
+            AugOp::Sharpness => "Sharpness",
+            AugOp::Posterize => "Posterize",
+            AugOp::Solarize => "Solarize",
+            AugOp::AutoContrast => "AutoContrast",
+            AugOp::Equalize => "Equalize",
+            AugOp::Invert => "Invert",
+        }
+    };
+    for (key, space) in [
+        ("trivial-augment-wide", trivial_augment_wide_space(31)),
+        ("rand-augment", rand_augment_space(31, 12, 17)),
+        ("rand-augment-10", rand_augment_space(10, 9, 11)),
+    ] {
+        let want = fixture["tables"][key].as_object().unwrap();
+        assert_eq!(space.len(), want.len(), "{key}");
+        for (op, values, _) in &space {
+            let expected = &want[name(*op)];
+            match values {
+                None => assert!(expected.is_null(), "{key} {op:?}"),
+                Some(v) => {
+                    let e: Vec<f64> = expected
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap())
+                        .collect();
+                    assert_eq!(v, &e, "{key} {op:?}");
+                }
+            }
+        }
+    }
+    let image = &fixture["images"][0];
+    let input = to_hwc(&bytes(&image["data"]), 3, 12 * 17);
+    let img = Image::<Hwc, Bgr>::new(12, 17, input).unwrap();
+    let all = [
+        AugOp::Identity,
+        AugOp::ShearX,
+        AugOp::ShearY,
+        AugOp::TranslateX,
+        AugOp::TranslateY,
+        AugOp::Rotate,
+        AugOp::Brightness,
+        AugOp::Color,
+        AugOp::Contrast,
+        AugOp::Sharpness,
+        AugOp::Posterize,
+        AugOp::Solarize,
+        AugOp::AutoContrast,
+        AugOp::Equalize,
+        AugOp::Invert,
+    ];
+    let cases = fixture["policy_ops"].as_array().unwrap();
+    assert_eq!(cases.len(), 26);
+    for case in cases {
+        let op = all
+            .iter()
+            .copied()
+            .find(|o| name(*o) == case["op"].as_str().unwrap())
+            .unwrap();
+        let m = case["magnitude"].as_f64().unwrap();
+        let got = apply_op(&img, op, m).into_vec();
+        let want = to_hwc(&bytes(&case["out"]), 3, 12 * 17);
+        let differing = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 0, "{op:?} at {m}: {differing} values differ");
+    }
 }

@@ -1,0 +1,283 @@
+//! Automatic augmentation policies with torchvision's v2 semantics: [`TrivialAugmentWide`] and
+//! [`RandAugment`], on u8 images, built from [`crate::pointwise`] and [`crate::affine`].
+//!
+//! Each policy draws operations and magnitudes from its table (torchvision's
+//! `_AUGMENTATION_SPACE`, the magnitudes as float32 `torch.linspace` values) with the per-sample
+//! generator, so a batch does not depend on the worker count; [`apply_op`] applies one as
+//! torchvision's `_apply_image_or_video_transform` does (nearest sampling, zero fill). The draws
+//! are kiln's own (its generator is not torch's); given the same draw the image is the same to the
+//! bit (`tests/pointwise_vs_torchvision.rs`).
+//!
+//! ```
+//! use kiln_data::{Bgr, Hwc, Image, SampleRng};
+//! use kiln_transforms::autoaugment::{AugOp, TrivialAugmentWide, apply_op};
+//!
+//! let img = Image::<Hwc, Bgr>::new(8, 8, (0..192).map(|v| v as u8).collect())?;
+//! let out = TrivialAugmentWide::default().apply(&img, &mut SampleRng::new(3));
+//! assert_eq!((out.height(), out.width()), (8, 8));
+//! assert_eq!(apply_op(&img, AugOp::Invert, 0.0).as_slice()[0], 255);
+//! # Ok::<(), kiln_data::DataError>(())
+//! ```
+
+use kiln_data::{ColorOrder, Hwc, Image, SampleRng};
+use serde::{Deserialize, Serialize};
+
+use crate::{affine, pointwise};
+
+/// One operation of the policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AugOp {
+    /// Unchanged.
+    Identity,
+    /// [`affine::shear_x`].
+    ShearX,
+    /// [`affine::shear_y`].
+    ShearY,
+    /// [`affine::translate_x`] by `int(magnitude)` pixels.
+    TranslateX,
+    /// [`affine::translate_y`].
+    TranslateY,
+    /// [`affine::rotate`] by `magnitude` degrees.
+    Rotate,
+    /// [`pointwise::brightness`] by `1 + magnitude`.
+    Brightness,
+    /// [`pointwise::color`] by `1 + magnitude`.
+    Color,
+    /// [`pointwise::contrast`] by `1 + magnitude`.
+    Contrast,
+    /// [`pointwise::sharpness`] by `1 + magnitude`.
+    Sharpness,
+    /// [`pointwise::posterize`] to `int(magnitude)` bits.
+    Posterize,
+    /// [`pointwise::solarize`] at `255·magnitude`.
+    Solarize,
+    /// [`pointwise::autocontrast`].
+    AutoContrast,
+    /// [`pointwise::equalize`].
+    Equalize,
+    /// [`pointwise::invert`].
+    Invert,
+}
+
+/// Applies `op` with `magnitude` as torchvision v2's `_apply_image_or_video_transform` does on a
+/// uint8 image (nearest sampling, zero fill).
+pub fn apply_op<C: ColorOrder>(img: &Image<Hwc, C>, op: AugOp, magnitude: f64) -> Image<Hwc, C> {
+    match op {
+        AugOp::Identity => img.clone(),
+        AugOp::ShearX => affine::shear_x(img, magnitude),
+        AugOp::ShearY => affine::shear_y(img, magnitude),
+        AugOp::TranslateX => affine::translate_x(img, magnitude as i64),
+        AugOp::TranslateY => affine::translate_y(img, magnitude as i64),
+        AugOp::Rotate => affine::rotate(img, magnitude),
+        AugOp::Brightness => pointwise::brightness(img, (1.0 + magnitude) as f32),
+        AugOp::Color => pointwise::color(img, 1.0 + magnitude),
+        AugOp::Contrast => pointwise::contrast(img, 1.0 + magnitude),
+        AugOp::Sharpness => pointwise::sharpness(img, 1.0 + magnitude),
+        AugOp::Posterize => pointwise::posterize(img, magnitude.clamp(0.0, 8.0) as u8),
+        AugOp::Solarize => pointwise::solarize(img, 255.0 * magnitude),
+        AugOp::AutoContrast => pointwise::autocontrast(img),
+        AugOp::Equalize => pointwise::equalize(img),
+        AugOp::Invert => pointwise::invert(img),
+    }
+}
+
+/// `torch.linspace(start, end, steps)` in float32, as its CPU kernel computes it (from the start
+/// for the first half, from the end for the second, each value rounded once), widened to f64 as
+/// Python's `float()` does.
+pub fn linspace(start: f32, end: f32, steps: usize) -> Vec<f64> {
+    if steps == 1 {
+        return vec![f64::from(start)];
+    }
+    let step = (end - start) / (steps - 1) as f32;
+    let half = steps / 2;
+    (0..steps)
+        .map(|i| {
+            // One rounding (the vectorised kernel's fused multiply-add): exact in f64, then f32.
+            let v = if i < half {
+                f64::from(start) + f64::from(step) * i as f64
+            } else {
+                f64::from(end) - f64::from(step) * (steps - i - 1) as f64
+            };
+            f64::from(v as f32)
+        })
+        .collect()
+}
+
+/// Posterize's bits: `(8 − arange(n) / ((n − 1)/d)).round().int()` (float32, half to even).
+fn posterize_bins(bins: usize, divisor: f64) -> Vec<f64> {
+    let per = ((bins as f64 - 1.0) / divisor) as f32;
+    (0..bins)
+        .map(|i| f64::from((8.0f32 - i as f32 / per).round_ties_even()))
+        .collect()
+}
+
+/// A policy's table: each operation, its magnitudes (`None`: it takes none) and whether the
+/// magnitude's sign is drawn.
+pub type Space = Vec<(AugOp, Option<Vec<f64>>, bool)>;
+
+/// TrivialAugmentWide's table for `bins` magnitudes (torchvision's `_AUGMENTATION_SPACE`).
+pub fn trivial_augment_wide_space(bins: usize) -> Space {
+    use AugOp::*;
+    let l = |end: f32| Some(linspace(0.0, end, bins));
+    vec![
+        (Identity, None, false),
+        (ShearX, l(0.99), true),
+        (ShearY, l(0.99), true),
+        (TranslateX, l(32.0), true),
+        (TranslateY, l(32.0), true),
+        (Rotate, l(135.0), true),
+        (Brightness, l(0.99), true),
+        (Color, l(0.99), true),
+        (Contrast, l(0.99), true),
+        (Sharpness, l(0.99), true),
+        (Posterize, Some(posterize_bins(bins, 6.0)), false),
+        (Solarize, Some(linspace(1.0, 0.0, bins)), false),
+        (AutoContrast, None, false),
+        (Equalize, None, false),
+    ]
+}
+
+/// RandAugment's table for `bins` magnitudes on `height × width` images.
+pub fn rand_augment_space(bins: usize, height: usize, width: usize) -> Space {
+    use AugOp::*;
+    let l = |end: f32| Some(linspace(0.0, end, bins));
+    // torchvision: 150.0 / 331.0 * width, in double, then float32 for linspace's end.
+    let tx = (150.0 / 331.0 * width as f64) as f32;
+    let ty = (150.0 / 331.0 * height as f64) as f32;
+    vec![
+        (Identity, None, false),
+        (ShearX, l(0.3), true),
+        (ShearY, l(0.3), true),
+        (TranslateX, l(tx), true),
+        (TranslateY, l(ty), true),
+        (Rotate, l(30.0), true),
+        (Brightness, l(0.9), true),
+        (Color, l(0.9), true),
+        (Contrast, l(0.9), true),
+        (Sharpness, l(0.9), true),
+        (Posterize, Some(posterize_bins(bins, 4.0)), false),
+        (Solarize, Some(linspace(1.0, 0.0, bins)), false),
+        (AutoContrast, None, false),
+        (Equalize, None, false),
+    ]
+}
+
+/// The magnitude of `entry` at `bin`, with its sign drawn when the table says so (torchvision:
+/// negative when `rand() <= 0.5`).
+fn magnitude(entry: &(AugOp, Option<Vec<f64>>, bool), bin: usize, rng: &mut SampleRng) -> f64 {
+    match &entry.1 {
+        Some(values) => {
+            let m = values[bin.min(values.len() - 1)];
+            if entry.2 && rng.uniform() <= 0.5 { -m } else { m }
+        }
+        None => 0.0,
+    }
+}
+
+/// torchvision's `TrivialAugmentWide`: one operation, uniformly, at a uniform magnitude bin.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrivialAugmentWide {
+    /// Magnitude bins (torchvision's 31).
+    pub num_magnitude_bins: usize,
+}
+
+impl Default for TrivialAugmentWide {
+    fn default() -> Self {
+        Self {
+            num_magnitude_bins: 31,
+        }
+    }
+}
+
+impl TrivialAugmentWide {
+    /// The operation and magnitude drawn from `rng`.
+    pub fn sample(&self, rng: &mut SampleRng) -> (AugOp, f64) {
+        let space = trivial_augment_wide_space(self.num_magnitude_bins.max(1));
+        let entry = &space[rng.below(space.len() as u64) as usize];
+        let bin = rng.below(self.num_magnitude_bins.max(1) as u64) as usize;
+        (entry.0, magnitude(entry, bin, rng))
+    }
+
+    /// One drawn operation applied to `img`.
+    pub fn apply<C: ColorOrder>(&self, img: &Image<Hwc, C>, rng: &mut SampleRng) -> Image<Hwc, C> {
+        let (op, m) = self.sample(rng);
+        apply_op(img, op, m)
+    }
+}
+
+/// torchvision's `RandAugment`: `num_ops` operations drawn uniformly (with repetition), each at
+/// the fixed `magnitude` bin.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RandAugment {
+    /// Operations per image (torchvision's 2).
+    pub num_ops: usize,
+    /// The magnitude bin (torchvision's 9).
+    pub magnitude: usize,
+    /// Magnitude bins (torchvision's 31).
+    pub num_magnitude_bins: usize,
+}
+
+impl Default for RandAugment {
+    fn default() -> Self {
+        Self {
+            num_ops: 2,
+            magnitude: 9,
+            num_magnitude_bins: 31,
+        }
+    }
+}
+
+impl RandAugment {
+    /// The operations and magnitudes drawn from `rng` for an image of `height × width`.
+    pub fn sample(&self, height: usize, width: usize, rng: &mut SampleRng) -> Vec<(AugOp, f64)> {
+        let space = rand_augment_space(self.num_magnitude_bins.max(1), height, width);
+        (0..self.num_ops)
+            .map(|_| {
+                let entry = &space[rng.below(space.len() as u64) as usize];
+                (entry.0, magnitude(entry, self.magnitude, rng))
+            })
+            .collect()
+    }
+
+    /// The drawn operations applied to `img` in order.
+    pub fn apply<C: ColorOrder>(&self, img: &Image<Hwc, C>, rng: &mut SampleRng) -> Image<Hwc, C> {
+        let ops = self.sample(img.height(), img.width(), rng);
+        ops.into_iter()
+            .fold(img.clone(), |cur, (op, m)| apply_op(&cur, op, m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_are_uniform_over_the_table_and_signs_are_even() {
+        let t = TrivialAugmentWide::default();
+        let mut rng = SampleRng::new(17);
+        let n = 28_000;
+        let mut counts = std::collections::BTreeMap::new();
+        let mut negative = 0usize;
+        for _ in 0..n {
+            let (op, m) = t.sample(&mut rng);
+            *counts.entry(format!("{op:?}")).or_insert(0usize) += 1;
+            if op == AugOp::Rotate && m < 0.0 {
+                negative += 1;
+            }
+        }
+        assert_eq!(counts.len(), 14, "{counts:?}");
+        for (op, c) in &counts {
+            assert!((c * 14).abs_diff(n) < n / 10, "{op}: {c}");
+        }
+        let rotations = counts["Rotate"];
+        assert!(
+            (negative * 2).abs_diff(rotations) < rotations / 8,
+            "{negative} of {rotations}"
+        );
+        let r = RandAugment::default();
+        assert_eq!(r.sample(32, 32, &mut rng).len(), 2);
+    }
+}
