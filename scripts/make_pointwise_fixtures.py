@@ -64,6 +64,10 @@ for op, mags in tables["trivial-augment-wide"].items():
 for op in ("Invert",):
     out = taw._apply_image_or_video_transform(t, op, 0.0, interpolation=taw.interpolation, fill=taw._fill)
     policy_ops.append({"op": op, "magnitude": 0.0, "out": out.flatten().tolist()})
+from torchvision.transforms import AutoAugmentPolicy
+aa = T.AutoAugment()
+tables["auto-augment"] = table(aa._AUGMENTATION_SPACE, 10, 12, 17)
+policies = {p.value: [[list(step) for step in sub] for sub in T.AutoAugment(p)._policies] for p in AutoAugmentPolicy}
 json.dump({"torch": torch.__version__, "torchvision": torchvision.__version__, "images": images,
-           "tables": tables, "policy_ops": policy_ops}, open(sys.argv[1], "w"))
+           "tables": tables, "policy_ops": policy_ops, "auto_augment_policies": policies}, open(sys.argv[1], "w"))
 print("wrote", sys.argv[1], len(images), "images x", len(OPS), "ops")

@@ -1,5 +1,5 @@
-//! Automatic augmentation policies with torchvision's v2 semantics: [`TrivialAugmentWide`] and
-//! [`RandAugment`], on u8 images, built from [`crate::pointwise`] and [`crate::affine`].
+//! Automatic augmentation policies with torchvision's v2 semantics: [`TrivialAugmentWide`],
+//! [`RandAugment`] and [`AutoAugment`] (ImageNet, CIFAR-10 and SVHN policies), on u8 images, built from [`crate::pointwise`] and [`crate::affine`].
 //!
 //! Each policy draws operations and magnitudes from its table (torchvision's
 //! `_AUGMENTATION_SPACE`, the magnitudes as float32 `torch.linspace` values) with the per-sample
@@ -250,6 +250,181 @@ impl RandAugment {
     }
 }
 
+/// AutoAugment's table (10 bins): RandAugment's operations without identity, plus invert.
+pub fn auto_augment_space(height: usize, width: usize) -> Space {
+    let mut space: Space = rand_augment_space(10, height, width)
+        .into_iter()
+        .filter(|e| e.0 != AugOp::Identity)
+        .collect();
+    space.push((AugOp::Invert, None, false));
+    space
+}
+
+/// Two (operation, probability, magnitude bin) steps.
+type SubPolicy = [(AugOp, f64, Option<usize>); 2];
+
+/// torchvision's `AutoAugmentPolicy.IMAGENET` sub-policies: (operation, probability, magnitude bin).
+const IMAGENET: &[SubPolicy] = &[
+    [(AugOp::Posterize, 0.4, Some(8)), (AugOp::Rotate, 0.6, Some(9))],
+    [(AugOp::Solarize, 0.6, Some(5)), (AugOp::AutoContrast, 0.6, None)],
+    [(AugOp::Equalize, 0.8, None), (AugOp::Equalize, 0.6, None)],
+    [(AugOp::Posterize, 0.6, Some(7)), (AugOp::Posterize, 0.6, Some(6))],
+    [(AugOp::Equalize, 0.4, None), (AugOp::Solarize, 0.2, Some(4))],
+    [(AugOp::Equalize, 0.4, None), (AugOp::Rotate, 0.8, Some(8))],
+    [(AugOp::Solarize, 0.6, Some(3)), (AugOp::Equalize, 0.6, None)],
+    [(AugOp::Posterize, 0.8, Some(5)), (AugOp::Equalize, 1.0, None)],
+    [(AugOp::Rotate, 0.2, Some(3)), (AugOp::Solarize, 0.6, Some(8))],
+    [(AugOp::Equalize, 0.6, None), (AugOp::Posterize, 0.4, Some(6))],
+    [(AugOp::Rotate, 0.8, Some(8)), (AugOp::Color, 0.4, Some(0))],
+    [(AugOp::Rotate, 0.4, Some(9)), (AugOp::Equalize, 0.6, None)],
+    [(AugOp::Equalize, 0.0, None), (AugOp::Equalize, 0.8, None)],
+    [(AugOp::Invert, 0.6, None), (AugOp::Equalize, 1.0, None)],
+    [(AugOp::Color, 0.6, Some(4)), (AugOp::Contrast, 1.0, Some(8))],
+    [(AugOp::Rotate, 0.8, Some(8)), (AugOp::Color, 1.0, Some(2))],
+    [(AugOp::Color, 0.8, Some(8)), (AugOp::Solarize, 0.8, Some(7))],
+    [(AugOp::Sharpness, 0.4, Some(7)), (AugOp::Invert, 0.6, None)],
+    [(AugOp::ShearX, 0.6, Some(5)), (AugOp::Equalize, 1.0, None)],
+    [(AugOp::Color, 0.4, Some(0)), (AugOp::Equalize, 0.6, None)],
+    [(AugOp::Equalize, 0.4, None), (AugOp::Solarize, 0.2, Some(4))],
+    [(AugOp::Solarize, 0.6, Some(5)), (AugOp::AutoContrast, 0.6, None)],
+    [(AugOp::Invert, 0.6, None), (AugOp::Equalize, 1.0, None)],
+    [(AugOp::Color, 0.6, Some(4)), (AugOp::Contrast, 1.0, Some(8))],
+    [(AugOp::Equalize, 0.8, None), (AugOp::Equalize, 0.6, None)],
+];
+
+/// torchvision's `AutoAugmentPolicy.CIFAR10` sub-policies: (operation, probability, magnitude bin).
+const CIFAR10: &[SubPolicy] = &[
+    [(AugOp::Invert, 0.1, None), (AugOp::Contrast, 0.2, Some(6))],
+    [(AugOp::Rotate, 0.7, Some(2)), (AugOp::TranslateX, 0.3, Some(9))],
+    [(AugOp::Sharpness, 0.8, Some(1)), (AugOp::Sharpness, 0.9, Some(3))],
+    [(AugOp::ShearY, 0.5, Some(8)), (AugOp::TranslateY, 0.7, Some(9))],
+    [(AugOp::AutoContrast, 0.5, None), (AugOp::Equalize, 0.9, None)],
+    [(AugOp::ShearY, 0.2, Some(7)), (AugOp::Posterize, 0.3, Some(7))],
+    [(AugOp::Color, 0.4, Some(3)), (AugOp::Brightness, 0.6, Some(7))],
+    [
+        (AugOp::Sharpness, 0.3, Some(9)),
+        (AugOp::Brightness, 0.7, Some(9)),
+    ],
+    [(AugOp::Equalize, 0.6, None), (AugOp::Equalize, 0.5, None)],
+    [(AugOp::Contrast, 0.6, Some(7)), (AugOp::Sharpness, 0.6, Some(5))],
+    [(AugOp::Color, 0.7, Some(7)), (AugOp::TranslateX, 0.5, Some(8))],
+    [(AugOp::Equalize, 0.3, None), (AugOp::AutoContrast, 0.4, None)],
+    [
+        (AugOp::TranslateY, 0.4, Some(3)),
+        (AugOp::Sharpness, 0.2, Some(6)),
+    ],
+    [(AugOp::Brightness, 0.9, Some(6)), (AugOp::Color, 0.2, Some(8))],
+    [(AugOp::Solarize, 0.5, Some(2)), (AugOp::Invert, 0.0, None)],
+    [(AugOp::Equalize, 0.2, None), (AugOp::AutoContrast, 0.6, None)],
+    [(AugOp::Equalize, 0.2, None), (AugOp::Equalize, 0.6, None)],
+    [(AugOp::Color, 0.9, Some(9)), (AugOp::Equalize, 0.6, None)],
+    [(AugOp::AutoContrast, 0.8, None), (AugOp::Solarize, 0.2, Some(8))],
+    [(AugOp::Brightness, 0.1, Some(3)), (AugOp::Color, 0.7, Some(0))],
+    [(AugOp::Solarize, 0.4, Some(5)), (AugOp::AutoContrast, 0.9, None)],
+    [
+        (AugOp::TranslateY, 0.9, Some(9)),
+        (AugOp::TranslateY, 0.7, Some(9)),
+    ],
+    [(AugOp::AutoContrast, 0.9, None), (AugOp::Solarize, 0.8, Some(3))],
+    [(AugOp::Equalize, 0.8, None), (AugOp::Invert, 0.1, None)],
+    [
+        (AugOp::TranslateY, 0.7, Some(9)),
+        (AugOp::AutoContrast, 0.9, None),
+    ],
+];
+
+/// torchvision's `AutoAugmentPolicy.SVHN` sub-policies: (operation, probability, magnitude bin).
+const SVHN: &[SubPolicy] = &[
+    [(AugOp::ShearX, 0.9, Some(4)), (AugOp::Invert, 0.2, None)],
+    [(AugOp::ShearY, 0.9, Some(8)), (AugOp::Invert, 0.7, None)],
+    [(AugOp::Equalize, 0.6, None), (AugOp::Solarize, 0.6, Some(6))],
+    [(AugOp::Invert, 0.9, None), (AugOp::Equalize, 0.6, None)],
+    [(AugOp::Equalize, 0.6, None), (AugOp::Rotate, 0.9, Some(3))],
+    [(AugOp::ShearX, 0.9, Some(4)), (AugOp::AutoContrast, 0.8, None)],
+    [(AugOp::ShearY, 0.9, Some(8)), (AugOp::Invert, 0.4, None)],
+    [(AugOp::ShearY, 0.9, Some(5)), (AugOp::Solarize, 0.2, Some(6))],
+    [(AugOp::Invert, 0.9, None), (AugOp::AutoContrast, 0.8, None)],
+    [(AugOp::Equalize, 0.6, None), (AugOp::Rotate, 0.9, Some(3))],
+    [(AugOp::ShearX, 0.9, Some(4)), (AugOp::Solarize, 0.3, Some(3))],
+    [(AugOp::ShearY, 0.8, Some(8)), (AugOp::Invert, 0.7, None)],
+    [(AugOp::Equalize, 0.9, None), (AugOp::TranslateY, 0.6, Some(6))],
+    [(AugOp::Invert, 0.9, None), (AugOp::Equalize, 0.6, None)],
+    [(AugOp::Contrast, 0.3, Some(3)), (AugOp::Rotate, 0.8, Some(4))],
+    [(AugOp::Invert, 0.8, None), (AugOp::TranslateY, 0.0, Some(2))],
+    [(AugOp::ShearY, 0.7, Some(6)), (AugOp::Solarize, 0.4, Some(8))],
+    [(AugOp::Invert, 0.6, None), (AugOp::Rotate, 0.8, Some(4))],
+    [(AugOp::ShearY, 0.3, Some(7)), (AugOp::TranslateX, 0.9, Some(3))],
+    [(AugOp::ShearX, 0.1, Some(6)), (AugOp::Invert, 0.6, None)],
+    [(AugOp::Solarize, 0.7, Some(2)), (AugOp::TranslateY, 0.6, Some(7))],
+    [(AugOp::ShearY, 0.8, Some(4)), (AugOp::Invert, 0.8, None)],
+    [(AugOp::ShearX, 0.7, Some(9)), (AugOp::TranslateY, 0.8, Some(3))],
+    [(AugOp::ShearY, 0.8, Some(5)), (AugOp::AutoContrast, 0.7, None)],
+    [(AugOp::ShearX, 0.7, Some(2)), (AugOp::Invert, 0.1, None)],
+];
+
+/// Which learned AutoAugment policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoAugmentPolicy {
+    /// Learned on ImageNet (torchvision's default).
+    #[default]
+    Imagenet,
+    /// Learned on CIFAR-10.
+    Cifar10,
+    /// Learned on SVHN.
+    Svhn,
+}
+
+impl AutoAugmentPolicy {
+    /// The policy's 25 sub-policies.
+    pub fn sub_policies(self) -> &'static [[(AugOp, f64, Option<usize>); 2]] {
+        match self {
+            AutoAugmentPolicy::Imagenet => IMAGENET,
+            AutoAugmentPolicy::Cifar10 => CIFAR10,
+            AutoAugmentPolicy::Svhn => SVHN,
+        }
+    }
+}
+
+/// torchvision's `AutoAugment`: one of the policy's sub-policies, uniformly; each of its two steps
+/// applied with its probability at its magnitude bin (sign drawn where the table says).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoAugment {
+    /// The learned policy.
+    pub policy: AutoAugmentPolicy,
+}
+
+impl AutoAugment {
+    /// The steps drawn from `rng` for an image of `height × width` (those that fire, in order).
+    pub fn sample(&self, height: usize, width: usize, rng: &mut SampleRng) -> Vec<(AugOp, f64)> {
+        let subs = self.policy.sub_policies();
+        let sub = &subs[rng.below(subs.len() as u64) as usize];
+        let space = auto_augment_space(height, width);
+        let mut steps = Vec::new();
+        for &(op, p, bin) in sub {
+            // torchvision: skipped unless rand() <= p.
+            if rng.uniform() > p {
+                continue;
+            }
+            let m = match (space.iter().find(|e| e.0 == op), bin) {
+                (Some(entry), Some(bin)) => magnitude(entry, bin, rng),
+                _ => 0.0,
+            };
+            steps.push((op, m));
+        }
+        steps
+    }
+
+    /// The drawn steps applied to `img` in order.
+    pub fn apply<C: ColorOrder>(&self, img: &Image<Hwc, C>, rng: &mut SampleRng) -> Image<Hwc, C> {
+        let steps = self.sample(img.height(), img.width(), rng);
+        steps
+            .into_iter()
+            .fold(img.clone(), |cur, (op, m)| apply_op(&cur, op, m))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +454,20 @@ mod tests {
         );
         let r = RandAugment::default();
         assert_eq!(r.sample(32, 32, &mut rng).len(), 2);
+    }
+
+    #[test]
+    fn auto_augment_fires_each_step_with_its_probability() {
+        // ImageNet's third sub-policy is (Equalize 0.8, Equalize 0.6): over many draws the steps
+        // that fire average the policy's mean probability, 25 sub-policies drawn uniformly.
+        let a = AutoAugment::default();
+        let mut rng = SampleRng::new(5);
+        let n = 20_000;
+        let fired: usize = (0..n).map(|_| a.sample(32, 32, &mut rng).len()).sum();
+        let mean_p: f64 = IMAGENET.iter().flat_map(|s| s.iter().map(|t| t.1)).sum::<f64>() / 25.0;
+        let rate = fired as f64 / n as f64;
+        assert!((rate - mean_p).abs() < 0.03, "{rate} vs {mean_p}");
+        assert_eq!(auto_augment_space(8, 8).len(), 14);
+        assert!(auto_augment_space(8, 8).iter().all(|e| e.0 != AugOp::Identity));
     }
 }

@@ -173,6 +173,12 @@ pub enum Stage {
         #[serde(default = "bins31")]
         num_magnitude_bins: usize,
     },
+    /// torchvision's `AutoAugment` with a learned policy (`imagenet`, `cifar10`, `svhn`).
+    AutoAugment {
+        /// The policy (ImageNet's by default).
+        #[serde(default)]
+        policy: crate::autoaugment::AutoAugmentPolicy,
+    },
     /// torchvision's `RandAugment`: `num_ops` random operations at magnitude bin `magnitude`.
     RandAugment {
         /// Operations per image (2).
@@ -289,7 +295,9 @@ impl Stage {
             } if magnitude >= num_magnitude_bins => Err(format!(
                 "magnitude = {magnitude}: a bin below num_magnitude_bins ({num_magnitude_bins})"
             )),
-            Stage::TrivialAugmentWide { .. } | Stage::RandAugment { .. } => Ok(()),
+            Stage::TrivialAugmentWide { .. } | Stage::RandAugment { .. } | Stage::AutoAugment { .. } => {
+                Ok(())
+            }
         }
     }
 
@@ -557,6 +565,7 @@ impl Compose {
                 Stage::TrivialAugmentWide { num_magnitude_bins } => {
                     crate::autoaugment::TrivialAugmentWide { num_magnitude_bins }.apply(&cur, rng)
                 }
+                Stage::AutoAugment { policy } => crate::autoaugment::AutoAugment { policy }.apply(&cur, rng),
                 Stage::RandAugment {
                     num_ops,
                     magnitude,
@@ -644,6 +653,7 @@ impl Compose {
                 Stage::TrivialAugmentWide { num_magnitude_bins } => {
                     format!("trivial-augment-wide ({num_magnitude_bins} magnitude bins)")
                 }
+                Stage::AutoAugment { policy } => format!("auto-augment ({policy:?} policy)"),
                 Stage::RandAugment {
                     num_ops,
                     magnitude,

@@ -112,7 +112,10 @@ fn every_operation_equals_torchvision_bit_for_bit() {
 /// magnitudes of its table gives `_apply_image_or_video_transform`'s image.
 #[test]
 fn policy_tables_and_operations_equal_torchvisions() {
-    use kiln_transforms::autoaugment::{AugOp, apply_op, rand_augment_space, trivial_augment_wide_space};
+    use kiln_transforms::autoaugment::{
+        AugOp, AutoAugmentPolicy, apply_op, auto_augment_space, rand_augment_space,
+        trivial_augment_wide_space,
+    };
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -144,6 +147,7 @@ fn policy_tables_and_operations_equal_torchvisions() {
         ("trivial-augment-wide", trivial_augment_wide_space(31)),
         ("rand-augment", rand_augment_space(31, 12, 17)),
         ("rand-augment-10", rand_augment_space(10, 9, 11)),
+        ("auto-augment", auto_augment_space(12, 17)),
     ] {
         let want = fixture["tables"][key].as_object().unwrap();
         assert_eq!(space.len(), want.len(), "{key}");
@@ -160,6 +164,23 @@ fn policy_tables_and_operations_equal_torchvisions() {
                         .collect();
                     assert_eq!(v, &e, "{key} {op:?}");
                 }
+            }
+        }
+    }
+    // AutoAugment's learned sub-policies, step for step.
+    for (key, policy) in [
+        ("imagenet", AutoAugmentPolicy::Imagenet),
+        ("cifar10", AutoAugmentPolicy::Cifar10),
+        ("svhn", AutoAugmentPolicy::Svhn),
+    ] {
+        let want = fixture["auto_augment_policies"][key].as_array().unwrap();
+        let got = policy.sub_policies();
+        assert_eq!(got.len(), want.len(), "{key}");
+        for (g, w) in got.iter().zip(want) {
+            for (step, ws) in g.iter().zip(w.as_array().unwrap()) {
+                assert_eq!(name(step.0), ws[0].as_str().unwrap(), "{key}");
+                assert_eq!(step.1, ws[1].as_f64().unwrap(), "{key}");
+                assert_eq!(step.2.map(|b| b as u64), ws[2].as_u64(), "{key}");
             }
         }
     }
