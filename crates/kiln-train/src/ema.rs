@@ -249,10 +249,10 @@ impl ModuleMapper for Lerp {
         let (copy, weight) = (self.copy_buffers && buffer, self.weight);
         param.map(|ema| {
             let model = flat.reshape(ema.shape());
-            if copy || weight == 1.0 {
+            if copy {
                 model
             } else if weight < 0.5 {
-                // torch.lerp's two branches, for the same rounding.
+                // torch.lerp's two branches, for the same rounding (weight 1 copies exactly).
                 ema.clone() + (model - ema).mul_scalar(weight)
             } else {
                 model.clone() - (model - ema).mul_scalar(1.0 - weight)

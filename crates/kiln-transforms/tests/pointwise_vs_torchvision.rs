@@ -45,16 +45,15 @@ fn run<C: ColorOrder>(img: &Image<Hwc, C>, op: &str, args: &Value) -> Image<Hwc,
     }
 }
 
+/// The fixture, read once per test.
+fn fixture() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pointwise/cases.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 #[test]
 fn every_operation_equals_torchvision_bit_for_bit() {
-    let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/pointwise/cases.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let fixture = fixture();
     let mut checked = 0;
     let mut failures = 0;
     for image in fixture["images"].as_array().unwrap() {
@@ -116,14 +115,7 @@ fn policy_tables_and_operations_equal_torchvisions() {
         AugOp, AutoAugmentPolicy, apply_op, auto_augment_space, rand_augment_space,
         trivial_augment_wide_space,
     };
-    let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/pointwise/cases.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let fixture = fixture();
     let name = |op: AugOp| -> &'static str {
         match op {
             AugOp::Identity => "Identity",

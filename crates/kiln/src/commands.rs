@@ -370,7 +370,9 @@ pub(crate) fn export(a: &ExportArgs) -> anyhow::Result<()> {
         return Err(Usage(format!("--out {}: name it .{wanted}", a.out.display())).into());
     }
     writable(&a.out)?;
-    let t = trained(&weights, None)?;
+    // Specs written before kiln recorded the architecture: the config.toml beside the weights says it.
+    let file = run_file_for(&weights, None)?;
+    let t = trained(&weights, file.as_ref())?;
     let done = t.export(&format, &a.out)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&done)?);
