@@ -1,6 +1,8 @@
 """PyTorch peer of examples/bench_train.rs: the same models, batch, random data and SGD rule.
 
-    python3 bench/torch_models.py --model reference|resnet18-cifar --mode train|infer [--steps N]
+    python3 bench/torch_models.py --model reference|resnet18-cifar|NAME --mode train|infer [--steps N]
+
+NAME: any torchvision classification model (mobilenet_v3_large, ...), on 224x224 inputs.
 
 reference: Net of ../shared/bench/torch_fmnist.py (Conv3x3 1->32 no bias, BN, ReLU, MaxPool2;
 Conv3x3 32->64 no bias, BN, ReLU, MaxPool2; Linear 3136->128 no bias, BN1d, ReLU; Linear 128->10).
@@ -44,10 +46,15 @@ elif a.model == "resnet18-cifar":
     m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); m.maxpool = nn.Identity()
     chw, steps = (3, 32, 32), 6
 else:
-    raise SystemExit(f"unknown model {a.model}")
+    # A torchvision classification model by name (kiln's registry uses the same names): 224x224,
+    # 1000 classes, as examples/bench_train.rs runs kiln's.
+    import torchvision
+    if not hasattr(torchvision.models, a.model):
+        raise SystemExit(f"unknown model {a.model}")
+    m, chw, steps = getattr(torchvision.models, a.model)(num_classes=1000), (3, 224, 224), 3
 steps = a.steps or steps
 x = torch.randn(a.batch, *chw)
-y = torch.arange(a.batch) * 7 % 10
+y = torch.arange(a.batch) * 7 % 10  # classes 0-9 of any head
 if a.mode == "train":
     opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     m.train()

@@ -13,6 +13,8 @@
 //! Two warm-up steps are not timed. Prints `train_images_per_s=…` or `infer_images_per_s=…`, and
 //! `peak_rss_mb=…` (the process's high-water mark, `VmHWM`). One mode per process, so the peak
 //! belongs to that mode. `--model resnet18` is torchvision's ResNet-18 (224×224×3, 1000 classes);
+//! Any other `kiln models` name (`--model mobilenet_v3_large`) runs that model on its default
+//! input (1000 classes at 224×224, 10 otherwise), as `bench/torch_models.py` does for torchvision's.
 //! `--save-weights FILE` also writes the (seeded, random) model as a kiln checkpoint with a
 //! torchvision-ImageNet spec, for `kiln export` and `kiln predict` (`bench/onnx.sh`).
 
@@ -51,7 +53,7 @@ fn parse() -> anyhow::Result<Args> {
             "--save-weights" => a.save_weights = Some(value()?.into()),
             "-h" | "--help" => {
                 println!(
-                    "bench_train [--model reference|resnet18-cifar|resnet18] [--mode train|infer] [--batch 128] [--steps N] [--save-weights FILE]"
+                    "bench_train [--model reference|resnet18-cifar|resnet18|NAME] [--mode train|infer] [--batch 128] [--steps N] [--save-weights FILE]\n  NAME: any `kiln models` name (its default input; 1000 classes at 224x224, else 10)"
                 );
                 std::process::exit(0);
             }
@@ -93,7 +95,27 @@ fn main() -> anyhow::Result<()> {
             [3, 224, 224],
             4,
         ),
-        other => bail!("unknown model `{other}`: expected reference, resnet18-cifar or resnet18"),
+        // Any other registry name (`kiln models`): its default input, 1000 classes for ImageNet
+        // inputs (224×224) and 10 otherwise, 3 timed steps.
+        other => {
+            let config = kiln_models::ModelConfig::from_name(other)?;
+            let chw = config.default_input();
+            let classes = if chw[1] >= 224 { 1000 } else { 10 };
+            config.build_with(chw, classes, &device, Bench { args: &args, chw })?
+        }
+    }
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+    chw: [usize; 3],
+}
+
+impl kiln_models::ModelFn for Bench<'_> {
+    type Output = anyhow::Result<()>;
+
+    fn call<M: kiln_models::ZooModel>(self, model: M) -> anyhow::Result<()> {
+        run(self.args, model, self.chw, 3)
     }
 }
 

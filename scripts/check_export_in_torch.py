@@ -22,7 +22,8 @@ if arch == "cifar_resnet20":
     m = ns["CifarResNet20"]()
 else:
     import torchvision
-    m = getattr(torchvision.models, arch)(weights=None, num_classes=manifest["logits"][1])
+    kwargs = {"width_mult": manifest["width_mult"]} if manifest.get("width_mult", 1.0) != 1.0 else {}
+    m = getattr(torchvision.models, arch)(weights=None, num_classes=manifest["logits"][1], **kwargs)
 missing, unexpected = m.load_state_dict(load_file(path), strict=True)
 m.eval()
 x = torch.from_numpy(np.fromfile(os.path.join(fixture, "input.f32"), dtype="<f4").reshape(manifest["input"]))

@@ -1,9 +1,13 @@
-"""Write the weight-import fixture: a CIFAR ResNet-20 with torchvision's module names and random
-weights (BatchNorm running statistics included), its state dict as .safetensors and .pth, an input
-and PyTorch's eval-mode logits for it.
+"""Write a weight-import fixture: a model with torchvision's module names and random weights
+(BatchNorm running statistics included), its state dict as .safetensors and .pth, an input and
+PyTorch's eval-mode logits for it. The default model is a CIFAR ResNet-20.
 
 Usage: python scripts/make_resnet_fixture.py crates/kiln-models/tests/fixtures/cifar_resnet20
        python scripts/make_resnet_fixture.py --arch resnet18 [--weights FILE.pth] [--calibrate] /tmp/r18
+       python scripts/make_resnet_fixture.py --arch mobilenet_v3_small --width-mult 0.5 --num-classes 10 \
+           --size 64 --calibrate crates/kiln-models/tests/fixtures/mobilenet_v3_small_w050
+--arch takes any torchvision classification model name; --width-mult, --num-classes and --size
+(the input's height and width, 224 by default) are passed on / used for the input.
 The second form writes a full torchvision model (random weights and BatchNorm statistics unless
 --weights gives a real state dict) for the test `full_torchvision_resnet_when_a_fixture_is_supplied`
 (run it with KILN_TORCHVISION_FIXTURE=/tmp/r18); it is too large to commit.
@@ -56,13 +60,22 @@ if calibrate:
     args.remove("--calibrate")
 if "--weights" in args:
     i = args.index("--weights"); weights = args[i + 1]; del args[i:i + 2]
+def option(name, cast, default):
+    if name not in args:
+        return default
+    i = args.index(name); v = cast(args[i + 1]); del args[i:i + 2]
+    return v
+width_mult = option("--width-mult", float, None)
+num_classes = option("--num-classes", int, None)
+size = option("--size", int, 224)
 out = args[0]; os.makedirs(out, exist_ok=True)
 torch.manual_seed(0)
 if arch == "cifar_resnet20":
     m = CifarResNet20(); shape = (2, 3, 32, 32)
 else:
     import torchvision
-    m = getattr(torchvision.models, arch)(weights=None); shape = (2, 3, 224, 224)
+    kwargs = {k: v for k, v in [("width_mult", width_mult), ("num_classes", num_classes)] if v is not None}
+    m = getattr(torchvision.models, arch)(weights=None, **kwargs); shape = (2, 3, size, size)
     if weights:
         m.load_state_dict(torch.load(weights, map_location="cpu"))
 # Non-trivial BatchNorm state so that eval mode is really tested.
@@ -70,6 +83,14 @@ for mod in ([] if weights else m.modules()):
     if isinstance(mod, nn.BatchNorm2d):
         mod.running_mean.uniform_(-0.5, 0.5); mod.running_var.uniform_(0.5, 2.0)
         mod.weight.data.uniform_(0.5, 1.5); mod.bias.data.uniform_(-0.2, 0.2)
+if arch != "cifar_resnet20" and not weights:
+    # torchvision starts some linear layers at N(0, 0.01) and every bias at 0, which leaves logits
+    # of ~1e-3 and untested biases: draw them wider so the comparison means something.
+    for mod in m.modules():
+        if isinstance(mod, nn.Linear):
+            nn.init.normal_(mod.weight, 0.0, mod.in_features ** -0.5)
+        if isinstance(mod, (nn.Linear, nn.Conv2d)) and mod.bias is not None:
+            mod.bias.data.uniform_(-0.2, 0.2)
 if calibrate and not weights:
     # Cumulative averages (momentum=None) over a few batches: the running statistics become those
     # of the activations this network produces, layer after layer.
@@ -92,5 +113,5 @@ save_file(sd, os.path.join(out, "weights.safetensors"))
 torch.save(m.state_dict(), os.path.join(out, "weights.pth"))
 x.numpy().astype("<f4").tofile(os.path.join(out, "input.f32"))
 y.numpy().astype("<f4").tofile(os.path.join(out, "logits.f32"))
-json.dump({"arch": arch, "torch": torch.__version__, "batchnorm": "real" if weights else ("calibrated" if calibrate else "random"), "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
+json.dump({"arch": arch, "width_mult": width_mult or 1.0, "torch": torch.__version__, "batchnorm": "real" if weights else ("calibrated" if calibrate else "random"), "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
 print("logits", y[0, :4].tolist())

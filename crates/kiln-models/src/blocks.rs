@@ -23,7 +23,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, leaky_relu, relu, silu};
+use burn::tensor::activation::{gelu, hard_sigmoid, hard_swish, leaky_relu, relu, silu};
 use serde::{Deserialize, Serialize};
 
 use crate::init::{Fans, InitScheme};
@@ -44,6 +44,10 @@ pub enum Activation {
     Gelu,
     /// `x·sigmoid(x)` (a.k.a. swish).
     Silu,
+    /// `x·relu6(x + 3)/6` (MobileNetV3's hard swish, PyTorch's `nn.Hardswish`).
+    HardSwish,
+    /// `relu6(x + 3)/6` (PyTorch's `nn.Hardsigmoid`; MobileNetV3's squeeze-excitation gate).
+    HardSigmoid,
     /// No activation (e.g. the last BatchNorm of a residual branch, before the addition).
     Identity,
 }
@@ -56,6 +60,8 @@ impl Activation {
             Activation::LeakyRelu { negative_slope } => leaky_relu(x, negative_slope),
             Activation::Gelu => gelu(x),
             Activation::Silu => silu(x),
+            Activation::HardSwish => hard_swish(x),
+            Activation::HardSigmoid => hard_sigmoid(x, 1.0 / 6.0, 0.5),
             Activation::Identity => x,
         }
     }
@@ -66,6 +72,8 @@ impl Activation {
             Activation::LeakyRelu { negative_slope } => format!("LeakyReLU({negative_slope})"),
             Activation::Gelu => "GELU".into(),
             Activation::Silu => "SiLU".into(),
+            Activation::HardSwish => "Hardswish".into(),
+            Activation::HardSigmoid => "Hardsigmoid".into(),
             Activation::Identity => "identity".into(),
         }
     }
@@ -98,6 +106,13 @@ pub struct ConvBnActConfig {
     /// Weight initialisation.
     #[config(default = "InitScheme::KaimingNormalFanOutRelu")]
     pub init: InitScheme,
+    /// BatchNorm's ε (PyTorch's default 1e-5; MobileNetV3 uses 1e-3).
+    #[config(default = 1e-5)]
+    pub bn_eps: f64,
+    /// BatchNorm's running-statistics momentum, PyTorch's convention (default 0.1; MobileNetV3
+    /// uses 0.01).
+    #[config(default = 0.1)]
+    pub bn_momentum: f64,
 }
 
 /// Conv (no bias) → BatchNorm → activation, "same" padding `kernel/2` (PyTorch's usual explicit
@@ -132,7 +147,10 @@ impl ConvBnActConfig {
             conv.bias = Some(Initializer::Zeros.init([self.out_channels], device));
         }
         let bn = self.batch_norm.then(|| {
-            let mut bn = BatchNormConfig::new(self.out_channels).init(device);
+            let mut bn = BatchNormConfig::new(self.out_channels)
+                .with_epsilon(self.bn_eps)
+                .with_momentum(self.bn_momentum)
+                .init(device);
             if self.zero_gamma {
                 bn.gamma = Param::from_tensor(Tensor::zeros([self.out_channels], device));
             }
@@ -181,7 +199,8 @@ impl ConvBnAct {
         match (&self.bn, self.activation) {
             (Some(bn), Activation::Relu) => crate::kernels::batch_norm_act(bn, x, true),
             (Some(bn), Activation::Identity) => crate::kernels::batch_norm_act(bn, x, false),
-            (Some(bn), act) => act.apply(bn.forward(x)),
+            // Other activations after kiln's BatchNorm (Burn's copies the layout twice).
+            (Some(bn), act) => act.apply(crate::kernels::batch_norm_act(bn, x, false)),
             (None, act) => act.apply(x),
         }
     }

@@ -93,6 +93,19 @@ pub fn load_torchvision_resnet(model: ResNet, path: &Path) -> Result<ResNet, Mod
     load_with_key_map(model, pairs, path)
 }
 
+/// `(regex, replacement)` pairs from `(torchvision prefix, kiln prefix)` pairs (each ending in a
+/// dot): torchvision → kiln names for the import, kiln → torchvision (`to_torchvision`) for the
+/// export.
+pub(crate) fn prefix_map(pairs: Vec<(String, String)>, to_torchvision: bool) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .map(|(tv, kiln)| {
+            let (from, to) = if to_torchvision { (kiln, tv) } else { (tv, kiln) };
+            (format!("^{}", from.replace('.', r"\.")), to)
+        })
+        .collect()
+}
+
 fn load_with_key_map<M: burn::module::Module>(
     mut model: M,
     pairs: Vec<(String, String)>,
@@ -109,16 +122,20 @@ fn load_with_key_map<M: burn::module::Module>(
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
+    // Neither store validates or insists on completeness: the result lists shape mismatches,
+    // missing and unused tensors, reported together (and briefly) below.
     let result = if ext == "safetensors" {
         let mut store = SafetensorsStore::from_file(path)
             .with_from_adapter(PyTorchToBurnAdapter)
             .remap(remapper)
+            .validate(false)
             .allow_partial(true);
         model.load_from(&mut store).map_err(|e| fail(e.to_string()))?
     } else {
         let mut store = PytorchStore::from_file(path)
             .remap(remapper)
             .map_indices_contiguous(false)
+            .validate(false)
             .allow_partial(true);
         model.load_from(&mut store).map_err(|e| fail(e.to_string()))?
     };

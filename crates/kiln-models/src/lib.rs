@@ -6,7 +6,8 @@
 //! * [`classifier`] — the [`Classifier`] trait the training loop drives.
 //! * [`init`] — named initialisation schemes with PyTorch's formulas ([`InitScheme`]).
 //! * [`reference_cnn`] — the reference CNN for 28×28 grey images ([`ReferenceCnn`]).
-//! * [`blocks`], [`mlp`], [`resnet`] — `ConvBnAct`/`LinearBnAct` and the zoo built from them.
+//! * [`blocks`], [`mlp`], [`resnet`], [`mobilenet`] — `ConvBnAct`/`LinearBnAct` and the zoo built
+//!   from them.
 //! * [`pretrained`], [`import`], [`weights`] — what weights expect ([`PretrainedSpec`]), torchvision
 //!   import, kiln checkpoints and the safetensors export PyTorch loads back.
 //! * [`zoo`] — the model registry: [`ModelConfig`] (every architecture, `--model` names) and
@@ -40,6 +41,7 @@ pub mod import;
 pub mod init;
 pub mod kernels;
 pub mod mlp;
+pub mod mobilenet;
 pub mod onnx;
 pub mod pretrained;
 pub mod reference_cnn;
@@ -54,6 +56,7 @@ pub use error::ModelError;
 pub use finetune::FineTune;
 pub use init::{FanMode, Fans, InitScheme, Nonlinearity};
 pub use mlp::{Mlp, MlpConfig};
+pub use mobilenet::{MobileNetV3, MobileNetV3Config, MobileNetV3Kind};
 pub use pretrained::PretrainedSpec;
 pub use reference_cnn::{ReferenceCnn, ReferenceCnnConfig};
 pub use resnet::{ResNet, ResNetConfig, ResNetKind};

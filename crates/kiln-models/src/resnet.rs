@@ -269,19 +269,13 @@ impl ResNet {
     /// torchvision's state-dict names → this model's parameter paths, as `(regex, replacement)`
     /// pairs (`layerL.B.convJ` → `blocks.G.branch.J-1.conv`, `downsample.0/1` → `shortcut.conv/bn`).
     pub fn torchvision_key_map(&self) -> Vec<(String, String)> {
-        self.torchvision_prefixes()
-            .into_iter()
-            .map(|(tv, kiln)| (format!("^{}", tv.replace('.', r"\.")), kiln))
-            .collect()
+        crate::import::prefix_map(self.torchvision_prefixes(), false)
     }
 
     /// This model's parameter paths → torchvision's state-dict names: the inverse of
     /// [`torchvision_key_map`](Self::torchvision_key_map), used by the safetensors export.
     pub fn torchvision_export_key_map(&self) -> Vec<(String, String)> {
-        self.torchvision_prefixes()
-            .into_iter()
-            .map(|(tv, kiln)| (format!("^{}", kiln.replace('.', r"\.")), tv))
-            .collect()
+        crate::import::prefix_map(self.torchvision_prefixes(), true)
     }
 
     /// `(torchvision prefix, kiln prefix)` pairs, each ending in a dot.

@@ -235,9 +235,11 @@ impl ModelConfig {
     /// [`ModelError::UnknownModel`] listing the names there are.
     pub fn from_name(name: &str) -> Result<Self, ModelError> {
         let presets = Self::presets();
+        // `mobilenet-v3-small` finds `mobilenet_v3_small`: case, `-` and `_` do not matter.
+        let key = |s: &str| s.to_ascii_lowercase().replace('_', "-");
         presets
             .iter()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .find(|p| key(p.name) == key(name))
             .map(|p| p.config.clone())
             .ok_or_else(|| ModelError::UnknownModel {
                 name: name.to_string(),
@@ -289,6 +291,8 @@ registry! {
     Resnet(crate::resnet::ResNetArch),
     /// A multi-layer perceptron.
     Mlp(crate::mlp::MlpArch),
+    /// torchvision's MobileNetV3 (`variant` small or large).
+    MobilenetV3(crate::mobilenet::MobileNetV3Arch),
 }
 
 #[cfg(test)]

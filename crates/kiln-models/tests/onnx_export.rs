@@ -441,3 +441,56 @@ fn a_layer_without_an_onnx_form_is_named() {
     assert!(err.contains("head.pool") && err.contains("[2, 2]"), "{err}");
     assert!(g.nodes().is_empty(), "nothing half-written");
 }
+
+/// End to end: torchvision's MobileNetV3 fixture (`tests/fixtures/mobilenet_v3_small_w050`, see
+/// `torchvision_import.rs`; squeeze-excitation, hard swish, depthwise convolutions, logits of a
+/// real size) imported into kiln and exported to ONNX gives PyTorch's own logits in ONNX Runtime,
+/// folded and not, at opset 13 (no `HardSwish` operator yet) and 21.
+#[test]
+fn an_imported_torchvision_mobilenet_runs_in_onnxruntime_with_pytorchs_logits() {
+    use kiln_models::{MobileNetV3Config, MobileNetV3Kind};
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mobilenet_v3_small_w050");
+    let read = |name: &str| -> Vec<f32> {
+        std::fs::read(fixture.join(name))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let device = Device::flex();
+    let model = MobileNetV3Config::new(MobileNetV3Kind::Small)
+        .with_width_mult(0.5)
+        .init(&device)
+        .unwrap();
+    let model = kiln_models::import::load_torchvision(model, &fixture.join("weights.safetensors")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    kiln_data::npy::write_f32(&dir.path().join("x.npy"), &[2, 3, 64, 64], &read("input.f32")).unwrap();
+    kiln_data::npy::write_f32(&dir.path().join("logits.npy"), &[2, 10], &read("logits.f32")).unwrap();
+    let mut cases = Vec::new();
+    for (opset, fold_bn) in [(13, false), (13, true), (21, false), (21, true)] {
+        let options = OnnxOptions {
+            opset,
+            dynamic_batch: true,
+            batch: 1,
+            fold_bn,
+        };
+        let onnx = export_proto(&model, [3, 64, 64], &options, None).unwrap();
+        let ops: BTreeSet<&str> = onnx
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type())
+            .collect();
+        for op in ["HardSigmoid", "GlobalAveragePool", "Mul", "Add", "Conv", "Gemm"] {
+            assert!(ops.contains(op), "{op} in {ops:?}");
+        }
+        let file = format!("mobilenet-{opset}-{fold_bn}.onnx");
+        std::fs::write(dir.path().join(&file), onnx.encode_to_vec()).unwrap();
+        cases.push(serde_json::json!({"onnx": file, "input": "x.npy", "logits": "logits.npy"}));
+    }
+    let manifest = dir.path().join("manifest.json");
+    std::fs::write(&manifest, serde_json::to_vec(&cases).unwrap()).unwrap();
+    run_onnxruntime_check(&manifest);
+}

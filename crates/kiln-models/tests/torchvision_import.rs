@@ -1,4 +1,5 @@
-//! torchvision-layout weights imported into kiln's CIFAR ResNet-20 give PyTorch's eval logits.
+//! torchvision-layout weights imported into kiln's models (a CIFAR ResNet-20, a MobileNetV3) give
+//! PyTorch's eval logits, and kiln's safetensors export has torchvision's layout.
 //!
 //! Fixture (`tests/fixtures/cifar_resnet20/`, made by `scripts/make_resnet_fixture.py`): a
 //! ResNet-20 with torchvision's module names, random weights and random BatchNorm running
@@ -9,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use kiln_models::import::load_torchvision_resnet;
-use kiln_models::{Classifier, ResNetConfig, ResNetKind};
+use kiln_models::import::{load_torchvision, load_torchvision_resnet};
+use kiln_models::zoo::{ModelConfig, ModelFn, ZooModel};
+use kiln_models::{Classifier, MobileNetV3Config, MobileNetV3Kind, ResNetConfig, ResNetKind};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar_resnet20")
@@ -114,12 +116,136 @@ fn safetensors_export_has_torchvisions_layout_and_reimports_to_the_same_logits()
     assert!(worst < 1e-4, "{worst}");
 }
 
-/// The full-size check: set `KILN_TORCHVISION_FIXTURE` to a folder written by
-/// `python scripts/make_resnet_fixture.py --arch resnet18 --calibrate DIR` (or resnet34/resnet50;
-/// with `--weights FILE` to use real torchvision weights) and this test imports `weights.safetensors`
-/// and `weights.pth` and compares the logits with PyTorch's. Skipped (with a message) when unset.
+/// A registered model built from `config`, loaded from the torchvision state dict `file`, run in
+/// eval mode on the fixture input at `fixture`: its logits. Also returns the model's safetensors
+/// export (at `export`), when asked.
+struct ImportAndRun<'a> {
+    fixture: &'a Path,
+    file: &'a str,
+    input: [usize; 4],
+    export: Option<&'a Path>,
+}
+
+impl ModelFn for ImportAndRun<'_> {
+    type Output = Vec<f32>;
+
+    fn call<M: ZooModel>(self, model: M) -> Vec<f32> {
+        let device = Device::flex();
+        let model = load_torchvision(model, &self.fixture.join(self.file)).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(out) = self.export {
+            kiln_models::weights::export_torchvision_safetensors(&model, out, None).unwrap();
+        }
+        let x = Tensor::<4>::from_data(
+            TensorData::new(read_f32s(&self.fixture.join("input.f32")), self.input),
+            &device,
+        );
+        model.logits(x).into_data().try_into_vec_as::<f32>().unwrap()
+    }
+}
+
+fn read_f32s(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+/// The registry config for a fixture's manifest (`arch`, `width_mult`).
+fn config_of(manifest: &serde_json::Value) -> ModelConfig {
+    let arch = manifest["arch"].as_str().unwrap();
+    let mut config = ModelConfig::from_name(arch).unwrap_or_else(|e| panic!("{e}"));
+    if let (ModelConfig::MobilenetV3(m), Some(w)) = (&mut config, manifest["width_mult"].as_f64()) {
+        m.width_mult = w;
+    }
+    config
+}
+
+fn manifest_of(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// `tests/fixtures/mobilenet_v3_small_w050`: torchvision's `mobilenet_v3_small(width_mult=0.5,
+/// num_classes=10)` with random weights, wide random biases and linear layers, BatchNorm statistics
+/// calibrated on random inputs; a `[2, 3, 64, 64]` input and PyTorch's eval logits (made by
+/// `python scripts/make_resnet_fixture.py --arch mobilenet_v3_small --width-mult 0.5
+/// --num-classes 10 --size 64 --calibrate DIR`).
 #[test]
-fn full_torchvision_resnet_when_a_fixture_is_supplied() {
+fn mobilenet_v3_imports_from_pth_and_safetensors_and_exports_back() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mobilenet_v3_small_w050");
+    let manifest = manifest_of(&fixture);
+    let config = config_of(&manifest);
+    assert_eq!(
+        config.describe([3, 64, 64], 10),
+        "MobileNetV3-Small(3x64x64 -> 10 classes, width x0.5)"
+    );
+    let want = read_f32s(&fixture.join("logits.f32"));
+    assert!(
+        want.iter().any(|v| v.abs() > 0.1),
+        "logits of a real size: {want:?}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let exported = out.path().join("exported.safetensors");
+    let device = Device::flex();
+    for file in ["weights.safetensors", "weights.pth"] {
+        let run = ImportAndRun {
+            fixture: &fixture,
+            file,
+            input: [2, 3, 64, 64],
+            export: Some(&exported),
+        };
+        let got = config.build_with([3, 64, 64], 10, &device, run).unwrap();
+        let worst = max_abs_diff(&got, &want);
+        println!("{file}: max |kiln - PyTorch| = {worst:e}");
+        assert!(worst < 1e-4, "{file}: {worst}");
+    }
+    // The export has the state dict's names, dtypes and shapes (PyTorch loads it strictly:
+    // scripts/check_export_in_torch.py) and imports back to the same logits.
+    let (want_header, _) =
+        kiln_models::weights::safetensors_header(&fixture.join("weights.safetensors")).unwrap();
+    let (got_header, _) = kiln_models::weights::safetensors_header(&exported).unwrap();
+    assert_eq!(got_header, want_header);
+    let again = ImportAndRun {
+        fixture: out.path(),
+        file: "exported.safetensors",
+        input: [2, 3, 64, 64],
+        export: None,
+    };
+    std::fs::copy(fixture.join("input.f32"), out.path().join("input.f32")).unwrap();
+    let got = config.build_with([3, 64, 64], 10, &device, again).unwrap();
+    assert!(max_abs_diff(&got, &want) < 1e-4);
+}
+
+#[test]
+fn a_mobilenet_of_another_variant_or_width_is_refused_naming_tensors() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mobilenet_v3_small_w050");
+    let device = Device::flex();
+    for wrong in [
+        MobileNetV3Config::new(MobileNetV3Kind::Large).with_width_mult(0.5),
+        MobileNetV3Config::new(MobileNetV3Kind::Small),
+    ] {
+        let model = wrong.init(&device).unwrap();
+        let err = load_torchvision(model, &fixture.join("weights.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weights.safetensors"), "{err}");
+        assert!(err.contains("errors [") && err.contains("blocks."), "{err}");
+        assert!(err.len() < 2000, "a short message, not every tensor: {err}");
+    }
+}
+
+/// The full-size check: set `KILN_TORCHVISION_FIXTURE` to a folder written by
+/// `python scripts/make_resnet_fixture.py --arch resnet18 --calibrate DIR` (or any registered
+/// torchvision model: resnet34, resnet50, mobilenet_v3_small, mobilenet_v3_large; with `--weights
+/// FILE` to use real torchvision weights) and this test imports `weights.safetensors` and
+/// `weights.pth` and compares the logits with PyTorch's. Skipped (with a message) when unset.
+#[test]
+fn full_torchvision_model_when_a_fixture_is_supplied() {
     let Some(fixture) = std::env::var_os("KILN_TORCHVISION_FIXTURE") else {
         eprintln!(
             "skipped: set KILN_TORCHVISION_FIXTURE to a folder from scripts/make_resnet_fixture.py --arch resnet18"
@@ -127,45 +253,28 @@ fn full_torchvision_resnet_when_a_fixture_is_supplied() {
         return;
     };
     let fixture = PathBuf::from(fixture);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixture.join("manifest.json")).unwrap()).unwrap();
-    let kind = match manifest["arch"].as_str().unwrap() {
-        "resnet18" => ResNetKind::ResNet18,
-        "resnet34" => ResNetKind::ResNet34,
-        "resnet50" => ResNetKind::ResNet50,
-        other => panic!("unknown arch {other}"),
-    };
+    let manifest = manifest_of(&fixture);
+    let config = config_of(&manifest);
     let stats = manifest["batchnorm"].as_str().unwrap_or("random").to_string();
     let input: Vec<usize> = serde_json::from_value(manifest["input"].clone()).unwrap();
     let classes = manifest["logits"][1].as_u64().unwrap() as usize;
-    let read = |name: &str| -> Vec<f32> {
-        std::fs::read(fixture.join(name))
-            .unwrap()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
     let device = Device::flex();
     for file in ["weights.safetensors", "weights.pth"] {
-        let model = ResNetConfig::new(kind)
-            .with_num_classes(classes)
-            .init(&device)
+        let run = ImportAndRun {
+            fixture: &fixture,
+            file,
+            input: [input[0], input[1], input[2], input[3]],
+            export: None,
+        };
+        let got = config
+            .build_with([input[1], input[2], input[3]], classes, &device, run)
             .unwrap();
-        let model = load_torchvision_resnet(model, &fixture.join(file)).unwrap_or_else(|e| panic!("{e}"));
-        let x = Tensor::<4>::from_data(
-            TensorData::new(read("input.f32"), [input[0], input[1], input[2], input[3]]),
-            &device,
-        );
-        let got = model.logits(x).into_data().try_into_vec_as::<f32>().unwrap();
-        let want = read("logits.f32");
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let want = read_f32s(&fixture.join("logits.f32"));
+        let worst = max_abs_diff(&got, &want);
         let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
         println!(
-            "{kind:?} {file}: max |kiln - PyTorch| = {worst:e} (logits up to {scale}, BatchNorm {stats})"
+            "{} {file}: max |kiln - PyTorch| = {worst:e} (logits up to {scale}, BatchNorm {stats})",
+            config.id()
         );
         if stats == "random" {
             // Arbitrary BatchNorm statistics compound through 34-50 layers into logits in the

@@ -514,6 +514,14 @@ impl ConvGeometry {
         self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
     }
 
+    /// Output rows `oy` whose input row `oy·s + ki − pad` lies inside `0..h`.
+    fn valid_rows(&self, ki: usize) -> (usize, usize) {
+        let (s, p) = (self.stride[0], self.pad[0]);
+        let lo = p.saturating_sub(ki).div_ceil(s);
+        let hi = (self.h + p).saturating_sub(ki).div_ceil(s).min(self.oh);
+        (lo.min(hi), hi)
+    }
+
     /// Output columns `ox` whose input column `ox·s + kj − pad` lies inside `0..w`.
     fn valid_cols(&self, kj: usize) -> (usize, usize) {
         let (s, p) = (self.stride[1], self.pad[1]);
@@ -915,6 +923,218 @@ pub fn conv2d_backward(
             }
         }
         acc
+    });
+    (dx, dw)
+}
+
+/// Calls `f(oy, iy, ox0, ix0, len, tap)` for every kernel tap `(ki, kj)` (`tap = ki·kw + kj`)
+/// and every output row `oy` whose input row `iy` is inside the image: output columns
+/// `ox0..ox0 + len` read input columns `ix0, ix0 + s, …` (the padding's zeros are skipped).
+fn depthwise_taps(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize, usize, usize, usize)) {
+    let ([sh, sw], [ph, pw]) = (g.stride, g.pad);
+    for ki in 0..g.kh {
+        let (r0, r1) = g.valid_rows(ki);
+        for kj in 0..g.kw {
+            let (c0, c1) = g.valid_cols(kj);
+            for oy in r0..r1 {
+                f(
+                    oy,
+                    oy * sh + ki - ph,
+                    c0,
+                    c0 * sw + kj - pw,
+                    c1 - c0,
+                    ki * g.kw + kj,
+                );
+            }
+        }
+    }
+}
+
+/// The padded grid of a stride-1 depthwise convolution: `(hp, wp)` = `(oh + kh − 1, ow + kw −
+/// 1)`. On it, output `(oy, ox)` is `Σ w[ki, kj] · xpad[(oy + ki)·wp + ox + kj]`, so each tap is
+/// one long `y += w · xpad[ki·wp + kj..]` over `oh·wp` elements (the last `kw − 1` columns of
+/// each output row are scratch, dropped at the end).
+fn padded_grid(g: &ConvGeometry) -> (usize, usize) {
+    (g.oh + g.kh - 1, g.ow + g.kw - 1)
+}
+
+/// `buf` ← one `[h, w]` plane inside zeros on the padded grid (plus `kw` zeros of slack for the
+/// last tap's overrun).
+fn pad_plane(plane: &[f32], g: &ConvGeometry, buf: &mut Vec<f32>) {
+    let (hp, wp) = padded_grid(g);
+    buf.clear();
+    buf.resize(hp * wp + g.kw, 0.0);
+    let ([ph, pw], w) = (g.pad, g.w);
+    for (y, row) in plane.chunks_exact(w).enumerate() {
+        let at = (y + ph) * wp + pw;
+        buf[at..at + w].copy_from_slice(row);
+    }
+}
+
+/// `y[i] += a · x[i]`.
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += a * v;
+    }
+}
+
+/// `Σ a[i]·b[i]` with eight independent partial sums (so that it vectorises).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Depthwise convolution (one k×k filter per channel: `groups = ci = co`), dilation 1: `x`
+/// `[n, c, h, w]`, `weight` `[c, 1, kh, kw]` → `[n, c, oh, ow]`. One task per plane; at stride
+/// 1 on the padded grid ([`padded_grid`]), otherwise row by row.
+pub fn depthwise_conv2d(x: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (hw, ohw, kk) = (g.h * g.w, g.ohw(), g.kh * g.kw);
+    let mut y = vec![0f32; g.n * g.ci * ohw];
+    if hw == 0 || ohw == 0 {
+        return y;
+    }
+    let sw = g.stride[1];
+    let unit = g.stride == [1, 1];
+    y.par_chunks_mut(ohw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(xpad, full), (plane, (yp, xp))| {
+                let wc = &weight[(plane % g.ci) * kk..][..kk];
+                if unit {
+                    let (_, wp) = padded_grid(g);
+                    pad_plane(xp, g, xpad);
+                    full.clear();
+                    full.resize(g.oh * wp, 0.0);
+                    for ki in 0..g.kh {
+                        for kj in 0..g.kw {
+                            axpy(full, wc[ki * g.kw + kj], &xpad[ki * wp + kj..]);
+                        }
+                    }
+                    for (out, row) in yp.chunks_exact_mut(g.ow).zip(full.chunks_exact(wp)) {
+                        out.copy_from_slice(&row[..g.ow]);
+                    }
+                    return;
+                }
+                depthwise_taps(g, |oy, iy, ox0, ix0, len, tap| {
+                    let (wv, out) = (wc[tap], &mut yp[oy * g.ow + ox0..][..len]);
+                    let row = &xp[iy * g.w..][..g.w];
+                    for (i, o) in out.iter_mut().enumerate() {
+                        *o += wv * row[ix0 + i * sw];
+                    }
+                });
+            },
+        );
+    y
+}
+
+/// Gradients of [`depthwise_conv2d`] given `dy` `[n, c, oh, ow]`: `dx` (when `need_dx`; one
+/// task per plane, the forward's taps in reverse) and `dweight` (when `need_dw`; one task per
+/// channel over every sample, summed in f64).
+pub fn depthwise_conv2d_backward(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    need_dx: bool,
+    need_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (hw, ohw, kk) = (g.h * g.w, g.ohw(), g.kh * g.kw);
+    let sw = g.stride[1];
+    let unit = g.stride == [1, 1];
+    let (hp, wp) = padded_grid(g);
+    // dy's rows on the padded grid's width, zeros in the scratch columns.
+    let dy_on_grid = |dyp: &[f32], buf: &mut Vec<f32>| {
+        buf.clear();
+        buf.resize(g.oh * wp, 0.0);
+        for (row, grad) in buf.chunks_exact_mut(wp).zip(dyp.chunks_exact(g.ow)) {
+            row[..g.ow].copy_from_slice(grad);
+        }
+    };
+    let empty = hw == 0 || ohw == 0;
+    let dx = need_dx.then(|| {
+        let mut dx = vec![0f32; g.n * g.ci * hw];
+        if empty {
+            return dx;
+        }
+        dx.par_chunks_mut(hw)
+            .zip(dy.par_chunks(ohw))
+            .enumerate()
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(dxpad, dyg), (plane, (dxp, dyp))| {
+                    let wc = &weight[(plane % g.ci) * kk..][..kk];
+                    if unit {
+                        dy_on_grid(dyp, dyg);
+                        dxpad.clear();
+                        dxpad.resize(hp * wp + g.kw, 0.0);
+                        for ki in 0..g.kh {
+                            for kj in 0..g.kw {
+                                axpy(&mut dxpad[ki * wp + kj..], wc[ki * g.kw + kj], dyg);
+                            }
+                        }
+                        let [ph, pw] = g.pad;
+                        for (y, row) in dxp.chunks_exact_mut(g.w).enumerate() {
+                            row.copy_from_slice(&dxpad[(y + ph) * wp + pw..][..g.w]);
+                        }
+                        return;
+                    }
+                    depthwise_taps(g, |oy, iy, ox0, ix0, len, tap| {
+                        let (wv, grad) = (wc[tap], &dyp[oy * g.ow + ox0..][..len]);
+                        let row = &mut dxp[iy * g.w..][..g.w];
+                        for (i, &v) in grad.iter().enumerate() {
+                            row[ix0 + i * sw] += wv * v;
+                        }
+                    });
+                },
+            );
+        dx
+    });
+    let dw = need_dw.then(|| {
+        let per_channel: Vec<Vec<f32>> = (0..g.ci)
+            .into_par_iter()
+            .map_init(
+                || (Vec::new(), Vec::new()),
+                |(xpad, dyg), c| {
+                    let mut acc = vec![0f64; kk];
+                    for n in (0..g.n).filter(|_| !empty) {
+                        let plane = n * g.ci + c;
+                        let (xp, dyp) = (&x[plane * hw..][..hw], &dy[plane * ohw..][..ohw]);
+                        if unit {
+                            pad_plane(xp, g, xpad);
+                            dy_on_grid(dyp, dyg);
+                            for ki in 0..g.kh {
+                                for kj in 0..g.kw {
+                                    let d = dot(dyg, &xpad[ki * wp + kj..][..dyg.len()]);
+                                    acc[ki * g.kw + kj] += f64::from(d);
+                                }
+                            }
+                            continue;
+                        }
+                        depthwise_taps(g, |oy, iy, ox0, ix0, len, tap| {
+                            let (grad, row) = (&dyp[oy * g.ow + ox0..][..len], &xp[iy * g.w..][..g.w]);
+                            let d: f32 = grad.iter().enumerate().map(|(i, a)| a * row[ix0 + i * sw]).sum();
+                            acc[tap] += f64::from(d);
+                        });
+                    }
+                    acc.into_iter().map(|v| v as f32).collect()
+                },
+            )
+            .collect();
+        per_channel.concat()
     });
     (dx, dw)
 }

@@ -65,6 +65,15 @@ pub trait KilnKernels: Backend {
         stride: [usize; 2],
         padding: [usize; 4],
     ) -> FloatTensor<Self>;
+    /// Depthwise 2-D convolution without bias (`weight` `[C, 1, kh, kw]`, one filter per channel
+    /// of `x` `[N, C, H, W]`), dilation 1; `padding` as for [`KilnKernels::kiln_conv2d`].
+    /// Differentiable in `x` and `weight`.
+    fn kiln_depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Self>;
 }
 
 fn geometry(
@@ -86,6 +95,11 @@ fn geometry(
 
 fn conv(x: &FlexTensor, weight: &FlexTensor, g: &cpu::ConvGeometry) -> FlexTensor {
     let y = cpu::conv2d(&f32s(x), &f32s(weight), g);
+    tensor(y, &[g.n, g.co, g.oh, g.ow])
+}
+
+fn depthwise(x: &FlexTensor, weight: &FlexTensor, g: &cpu::ConvGeometry) -> FlexTensor {
+    let y = cpu::depthwise_conv2d(&f32s(x), &f32s(weight), g);
     tensor(y, &[g.n, g.co, g.oh, g.ow])
 }
 
@@ -235,6 +249,15 @@ impl KilnKernels for Flex {
     fn kiln_conv2d(x: FlexTensor, weight: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> FlexTensor {
         conv(&x, &weight, &geometry(&x, &weight, stride, padding))
     }
+
+    fn kiln_depthwise_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FlexTensor {
+        depthwise(&x, &weight, &geometry(&x, &weight, stride, padding))
+    }
 }
 
 #[derive(Debug)]
@@ -261,6 +284,34 @@ impl Backward<Flex, 2> for ConvBackward {
         }
         if let (Some(node), Some(dw)) = (node_w, dw) {
             grads.register::<Flex>(node.id, tensor(dw, &[g.co, g.ci, g.kh, g.kw]));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl Backward<Flex, 2> for DepthwiseBackward {
+    /// x, weight, geometry.
+    type State = (FlexTensor, FlexTensor, cpu::ConvGeometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, weight, g) = ops.state;
+        let (dx, dw) = cpu::depthwise_conv2d_backward(
+            &f32s(&x),
+            &f32s(&weight),
+            &f32s(&dy),
+            &g,
+            node_x.is_some(),
+            node_w.is_some(),
+        );
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, tensor(dx, &[g.n, g.ci, g.h, g.w]));
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, tensor(dw, &[g.co, 1, g.kh, g.kw]));
         }
     }
 }
@@ -479,6 +530,27 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
                 prep.finish((x, weight, g), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(conv(x.primitive(), weight.primitive(), &g)),
+        }
+    }
+
+    fn kiln_depthwise_conv2d(
+        x: FloatTensor<Ad<C>>,
+        weight: FloatTensor<Ad<C>>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Ad<C>> {
+        let g = geometry(x.primitive(), weight.primitive(), stride, padding);
+        match DepthwiseBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, weight) = (x.into_primitive(), weight.into_primitive());
+                let y = depthwise(&x, &weight, &g);
+                prep.finish((x, weight, g), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(depthwise(x.primitive(), weight.primitive(), &g)),
         }
     }
 

@@ -12,7 +12,8 @@
 //! * 2×2 stride-2 max-pooling that keeps the winning position of each window for its backward —
 //!   [`max_pool2d`], and in training BatchNorm + ReLU + that pooling in one pass that never writes
 //!   the full-size activation — [`batch_norm_relu_max_pool`];
-//! * convolution (im2col + gemm, backward data and weight in one pass) — [`conv2d`];
+//! * convolution (im2col + gemm, backward data and weight in one pass), and depthwise
+//!   convolution (direct, one plane per task; MobileNet's and EfficientNet's) — [`conv2d`];
 //! * a residual join, `relu(a + b)`, whose backward keeps only the output — [`add_relu`].
 //!
 //! They run only where they apply: an `f32` tensor on the flex device (plain or autodiff), with
@@ -241,8 +242,9 @@ pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 }
 
 /// `conv.forward(x)` through kiln's convolution where it [applies](applies_to) and the layer
-/// is a plain one (dilation 1, one group, explicit or no padding); Burn's otherwise. A bias is
-/// added after the kernel.
+/// is a plain one (dilation 1, one group, explicit or no padding) or a depthwise one (as
+/// plain, but one filter per channel: `groups` = input = output channels); Burn's otherwise. A
+/// bias is added after the kernel.
 ///
 /// # Shapes
 ///
@@ -260,11 +262,18 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [co, ci, kh, kw] = crate::summary::lazy_dims(&conv.weight);
     let dims = x.dims();
     let geometry = padding.and_then(|p| cpu::ConvGeometry::new(dims, [co, kh, kw], conv.stride, p));
-    let plain = conv.dilation == [1, 1] && conv.groups == 1 && dims[1] == ci && dims[0] > 0;
-    let (Some(padding), Some(_), true, true) = (padding, geometry, plain, applies_to(&x)) else {
+    let fits = conv.dilation == [1, 1] && dims[0] > 0;
+    let plain = fits && conv.groups == 1 && dims[1] == ci;
+    let depthwise = fits && ci == 1 && conv.groups == co && dims[1] == co;
+    let (Some(padding), Some(_), true, true) = (padding, geometry, plain || depthwise, applies_to(&x)) else {
         return conv.forward(x);
     };
-    let y = Tensor::<4>::from_dispatch(<Dispatch as KilnKernels>::kiln_conv2d(
+    let kernel = if depthwise {
+        <Dispatch as KilnKernels>::kiln_depthwise_conv2d
+    } else {
+        <Dispatch as KilnKernels>::kiln_conv2d
+    };
+    let y = Tensor::<4>::from_dispatch(kernel(
         x.into_dispatch(),
         conv.weight.val().into_dispatch(),
         conv.stride,

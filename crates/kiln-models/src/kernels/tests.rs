@@ -115,6 +115,78 @@ fn conv2d_matches_burn_forward_and_backward() {
 }
 
 #[test]
+fn depthwise_conv2d_matches_burn_forward_and_backward() {
+    // (n, c, h, w, k, stride, [top, bottom, left, right])
+    type Case = (usize, usize, usize, usize, usize, usize, [usize; 4]);
+    let cases: &[Case] = &[
+        (1, 1, 5, 5, 3, 1, [1, 1, 1, 1]),
+        (2, 3, 7, 6, 3, 2, [1, 1, 1, 1]),
+        (2, 5, 9, 9, 5, 1, [2, 2, 2, 2]),
+        (3, 17, 11, 8, 5, 2, [2, 2, 2, 2]),
+        (2, 4, 6, 7, 3, 1, [0, 1, 1, 0]),
+        (1, 6, 4, 4, 3, 2, [0, 0, 0, 0]),
+        (2, 8, 1, 1, 3, 2, [1, 1, 1, 1]),
+        (4, 72, 14, 14, 3, 1, [1, 1, 1, 1]),
+        (2, 16, 28, 28, 3, 2, [1, 1, 1, 1]),
+        (1, 2, 3, 13, 7, 1, [3, 3, 3, 3]),
+        (2, 3, 8, 8, 1, 1, [0, 0, 0, 0]),
+    ];
+    for (i, &(n, c, h, w, k, s, [t, b, l, r])) in cases.iter().enumerate() {
+        let case = format!("case {i}: x [{n},{c},{h},{w}] depthwise k{k} s{s} pad {t},{b},{l},{r}");
+        let device = ad();
+        let mut conv = Conv2dConfig::new([c, c], [k, k])
+            .with_stride([s, s])
+            .with_groups(c)
+            .with_padding(PaddingConfig2d::Explicit(t, l, b, r))
+            .with_bias(false)
+            .init(&device);
+        conv.weight = Param::from_tensor(random([c, 1, k, k], 7 + i as u64, &device));
+        let x = random([n, c, h, w], 100 + i as u64, &device).require_grad();
+
+        let y_burn = conv.forward(x.clone());
+        let y_kiln = conv2d(&conv, x.clone());
+        assert_eq!(y_kiln.dims(), y_burn.dims(), "{case}: output shape");
+        let weights = random(y_burn.dims(), 1000 + i as u64, &device);
+        let g_burn = (y_burn.clone() * weights.clone()).sum().backward();
+        let g_kiln = (y_kiln.clone() * weights).sum().backward();
+        // The kernel itself, called directly (the wrapper falls back to Burn where it does not
+        // apply, which would pass the comparisons above on its own).
+        let g = cpu::ConvGeometry::new([n, c, h, w], [c, k, k], [s, s], [t, b, l, r]).unwrap();
+        let direct = cpu::depthwise_conv2d(&values(x.clone()), &values(conv.weight.val()), &g);
+        assert_close(&format!("{case}: direct y"), direct, values(y_burn.clone()));
+        let out_dims = y_burn.dims();
+        assert_close(&format!("{case}: y"), values(y_kiln), values(y_burn));
+        let grad = |g: &burn::tensor::Gradients, t: &Tensor<4>| {
+            values(t.grad(g).unwrap_or_else(|| panic!("{case}: no gradient")))
+        };
+        assert_close(&format!("{case}: dx"), grad(&g_kiln, &x), grad(&g_burn, &x));
+        let w = conv.weight.val();
+        assert_close(&format!("{case}: dw"), grad(&g_kiln, &w), grad(&g_burn, &w));
+        let (dx, dw) = cpu::depthwise_conv2d_backward(
+            &values(x.clone()),
+            &values(w.clone()),
+            &values(random(out_dims, 1000 + i as u64, &device)),
+            &g,
+            true,
+            true,
+        );
+        assert_close(&format!("{case}: direct dx"), dx.unwrap(), grad(&g_burn, &x));
+        assert_close(&format!("{case}: direct dw"), dw.unwrap(), grad(&g_burn, &w));
+    }
+    // A grouped convolution that is not depthwise (two channels per group) stays with Burn and
+    // gives its result.
+    let device = Device::flex();
+    let mut grouped = Conv2dConfig::new([4, 4], [3, 3]).with_groups(2).init(&device);
+    grouped.weight = Param::from_tensor(random([4, 2, 3, 3], 5, &device));
+    let x = random([1, 4, 5, 5], 6, &device);
+    assert_close(
+        "grouped",
+        values(conv2d(&grouped, x.clone())),
+        values(grouped.forward(x)),
+    );
+}
+
+#[test]
 fn conv2d_with_bias_and_on_plain_tensors_matches_burn() {
     let device = Device::flex();
     let mut conv = Conv2dConfig::new([3, 4], [3, 3])

@@ -481,7 +481,7 @@ impl OnnxLayer for AdaptiveAvgPool2d {
 
 impl OnnxLayer for Activation {
     /// `Relu`, `LeakyRelu`, `Gelu` (opset 20 on; `0.5·x·(1 + erf(x/√2))` before), `Sigmoid`·`Mul`
-    /// for SiLU, nothing for identity.
+    /// for SiLU, `HardSigmoid` (·`Mul` for hard swish), nothing for identity.
     fn onnx(&self, g: &mut OnnxGraph, scope: &str, x: &str) -> Result<String, ModelError> {
         Ok(match *self {
             Activation::Identity => x.to_string(),
@@ -517,8 +517,25 @@ impl OnnxLayer for Activation {
                 let s = g.node("Sigmoid", &format!("{name}.sigmoid"), &[x], Vec::new());
                 g.node("Mul", &name, &[x, &s], Vec::new())
             }
+            Activation::HardSigmoid => hard_sigmoid(g, &path(scope, "hardsigmoid"), x),
+            // `HardSwish` needs opset 14; `x · HardSigmoid(x)` is the same in every opset.
+            Activation::HardSwish => {
+                let name = path(scope, "hardswish");
+                let s = hard_sigmoid(g, &format!("{name}.gate"), x);
+                g.node("Mul", &name, &[x, &s], Vec::new())
+            }
         })
     }
+}
+
+/// `HardSigmoid` with PyTorch's slope and offset (`relu6(x + 3)/6`; ONNX defaults to 0.2, 0.5).
+fn hard_sigmoid(g: &mut OnnxGraph, name: &str, x: &str) -> String {
+    g.node(
+        "HardSigmoid",
+        name,
+        &[x],
+        vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+    )
 }
 
 /// `Flatten` from axis 1: `[N, C, H, W]` → `[N, C·H·W]` for any N.
