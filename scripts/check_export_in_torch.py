@@ -22,8 +22,14 @@ if arch == "cifar_resnet20":
     m = ns["CifarResNet20"]()
 else:
     import torchvision
-    kwargs = {"width_mult": manifest["width_mult"]} if manifest.get("width_mult", 1.0) != 1.0 else {}
-    m = getattr(torchvision.models, arch)(weights=None, num_classes=manifest["logits"][1], **kwargs)
+    width, depth = manifest.get("width_mult", 1.0), manifest.get("depth_mult")
+    if arch.startswith("efficientnet_b") and (width != 1.0 or depth):
+        from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
+        setting, last = _efficientnet_conf(arch, width_mult=width, depth_mult=depth or 1.0)
+        m = EfficientNet(setting, 0.2, last_channel=last, num_classes=manifest["logits"][1])
+    else:
+        kwargs = {"width_mult": width} if width != 1.0 else {}
+        m = getattr(torchvision.models, arch)(weights=None, num_classes=manifest["logits"][1], **kwargs)
 missing, unexpected = m.load_state_dict(load_file(path), strict=True)
 m.eval()
 x = torch.from_numpy(np.fromfile(os.path.join(fixture, "input.f32"), dtype="<f4").reshape(manifest["input"]))

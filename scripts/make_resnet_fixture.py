@@ -6,7 +6,9 @@ Usage: python scripts/make_resnet_fixture.py crates/kiln-models/tests/fixtures/c
        python scripts/make_resnet_fixture.py --arch resnet18 [--weights FILE.pth] [--calibrate] /tmp/r18
        python scripts/make_resnet_fixture.py --arch mobilenet_v3_small --width-mult 0.5 --num-classes 10 \
            --size 64 --calibrate crates/kiln-models/tests/fixtures/mobilenet_v3_small_w050
---arch takes any torchvision classification model name; --width-mult, --num-classes and --size
+       python scripts/make_resnet_fixture.py --arch efficientnet_b0 --width-mult 0.35 --depth-mult 0.5 \
+           --num-classes 10 --size 64 --calibrate crates/kiln-models/tests/fixtures/efficientnet_b0_w035_d050
+--arch takes any torchvision classification model name; --width-mult, --depth-mult, --num-classes and --size
 (the input's height and width, 224 by default) are passed on / used for the input.
 The second form writes a full torchvision model (random weights and BatchNorm statistics unless
 --weights gives a real state dict) for the test `full_torchvision_resnet_when_a_fixture_is_supplied`
@@ -66,6 +68,7 @@ def option(name, cast, default):
     i = args.index(name); v = cast(args[i + 1]); del args[i:i + 2]
     return v
 width_mult = option("--width-mult", float, None)
+depth_mult = option("--depth-mult", float, None)
 num_classes = option("--num-classes", int, None)
 size = option("--size", int, 224)
 out = args[0]; os.makedirs(out, exist_ok=True)
@@ -75,7 +78,14 @@ if arch == "cifar_resnet20":
 else:
     import torchvision
     kwargs = {k: v for k, v in [("width_mult", width_mult), ("num_classes", num_classes)] if v is not None}
-    m = getattr(torchvision.models, arch)(weights=None, **kwargs); shape = (2, 3, size, size)
+    if arch.startswith("efficientnet_b") and (width_mult or depth_mult):
+        # efficientnet_bN() fixes its multipliers: build from torchvision's own config instead.
+        from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
+        setting, last = _efficientnet_conf(arch, width_mult=width_mult or 1.0, depth_mult=depth_mult or 1.0)
+        m = EfficientNet(setting, 0.2, last_channel=last, num_classes=num_classes or 1000)
+    else:
+        m = getattr(torchvision.models, arch)(weights=None, **kwargs)
+    shape = (2, 3, size, size)
     if weights:
         m.load_state_dict(torch.load(weights, map_location="cpu"))
 # Non-trivial BatchNorm state so that eval mode is really tested.
@@ -113,5 +123,5 @@ save_file(sd, os.path.join(out, "weights.safetensors"))
 torch.save(m.state_dict(), os.path.join(out, "weights.pth"))
 x.numpy().astype("<f4").tofile(os.path.join(out, "input.f32"))
 y.numpy().astype("<f4").tofile(os.path.join(out, "logits.f32"))
-json.dump({"arch": arch, "width_mult": width_mult or 1.0, "torch": torch.__version__, "batchnorm": "real" if weights else ("calibrated" if calibrate else "random"), "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
+json.dump({"arch": arch, "width_mult": width_mult or 1.0, "depth_mult": depth_mult, "torch": torch.__version__, "batchnorm": "real" if weights else ("calibrated" if calibrate else "random"), "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
 print("logits", y[0, :4].tolist())

@@ -23,7 +23,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, hard_sigmoid, hard_swish, leaky_relu, relu, silu};
+use burn::tensor::activation::{gelu, hard_sigmoid, leaky_relu, relu, sigmoid};
 use serde::{Deserialize, Serialize};
 
 use crate::init::{Fans, InitScheme};
@@ -48,6 +48,8 @@ pub enum Activation {
     HardSwish,
     /// `relu6(x + 3)/6` (PyTorch's `nn.Hardsigmoid`; MobileNetV3's squeeze-excitation gate).
     HardSigmoid,
+    /// `1/(1 + e^−x)` (EfficientNet's squeeze-excitation gate).
+    Sigmoid,
     /// No activation (e.g. the last BatchNorm of a residual branch, before the addition).
     Identity,
 }
@@ -59,9 +61,10 @@ impl Activation {
             Activation::Relu => relu(x),
             Activation::LeakyRelu { negative_slope } => leaky_relu(x, negative_slope),
             Activation::Gelu => gelu(x),
-            Activation::Silu => silu(x),
-            Activation::HardSwish => hard_swish(x),
+            Activation::Silu => crate::kernels::silu(x),
+            Activation::HardSwish => crate::kernels::hard_swish(x),
             Activation::HardSigmoid => hard_sigmoid(x, 1.0 / 6.0, 0.5),
+            Activation::Sigmoid => sigmoid(x),
             Activation::Identity => x,
         }
     }
@@ -74,6 +77,7 @@ impl Activation {
             Activation::Silu => "SiLU".into(),
             Activation::HardSwish => "Hardswish".into(),
             Activation::HardSigmoid => "Hardsigmoid".into(),
+            Activation::Sigmoid => "Sigmoid".into(),
             Activation::Identity => "identity".into(),
         }
     }
@@ -353,6 +357,238 @@ impl crate::onnx::OnnxLayer for LinearBnAct {
             x,
         )?;
         self.activation.onnx(g, scope, &y)
+    }
+}
+
+/// Squeeze-excitation (torchvision's `SqueezeExcitation`): global average → 1×1 conv → `act` →
+/// 1×1 conv → `gate`, times the input. MobileNetV3 gates with hard sigmoid after ReLU,
+/// EfficientNet with sigmoid after SiLU.
+#[derive(Module, Debug)]
+pub struct SqueezeExcitation {
+    pub(crate) fc1: Conv2d,
+    pub(crate) fc2: Conv2d,
+    #[module(skip)]
+    act: Activation,
+    #[module(skip)]
+    gate: Activation,
+}
+
+impl SqueezeExcitation {
+    /// `channels → squeeze → channels`; both 1×1 convolutions have biases (zero) and weights
+    /// drawn by `init`.
+    pub fn new(
+        channels: usize,
+        squeeze: usize,
+        [act, gate]: [Activation; 2],
+        init: InitScheme,
+        device: &Device,
+    ) -> Self {
+        let fc = |a: usize, b: usize| {
+            let mut c = Conv2dConfig::new([a, b], [1, 1])
+                .with_initializer(init.weight_initializer_for(Fans::conv2d(a, b, [1, 1], 1)))
+                .init(device);
+            c.bias = Some(Param::from_tensor(Tensor::zeros([b], device)));
+            c
+        };
+        SqueezeExcitation {
+            fc1: fc(channels, squeeze),
+            fc2: fc(squeeze, channels),
+            act,
+            gate,
+        }
+    }
+
+    /// `x · gate(fc2(act(fc1(mean over H, W of x))))`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let s = x.clone().mean_dim(2).mean_dim(3);
+        let s = self.act.apply(self.fc1.forward(s));
+        x * self.gate.apply(self.fc2.forward(s))
+    }
+
+    fn summarize(&self, shape: [usize; 3]) -> crate::summary::Row {
+        let [c, _, _] = shape;
+        let squeeze = crate::summary::lazy_dims(&self.fc1.weight)[0];
+        crate::summary::Row {
+            layer: format!(
+                "SqueezeExcitation({c}→{squeeze}→{c}, {}, {})",
+                self.act.name(),
+                self.gate.name()
+            ),
+            output: shape.to_vec(),
+            params: self.num_params(),
+            macs: (2 * c * squeeze) as u64,
+        }
+    }
+}
+
+impl crate::onnx::OnnxLayer for SqueezeExcitation {
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::OnnxGraph,
+        scope: &str,
+        x: &str,
+    ) -> Result<String, crate::ModelError> {
+        let path = |leaf: &str| crate::onnx::path(scope, leaf);
+        let p = g.node("GlobalAveragePool", &path("pool"), &[x], Vec::new());
+        let h = self.fc1.onnx(g, &path("fc1"), &p)?;
+        let h = self.act.onnx(g, &path("fc1"), &h)?;
+        let h = self.fc2.onnx(g, &path("fc2"), &h)?;
+        let gate = self.gate.onnx(g, &path("fc2"), &h)?;
+        Ok(g.node("Mul", &path("scale"), &[x, &gate], Vec::new()))
+    }
+}
+
+/// Stochastic depth, torchvision's "row" mode: in training, each sample's residual branch is
+/// dropped with probability `prob` and the kept ones are scaled by `1/(1 − prob)`; identity in
+/// inference (and on a frozen subtree).
+#[derive(Module, Debug)]
+pub struct StochasticDepth {
+    #[module(skip)]
+    prob: f64,
+    training: Param<burn::module::Flag>,
+}
+
+impl StochasticDepth {
+    /// Drops with probability `prob` (in `[0, 1)`; the caller checks).
+    pub fn new(prob: f64) -> Self {
+        StochasticDepth {
+            prob,
+            training: Param::from_bool(true),
+        }
+    }
+
+    /// The drop probability.
+    pub fn prob(&self) -> f64 {
+        self.prob
+    }
+
+    /// `[N, ...]` → the same, each sample kept or zeroed as a whole.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.prob == 0.0 || !self.training.is_enabled() || !x.device().is_autodiff() {
+            return x;
+        }
+        let keep = 1.0 - self.prob;
+        let n = x.dims()[0];
+        let mask = Tensor::<4>::random(
+            [n, 1, 1, 1],
+            burn::tensor::Distribution::Bernoulli(keep),
+            &x.device(),
+        );
+        x * mask.div_scalar(keep)
+    }
+}
+
+/// An inverted residual (MobileNetV2/V3's and EfficientNet's MBConv): optional 1×1 expansion,
+/// depthwise k×k, optional squeeze-excitation, linear 1×1 projection; the input is added back
+/// (after stochastic depth, when there is one) when the shape allows.
+#[derive(Module, Debug)]
+pub struct InvertedResidual {
+    pub(crate) expand: Option<ConvBnAct>,
+    pub(crate) depthwise: ConvBnAct,
+    pub(crate) se: Option<SqueezeExcitation>,
+    pub(crate) project: ConvBnAct,
+    pub(crate) drop: Option<StochasticDepth>,
+    #[module(skip)]
+    pub(crate) residual: bool,
+}
+
+impl InvertedResidual {
+    /// `[N, C_in, H, W]` → `[N, C_out, H', W']`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut y = match &self.expand {
+            Some(e) => e.forward(x.clone()),
+            None => x.clone(),
+        };
+        y = self.depthwise.forward(y);
+        if let Some(se) = &self.se {
+            y = se.forward(y);
+        }
+        y = self.project.forward(y);
+        if !self.residual {
+            return y;
+        }
+        match &self.drop {
+            Some(d) => d.forward(y) + x,
+            None => y + x,
+        }
+    }
+
+    /// torchvision's `(prefix, kiln prefix)` pairs for this block: `{tv}.{j}` is its j-th part
+    /// in order (expansion, depthwise, squeeze-excitation, projection; absent ones skipped).
+    pub(crate) fn torchvision_prefixes(&self, tv: &str, kiln: &str, pairs: &mut Vec<(String, String)>) {
+        let mut j = 0;
+        let conv_bn = |pairs: &mut Vec<(String, String)>, part: &str, j: usize| {
+            pairs.push((format!("{tv}.{j}.0."), format!("{kiln}.{part}.conv.")));
+            pairs.push((format!("{tv}.{j}.1."), format!("{kiln}.{part}.bn.")));
+        };
+        if self.expand.is_some() {
+            conv_bn(pairs, "expand", j);
+            j += 1;
+        }
+        conv_bn(pairs, "depthwise", j);
+        j += 1;
+        if self.se.is_some() {
+            pairs.push((format!("{tv}.{j}."), format!("{kiln}.se.")));
+            j += 1;
+        }
+        conv_bn(pairs, "project", j);
+    }
+
+    /// Summary rows, named `block {i}: …`, for an input of `[C, H, W]`; returns the output shape.
+    pub(crate) fn summarize(
+        &self,
+        i: usize,
+        mut shape: [usize; 3],
+        rows: &mut Vec<crate::summary::Row>,
+    ) -> [usize; 3] {
+        for conv in [self.expand.as_ref(), Some(&self.depthwise)]
+            .into_iter()
+            .flatten()
+        {
+            let (mut row, out) = conv.summarize(shape);
+            row.layer = format!("block {i}: {}", row.layer);
+            rows.push(row);
+            shape = out;
+        }
+        if let Some(se) = &self.se {
+            let mut row = se.summarize(shape);
+            row.layer = format!("block {i}: {}", row.layer);
+            rows.push(row);
+        }
+        let (mut row, out) = self.project.summarize(shape);
+        row.layer = format!(
+            "block {i}: {}{}",
+            row.layer,
+            if self.residual { " (+ input)" } else { "" }
+        );
+        rows.push(row);
+        out
+    }
+}
+
+impl crate::onnx::OnnxLayer for InvertedResidual {
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::OnnxGraph,
+        scope: &str,
+        x: &str,
+    ) -> Result<String, crate::ModelError> {
+        let path = |leaf: &str| crate::onnx::path(scope, leaf);
+        let mut y = match &self.expand {
+            Some(e) => e.onnx(g, &path("expand"), x)?,
+            None => x.to_string(),
+        };
+        y = self.depthwise.onnx(g, &path("depthwise"), &y)?;
+        if let Some(se) = &self.se {
+            y = se.onnx(g, &path("se"), &y)?;
+        }
+        y = self.project.onnx(g, &path("project"), &y)?;
+        // Stochastic depth is the identity in inference.
+        Ok(if self.residual {
+            g.node("Add", &path("add"), &[&y, x], Vec::new())
+        } else {
+            y
+        })
     }
 }
 

@@ -24,14 +24,13 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::blocks::{Activation, ConvBnAct, ConvBnActConfig};
-use crate::init::{Fans, InitScheme};
+use crate::blocks::{Activation, ConvBnAct, ConvBnActConfig, InvertedResidual, SqueezeExcitation};
+use crate::init::InitScheme;
 use crate::zoo::{Architecture, Preset, ZooModel};
 use crate::{Classifier, FineTune, ModelError};
 
@@ -135,48 +134,6 @@ pub struct MobileNetV3Config {
     pub init: InitScheme,
 }
 
-/// Squeeze-excitation: global average → 1×1 conv → ReLU → 1×1 conv → hard sigmoid, times the
-/// input (torchvision's `SqueezeExcitation` with `scale_activation=nn.Hardsigmoid`).
-#[derive(Module, Debug)]
-pub struct SqueezeExcitation {
-    fc1: Conv2d,
-    fc2: Conv2d,
-}
-
-impl SqueezeExcitation {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let s = x.clone().mean_dim(2).mean_dim(3);
-        let s = burn::tensor::activation::relu(self.fc1.forward(s));
-        x * Activation::HardSigmoid.apply(self.fc2.forward(s))
-    }
-}
-
-/// One inverted residual block.
-#[derive(Module, Debug)]
-pub struct InvertedResidual {
-    expand: Option<ConvBnAct>,
-    depthwise: ConvBnAct,
-    se: Option<SqueezeExcitation>,
-    project: ConvBnAct,
-    #[module(skip)]
-    residual: bool,
-}
-
-impl InvertedResidual {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut y = match &self.expand {
-            Some(e) => e.forward(x.clone()),
-            None => x.clone(),
-        };
-        y = self.depthwise.forward(y);
-        if let Some(se) = &self.se {
-            y = se.forward(y);
-        }
-        y = self.project.forward(y);
-        if self.residual { y + x } else { y }
-    }
-}
-
 /// A MobileNetV3; see the [module docs](self).
 #[derive(Module, Debug)]
 pub struct MobileNetV3 {
@@ -260,17 +217,8 @@ impl MobileNetV3Config {
             let depthwise = conv(expanded, expanded, k, stride, expanded, act);
             let se = se.then(|| {
                 let squeeze = make_divisible((expanded / 4) as f64, 8);
-                let fc = |a: usize, b: usize| {
-                    let mut c = Conv2dConfig::new([a, b], [1, 1])
-                        .with_initializer(self.init.weight_initializer_for(Fans::conv2d(a, b, [1, 1], 1)))
-                        .init(device);
-                    c.bias = Some(Param::from_tensor(Tensor::zeros([b], device)));
-                    c
-                };
-                SqueezeExcitation {
-                    fc1: fc(expanded, squeeze),
-                    fc2: fc(squeeze, expanded),
-                }
+                let acts = [Activation::Relu, Activation::HardSigmoid];
+                SqueezeExcitation::new(expanded, squeeze, acts, self.init, device)
             });
             let project = conv(expanded, c_out, 1, 1, 1, Activation::Identity);
             blocks.push(InvertedResidual {
@@ -278,6 +226,7 @@ impl MobileNetV3Config {
                 depthwise,
                 se,
                 project,
+                drop: None,
                 residual: stride == 1 && c_in == c_out,
             });
         }
@@ -327,20 +276,11 @@ impl MobileNetV3 {
         let mut pairs = Vec::new();
         conv_bn(&mut pairs, "features.0", "stem");
         for (i, b) in self.blocks.iter().enumerate() {
-            let tv = format!("features.{}.block", i + 1);
-            let kiln = format!("blocks.{i}");
-            let mut j = 0;
-            if b.expand.is_some() {
-                conv_bn(&mut pairs, &format!("{tv}.{j}"), &format!("{kiln}.expand"));
-                j += 1;
-            }
-            conv_bn(&mut pairs, &format!("{tv}.{j}"), &format!("{kiln}.depthwise"));
-            j += 1;
-            if b.se.is_some() {
-                pairs.push((format!("{tv}.{j}."), format!("{kiln}.se.")));
-                j += 1;
-            }
-            conv_bn(&mut pairs, &format!("{tv}.{j}"), &format!("{kiln}.project"));
+            b.torchvision_prefixes(
+                &format!("features.{}.block", i + 1),
+                &format!("blocks.{i}"),
+                &mut pairs,
+            );
         }
         conv_bn(&mut pairs, &format!("features.{}", self.blocks.len() + 1), "last");
         pairs.push(("classifier.0.".into(), "hidden.".into()));
@@ -354,31 +294,7 @@ impl MobileNetV3 {
         let (row, mut shape) = self.stem.summarize(input);
         rows.push(row);
         for (i, block) in self.blocks.iter().enumerate() {
-            let parts = [block.expand.as_ref(), Some(&block.depthwise)];
-            for conv in parts.into_iter().flatten() {
-                let (mut row, out) = conv.summarize(shape);
-                row.layer = format!("block {i}: {}", row.layer);
-                rows.push(row);
-                shape = out;
-            }
-            if let Some(se) = &block.se {
-                let [c, _, _] = shape;
-                let squeeze = crate::summary::lazy_dims(&se.fc1.weight)[0];
-                rows.push(crate::Row {
-                    layer: format!("block {i}: SqueezeExcitation({c}→{squeeze}→{c}, Hardsigmoid)"),
-                    output: shape.to_vec(),
-                    params: se.num_params(),
-                    macs: (2 * c * squeeze) as u64,
-                });
-            }
-            let (mut row, out) = block.project.summarize(shape);
-            row.layer = format!(
-                "block {i}: {}{}",
-                row.layer,
-                if block.residual { " (+ input)" } else { "" }
-            );
-            rows.push(row);
-            shape = out;
+            shape = block.summarize(i, shape, &mut rows);
         }
         let (row, out) = self.last.summarize(shape);
         rows.push(row);
@@ -464,27 +380,7 @@ impl ZooModel for MobileNetV3 {
         use crate::onnx::OnnxLayer;
         let mut x = self.stem.onnx(g, "stem", x)?;
         for (i, block) in self.blocks.iter().enumerate() {
-            let scope = format!("blocks.{i}");
-            let mut y = match &block.expand {
-                Some(e) => e.onnx(g, &format!("{scope}.expand"), &x)?,
-                None => x.clone(),
-            };
-            y = block.depthwise.onnx(g, &format!("{scope}.depthwise"), &y)?;
-            if let Some(se) = &block.se {
-                let s = format!("{scope}.se");
-                let p = g.node("GlobalAveragePool", &format!("{s}.pool"), &[&y], Vec::new());
-                let h = se.fc1.onnx(g, &format!("{s}.fc1"), &p)?;
-                let h = Activation::Relu.onnx(g, &format!("{s}.fc1"), &h)?;
-                let h = se.fc2.onnx(g, &format!("{s}.fc2"), &h)?;
-                let gate = Activation::HardSigmoid.onnx(g, &format!("{s}.fc2"), &h)?;
-                y = g.node("Mul", &format!("{s}.scale"), &[&y, &gate], Vec::new());
-            }
-            y = block.project.onnx(g, &format!("{scope}.project"), &y)?;
-            x = if block.residual {
-                g.node("Add", &format!("{scope}.add"), &[&y, &x], Vec::new())
-            } else {
-                y
-            };
+            x = block.onnx(g, &format!("blocks.{i}"), &x)?;
         }
         x = self.last.onnx(g, "last", &x)?;
         x = self.avg.onnx(g, "avg", &x)?;

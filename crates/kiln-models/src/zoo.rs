@@ -293,6 +293,8 @@ registry! {
     Mlp(crate::mlp::MlpArch),
     /// torchvision's MobileNetV3 (`variant` small or large).
     MobilenetV3(crate::mobilenet::MobileNetV3Arch),
+    /// torchvision's EfficientNet B0–B3 (`variant`).
+    Efficientnet(crate::efficientnet::EfficientNetArch),
 }
 
 #[cfg(test)]

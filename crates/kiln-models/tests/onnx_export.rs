@@ -21,13 +21,11 @@ use kiln_models::zoo::{ModelConfig, ModelFn, ZooModel};
 use kiln_models::{ModelError, PretrainedSpec};
 use prost::Message;
 
-/// The input each preset is exported for (ImageNet stems at 64×64 to keep the test quick).
+/// The input each preset is exported for (ImageNet stems, 224×224 and up, at 64×64 to keep the
+/// test quick).
 fn input_for(config: &ModelConfig) -> [usize; 3] {
-    let [c, h, _] = config.default_input();
-    match h {
-        224 => [c, 64, 64],
-        _ => config.default_input(),
-    }
+    let [c, h, w] = config.default_input();
+    if h >= 224 { [c, 64, 64] } else { [c, h, w] }
 }
 
 /// What one model's export writes: the cases for the Python check, and the structure seen here.
@@ -442,53 +440,89 @@ fn a_layer_without_an_onnx_form_is_named() {
     assert!(g.nodes().is_empty(), "nothing half-written");
 }
 
-/// End to end: torchvision's MobileNetV3 fixture (`tests/fixtures/mobilenet_v3_small_w050`, see
-/// `torchvision_import.rs`; squeeze-excitation, hard swish, depthwise convolutions, logits of a
-/// real size) imported into kiln and exported to ONNX gives PyTorch's own logits in ONNX Runtime,
-/// folded and not, at opset 13 (no `HardSwish` operator yet) and 21.
+/// End to end: torchvision's reduced MobileNetV3 and EfficientNet fixtures
+/// (`tests/fixtures/{mobilenet_v3_small_w050, efficientnet_b0_w035_d050}`, see
+/// `torchvision_import.rs`: squeeze-excitation, hard swish and SiLU, depthwise convolutions,
+/// logits of a real size) imported into kiln and exported to ONNX give PyTorch's own logits in
+/// ONNX Runtime, folded and not, at opset 13 (no `HardSwish` operator yet) and 21.
 #[test]
-fn an_imported_torchvision_mobilenet_runs_in_onnxruntime_with_pytorchs_logits() {
-    use kiln_models::{MobileNetV3Config, MobileNetV3Kind};
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mobilenet_v3_small_w050");
-    let read = |name: &str| -> Vec<f32> {
-        std::fs::read(fixture.join(name))
-            .unwrap()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
-    let device = Device::flex();
-    let model = MobileNetV3Config::new(MobileNetV3Kind::Small)
-        .with_width_mult(0.5)
-        .init(&device)
-        .unwrap();
-    let model = kiln_models::import::load_torchvision(model, &fixture.join("weights.safetensors")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    kiln_data::npy::write_f32(&dir.path().join("x.npy"), &[2, 3, 64, 64], &read("input.f32")).unwrap();
-    kiln_data::npy::write_f32(&dir.path().join("logits.npy"), &[2, 10], &read("logits.f32")).unwrap();
-    let mut cases = Vec::new();
-    for (opset, fold_bn) in [(13, false), (13, true), (21, false), (21, true)] {
-        let options = OnnxOptions {
-            opset,
-            dynamic_batch: true,
-            batch: 1,
-            fold_bn,
-        };
-        let onnx = export_proto(&model, [3, 64, 64], &options, None).unwrap();
-        let ops: BTreeSet<&str> = onnx
-            .graph
-            .as_ref()
-            .unwrap()
-            .node
-            .iter()
-            .map(|n| n.op_type())
-            .collect();
-        for op in ["HardSigmoid", "GlobalAveragePool", "Mul", "Add", "Conv", "Gemm"] {
-            assert!(ops.contains(op), "{op} in {ops:?}");
+fn imported_torchvision_mobilenet_and_efficientnet_run_in_onnxruntime_with_pytorchs_logits() {
+    struct ImportAndExport<'a> {
+        fixture: &'a Path,
+        dir: &'a Path,
+        name: &'a str,
+    }
+    impl ModelFn for ImportAndExport<'_> {
+        type Output = Vec<serde_json::Value>;
+        fn call<M: ZooModel>(self, model: M) -> Vec<serde_json::Value> {
+            let model =
+                kiln_models::import::load_torchvision(model, &self.fixture.join("weights.safetensors"))
+                    .unwrap();
+            let mut cases = Vec::new();
+            for (opset, fold_bn) in [(13, false), (13, true), (21, false), (21, true)] {
+                let options = OnnxOptions {
+                    opset,
+                    dynamic_batch: true,
+                    batch: 1,
+                    fold_bn,
+                };
+                let onnx = export_proto(&model, [3, 64, 64], &options, None).unwrap();
+                let ops: BTreeSet<&str> = onnx
+                    .graph
+                    .as_ref()
+                    .unwrap()
+                    .node
+                    .iter()
+                    .map(|n| n.op_type())
+                    .collect();
+                for op in ["GlobalAveragePool", "Mul", "Add", "Conv", "Gemm"] {
+                    assert!(ops.contains(op), "{}: {op} in {ops:?}", self.name);
+                }
+                let file = format!("{}-{opset}-{fold_bn}.onnx", self.name);
+                std::fs::write(self.dir.join(&file), onnx.encode_to_vec()).unwrap();
+                cases.push(serde_json::json!({
+                    "onnx": file,
+                    "input": format!("{}-x.npy", self.name),
+                    "logits": format!("{}-logits.npy", self.name),
+                }));
+            }
+            cases
         }
-        let file = format!("mobilenet-{opset}-{fold_bn}.onnx");
-        std::fs::write(dir.path().join(&file), onnx.encode_to_vec()).unwrap();
-        cases.push(serde_json::json!({"onnx": file, "input": "x.npy", "logits": "logits.npy"}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let mut cases = Vec::new();
+    for (name, config) in [
+        (
+            "mobilenet_v3_small_w050",
+            r#"{"name":"mobilenet-v3","variant":"small","width_mult":0.5}"#,
+        ),
+        (
+            "efficientnet_b0_w035_d050",
+            r#"{"name":"efficientnet","variant":"b0","width_mult":0.35,"depth_mult":0.5}"#,
+        ),
+    ] {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        let read = |file: &str| -> Vec<f32> {
+            std::fs::read(fixture.join(file))
+                .unwrap()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        let x = dir.path().join(format!("{name}-x.npy"));
+        kiln_data::npy::write_f32(&x, &[2, 3, 64, 64], &read("input.f32")).unwrap();
+        let logits = dir.path().join(format!("{name}-logits.npy"));
+        kiln_data::npy::write_f32(&logits, &[2, 10], &read("logits.f32")).unwrap();
+        let config: ModelConfig = serde_json::from_str(config).unwrap();
+        let run = ImportAndExport {
+            fixture: &fixture,
+            dir: dir.path(),
+            name,
+        };
+        cases.extend(config.build_with([3, 64, 64], 10, &device, run).unwrap());
     }
     let manifest = dir.path().join("manifest.json");
     std::fs::write(&manifest, serde_json::to_vec(&cases).unwrap()).unwrap();

@@ -1,4 +1,5 @@
-//! torchvision-layout weights imported into kiln's models (a CIFAR ResNet-20, a MobileNetV3) give
+//! torchvision-layout weights imported into kiln's models (a CIFAR ResNet-20, MobileNetV3,
+//! EfficientNet) give
 //! PyTorch's eval logits, and kiln's safetensors export has torchvision's layout.
 //!
 //! Fixture (`tests/fixtures/cifar_resnet20/`, made by `scripts/make_resnet_fixture.py`): a
@@ -160,8 +161,14 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn config_of(manifest: &serde_json::Value) -> ModelConfig {
     let arch = manifest["arch"].as_str().unwrap();
     let mut config = ModelConfig::from_name(arch).unwrap_or_else(|e| panic!("{e}"));
-    if let (ModelConfig::MobilenetV3(m), Some(w)) = (&mut config, manifest["width_mult"].as_f64()) {
-        m.width_mult = w;
+    let (width, depth) = (manifest["width_mult"].as_f64(), manifest["depth_mult"].as_f64());
+    match &mut config {
+        ModelConfig::MobilenetV3(m) => m.width_mult = width.unwrap_or(1.0),
+        ModelConfig::Efficientnet(e) => {
+            e.width_mult = width.filter(|&w| w != 1.0 || depth.is_some());
+            e.depth_mult = depth;
+        }
+        _ => {}
     }
     config
 }
@@ -170,55 +177,67 @@ fn manifest_of(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
 
-/// `tests/fixtures/mobilenet_v3_small_w050`: torchvision's `mobilenet_v3_small(width_mult=0.5,
-/// num_classes=10)` with random weights, wide random biases and linear layers, BatchNorm statistics
-/// calibrated on random inputs; a `[2, 3, 64, 64]` input and PyTorch's eval logits (made by
-/// `python scripts/make_resnet_fixture.py --arch mobilenet_v3_small --width-mult 0.5
-/// --num-classes 10 --size 64 --calibrate DIR`).
+/// The reduced torchvision models in `tests/fixtures/` (random weights, wide random biases and
+/// linear layers, BatchNorm statistics calibrated on random inputs; a `[2, 3, 64, 64]` input and
+/// PyTorch's eval logits), made by `scripts/make_resnet_fixture.py`:
+/// `--arch mobilenet_v3_small --width-mult 0.5 --num-classes 10 --size 64 --calibrate` and
+/// `--arch efficientnet_b0 --width-mult 0.35 --depth-mult 0.5 --num-classes 10 --size 64 --calibrate`.
+const REDUCED: [(&str, &str); 2] = [
+    (
+        "mobilenet_v3_small_w050",
+        "MobileNetV3-Small(3x64x64 -> 10 classes, width x0.5)",
+    ),
+    (
+        "efficientnet_b0_w035_d050",
+        "EfficientNet-B0(3x64x64 -> 10 classes, width x0.35, depth x0.5)",
+    ),
+];
+
 #[test]
-fn mobilenet_v3_imports_from_pth_and_safetensors_and_exports_back() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mobilenet_v3_small_w050");
-    let manifest = manifest_of(&fixture);
-    let config = config_of(&manifest);
-    assert_eq!(
-        config.describe([3, 64, 64], 10),
-        "MobileNetV3-Small(3x64x64 -> 10 classes, width x0.5)"
-    );
-    let want = read_f32s(&fixture.join("logits.f32"));
-    assert!(
-        want.iter().any(|v| v.abs() > 0.1),
-        "logits of a real size: {want:?}"
-    );
-    let out = tempfile::tempdir().unwrap();
-    let exported = out.path().join("exported.safetensors");
-    let device = Device::flex();
-    for file in ["weights.safetensors", "weights.pth"] {
-        let run = ImportAndRun {
-            fixture: &fixture,
-            file,
+fn mobilenet_and_efficientnet_import_from_pth_and_safetensors_and_export_back() {
+    for (name, description) in REDUCED {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        let manifest = manifest_of(&fixture);
+        let config = config_of(&manifest);
+        assert_eq!(config.describe([3, 64, 64], 10), description);
+        let want = read_f32s(&fixture.join("logits.f32"));
+        assert!(
+            want.iter().any(|v| v.abs() > 0.1),
+            "{name}: logits of a real size: {want:?}"
+        );
+        let out = tempfile::tempdir().unwrap();
+        let exported = out.path().join("exported.safetensors");
+        let device = Device::flex();
+        for file in ["weights.safetensors", "weights.pth"] {
+            let run = ImportAndRun {
+                fixture: &fixture,
+                file,
+                input: [2, 3, 64, 64],
+                export: Some(&exported),
+            };
+            let got = config.build_with([3, 64, 64], 10, &device, run).unwrap();
+            let worst = max_abs_diff(&got, &want);
+            println!("{name} {file}: max |kiln - PyTorch| = {worst:e}");
+            assert!(worst < 1e-4, "{name} {file}: {worst}");
+        }
+        // The export has the state dict's names, dtypes and shapes (PyTorch loads it strictly:
+        // scripts/check_export_in_torch.py) and imports back to the same logits.
+        let (want_header, _) =
+            kiln_models::weights::safetensors_header(&fixture.join("weights.safetensors")).unwrap();
+        let (got_header, _) = kiln_models::weights::safetensors_header(&exported).unwrap();
+        assert_eq!(got_header, want_header, "{name}");
+        let again = ImportAndRun {
+            fixture: out.path(),
+            file: "exported.safetensors",
             input: [2, 3, 64, 64],
-            export: Some(&exported),
+            export: None,
         };
-        let got = config.build_with([3, 64, 64], 10, &device, run).unwrap();
-        let worst = max_abs_diff(&got, &want);
-        println!("{file}: max |kiln - PyTorch| = {worst:e}");
-        assert!(worst < 1e-4, "{file}: {worst}");
+        std::fs::copy(fixture.join("input.f32"), out.path().join("input.f32")).unwrap();
+        let got = config.build_with([3, 64, 64], 10, &device, again).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-4, "{name}");
     }
-    // The export has the state dict's names, dtypes and shapes (PyTorch loads it strictly:
-    // scripts/check_export_in_torch.py) and imports back to the same logits.
-    let (want_header, _) =
-        kiln_models::weights::safetensors_header(&fixture.join("weights.safetensors")).unwrap();
-    let (got_header, _) = kiln_models::weights::safetensors_header(&exported).unwrap();
-    assert_eq!(got_header, want_header);
-    let again = ImportAndRun {
-        fixture: out.path(),
-        file: "exported.safetensors",
-        input: [2, 3, 64, 64],
-        export: None,
-    };
-    std::fs::copy(fixture.join("input.f32"), out.path().join("input.f32")).unwrap();
-    let got = config.build_with([3, 64, 64], 10, &device, again).unwrap();
-    assert!(max_abs_diff(&got, &want) < 1e-4);
 }
 
 #[test]
@@ -241,7 +260,7 @@ fn a_mobilenet_of_another_variant_or_width_is_refused_naming_tensors() {
 
 /// The full-size check: set `KILN_TORCHVISION_FIXTURE` to a folder written by
 /// `python scripts/make_resnet_fixture.py --arch resnet18 --calibrate DIR` (or any registered
-/// torchvision model: resnet34, resnet50, mobilenet_v3_small, mobilenet_v3_large; with `--weights
+/// torchvision model: resnet34, resnet50, mobilenet_v3_small/large, efficientnet_b0..b3; with `--weights
 /// FILE` to use real torchvision weights) and this test imports `weights.safetensors` and
 /// `weights.pth` and compares the logits with PyTorch's. Skipped (with a message) when unset.
 #[test]

@@ -243,6 +243,88 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     })
 }
 
+/// `e^x` for f32 in a form that vectorises (no libm call): `2^n · p(r)` with `x = n·ln 2 + r`,
+/// `|r| ≤ ln2/2`, and p the degree-7 Taylor polynomial (relative error below 2e-7 where the
+/// result is a normal float; inputs are clamped to [-87, 88]).
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 88.0);
+    // Round to nearest by the 1.5·2^23 trick (exact for |n| < 2^22).
+    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// An element-wise activation whose backward needs only its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pointwise {
+    /// `x·σ(x)`.
+    Silu,
+    /// `x·relu6(x + 3)/6`.
+    HardSwish,
+}
+
+impl Pointwise {
+    #[inline(always)]
+    fn forward(self, x: f32) -> f32 {
+        match self {
+            Pointwise::Silu => x / (1.0 + exp_f32(-x)),
+            Pointwise::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
+        }
+    }
+
+    /// `dy · f'(x)`; hard swish's derivative as PyTorch's (`x/3 + 1/2` on [-3, 3]).
+    #[inline(always)]
+    fn backward(self, x: f32, dy: f32) -> f32 {
+        match self {
+            Pointwise::Silu => {
+                let s = 1.0 / (1.0 + exp_f32(-x));
+                dy * s * (1.0 + x * (1.0 - s))
+            }
+            Pointwise::HardSwish => {
+                if x < -3.0 {
+                    0.0
+                } else if x <= 3.0 {
+                    dy * (x * (1.0 / 3.0) + 0.5)
+                } else {
+                    dy
+                }
+            }
+        }
+    }
+}
+
+/// `f(x)` element-wise, in parallel.
+pub fn pointwise(x: &[f32], f: Pointwise) -> Vec<f32> {
+    written_by(x.len(), |out| {
+        out.par_chunks_mut(ELEMENTS_PER_TASK)
+            .zip(x.par_chunks(ELEMENTS_PER_TASK))
+            .for_each(|(out, x)| match f {
+                // One loop per activation, so that each vectorises.
+                Pointwise::Silu => out.iter_mut().zip(x).for_each(|(o, &v)| {
+                    o.write(Pointwise::Silu.forward(v));
+                }),
+                Pointwise::HardSwish => out.iter_mut().zip(x).for_each(|(o, &v)| {
+                    o.write(Pointwise::HardSwish.forward(v));
+                }),
+            });
+    })
+}
+
+/// The backward of [`pointwise`]: `dy · f'(x)`.
+pub fn pointwise_backward(x: &[f32], dy: &[f32], f: Pointwise) -> Vec<f32> {
+    match f {
+        Pointwise::Silu => zip_map(x, dy, |v, g| Pointwise::Silu.backward(v, g)),
+        Pointwise::HardSwish => zip_map(x, dy, |v, g| Pointwise::HardSwish.backward(v, g)),
+    }
+}
+
 /// `relu(a + b)` element-wise (a residual join).
 pub fn add_relu(a: &[f32], b: &[f32]) -> Vec<f32> {
     zip_map(a, b, |u, v| (u + v).max(0.0))

@@ -57,6 +57,9 @@ pub trait KilnKernels: Backend {
     /// The backward keeps only the output (its sign is the mask), which the next layer holds
     /// anyway: Burn's `relu` keeps its input, a tensor nothing else needs.
     fn kiln_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// An element-wise activation (`kind`: 0 SiLU, 1 hard swish); differentiable, its backward
+    /// keeps the input.
+    fn kiln_pointwise(x: FloatTensor<Self>, kind: u8) -> FloatTensor<Self>;
     /// 2-D convolution without bias, dilation 1, one group; `padding` is
     /// `[top, bottom, left, right]`. Differentiable in `x` and `weight`.
     fn kiln_conv2d(
@@ -197,6 +200,19 @@ fn scale_shift_act(x: &FlexTensor, scale: &FlexTensor, shift: &FlexTensor, relu:
     tensor(y, &x.shape().to_vec())
 }
 
+fn pointwise_kind(kind: u8) -> cpu::Pointwise {
+    if kind == 0 {
+        cpu::Pointwise::Silu
+    } else {
+        cpu::Pointwise::HardSwish
+    }
+}
+
+fn pointwise(x: &FlexTensor, kind: u8) -> FlexTensor {
+    let y = cpu::pointwise(&f32s(x), pointwise_kind(kind));
+    tensor(y, &x.shape().to_vec())
+}
+
 fn add_relu(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     tensor(cpu::add_relu(&f32s(a), &f32s(b)), &a.shape().to_vec())
 }
@@ -234,6 +250,10 @@ impl KilnKernels for Flex {
 
     fn kiln_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
         add_relu(&a, &b)
+    }
+
+    fn kiln_pointwise(x: FlexTensor, kind: u8) -> FlexTensor {
+        pointwise(&x, kind)
     }
 
     fn kiln_batch_norm_relu_pool(
@@ -312,6 +332,24 @@ impl Backward<Flex, 2> for DepthwiseBackward {
         }
         if let (Some(node), Some(dw)) = (node_w, dw) {
             grads.register::<Flex>(node.id, tensor(dw, &[g.co, 1, g.kh, g.kw]));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PointwiseBackward;
+
+impl Backward<Flex, 1> for PointwiseBackward {
+    /// The input and the activation.
+    type State = (FlexTensor, u8);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, kind) = ops.state;
+        if let Some(node) = node_x {
+            let dx = cpu::pointwise_backward(&f32s(&x), &f32s(&dy), pointwise_kind(kind));
+            grads.register::<Flex>(node.id, tensor(dx, &x.shape().to_vec()));
         }
     }
 }
@@ -564,6 +602,21 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
         {
             OpsKind::Tracked(prep) => prep.finish(([dims[0], dims[1], dims[2], dims[3]], Arc::new(arg)), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn kiln_pointwise(x: FloatTensor<Ad<C>>, kind: u8) -> FloatTensor<Ad<C>> {
+        match PointwiseBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = x.into_primitive();
+                let y = pointwise(&x, kind);
+                prep.finish((x, kind), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(pointwise(x.primitive(), kind)),
         }
     }
 

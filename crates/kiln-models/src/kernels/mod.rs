@@ -14,7 +14,8 @@
 //!   the full-size activation — [`batch_norm_relu_max_pool`];
 //! * convolution (im2col + gemm, backward data and weight in one pass), and depthwise
 //!   convolution (direct, one plane per task; MobileNet's and EfficientNet's) — [`conv2d`];
-//! * a residual join, `relu(a + b)`, whose backward keeps only the output — [`add_relu`].
+//! * a residual join, `relu(a + b)`, whose backward keeps only the output — [`add_relu`];
+//! * SiLU and hard swish in one parallel pass each way — [`silu`], [`hard_swish`].
 //!
 //! They run only where they apply: an `f32` tensor on the flex device (plain or autodiff), with
 //! the kernels [`enabled`]. Everything else (wgpu, CUDA, other dtypes, a frozen BatchNorm on the
@@ -239,6 +240,32 @@ pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
         a.into_dispatch(),
         b.into_dispatch(),
     ))
+}
+
+/// SiLU (`x·σ(x)`) element-wise, as Burn's `silu`, through kiln's kernel where it
+/// [applies](applies_to): one parallel pass with an exp that vectorises, and a backward from the
+/// input (Burn's composes sigmoid, with a scalar `expf` per element, and a product).
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if applies_to(&x) {
+        pointwise(x, 0)
+    } else {
+        burn::tensor::activation::silu(x)
+    }
+}
+
+/// Hard swish (`x·relu6(x + 3)/6`) element-wise, as Burn's `hard_swish`, through kiln's kernel
+/// where it [applies](applies_to).
+pub fn hard_swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if applies_to(&x) {
+        pointwise(x, 1)
+    } else {
+        burn::tensor::activation::hard_swish(x)
+    }
+}
+
+/// kiln's element-wise activation `kind` (the caller checked that the kernels apply).
+fn pointwise<const D: usize>(x: Tensor<D>, kind: u8) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as KilnKernels>::kiln_pointwise(x.into_dispatch(), kind))
 }
 
 /// `conv.forward(x)` through kiln's convolution where it [applies](applies_to) and the layer

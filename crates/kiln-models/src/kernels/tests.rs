@@ -187,6 +187,56 @@ fn depthwise_conv2d_matches_burn_forward_and_backward() {
 }
 
 #[test]
+fn exp_f32_is_within_a_few_ulps_of_libm() {
+    let mut worst = 0f64;
+    for i in -87_000..=88_000 {
+        let x = i as f32 / 1000.0;
+        let (got, want) = (f64::from(cpu::exp_f32(x)), f64::from(x.exp()));
+        worst = worst.max((got - want).abs() / want);
+    }
+    assert!(worst < 5e-7, "max relative error {worst:e}");
+    assert_eq!(cpu::exp_f32(-1000.0), (-87f32).exp(), "clamped below");
+    assert!(cpu::exp_f32(1000.0).is_finite(), "clamped above");
+}
+
+#[test]
+fn silu_and_hard_swish_match_burn_forward_and_backward() {
+    use burn::tensor::activation::{hard_swish as burn_hard_swish, silu as burn_silu};
+    type Act = fn(Tensor<3>) -> Tensor<3>;
+    let cases: [(&str, Act, Act); 2] = [
+        ("silu", silu::<3>, burn_silu::<3>),
+        ("hard swish", hard_swish::<3>, burn_hard_swish::<3>),
+    ];
+    for (name, kiln, burn) in cases {
+        // Values over [-12, 12) (both saturations of hard swish, SiLU's tails), and a tensor
+        // larger than one parallel task.
+        for (i, shape) in [[2, 3, 5], [3, 70, 400]].into_iter().enumerate() {
+            let device = ad();
+            let x = random(shape, 40 + i as u64, &device)
+                .mul_scalar(12.0)
+                .require_grad();
+            let weights = random(shape, 50 + i as u64, &device);
+            let (y_kiln, y_burn) = (kiln(x.clone()), burn(x.clone()));
+            let g_kiln = (y_kiln.clone() * weights.clone()).sum().backward();
+            let g_burn = (y_burn.clone() * weights).sum().backward();
+            assert_close(&format!("{name} {shape:?}: y"), values(y_kiln), values(y_burn));
+            let (dk, db) = (x.grad(&g_kiln).unwrap(), x.grad(&g_burn).unwrap());
+            assert_close(&format!("{name} {shape:?}: dx"), values(dk), values(db));
+        }
+    }
+    // The kernel itself (the wrappers fall back to Burn where it does not apply).
+    let x: Vec<f32> = (-40..=40).map(|i| i as f32 * 0.25).collect();
+    let want: Vec<f32> = x.iter().map(|&v| v / (1.0 + (-v).exp())).collect();
+    assert_close("direct silu", cpu::pointwise(&x, cpu::Pointwise::Silu), want);
+    let want: Vec<f32> = x.iter().map(|&v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0).collect();
+    assert_close(
+        "direct hard swish",
+        cpu::pointwise(&x, cpu::Pointwise::HardSwish),
+        want,
+    );
+}
+
+#[test]
 fn conv2d_with_bias_and_on_plain_tensors_matches_burn() {
     let device = Device::flex();
     let mut conv = Conv2dConfig::new([3, 4], [3, 3])

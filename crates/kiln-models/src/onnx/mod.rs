@@ -518,6 +518,7 @@ impl OnnxLayer for Activation {
                 g.node("Mul", &name, &[x, &s], Vec::new())
             }
             Activation::HardSigmoid => hard_sigmoid(g, &path(scope, "hardsigmoid"), x),
+            Activation::Sigmoid => g.node("Sigmoid", &path(scope, "sigmoid"), &[x], Vec::new()),
             // `HardSwish` needs opset 14; `x · HardSigmoid(x)` is the same in every opset.
             Activation::HardSwish => {
                 let name = path(scope, "hardswish");
