@@ -566,6 +566,44 @@ impl InvertedResidual {
     }
 }
 
+/// The rows of an MBConv network's body (stem, blocks, last 1×1 convolution, global pooling) for
+/// an input of `[C, H, W]`.
+pub(crate) fn mbconv_body_rows(
+    stem: &ConvBnAct,
+    blocks: &[InvertedResidual],
+    last: &ConvBnAct,
+    input: [usize; 3],
+) -> Vec<crate::summary::Row> {
+    let mut rows = Vec::new();
+    let (row, mut shape) = stem.summarize(input);
+    rows.push(row);
+    for (i, block) in blocks.iter().enumerate() {
+        shape = block.summarize(i, shape, &mut rows);
+    }
+    let (row, out) = last.summarize(shape);
+    rows.push(row);
+    rows.push(crate::summary::global_pool_row(out[0]));
+    rows
+}
+
+/// The ONNX nodes of an MBConv network's body, up to the flattened pooled features.
+pub(crate) fn mbconv_body_onnx(
+    g: &mut crate::onnx::OnnxGraph,
+    [stem, last]: [&ConvBnAct; 2],
+    blocks: &[InvertedResidual],
+    avg: &burn::nn::pool::AdaptiveAvgPool2d,
+    x: &str,
+) -> Result<String, crate::ModelError> {
+    use crate::onnx::OnnxLayer;
+    let mut x = stem.onnx(g, "stem", x)?;
+    for (i, block) in blocks.iter().enumerate() {
+        x = block.onnx(g, &format!("blocks.{i}"), &x)?;
+    }
+    x = last.onnx(g, "last", &x)?;
+    x = avg.onnx(g, "avg", &x)?;
+    Ok(crate::onnx::flatten(g, "", &x))
+}
+
 impl crate::onnx::OnnxLayer for InvertedResidual {
     fn onnx(
         &self,

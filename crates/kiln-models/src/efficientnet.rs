@@ -328,27 +328,10 @@ impl EfficientNet {
 
     /// Per-layer output shapes, parameters and MACs for an input of `[C, H, W]`.
     pub fn summary(&self, input: [usize; 3]) -> crate::Summary {
-        let mut rows = Vec::new();
-        let (row, mut shape) = self.stem.summarize(input);
-        rows.push(row);
-        for (i, block) in self.blocks.iter().enumerate() {
-            shape = block.summarize(i, shape, &mut rows);
-        }
-        let (row, out) = self.last.summarize(shape);
-        rows.push(row);
-        rows.push(crate::Row {
-            layer: "GlobalAvgPool".into(),
-            output: vec![out[0]],
-            params: 0,
-            macs: 0,
-        });
-        let [d_in, d_out] = crate::summary::lazy_dims(&self.head.weight);
-        rows.push(crate::Row {
-            layer: format!("Dropout → Linear({d_in}→{d_out}, bias)"),
-            output: vec![d_out],
-            params: self.head.num_params(),
-            macs: (d_in * d_out) as u64,
-        });
+        let mut rows = crate::blocks::mbconv_body_rows(&self.stem, &self.blocks, &self.last, input);
+        rows.push(crate::summary::linear_row(&self.head, |i, o| {
+            format!("Dropout → Linear({i}→{o}, bias)")
+        }));
         crate::Summary {
             model: self.kind.name().to_string(),
             input,
@@ -368,15 +351,7 @@ impl Classifier for EfficientNet {
 
     fn check_input(&self, dims: &[usize]) -> Result<(), ModelError> {
         // Every convolution pads k/2: any size of at least 1x1 stays at least 1x1.
-        if dims.len() == 4 && dims[0] > 0 && dims[1] == self.in_channels && dims[2] > 0 && dims[3] > 0 {
-            Ok(())
-        } else {
-            Err(ModelError::InputShape {
-                model: "EfficientNet",
-                expected_chw: [self.in_channels, 1, 1],
-                found: dims.to_vec(),
-            })
-        }
+        crate::error::check_nchw(dims, "EfficientNet", self.in_channels, 1)
     }
 
     fn summary(&self, input_chw: [usize; 3]) -> Option<crate::Summary> {
@@ -388,9 +363,7 @@ impl FineTune for EfficientNet {
     const HEAD_PATTERN: &'static str = r"^head\.";
 
     fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        crate::error::check_num_classes(num_classes)?;
-        let [d_in, _] = crate::summary::lazy_dims(&self.head.weight);
-        self.head = crate::init::classifier_head(d_in, num_classes, device);
+        self.head = crate::finetune::new_head_like(&self.head, num_classes, device)?;
         Ok(self)
     }
 
@@ -410,13 +383,8 @@ impl ZooModel for EfficientNet {
 
     fn onnx(&self, g: &mut crate::onnx::OnnxGraph, x: &str) -> Result<String, ModelError> {
         use crate::onnx::OnnxLayer;
-        let mut x = self.stem.onnx(g, "stem", x)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.onnx(g, &format!("blocks.{i}"), &x)?;
-        }
-        x = self.last.onnx(g, "last", &x)?;
-        x = self.avg.onnx(g, "avg", &x)?;
-        x = crate::onnx::flatten(g, "", &x);
+        let body = [&self.stem, &self.last];
+        let x = crate::blocks::mbconv_body_onnx(g, body, &self.blocks, &self.avg, x)?;
         self.head.onnx(g, "head", &x)
     }
 }

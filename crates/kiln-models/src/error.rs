@@ -70,6 +70,24 @@ pub enum ModelError {
     },
 }
 
+/// An `[N, C, H, W]` input with the model's channels and at least `min`×`min` pixels.
+pub(crate) fn check_nchw(
+    dims: &[usize],
+    model: &'static str,
+    channels: usize,
+    min: usize,
+) -> Result<(), ModelError> {
+    if dims.len() == 4 && dims[0] > 0 && dims[1] == channels && dims[2] >= min && dims[3] >= min {
+        Ok(())
+    } else {
+        Err(ModelError::InputShape {
+            model,
+            expected_chw: [channels, min, min],
+            found: dims.to_vec(),
+        })
+    }
+}
+
 /// A classifier needs at least two classes.
 pub(crate) fn check_num_classes(n: usize) -> Result<(), ModelError> {
     if n < 2 {

@@ -64,6 +64,16 @@ pub trait FineTune: Module + Sized {
     }
 }
 
+/// A fresh classifier head with `head`'s inputs and `num_classes` outputs (PyTorch's default
+/// `nn.Linear` init).
+pub(crate) fn new_head_like(
+    head: &Linear,
+    num_classes: usize,
+    device: &Device,
+) -> Result<Linear, ModelError> {
+    new_head(crate::summary::lazy_dims(&head.weight)[0], num_classes, device)
+}
+
 fn new_head(d_in: usize, num_classes: usize, device: &Device) -> Result<Linear, ModelError> {
     crate::error::check_num_classes(num_classes)?;
     Ok(crate::init::classifier_head(d_in, num_classes, device))

@@ -290,33 +290,13 @@ impl MobileNetV3 {
 
     /// Per-layer output shapes, parameters and MACs for an input of `[C, H, W]`.
     pub fn summary(&self, input: [usize; 3]) -> crate::Summary {
-        let mut rows = Vec::new();
-        let (row, mut shape) = self.stem.summarize(input);
-        rows.push(row);
-        for (i, block) in self.blocks.iter().enumerate() {
-            shape = block.summarize(i, shape, &mut rows);
-        }
-        let (row, out) = self.last.summarize(shape);
-        rows.push(row);
-        rows.push(crate::Row {
-            layer: "GlobalAvgPool".into(),
-            output: vec![out[0]],
-            params: 0,
-            macs: 0,
-        });
-        for (name, layer) in [("Hardswish", &self.hidden), ("", &self.head)] {
-            let [d_in, d_out] = crate::summary::lazy_dims(&layer.weight);
-            rows.push(crate::Row {
-                layer: if name.is_empty() {
-                    format!("Dropout → Linear({d_in}→{d_out}, bias)")
-                } else {
-                    format!("Linear({d_in}→{d_out}, bias) → {name}")
-                },
-                output: vec![d_out],
-                params: layer.num_params(),
-                macs: (d_in * d_out) as u64,
-            });
-        }
+        let mut rows = crate::blocks::mbconv_body_rows(&self.stem, &self.blocks, &self.last, input);
+        rows.push(crate::summary::linear_row(&self.hidden, |i, o| {
+            format!("Linear({i}→{o}, bias) → Hardswish")
+        }));
+        rows.push(crate::summary::linear_row(&self.head, |i, o| {
+            format!("Dropout → Linear({i}→{o}, bias)")
+        }));
         crate::Summary {
             model: self.kind.name().to_string(),
             input,
@@ -336,15 +316,7 @@ impl Classifier for MobileNetV3 {
 
     fn check_input(&self, dims: &[usize]) -> Result<(), ModelError> {
         // Every convolution pads k/2, so any size of at least 1x1 gives at least 1x1.
-        if dims.len() == 4 && dims[0] > 0 && dims[1] == self.in_channels && dims[2] > 0 && dims[3] > 0 {
-            Ok(())
-        } else {
-            Err(ModelError::InputShape {
-                model: "MobileNetV3",
-                expected_chw: [self.in_channels, 1, 1],
-                found: dims.to_vec(),
-            })
-        }
+        crate::error::check_nchw(dims, "MobileNetV3", self.in_channels, 1)
     }
 
     fn summary(&self, input_chw: [usize; 3]) -> Option<crate::Summary> {
@@ -356,9 +328,7 @@ impl FineTune for MobileNetV3 {
     const HEAD_PATTERN: &'static str = r"^head\.";
 
     fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        crate::error::check_num_classes(num_classes)?;
-        let [d_in, _] = crate::summary::lazy_dims(&self.head.weight);
-        self.head = crate::init::classifier_head(d_in, num_classes, device);
+        self.head = crate::finetune::new_head_like(&self.head, num_classes, device)?;
         Ok(self)
     }
 
@@ -378,15 +348,10 @@ impl ZooModel for MobileNetV3 {
 
     fn onnx(&self, g: &mut crate::onnx::OnnxGraph, x: &str) -> Result<String, ModelError> {
         use crate::onnx::OnnxLayer;
-        let mut x = self.stem.onnx(g, "stem", x)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.onnx(g, &format!("blocks.{i}"), &x)?;
-        }
-        x = self.last.onnx(g, "last", &x)?;
-        x = self.avg.onnx(g, "avg", &x)?;
-        x = crate::onnx::flatten(g, "", &x);
-        x = self.hidden.onnx(g, "hidden", &x)?;
-        x = Activation::HardSwish.onnx(g, "hidden", &x)?;
+        let body = [&self.stem, &self.last];
+        let x = crate::blocks::mbconv_body_onnx(g, body, &self.blocks, &self.avg, x)?;
+        let x = self.hidden.onnx(g, "hidden", &x)?;
+        let x = Activation::HardSwish.onnx(g, "hidden", &x)?;
         self.head.onnx(g, "head", &x)
     }
 }

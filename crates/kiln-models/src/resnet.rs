@@ -342,19 +342,10 @@ impl ResNet {
                 rows.push(row);
             }
         }
-        rows.push(crate::Row {
-            layer: "GlobalAvgPool".into(),
-            output: vec![shape[0]],
-            params: 0,
-            macs: 0,
-        });
-        let [d_in, d_out] = crate::summary::lazy_dims(&self.fc.weight);
-        rows.push(crate::Row {
-            layer: format!("Linear({d_in}→{d_out}, bias)"),
-            output: vec![d_out],
-            params: self.fc.num_params(),
-            macs: (d_in * d_out) as u64,
-        });
+        rows.push(crate::summary::global_pool_row(shape[0]));
+        rows.push(crate::summary::linear_row(&self.fc, |i, o| {
+            format!("Linear({i}→{o}, bias)")
+        }));
         crate::Summary {
             model: self.kind.name().to_string(),
             input,
@@ -486,15 +477,7 @@ impl Classifier for ResNet {
     fn check_input(&self, dims: &[usize]) -> Result<(), ModelError> {
         // Global average pooling takes any size the strides leave at least 1x1 of.
         let min = if self.pool.is_some() { 32 } else { 8 };
-        if dims.len() == 4 && dims[0] > 0 && dims[1] == self.in_channels && dims[2] >= min && dims[3] >= min {
-            Ok(())
-        } else {
-            Err(ModelError::InputShape {
-                model: "ResNet",
-                expected_chw: [self.in_channels, min, min],
-                found: dims.to_vec(),
-            })
-        }
+        crate::error::check_nchw(dims, "ResNet", self.in_channels, min)
     }
 
     fn summary(&self, input_chw: [usize; 3]) -> Option<crate::Summary> {

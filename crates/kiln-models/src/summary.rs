@@ -28,6 +28,27 @@ pub fn lazy_dims<const D: usize>(param: &Param<Tensor<D>>) -> [usize; D] {
     out
 }
 
+/// The row of a linear layer with a bias, labelled by `label(d_in, d_out)`.
+pub(crate) fn linear_row(layer: &burn::nn::Linear, label: impl Fn(usize, usize) -> String) -> Row {
+    let [d_in, d_out] = lazy_dims(&layer.weight);
+    Row {
+        layer: label(d_in, d_out),
+        output: vec![d_out],
+        params: burn::module::Module::num_params(layer),
+        macs: (d_in * d_out) as u64,
+    }
+}
+
+/// The row of a global average pooling over `channels` channels.
+pub(crate) fn global_pool_row(channels: usize) -> Row {
+    Row {
+        layer: "GlobalAvgPool".into(),
+        output: vec![channels],
+        params: 0,
+        macs: 0,
+    }
+}
+
 /// One layer (or block) of a summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {

@@ -280,8 +280,12 @@ impl KilnKernels for Flex {
     }
 }
 
+/// The backward of [`KilnKernels::kiln_conv2d`] (`depthwise: false`) or
+/// [`KilnKernels::kiln_depthwise_conv2d`].
 #[derive(Debug)]
-struct ConvBackward;
+struct ConvBackward {
+    depthwise: bool,
+}
 
 impl Backward<Flex, 2> for ConvBackward {
     /// x, weight, geometry.
@@ -291,7 +295,12 @@ impl Backward<Flex, 2> for ConvBackward {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, weight, g) = ops.state;
-        let (dx, dw) = cpu::conv2d_backward(
+        let (backward, ci_per_filter): (fn(_, _, _, _, _, _) -> _, _) = if self.depthwise {
+            (cpu::depthwise_conv2d_backward, 1)
+        } else {
+            (cpu::conv2d_backward, g.ci)
+        };
+        let (dx, dw) = backward(
             &f32s(&x),
             &f32s(&weight),
             &f32s(&dy),
@@ -303,35 +312,7 @@ impl Backward<Flex, 2> for ConvBackward {
             grads.register::<Flex>(node.id, tensor(dx, &[g.n, g.ci, g.h, g.w]));
         }
         if let (Some(node), Some(dw)) = (node_w, dw) {
-            grads.register::<Flex>(node.id, tensor(dw, &[g.co, g.ci, g.kh, g.kw]));
-        }
-    }
-}
-
-#[derive(Debug)]
-struct DepthwiseBackward;
-
-impl Backward<Flex, 2> for DepthwiseBackward {
-    /// x, weight, geometry.
-    type State = (FlexTensor, FlexTensor, cpu::ConvGeometry);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let (x, weight, g) = ops.state;
-        let (dx, dw) = cpu::depthwise_conv2d_backward(
-            &f32s(&x),
-            &f32s(&weight),
-            &f32s(&dy),
-            &g,
-            node_x.is_some(),
-            node_w.is_some(),
-        );
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, tensor(dx, &[g.n, g.ci, g.h, g.w]));
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            grads.register::<Flex>(node.id, tensor(dw, &[g.co, 1, g.kh, g.kw]));
+            grads.register::<Flex>(node.id, tensor(dw, &[g.co, ci_per_filter, g.kh, g.kw]));
         }
     }
 }
@@ -557,7 +538,7 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
         padding: [usize; 4],
     ) -> FloatTensor<Ad<C>> {
         let g = geometry(x.primitive(), weight.primitive(), stride, padding);
-        match ConvBackward
+        match (ConvBackward { depthwise: false })
             .prepare::<C>([x.node(), weight.node()])
             .compute_bound()
             .stateful()
@@ -578,7 +559,7 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
         padding: [usize; 4],
     ) -> FloatTensor<Ad<C>> {
         let g = geometry(x.primitive(), weight.primitive(), stride, padding);
-        match DepthwiseBackward
+        match (ConvBackward { depthwise: true })
             .prepare::<C>([x.node(), weight.node()])
             .compute_bound()
             .stateful()
