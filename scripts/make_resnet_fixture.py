@@ -8,7 +8,10 @@ Usage: python scripts/make_resnet_fixture.py crates/kiln-models/tests/fixtures/c
            --size 64 --calibrate crates/kiln-models/tests/fixtures/mobilenet_v3_small_w050
        python scripts/make_resnet_fixture.py --arch efficientnet_b0 --width-mult 0.35 --depth-mult 0.5 \
            --num-classes 10 --size 64 --calibrate crates/kiln-models/tests/fixtures/efficientnet_b0_w035_d050
---arch takes any torchvision classification model name; --width-mult, --depth-mult, --num-classes and --size
+       python scripts/make_resnet_fixture.py --arch convnext_tiny --depths 1,1,2,1 --widths 16,32,48,64 \
+           --num-classes 10 --size 64 crates/kiln-models/tests/fixtures/convnext_d1121_w16
+--arch takes any torchvision classification model name; --width-mult, --depth-mult, --depths,
+--widths, --num-classes and --size
 (the input's height and width, 224 by default) are passed on / used for the input.
 The second form writes a full torchvision model (random weights and BatchNorm statistics unless
 --weights gives a real state dict) for the test `full_torchvision_resnet_when_a_fixture_is_supplied`
@@ -69,6 +72,9 @@ def option(name, cast, default):
     return v
 width_mult = option("--width-mult", float, None)
 depth_mult = option("--depth-mult", float, None)
+int_list = lambda v: [int(x) for x in v.split(",")]
+depths = option("--depths", int_list, None)
+widths = option("--widths", int_list, None)
 num_classes = option("--num-classes", int, None)
 size = option("--size", int, 224)
 out = args[0]; os.makedirs(out, exist_ok=True)
@@ -78,7 +84,13 @@ if arch == "cifar_resnet20":
 else:
     import torchvision
     kwargs = {k: v for k, v in [("width_mult", width_mult), ("num_classes", num_classes)] if v is not None}
-    if arch.startswith("efficientnet_b") and (width_mult or depth_mult):
+    if arch.startswith("convnext") and (depths or widths):
+        # convnext_tiny() fixes its stages: build from torchvision's own block config instead.
+        from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+        outs = widths[1:] + [None]
+        setting = [CNBlockConfig(w, o, n) for w, o, n in zip(widths, outs, depths)]
+        m = ConvNeXt(setting, stochastic_depth_prob=0.1, num_classes=num_classes or 1000)
+    elif arch.startswith("efficientnet_b") and (width_mult or depth_mult):
         # efficientnet_bN() fixes its multipliers: build from torchvision's own config instead.
         from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
         setting, last = _efficientnet_conf(arch, width_mult=width_mult or 1.0, depth_mult=depth_mult or 1.0)
@@ -101,6 +113,11 @@ if arch != "cifar_resnet20" and not weights:
             nn.init.normal_(mod.weight, 0.0, mod.in_features ** -0.5)
         if isinstance(mod, (nn.Linear, nn.Conv2d)) and mod.bias is not None:
             mod.bias.data.uniform_(-0.2, 0.2)
+        if isinstance(mod, nn.LayerNorm):
+            mod.weight.data.uniform_(0.5, 1.5); mod.bias.data.uniform_(-0.2, 0.2)
+        if hasattr(mod, "layer_scale"):
+            # ConvNeXt starts it at 1e-6, which would hide every block.
+            mod.layer_scale.data.uniform_(0.5, 1.5)
 if calibrate and not weights:
     # Cumulative averages (momentum=None) over a few batches: the running statistics become those
     # of the activations this network produces, layer after layer.
@@ -123,5 +140,5 @@ save_file(sd, os.path.join(out, "weights.safetensors"))
 torch.save(m.state_dict(), os.path.join(out, "weights.pth"))
 x.numpy().astype("<f4").tofile(os.path.join(out, "input.f32"))
 y.numpy().astype("<f4").tofile(os.path.join(out, "logits.f32"))
-json.dump({"arch": arch, "width_mult": width_mult or 1.0, "depth_mult": depth_mult, "torch": torch.__version__, "batchnorm": "real" if weights else ("calibrated" if calibrate else "random"), "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
+json.dump({"arch": arch, "width_mult": width_mult or 1.0, "depth_mult": depth_mult, "depths": depths, "widths": widths, "torch": torch.__version__, "batchnorm": "real" if weights else ("calibrated" if calibrate else "random"), "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
 print("logits", y[0, :4].tolist())

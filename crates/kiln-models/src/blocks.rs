@@ -23,7 +23,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, hard_sigmoid, leaky_relu, relu, sigmoid};
+use burn::tensor::activation::{hard_sigmoid, leaky_relu, relu, sigmoid};
 use serde::{Deserialize, Serialize};
 
 use crate::init::{Fans, InitScheme};
@@ -60,7 +60,7 @@ impl Activation {
         match self {
             Activation::Relu => relu(x),
             Activation::LeakyRelu { negative_slope } => leaky_relu(x, negative_slope),
-            Activation::Gelu => gelu(x),
+            Activation::Gelu => crate::kernels::gelu(x),
             Activation::Silu => crate::kernels::silu(x),
             Activation::HardSwish => crate::kernels::hard_swish(x),
             Activation::HardSigmoid => hard_sigmoid(x, 1.0 / 6.0, 0.5),

@@ -6,8 +6,8 @@
 //! * [`classifier`] — the [`Classifier`] trait the training loop drives.
 //! * [`init`] — named initialisation schemes with PyTorch's formulas ([`InitScheme`]).
 //! * [`reference_cnn`] — the reference CNN for 28×28 grey images ([`ReferenceCnn`]).
-//! * [`blocks`], [`mlp`], [`resnet`], [`mobilenet`], [`efficientnet`] — `ConvBnAct`/`LinearBnAct`,
-//!   the inverted residual, and the zoo built from them.
+//! * [`blocks`], [`mlp`], [`resnet`], [`mobilenet`], [`efficientnet`], [`convnext`] —
+//!   `ConvBnAct`/`LinearBnAct`, the inverted residual, and the zoo built from them.
 //! * [`pretrained`], [`import`], [`weights`] — what weights expect ([`PretrainedSpec`]), torchvision
 //!   import, kiln checkpoints and the safetensors export PyTorch loads back.
 //! * [`zoo`] — the model registry: [`ModelConfig`] (every architecture, `--model` names) and
@@ -35,6 +35,7 @@
 
 pub mod blocks;
 pub mod classifier;
+pub mod convnext;
 pub mod efficientnet;
 pub mod error;
 pub mod finetune;
@@ -53,6 +54,7 @@ pub mod zoo;
 
 pub use blocks::{Activation, ConvBnAct, ConvBnActConfig, LinearBnAct, LinearBnActConfig};
 pub use classifier::Classifier;
+pub use convnext::{ConvNext, ConvNextConfig, ConvNextKind};
 pub use efficientnet::{EfficientNet, EfficientNetConfig, EfficientNetKind};
 pub use error::ModelError;
 pub use finetune::FineTune;

@@ -295,6 +295,8 @@ registry! {
     MobilenetV3(crate::mobilenet::MobileNetV3Arch),
     /// torchvision's EfficientNet B0–B3 (`variant`).
     Efficientnet(crate::efficientnet::EfficientNetArch),
+    /// torchvision's ConvNeXt (`variant` tiny or small).
+    Convnext(crate::convnext::ConvNextArch),
 }
 
 #[cfg(test)]

@@ -440,13 +440,14 @@ fn a_layer_without_an_onnx_form_is_named() {
     assert!(g.nodes().is_empty(), "nothing half-written");
 }
 
-/// End to end: torchvision's reduced MobileNetV3 and EfficientNet fixtures
-/// (`tests/fixtures/{mobilenet_v3_small_w050, efficientnet_b0_w035_d050}`, see
-/// `torchvision_import.rs`: squeeze-excitation, hard swish and SiLU, depthwise convolutions,
-/// logits of a real size) imported into kiln and exported to ONNX give PyTorch's own logits in
-/// ONNX Runtime, folded and not, at opset 13 (no `HardSwish` operator yet) and 21.
+/// End to end: torchvision's reduced MobileNetV3, EfficientNet and ConvNeXt fixtures
+/// (`tests/fixtures/{mobilenet_v3_small_w050, efficientnet_b0_w035_d050, convnext_d1121_w16}`,
+/// see `torchvision_import.rs`: squeeze-excitation, hard swish and SiLU, depthwise convolutions,
+/// LayerNorm, GELU, layer scale, logits of a real size) imported into kiln and exported to ONNX
+/// give PyTorch's own logits in ONNX Runtime, folded and not, at opset 13 (no `HardSwish` operator
+/// yet; 17 for ConvNeXt's `LayerNormalization`) and 21.
 #[test]
-fn imported_torchvision_mobilenet_and_efficientnet_run_in_onnxruntime_with_pytorchs_logits() {
+fn imported_torchvision_mobilenet_efficientnet_and_convnext_run_in_onnxruntime_with_pytorchs_logits() {
     struct ImportAndExport<'a> {
         fixture: &'a Path,
         dir: &'a Path,
@@ -459,7 +460,21 @@ fn imported_torchvision_mobilenet_and_efficientnet_run_in_onnxruntime_with_pytor
                 kiln_models::import::load_torchvision(model, &self.fixture.join("weights.safetensors"))
                     .unwrap();
             let mut cases = Vec::new();
-            for (opset, fold_bn) in [(13, false), (13, true), (21, false), (21, true)] {
+            // LayerNormalization (ConvNeXt) needs opset 17.
+            let low = if self.name.starts_with("convnext") {
+                let before = OnnxOptions {
+                    opset: 16,
+                    ..OnnxOptions::default()
+                };
+                let err = export_proto(&model, [3, 64, 64], &before, None)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("stem_norm") && err.contains("opset 17"), "{err}");
+                17
+            } else {
+                13
+            };
+            for (opset, fold_bn) in [(low, false), (low, true), (21, false), (21, true)] {
                 let options = OnnxOptions {
                     opset,
                     dynamic_batch: true,
@@ -475,7 +490,7 @@ fn imported_torchvision_mobilenet_and_efficientnet_run_in_onnxruntime_with_pytor
                     .iter()
                     .map(|n| n.op_type())
                     .collect();
-                for op in ["GlobalAveragePool", "Mul", "Add", "Conv", "Gemm"] {
+                for op in ["GlobalAveragePool", "Mul", "Add", "Conv"] {
                     assert!(ops.contains(op), "{}: {op} in {ops:?}", self.name);
                 }
                 let file = format!("{}-{opset}-{fold_bn}.onnx", self.name);
@@ -500,6 +515,10 @@ fn imported_torchvision_mobilenet_and_efficientnet_run_in_onnxruntime_with_pytor
         (
             "efficientnet_b0_w035_d050",
             r#"{"name":"efficientnet","variant":"b0","width_mult":0.35,"depth_mult":0.5}"#,
+        ),
+        (
+            "convnext_d1121_w16",
+            r#"{"name":"convnext","variant":"tiny","depths":[1,1,2,1],"widths":[16,32,48,64]}"#,
         ),
     ] {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))

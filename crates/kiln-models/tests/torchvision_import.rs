@@ -168,6 +168,12 @@ fn config_of(manifest: &serde_json::Value) -> ModelConfig {
             e.width_mult = width.filter(|&w| w != 1.0 || depth.is_some());
             e.depth_mult = depth;
         }
+        ModelConfig::Convnext(c) => {
+            let four =
+                |key: &str| -> Option<[usize; 4]> { serde_json::from_value(manifest[key].clone()).ok() };
+            c.depths = four("depths");
+            c.widths = four("widths");
+        }
         _ => {}
     }
     config
@@ -181,8 +187,10 @@ fn manifest_of(dir: &Path) -> serde_json::Value {
 /// linear layers, BatchNorm statistics calibrated on random inputs; a `[2, 3, 64, 64]` input and
 /// PyTorch's eval logits), made by `scripts/make_resnet_fixture.py`:
 /// `--arch mobilenet_v3_small --width-mult 0.5 --num-classes 10 --size 64 --calibrate` and
-/// `--arch efficientnet_b0 --width-mult 0.35 --depth-mult 0.5 --num-classes 10 --size 64 --calibrate`.
-const REDUCED: [(&str, &str); 2] = [
+/// `--arch efficientnet_b0 --width-mult 0.35 --depth-mult 0.5 --num-classes 10 --size 64 --calibrate`
+/// and `--arch convnext_tiny --depths 1,1,2,1 --widths 16,32,48,64 --num-classes 10 --size 64`
+/// (LayerNorm and layer scale drawn wide too: the layer scale starts at 1e-6).
+const REDUCED: [(&str, &str); 3] = [
     (
         "mobilenet_v3_small_w050",
         "MobileNetV3-Small(3x64x64 -> 10 classes, width x0.5)",
@@ -191,10 +199,14 @@ const REDUCED: [(&str, &str); 2] = [
         "efficientnet_b0_w035_d050",
         "EfficientNet-B0(3x64x64 -> 10 classes, width x0.35, depth x0.5)",
     ),
+    (
+        "convnext_d1121_w16",
+        "ConvNeXt-Tiny(3x64x64 -> 10 classes, depths [1, 1, 2, 1], widths [16, 32, 48, 64])",
+    ),
 ];
 
 #[test]
-fn mobilenet_and_efficientnet_import_from_pth_and_safetensors_and_export_back() {
+fn mobilenet_efficientnet_and_convnext_import_from_pth_and_safetensors_and_export_back() {
     for (name, description) in REDUCED {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")

@@ -57,7 +57,7 @@ pub trait KilnKernels: Backend {
     /// The backward keeps only the output (its sign is the mask), which the next layer holds
     /// anyway: Burn's `relu` keeps its input, a tensor nothing else needs.
     fn kiln_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// An element-wise activation (`kind`: 0 SiLU, 1 hard swish); differentiable, its backward
+    /// An element-wise activation (`kind`: 0 SiLU, 1 hard swish, 2 GELU); differentiable, its backward
     /// keeps the input.
     fn kiln_pointwise(x: FloatTensor<Self>, kind: u8) -> FloatTensor<Self>;
     /// 2-D convolution without bias, dilation 1, one group; `padding` is
@@ -201,10 +201,10 @@ fn scale_shift_act(x: &FlexTensor, scale: &FlexTensor, shift: &FlexTensor, relu:
 }
 
 fn pointwise_kind(kind: u8) -> cpu::Pointwise {
-    if kind == 0 {
-        cpu::Pointwise::Silu
-    } else {
-        cpu::Pointwise::HardSwish
+    match kind {
+        0 => cpu::Pointwise::Silu,
+        1 => cpu::Pointwise::HardSwish,
+        _ => cpu::Pointwise::Gelu,
     }
 }
 

@@ -15,7 +15,8 @@
 //! * convolution (im2col + gemm, backward data and weight in one pass), and depthwise
 //!   convolution (direct, one plane per task; MobileNet's and EfficientNet's) — [`conv2d`];
 //! * a residual join, `relu(a + b)`, whose backward keeps only the output — [`add_relu`];
-//! * SiLU and hard swish in one parallel pass each way — [`silu`], [`hard_swish`].
+//! * SiLU, hard swish and GELU in one parallel pass each way — [`silu`], [`hard_swish`],
+//!   [`gelu`].
 //!
 //! They run only where they apply: an `f32` tensor on the flex device (plain or autodiff), with
 //! the kernels [`enabled`]. Everything else (wgpu, CUDA, other dtypes, a frozen BatchNorm on the
@@ -260,6 +261,16 @@ pub fn hard_swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         pointwise(x, 1)
     } else {
         burn::tensor::activation::hard_swish(x)
+    }
+}
+
+/// The exact GELU (`½x·(1 + erf(x/√2))`) element-wise, as Burn's `gelu`, through kiln's kernel
+/// where it [applies](applies_to) (an erf without libm, within 1.5e-7).
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if applies_to(&x) {
+        pointwise(x, 2)
+    } else {
+        burn::tensor::activation::gelu(x)
     }
 }
 

@@ -200,12 +200,13 @@ fn exp_f32_is_within_a_few_ulps_of_libm() {
 }
 
 #[test]
-fn silu_and_hard_swish_match_burn_forward_and_backward() {
-    use burn::tensor::activation::{hard_swish as burn_hard_swish, silu as burn_silu};
+fn silu_hard_swish_and_gelu_match_burn_forward_and_backward() {
+    use burn::tensor::activation::{gelu as burn_gelu, hard_swish as burn_hard_swish, silu as burn_silu};
     type Act = fn(Tensor<3>) -> Tensor<3>;
-    let cases: [(&str, Act, Act); 2] = [
+    let cases: [(&str, Act, Act); 3] = [
         ("silu", silu::<3>, burn_silu::<3>),
         ("hard swish", hard_swish::<3>, burn_hard_swish::<3>),
+        ("gelu", gelu::<3>, burn_gelu::<3>),
     ];
     for (name, kiln, burn) in cases {
         // Values over [-12, 12) (both saturations of hard swish, SiLU's tails), and a tensor

@@ -252,7 +252,10 @@ fn values<const D: usize>(t: Tensor<D>, layer: &str) -> Result<Vec<f32>, ModelEr
         })
 }
 
-fn param_values<const D: usize>(p: &Param<Tensor<D>>, layer: &str) -> Result<Vec<f32>, ModelError> {
+pub(crate) fn param_values<const D: usize>(
+    p: &Param<Tensor<D>>,
+    layer: &str,
+) -> Result<Vec<f32>, ModelError> {
     values(p.val(), layer)
 }
 
@@ -537,6 +540,32 @@ fn hard_sigmoid(g: &mut OnnxGraph, name: &str, x: &str) -> String {
         &[x],
         vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
     )
+}
+
+/// `Transpose` by `perm`.
+pub fn transpose(g: &mut OnnxGraph, name: &str, x: &str, perm: &[usize]) -> String {
+    g.node("Transpose", name, &[x], vec![ints("perm", perm)])
+}
+
+/// A linear layer on the last axis of an input of any rank: `MatMul` (Burn's `[d_in, d_out]`
+/// weight as is) then `Add` of the bias (`Gemm` takes only matrices).
+///
+/// # Errors
+///
+/// [`ModelError::Export`] when the weights cannot be read.
+pub fn linear_nd(g: &mut OnnxGraph, scope: &str, linear: &Linear, x: &str) -> Result<String, ModelError> {
+    let dims = linear.weight.shape().dims::<2>();
+    let w = g.weight(
+        &path(scope, "weight"),
+        &dims,
+        param_values(&linear.weight, scope)?,
+    );
+    let y = g.node("MatMul", &format!("{scope}.matmul"), &[x, &w], Vec::new());
+    let Some(bias) = &linear.bias else {
+        return Ok(y);
+    };
+    let b = g.weight(&path(scope, "bias"), &[dims[1]], param_values(bias, scope)?);
+    Ok(g.node("Add", scope, &[&y, &b], Vec::new()))
 }
 
 /// `Flatten` from axis 1: `[N, C, H, W]` → `[N, C·H·W]` for any N.
