@@ -119,9 +119,18 @@ pub struct ConvNextBlock {
 
 impl ConvNextBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = crate::kernels::conv2d(&self.dwconv, x.clone()).permute([0, 2, 3, 1]);
+        let [n, c, h, w] = x.dims();
+        // Channels-last as one [N·H·W, C] matrix: one gemm per linear layer (a 4-D input makes
+        // Burn's matmul broadcast the weight over N·H small products).
+        let y = crate::kernels::conv2d(&self.dwconv, x.clone())
+            .permute([0, 2, 3, 1])
+            .reshape([n * h * w, c]);
         let y = self.pw1.forward(self.norm.forward(y));
-        let y = self.pw2.forward(Activation::Gelu.apply(y)).permute([0, 3, 1, 2]);
+        let y = self
+            .pw2
+            .forward(Activation::Gelu.apply(y))
+            .reshape([n, h, w, c])
+            .permute([0, 3, 1, 2]);
         let y = y * self.layer_scale.val().unsqueeze::<4>();
         self.drop.forward(y) + x
     }

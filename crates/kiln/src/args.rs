@@ -219,7 +219,7 @@ pub(crate) struct InspectArgs {
 /// `kiln import`'s arguments.
 #[derive(Args, Debug)]
 pub(crate) struct ImportArgs {
-    /// The architecture (`kiln models` lists them; torchvision's ResNets, MobileNetV3s and EfficientNets import).
+    /// The architecture (`kiln models` lists them; torchvision's ResNets, MobileNetV3s, EfficientNets and ConvNeXts import).
     #[arg(long, value_name = "NAME")]
     pub(crate) arch: String,
     /// The state dict.
