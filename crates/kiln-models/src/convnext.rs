@@ -318,11 +318,13 @@ impl ConvNext {
     /// Per-layer output shapes, parameters and MACs for an input of `[C, H, W]`.
     pub fn summary(&self, input: [usize; 3]) -> crate::Summary {
         let mut rows = Vec::new();
-        let conv_row = |layer: String, conv: &Conv2d, [c, h, w]: [usize; 3]| {
+        let conv_row = |layer: String, conv: &Conv2d, [_, h, w]: [usize; 3]| {
             let [co, ci, kh, kw] = crate::summary::lazy_dims(&conv.weight);
             let (s, p) = (conv.stride[0], if kh == 7 { 3 } else { 0 });
-            let out = [co, (h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1];
-            let _ = c;
+            // Saturating: a summary of an input too small for the model (check_input refuses it
+            // before any layer runs) must not panic.
+            let size = |n: usize, k: usize| (n + 2 * p).saturating_sub(k) / s + 1;
+            let out = [co, size(h, kh), size(w, kw)];
             let row = crate::Row {
                 layer,
                 output: out.to_vec(),
@@ -646,5 +648,32 @@ mod tests {
             let g = s.macs() as f64 / 1e9;
             assert!((g - gmacs).abs() < 0.01 * gmacs, "{kind:?}: {g} GMACs");
         }
+    }
+
+    #[test]
+    fn small_images_are_refused_before_any_layer_and_summaries_do_not_panic() {
+        let d = Device::flex();
+        let m = ConvNextConfig::new(ConvNextKind::Tiny)
+            .with_depths(Some([1, 1, 1, 1]))
+            .with_widths(Some([8, 8, 8, 8]))
+            .init(&d)
+            .unwrap();
+        // 28x28 shrinks to 7, 3, 1 and then nothing: refused, naming the 32x32 it needs.
+        let err = m.check_input(&[2, 3, 28, 28]).unwrap_err().to_string();
+        assert!(err.contains("32"), "{err}");
+        assert!(m.check_input(&[2, 3, 32, 32]).is_ok());
+        assert_eq!(m.summary([3, 28, 28]).rows.last().unwrap().output, vec![10]);
+        let small = ConvNextConfig::new(ConvNextKind::Tiny)
+            .with_small_input(true)
+            .with_depths(Some([1, 1, 1, 1]))
+            .with_widths(Some([8, 8, 8, 8]))
+            .init(&d)
+            .unwrap();
+        assert!(small.check_input(&[2, 1, 28, 28]).is_err(), "three channels");
+        assert!(
+            small.check_input(&[2, 3, 28, 28]).is_ok(),
+            "the 2x2 stem takes 28x28"
+        );
+        assert_eq!(small.logits(Tensor::zeros([1, 3, 28, 28], &d)).dims(), [1, 10]);
     }
 }
