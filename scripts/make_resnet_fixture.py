@@ -10,8 +10,10 @@ Usage: python scripts/make_resnet_fixture.py crates/kiln-models/tests/fixtures/c
            --num-classes 10 --size 64 --calibrate crates/kiln-models/tests/fixtures/efficientnet_b0_w035_d050
        python scripts/make_resnet_fixture.py --arch convnext_tiny --depths 1,1,2,1 --widths 16,32,48,64 \
            --num-classes 10 --size 64 crates/kiln-models/tests/fixtures/convnext_d1121_w16
+       python scripts/make_resnet_fixture.py --arch vit_b_16 --patch 8 --layers 2 --heads 4 --hidden 32 \
+           --mlp 48 --num-classes 10 --size 64 crates/kiln-models/tests/fixtures/vit_p8_l2_h4_d32
 --arch takes any torchvision classification model name; --width-mult, --depth-mult, --depths,
---widths, --num-classes and --size
+--widths, --num-classes and --size; for a ViT, --patch, --layers, --heads, --hidden and --mlp
 (the input's height and width, 224 by default) are passed on / used for the input.
 The second form writes a full torchvision model (random weights and BatchNorm statistics unless
 --weights gives a real state dict) for the test `full_torchvision_resnet_when_a_fixture_is_supplied`
@@ -77,6 +79,8 @@ depths = option("--depths", int_list, None)
 widths = option("--widths", int_list, None)
 num_classes = option("--num-classes", int, None)
 size = option("--size", int, 224)
+vit = {k: option("--" + flag, int, None) for k, flag in [("patch_size", "patch"), ("num_layers", "layers"),
+       ("num_heads", "heads"), ("hidden_dim", "hidden"), ("mlp_dim", "mlp")]}
 out = args[0]; os.makedirs(out, exist_ok=True)
 torch.manual_seed(0)
 if arch == "cifar_resnet20":
@@ -84,7 +88,11 @@ if arch == "cifar_resnet20":
 else:
     import torchvision
     kwargs = {k: v for k, v in [("width_mult", width_mult), ("num_classes", num_classes)] if v is not None}
-    if arch.startswith("convnext") and (depths or widths):
+    if arch.startswith("vit") and any(v is not None for v in vit.values()):
+        # vit_b_16() fixes its shape: build torchvision's VisionTransformer itself.
+        from torchvision.models.vision_transformer import VisionTransformer
+        m = VisionTransformer(image_size=size, num_classes=num_classes or 1000, **vit)
+    elif arch.startswith("convnext") and (depths or widths):
         # convnext_tiny() fixes its stages: build from torchvision's own block config instead.
         from torchvision.models.convnext import CNBlockConfig, ConvNeXt
         outs = widths[1:] + [None]
@@ -115,6 +123,15 @@ if arch != "cifar_resnet20" and not weights:
             mod.bias.data.uniform_(-0.2, 0.2)
         if isinstance(mod, nn.LayerNorm):
             mod.weight.data.uniform_(0.5, 1.5); mod.bias.data.uniform_(-0.2, 0.2)
+        if isinstance(mod, nn.MultiheadAttention):
+            # Xavier weights and zero biases: draw them as for the linear layers.
+            nn.init.normal_(mod.in_proj_weight, 0.0, mod.embed_dim ** -0.5)
+            mod.in_proj_bias.data.uniform_(-0.2, 0.2)
+        if hasattr(mod, "class_token"):
+            # Zero and N(0, 0.02) at the start: wide enough that a wrong token order shows.
+            mod.class_token.data.normal_(0.0, 1.0)
+        if hasattr(mod, "pos_embedding"):
+            mod.pos_embedding.data.normal_(0.0, 0.5)
         if hasattr(mod, "layer_scale"):
             # ConvNeXt starts it at 1e-6, which would hide every block.
             mod.layer_scale.data.uniform_(0.5, 1.5)
@@ -140,5 +157,5 @@ save_file(sd, os.path.join(out, "weights.safetensors"))
 torch.save(m.state_dict(), os.path.join(out, "weights.pth"))
 x.numpy().astype("<f4").tofile(os.path.join(out, "input.f32"))
 y.numpy().astype("<f4").tofile(os.path.join(out, "logits.f32"))
-json.dump({"arch": arch, "width_mult": width_mult or 1.0, "depth_mult": depth_mult, "depths": depths, "widths": widths, "torch": torch.__version__, "batchnorm": "real" if weights else ("calibrated" if calibrate else "random"), "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
+json.dump({"arch": arch, "width_mult": width_mult or 1.0, "depth_mult": depth_mult, "depths": depths, "widths": widths, "vit": vit, "torch": torch.__version__, "batchnorm": "real" if weights else ("calibrated" if calibrate else "random"), "input": list(x.shape), "logits": list(y.shape)}, open(os.path.join(out, "manifest.json"), "w"))
 print("logits", y[0, :4].tolist())

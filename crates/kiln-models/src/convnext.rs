@@ -409,44 +409,31 @@ impl FineTune for ConvNext {
     fn num_classes(&self) -> usize {
         crate::summary::lazy_dims::<2>(&self.head.weight)[1]
     }
-}
 
-/// `LayerNormalization` over the last axis (opset 17 on).
-fn layer_norm_onnx(g: &mut OnnxGraph, scope: &str, norm: &LayerNorm, x: &str) -> Result<String, ModelError> {
-    if g.opset() < 17 {
-        return Err(ModelError::Export {
-            format: "ONNX",
-            layer: scope.to_string(),
-            reason: format!(
-                "LayerNormalization needs opset 17 or later (asked for {})",
-                g.opset()
-            ),
-        });
+    /// timm's grouping of its ConvNeXt: the stem; one layer per block, a stage's downsampling
+    /// with its first block; the final LayerNorm with the head.
+    fn lr_layers(&self) -> Option<Vec<Vec<String>>> {
+        let mut layers = vec![vec![r"^stem\.".to_string(), r"^stem_norm\.".to_string()]];
+        let mut i = 0;
+        for (s, &n) in self.depths.iter().enumerate() {
+            for b in 0..n {
+                let mut layer = vec![format!(r"^blocks\.{i}\.")];
+                if b == 0 && s > 0 {
+                    layer.push(format!(r"^downsamples\.{}\.", s - 1));
+                }
+                layers.push(layer);
+                i += 1;
+            }
+        }
+        layers.push(vec![r"^head_norm\.".to_string(), r"^head\.".to_string()]);
+        Some(layers)
     }
-    let n = norm.gamma.shape().dims::<1>()[0];
-    let gamma = crate::onnx::param_values(&norm.gamma, scope)?;
-    let scale = g.weight(&crate::onnx::path(scope, "gamma"), &[n], gamma);
-    let mut inputs = vec![x.to_string(), scale];
-    if let Some(beta) = &norm.beta {
-        let values = crate::onnx::param_values(beta, scope)?;
-        inputs.push(g.weight(&crate::onnx::path(scope, "beta"), &[n], values));
-    }
-    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    Ok(g.node(
-        "LayerNormalization",
-        scope,
-        &refs,
-        vec![
-            crate::onnx::int("axis", -1),
-            crate::onnx::float("epsilon", LN_EPS as f32),
-        ],
-    ))
 }
 
 /// LayerNorm over the channels of NCHW: transpose, normalise, transpose back.
 fn norm2d_onnx(g: &mut OnnxGraph, scope: &str, norm: &LayerNorm, x: &str) -> Result<String, ModelError> {
     let t = crate::onnx::transpose(g, &format!("{scope}.to_nhwc"), x, &[0, 2, 3, 1]);
-    let y = layer_norm_onnx(g, scope, norm, &t)?;
+    let y = crate::onnx::layer_norm(g, scope, norm, LN_EPS, &t)?;
     Ok(crate::onnx::transpose(
         g,
         &format!("{scope}.to_nchw"),
@@ -473,7 +460,7 @@ impl ZooModel for ConvNext {
                 let scope = format!("blocks.{i}");
                 let y = b.dwconv.onnx(g, &format!("{scope}.dwconv"), &x)?;
                 let y = crate::onnx::transpose(g, &format!("{scope}.to_nhwc"), &y, &[0, 2, 3, 1]);
-                let y = layer_norm_onnx(g, &format!("{scope}.norm"), &b.norm, &y)?;
+                let y = crate::onnx::layer_norm(g, &format!("{scope}.norm"), &b.norm, LN_EPS, &y)?;
                 let y = crate::onnx::linear_nd(g, &format!("{scope}.pw1"), &b.pw1, &y)?;
                 let y = Activation::Gelu.onnx(g, &format!("{scope}.pw1"), &y)?;
                 let y = crate::onnx::linear_nd(g, &format!("{scope}.pw2"), &b.pw2, &y)?;
@@ -492,7 +479,7 @@ impl ZooModel for ConvNext {
         }
         let x = g.node("GlobalAveragePool", "avg", &[&x], Vec::new());
         let x = crate::onnx::flatten(g, "", &x);
-        let x = layer_norm_onnx(g, "head_norm", &self.head_norm, &x)?;
+        let x = crate::onnx::layer_norm(g, "head_norm", &self.head_norm, LN_EPS, &x)?;
         self.head.onnx(g, "head", &x)
     }
 }

@@ -62,6 +62,47 @@ pub trait FineTune: Module + Sized {
     fn unfreeze_backbone(self) -> Self {
         self.unfreeze_group(Self::backbone_group())
     }
+
+    /// The model's layers from the input on, each as regexes over parameter paths, for
+    /// layer-wise learning-rate decay; the last layer holds the head. `None` (the default): the
+    /// architecture defines no such order.
+    fn lr_layers(&self) -> Option<Vec<Vec<String>>> {
+        None
+    }
+
+    /// Layer-wise learning-rate decay (BEiT's, as timm's `param_groups_layer_decay` groups the
+    /// same model): layer `i` of `n` learns at `decay^(n − 1 − i)` times the learning rate, the
+    /// head's layer at 1 (left out of the result). `None` when the model has no
+    /// [`lr_layers`](Self::lr_layers).
+    fn layer_decay_groups(&self, decay: f64) -> Option<Vec<ScaledGroup>> {
+        let layers = self.lr_layers()?;
+        let n = layers.len();
+        Some(
+            layers
+                .into_iter()
+                .enumerate()
+                .take(n.saturating_sub(1))
+                .map(|(i, patterns)| ScaledGroup {
+                    name: format!("layer {i}"),
+                    // The patterns are built from integers by the model: they compile.
+                    group: ParamGroup::from_any_regexes(patterns)
+                        .unwrap_or_else(|_| ParamGroup::from_ids(Vec::new())),
+                    lr_scale: decay.powi((n - 1 - i) as i32),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Parameters that learn at `lr_scale` times the learning rate.
+#[derive(Debug, Clone)]
+pub struct ScaledGroup {
+    /// What the group is (`layer 3`), for messages.
+    pub name: String,
+    /// Its parameters.
+    pub group: ParamGroup,
+    /// The learning-rate multiplier.
+    pub lr_scale: f64,
 }
 
 /// A fresh classifier head with `head`'s inputs and `num_classes` outputs (PyTorch's default
@@ -223,6 +264,71 @@ mod tests {
         assert!(ResNet::head_group().matches(&burn::module::ParamId::new(), Some("fc.bias")));
         assert!(
             !ResNet::head_group().matches(&burn::module::ParamId::new(), Some("blocks.2.branch.0.bn.beta"))
+        );
+    }
+
+    #[test]
+    fn layer_decay_groups_are_timms() {
+        // timm's group_parameters(m, m.group_matcher(coarse=False), reverse=True) on
+        // convnext_tiny(depths=(1,1,2,1)) and vit_tiny_patch16_224(depth=3): stem 0; blocks
+        // 1..; a downsampling with its stage's first block; the final norm and head last.
+        use crate::{ConvNextConfig, ConvNextKind, VitConfig, VitKind};
+        let d = Device::flex();
+        let scale_of = |groups: &[ScaledGroup], path: &str| -> f64 {
+            let id = burn::module::ParamId::new();
+            let hits: Vec<f64> = groups
+                .iter()
+                .filter(|g| g.group.matches(&id, Some(path)))
+                .map(|g| g.lr_scale)
+                .collect();
+            assert!(hits.len() <= 1, "{path} in one group at most: {hits:?}");
+            hits.first().copied().unwrap_or(1.0)
+        };
+        let convnext = ConvNextConfig::new(ConvNextKind::Tiny)
+            .with_depths(Some([1, 1, 2, 1]))
+            .with_widths(Some([8, 8, 8, 8]))
+            .init(&d)
+            .unwrap();
+        let groups = convnext.layer_decay_groups(0.5).unwrap();
+        for (path, power) in [
+            ("stem.weight", 6),
+            ("stem_norm.gamma", 6),
+            ("blocks.0.dwconv.weight", 5),
+            ("downsamples.0.conv.weight", 4),
+            ("blocks.1.layer_scale", 4),
+            ("downsamples.1.norm.beta", 3),
+            ("blocks.2.pw1.weight", 3),
+            ("blocks.3.pw2.bias", 2),
+            ("downsamples.2.conv.bias", 1),
+            ("blocks.4.norm.gamma", 1),
+            ("head_norm.gamma", 0),
+            ("head.weight", 0),
+        ] {
+            assert_eq!(scale_of(&groups, path), 0.5f64.powi(power), "{path}");
+        }
+        let vit = VitConfig::new(VitKind::Tiny)
+            .with_image_size([8, 8])
+            .with_num_layers(Some(3))
+            .init(&d)
+            .unwrap();
+        let groups = vit.layer_decay_groups(0.5).unwrap();
+        for (path, power) in [
+            ("class_token", 4),
+            ("pos_embedding", 4),
+            ("conv_proj.weight", 4),
+            ("blocks.0.in_proj.weight", 3),
+            ("blocks.2.mlp_2.bias", 1),
+            ("ln.gamma", 0),
+            ("head.bias", 0),
+        ] {
+            assert_eq!(scale_of(&groups, path), 0.5f64.powi(power), "{path}");
+        }
+        assert!(
+            ResNetConfig::new(ResNetKind::Cifar20)
+                .init(&d)
+                .unwrap()
+                .layer_decay_groups(0.5)
+                .is_none()
         );
     }
 }

@@ -6,7 +6,7 @@
 //! * [`classifier`] — the [`Classifier`] trait the training loop drives.
 //! * [`init`] — named initialisation schemes with PyTorch's formulas ([`InitScheme`]).
 //! * [`reference_cnn`] — the reference CNN for 28×28 grey images ([`ReferenceCnn`]).
-//! * [`blocks`], [`mlp`], [`resnet`], [`mobilenet`], [`efficientnet`], [`convnext`] —
+//! * [`blocks`], [`mlp`], [`resnet`], [`mobilenet`], [`efficientnet`], [`convnext`], [`vit`] —
 //!   `ConvBnAct`/`LinearBnAct`, the inverted residual, and the zoo built from them.
 //! * [`pretrained`], [`import`], [`weights`] — what weights expect ([`PretrainedSpec`]), torchvision
 //!   import, kiln checkpoints and the safetensors export PyTorch loads back.
@@ -49,6 +49,7 @@ pub mod pretrained;
 pub mod reference_cnn;
 pub mod resnet;
 pub mod summary;
+pub mod vit;
 pub mod weights;
 pub mod zoo;
 
@@ -57,7 +58,7 @@ pub use classifier::Classifier;
 pub use convnext::{ConvNext, ConvNextConfig, ConvNextKind};
 pub use efficientnet::{EfficientNet, EfficientNetConfig, EfficientNetKind};
 pub use error::ModelError;
-pub use finetune::FineTune;
+pub use finetune::{FineTune, ScaledGroup};
 pub use init::{FanMode, Fans, InitScheme, Nonlinearity};
 pub use mlp::{Mlp, MlpConfig};
 pub use mobilenet::{MobileNetV3, MobileNetV3Config, MobileNetV3Kind};
@@ -65,4 +66,5 @@ pub use pretrained::PretrainedSpec;
 pub use reference_cnn::{ReferenceCnn, ReferenceCnnConfig};
 pub use resnet::{ResNet, ResNetConfig, ResNetKind};
 pub use summary::{Row, Summary};
+pub use vit::{VisionTransformer, VitConfig, VitKind};
 pub use zoo::{Architecture, ModelConfig, ModelFn, ZooModel};

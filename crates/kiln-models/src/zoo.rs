@@ -297,6 +297,8 @@ registry! {
     Efficientnet(crate::efficientnet::EfficientNetArch),
     /// torchvision's ConvNeXt (`variant` tiny or small).
     Convnext(crate::convnext::ConvNextArch),
+    /// torchvision's Vision Transformer (`variant` b16, b32, s16 or tiny).
+    Vit(crate::vit::VitArch),
 }
 
 #[cfg(test)]

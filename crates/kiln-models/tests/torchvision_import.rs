@@ -174,6 +174,14 @@ fn config_of(manifest: &serde_json::Value) -> ModelConfig {
             c.depths = four("depths");
             c.widths = four("widths");
         }
+        ModelConfig::Vit(v) => {
+            let get = |key: &str| manifest["vit"][key].as_u64().map(|n| n as usize);
+            v.patch_size = get("patch_size");
+            v.num_layers = get("num_layers");
+            v.num_heads = get("num_heads");
+            v.hidden_dim = get("hidden_dim");
+            v.mlp_dim = get("mlp_dim");
+        }
         _ => {}
     }
     config
@@ -189,8 +197,10 @@ fn manifest_of(dir: &Path) -> serde_json::Value {
 /// `--arch mobilenet_v3_small --width-mult 0.5 --num-classes 10 --size 64 --calibrate` and
 /// `--arch efficientnet_b0 --width-mult 0.35 --depth-mult 0.5 --num-classes 10 --size 64 --calibrate`
 /// and `--arch convnext_tiny --depths 1,1,2,1 --widths 16,32,48,64 --num-classes 10 --size 64`
-/// (LayerNorm and layer scale drawn wide too: the layer scale starts at 1e-6).
-const REDUCED: [(&str, &str); 3] = [
+/// (LayerNorm and layer scale drawn wide too: the layer scale starts at 1e-6) and
+/// `--arch vit_b_16 --patch 8 --layers 2 --heads 4 --hidden 32 --mlp 48 --num-classes 10 --size 64`
+/// (the attention's projections, class token and position embedding drawn wide as well).
+const REDUCED: [(&str, &str); 4] = [
     (
         "mobilenet_v3_small_w050",
         "MobileNetV3-Small(3x64x64 -> 10 classes, width x0.5)",
@@ -203,10 +213,14 @@ const REDUCED: [(&str, &str); 3] = [
         "convnext_d1121_w16",
         "ConvNeXt-Tiny(3x64x64 -> 10 classes, depths [1, 1, 2, 1], widths [16, 32, 48, 64])",
     ),
+    (
+        "vit_p8_l2_h4_d32",
+        "ViT-B/16(3x64x64 -> 10 classes, patch 8, 2 layers, 4 heads, width 32, MLP 48)",
+    ),
 ];
 
 #[test]
-fn mobilenet_efficientnet_and_convnext_import_from_pth_and_safetensors_and_export_back() {
+fn mobilenet_efficientnet_convnext_and_vit_import_from_pth_and_safetensors_and_export_back() {
     for (name, description) in REDUCED {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")

@@ -306,6 +306,10 @@ pub struct FineTuneConfig {
     pub freeze_backbone: bool,
     /// The backbone's learning rate as a fraction of the head's (e.g. 0.1); 1 trains both alike.
     pub backbone_lr_factor: f64,
+    /// Layer-wise learning-rate decay (ConvNeXt and ViT, grouped as timm groups them): the head
+    /// learns at the learning rate, the layer before it at `layer_decay` times it, the one
+    /// before that at `layer_decay²`, down to the stem. Typical: 0.65–0.9. Absent: none.
+    pub layer_decay: Option<f64>,
 }
 
 impl Default for FineTuneConfig {
@@ -313,6 +317,7 @@ impl Default for FineTuneConfig {
         Self {
             freeze_backbone: false,
             backbone_lr_factor: 1.0,
+            layer_decay: None,
         }
     }
 }
@@ -403,6 +408,22 @@ impl RunFile {
                 f.to_string(),
                 "must be a positive number (0.1 gives the backbone a tenth of the head's learning rate); to train the head alone use finetune.freeze_backbone = true".into(),
             );
+        }
+        if let Some(d) = self.finetune.layer_decay {
+            if !(d.is_finite() && d > 0.0 && d <= 1.0) {
+                return bad(
+                    "finetune.layer_decay",
+                    d.to_string(),
+                    "must be in (0, 1] (0.75 gives each layer three quarters of the next one's learning rate)".into(),
+                );
+            }
+            if f != 1.0 || self.finetune.freeze_backbone {
+                return bad(
+                    "finetune.layer_decay",
+                    d.to_string(),
+                    "sets every layer's learning rate itself: leave finetune.backbone_lr_factor at 1 and finetune.freeze_backbone off".into(),
+                );
+            }
         }
         Ok(())
     }

@@ -377,14 +377,30 @@ fn train_model<M: ZooModel>(
     cfg.schedule
         .validate(cfg.lr, steps_per_epoch, steps_per_epoch * cfg.epochs)?;
     // The backbone's own learning rate when fine-tuning (the head keeps the scheduled one).
-    let lr_groups = if file.finetune.backbone_lr_factor == 1.0 {
-        Vec::new()
-    } else {
-        vec![crate::optim::LrGroup {
+    let lr_groups = match file.finetune.layer_decay {
+        Some(decay) => model
+            .layer_decay_groups(decay)
+            .ok_or_else(|| TrainError::InvalidConfig {
+                field: "finetune.layer_decay",
+                value: decay.to_string(),
+                reason: format!(
+                    "{} has no layer order for layer-wise decay (ConvNeXt and ViT have); use finetune.backbone_lr_factor",
+                    model.name()
+                ),
+            })?
+            .into_iter()
+            .map(|g| crate::optim::LrGroup {
+                name: g.name,
+                group: g.group,
+                lr_scale: g.lr_scale,
+            })
+            .collect(),
+        None if file.finetune.backbone_lr_factor == 1.0 => Vec::new(),
+        None => vec![crate::optim::LrGroup {
             name: "backbone".into(),
             group: M::backbone_group(),
             lr_scale: file.finetune.backbone_lr_factor,
-        }]
+        }],
     };
     let run = match (&options.resume, &file.run.out) {
         (Some(dir), _) => RunDir::open_existing(dir)?,
@@ -508,7 +524,14 @@ fn train_model<M: ZooModel>(
         let how = match (file.finetune.freeze_backbone, file.finetune.backbone_lr_factor) {
             (true, _) => " (backbone frozen: only the head trains)".to_string(),
             (false, f) if f != 1.0 => format!(" (backbone at {f}× the learning rate)"),
-            _ => String::new(),
+            _ => match (file.finetune.layer_decay, lr_groups.first()) {
+                (Some(d), Some(first)) => format!(
+                    " (layer-wise learning-rate decay {d} over {} layers: the stem at {:.3e}× the learning rate)",
+                    lr_groups.len() + 1,
+                    first.lr_scale
+                ),
+                _ => String::new(),
+            },
         };
         setup(format!("  init:  {}{how}", path.display()));
     }

@@ -219,7 +219,7 @@ pub(crate) struct InspectArgs {
 /// `kiln import`'s arguments.
 #[derive(Args, Debug)]
 pub(crate) struct ImportArgs {
-    /// The architecture (`kiln models` lists them; torchvision's ResNets, MobileNetV3s, EfficientNets and ConvNeXts import).
+    /// The architecture (`kiln models` lists them; every one torchvision also has imports its weights).
     #[arg(long, value_name = "NAME")]
     pub(crate) arch: String,
     /// The state dict.

@@ -1329,6 +1329,18 @@ fn fine_tuning_replaces_the_head_for_new_classes_and_can_freeze_the_backbone() {
             "[run]\ninit_from = \"pre/model.bpk\"\n\n[finetune]\nbackbone_lr_factor = 0.0\n",
             "finetune.backbone_lr_factor = 0: must be a positive number",
         ),
+        (
+            "[run]\ninit_from = \"pre/model.bpk\"\n\n[finetune]\nlayer_decay = 1.5\n",
+            "finetune.layer_decay = 1.5: must be in (0, 1]",
+        ),
+        (
+            "[run]\ninit_from = \"pre/model.bpk\"\n\n[finetune]\nlayer_decay = 0.5\nbackbone_lr_factor = 0.1\n",
+            "leave finetune.backbone_lr_factor at 1",
+        ),
+        (
+            "[run]\ninit_from = \"pre/model.bpk\"\n\n[finetune]\nlayer_decay = 0.5\n",
+            "ReferenceCnn has no layer order for layer-wise decay",
+        ),
     ] {
         write_tune(extra);
         let out = train_config(&tune, root.path().join("never"));
@@ -1337,6 +1349,23 @@ fn fine_tuning_replaces_the_head_for_new_classes_and_can_freeze_the_backbone() {
         assert!(stderr.contains(expected), "{stderr}");
         assert!(!root.path().join("never").exists());
     }
+
+    // Layer-wise decay on a (tiny) ViT: embedding, one block, head — the embedding at 0.5².
+    let vit = "[model]\nname = \"vit\"\nvariant = \"tiny\"\npatch_size = 4\nnum_layers = 1\nnum_heads = 2\nhidden_dim = 8\nmlp_dim = 8\n";
+    std::fs::write(
+        &pre,
+        format!("[data]\nformat = \"image-folder\"\npath = \"five\"\nval_fraction = 0.2\n\n{vit}\n{common}"),
+    )
+    .unwrap();
+    succeeded(&train_config(&pre, root.path().join("pre-vit")));
+    write_tune(&format!(
+        "{vit}\n[run]\ninit_from = \"pre-vit/model.bpk\"\n\n[finetune]\nlayer_decay = 0.5\n"
+    ));
+    let stdout = succeeded(&train_config(&tune, root.path().join("tuned-vit")));
+    assert!(
+        stdout.contains("layer-wise learning-rate decay 0.5 over 3 layers: the stem at 2.500e-1×"),
+        "{stdout}"
+    );
 }
 
 /// `--json` keeps stdout for one JSON object (the human lines go to stderr): train's summary,

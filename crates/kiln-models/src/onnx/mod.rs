@@ -38,7 +38,7 @@ use std::collections::HashSet;
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, MaxPool2d};
-use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
+use burn::nn::{BatchNorm, LayerNorm, Linear, PaddingConfig2d};
 use burn::prelude::*;
 use prost::Message;
 
@@ -155,6 +155,24 @@ impl OnnxGraph {
         let tensor = proto::TensorProto {
             data_type: Some(DataType::Float as i32),
             float_data: vec![value],
+            ..Default::default()
+        };
+        let attribute = proto::AttributeProto {
+            name: Some("value".into()),
+            r#type: Some(AttributeType::Tensor as i32),
+            t: Some(tensor),
+            ..Default::default()
+        };
+        self.node("Constant", name, &[], vec![attribute])
+    }
+
+    /// An int64 constant of shape `dims` (`&[]` for a scalar; shapes and indices for `Reshape`,
+    /// `Gather`, `Expand`); returns its name.
+    pub fn int64s(&mut self, name: &str, dims: &[usize], values: &[i64]) -> String {
+        let tensor = proto::TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: Some(DataType::Int64 as i32),
+            int64_data: values.to_vec(),
             ..Default::default()
         };
         let attribute = proto::AttributeProto {
@@ -566,6 +584,45 @@ pub fn linear_nd(g: &mut OnnxGraph, scope: &str, linear: &Linear, x: &str) -> Re
     };
     let b = g.weight(&path(scope, "bias"), &[dims[1]], param_values(bias, scope)?);
     Ok(g.node("Add", scope, &[&y, &b], Vec::new()))
+}
+
+/// `LayerNormalization` over the last axis with Burn's `gamma`/`beta` and `eps` (opset 17 on).
+///
+/// # Errors
+///
+/// [`ModelError::Export`] for an opset before 17, or weights that cannot be read.
+pub fn layer_norm(
+    g: &mut OnnxGraph,
+    scope: &str,
+    norm: &LayerNorm,
+    eps: f64,
+    x: &str,
+) -> Result<String, ModelError> {
+    if g.opset() < 17 {
+        return Err(ModelError::Export {
+            format: "ONNX",
+            layer: scope.to_string(),
+            reason: format!(
+                "LayerNormalization needs opset 17 or later (asked for {})",
+                g.opset()
+            ),
+        });
+    }
+    let n = norm.gamma.shape().dims::<1>()[0];
+    let gamma = param_values(&norm.gamma, scope)?;
+    let scale = g.weight(&path(scope, "gamma"), &[n], gamma);
+    let mut inputs = vec![x.to_string(), scale];
+    if let Some(beta) = &norm.beta {
+        let values = param_values(beta, scope)?;
+        inputs.push(g.weight(&path(scope, "beta"), &[n], values));
+    }
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    Ok(g.node(
+        "LayerNormalization",
+        scope,
+        &refs,
+        vec![int("axis", -1), float("epsilon", eps as f32)],
+    ))
 }
 
 /// `Flatten` from axis 1: `[N, C, H, W]` → `[N, C·H·W]` for any N.
