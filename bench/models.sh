@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training and inference throughput and peak memory of the reference CNN (batch 128, 28×28×1),
 # the CIFAR ResNet-18 (batch 128, 32×32×3), MobileNetV3-Large and EfficientNet-B0 (batch 32,
-# 224×224×3, 1000 classes): kiln with its own flex kernels, kiln with them off (Burn 0.22.1's flex
+# 224×224×3, 1000 classes; ConvNeXt-Tiny and ViT-S/16 at batch 16 when named in MODELS): kiln with its own flex kernels, kiln with them off (Burn 0.22.1's flex
 # ops), and PyTorch, alternately, in one sitting, on the same random data.
 #
 #   bash bench/models.sh [RUNS=3]
@@ -30,7 +30,7 @@ median() { sort -g "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR
 
 MODELS="${MODELS:-reference resnet18-cifar mobilenet_v3_large efficientnet_b0}"
 # batch MODEL / steps MODEL: what each model is timed with.
-batch() { case "$1" in reference|resnet18-cifar) echo 128 ;; *) echo 32 ;; esac; }
+batch() { case "$1" in reference|resnet18-cifar) echo 128 ;; convnext_tiny|vit_s_16) echo 16 ;; *) echo 32 ;; esac; }
 steps() { case "$1" in reference) echo 40 ;; resnet18-cifar) echo 4 ;; *) echo 3 ;; esac; }
 
 for model in $MODELS; do

@@ -49,6 +49,10 @@ else:
     # A torchvision classification model by name (kiln's registry uses the same names): 224x224,
     # 1000 classes, as examples/bench_train.rs runs kiln's.
     import torchvision
+    if a.model == "vit_s_16":
+        # ViT-S/16 (timm's vit_small_patch16_224 shape) in torchvision's module, as kiln's preset.
+        from torchvision.models.vision_transformer import VisionTransformer
+        torchvision.models.vit_s_16 = lambda num_classes: VisionTransformer(224, 16, 12, 6, 384, 1536, num_classes=num_classes)
     if not hasattr(torchvision.models, a.model):
         raise SystemExit(f"unknown model {a.model}")
     m, chw, steps = getattr(torchvision.models, a.model)(num_classes=1000), (3, 224, 224), 3

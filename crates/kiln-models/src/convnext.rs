@@ -125,7 +125,9 @@ impl ConvNextBlock {
         let y = crate::kernels::conv2d(&self.dwconv, x.clone())
             .permute([0, 2, 3, 1])
             .reshape([n * h * w, c]);
-        let y = self.pw1.forward(self.norm.forward(y));
+        let y = self
+            .pw1
+            .forward(crate::kernels::layer_norm(&self.norm, LN_EPS, y));
         let y = self
             .pw2
             .forward(Activation::Gelu.apply(y))
@@ -164,7 +166,7 @@ pub struct ConvNext {
 
 /// LayerNorm over the channels of `[N, C, H, W]` (torchvision's `LayerNorm2d`).
 fn norm2d(norm: &LayerNorm, x: Tensor<4>) -> Tensor<4> {
-    norm.forward(x.permute([0, 2, 3, 1])).permute([0, 3, 1, 2])
+    crate::kernels::layer_norm(norm, LN_EPS, x.permute([0, 2, 3, 1])).permute([0, 3, 1, 2])
 }
 
 impl ConvNextConfig {
@@ -272,47 +274,13 @@ impl ConvNext {
             }
         }
         let x: Tensor<2> = x.mean_dim(2).mean_dim(3).flatten(1, 3);
-        self.head.forward(self.head_norm.forward(x))
+        self.head
+            .forward(crate::kernels::layer_norm(&self.head_norm, LN_EPS, x))
     }
 
     /// Which ConvNeXt this is.
     pub fn kind(&self) -> ConvNextKind {
         self.kind
-    }
-
-    /// `(torchvision prefix, kiln prefix)` pairs: `features.0.{0,1}` the stem, stage `s` at
-    /// `features.{1+2s}` (block parts `block.0` depthwise, `block.2` LayerNorm, `block.3` and
-    /// `block.5` the linear layers, `layer_scale`), downsampling `s` at `features.{2+2s}`,
-    /// `classifier.0`/`.2` the head's LayerNorm and linear layer.
-    fn torchvision_prefixes(&self) -> Vec<(String, String)> {
-        let mut pairs = vec![
-            ("features.0.0.".to_string(), "stem.".to_string()),
-            ("features.0.1.".to_string(), "stem_norm.".to_string()),
-        ];
-        let mut i = 0;
-        for (s, &n) in self.depths.iter().enumerate() {
-            for b in 0..n {
-                let tv = format!("features.{}.{b}", 1 + 2 * s);
-                for (part, kiln) in [
-                    ("block.0.", "dwconv."),
-                    ("block.2.", "norm."),
-                    ("block.3.", "pw1."),
-                    ("block.5.", "pw2."),
-                ] {
-                    pairs.push((format!("{tv}.{part}"), format!("blocks.{i}.{kiln}")));
-                }
-                pairs.push((format!("{tv}.layer_scale"), format!("blocks.{i}.layer_scale")));
-                i += 1;
-            }
-            if s < 3 {
-                let tv = format!("features.{}", 2 + 2 * s);
-                pairs.push((format!("{tv}.0."), format!("downsamples.{s}.norm.")));
-                pairs.push((format!("{tv}.1."), format!("downsamples.{s}.conv.")));
-            }
-        }
-        pairs.push(("classifier.0.".into(), "head_norm.".into()));
-        pairs.push(("classifier.2.".into(), "head.".into()));
-        pairs
     }
 
     /// Per-layer output shapes, parameters and MACs for an input of `[C, H, W]`.
@@ -401,13 +369,12 @@ impl Classifier for ConvNext {
 impl FineTune for ConvNext {
     const HEAD_PATTERN: &'static str = r"^head\.";
 
-    fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        self.head = crate::finetune::new_head_like(&self.head, num_classes, device)?;
-        Ok(self)
+    fn head(&self) -> &Linear {
+        &self.head
     }
 
-    fn num_classes(&self) -> usize {
-        crate::summary::lazy_dims::<2>(&self.head.weight)[1]
+    fn head_mut(&mut self) -> &mut Linear {
+        &mut self.head
     }
 
     /// timm's grouping of its ConvNeXt: the stem; one layer per block, a stage's downsampling
@@ -443,12 +410,39 @@ fn norm2d_onnx(g: &mut OnnxGraph, scope: &str, norm: &LayerNorm, x: &str) -> Res
 }
 
 impl ZooModel for ConvNext {
-    fn torchvision_key_map(&self) -> Option<Vec<(String, String)>> {
-        Some(crate::import::prefix_map(self.torchvision_prefixes(), false))
-    }
-
-    fn torchvision_export_key_map(&self) -> Option<Vec<(String, String)>> {
-        Some(crate::import::prefix_map(self.torchvision_prefixes(), true))
+    /// `(torchvision prefix, kiln prefix)` pairs: `features.0.{0,1}` the stem, stage `s` at
+    /// `features.{1+2s}` (block parts `block.0` depthwise, `block.2` LayerNorm, `block.3` and
+    /// `block.5` the linear layers, `layer_scale`), downsampling `s` at `features.{2+2s}`,
+    /// `classifier.0`/`.2` the head's LayerNorm and linear layer.
+    fn torchvision_prefixes(&self) -> Option<Vec<(String, String)>> {
+        let mut pairs = vec![
+            ("features.0.0.".to_string(), "stem.".to_string()),
+            ("features.0.1.".to_string(), "stem_norm.".to_string()),
+        ];
+        let mut i = 0;
+        for (s, &n) in self.depths.iter().enumerate() {
+            for b in 0..n {
+                let tv = format!("features.{}.{b}", 1 + 2 * s);
+                for (part, kiln) in [
+                    ("block.0.", "dwconv."),
+                    ("block.2.", "norm."),
+                    ("block.3.", "pw1."),
+                    ("block.5.", "pw2."),
+                ] {
+                    pairs.push((format!("{tv}.{part}"), format!("blocks.{i}.{kiln}")));
+                }
+                pairs.push((format!("{tv}.layer_scale"), format!("blocks.{i}.layer_scale")));
+                i += 1;
+            }
+            if s < 3 {
+                let tv = format!("features.{}", 2 + 2 * s);
+                pairs.push((format!("{tv}.0."), format!("downsamples.{s}.norm.")));
+                pairs.push((format!("{tv}.1."), format!("downsamples.{s}.conv.")));
+            }
+        }
+        pairs.push(("classifier.0.".into(), "head_norm.".into()));
+        pairs.push(("classifier.2.".into(), "head.".into()));
+        Some(pairs)
     }
 
     fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String, ModelError> {

@@ -304,28 +304,6 @@ impl EfficientNet {
         self.kind
     }
 
-    /// `(torchvision prefix, kiln prefix)` pairs: `features.0` the stem, `features.{s}.{b}.block`
-    /// block `b` of stage `s` (1–7), `features.8` the last convolution, `classifier.1` the head.
-    fn torchvision_prefixes(&self) -> Vec<(String, String)> {
-        let mut pairs = vec![
-            ("features.0.0.".to_string(), "stem.conv.".to_string()),
-            ("features.0.1.".to_string(), "stem.bn.".to_string()),
-        ];
-        let mut i = 0;
-        for (s, &n) in self.stages.iter().enumerate() {
-            for b in 0..n {
-                let tv = format!("features.{}.{b}.block", s + 1);
-                self.blocks[i].torchvision_prefixes(&tv, &format!("blocks.{i}"), &mut pairs);
-                i += 1;
-            }
-        }
-        let last = self.stages.len() + 1;
-        pairs.push((format!("features.{last}.0."), "last.conv.".into()));
-        pairs.push((format!("features.{last}.1."), "last.bn.".into()));
-        pairs.push(("classifier.1.".into(), "head.".into()));
-        pairs
-    }
-
     /// Per-layer output shapes, parameters and MACs for an input of `[C, H, W]`.
     pub fn summary(&self, input: [usize; 3]) -> crate::Summary {
         let mut rows = crate::blocks::mbconv_body_rows(&self.stem, &self.blocks, &self.last, input);
@@ -362,23 +340,36 @@ impl Classifier for EfficientNet {
 impl FineTune for EfficientNet {
     const HEAD_PATTERN: &'static str = r"^head\.";
 
-    fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        self.head = crate::finetune::new_head_like(&self.head, num_classes, device)?;
-        Ok(self)
+    fn head(&self) -> &Linear {
+        &self.head
     }
 
-    fn num_classes(&self) -> usize {
-        crate::summary::lazy_dims::<2>(&self.head.weight)[1]
+    fn head_mut(&mut self) -> &mut Linear {
+        &mut self.head
     }
 }
 
 impl ZooModel for EfficientNet {
-    fn torchvision_key_map(&self) -> Option<Vec<(String, String)>> {
-        Some(crate::import::prefix_map(self.torchvision_prefixes(), false))
-    }
-
-    fn torchvision_export_key_map(&self) -> Option<Vec<(String, String)>> {
-        Some(crate::import::prefix_map(self.torchvision_prefixes(), true))
+    /// `(torchvision prefix, kiln prefix)` pairs: `features.0` the stem, `features.{s}.{b}.block`
+    /// block `b` of stage `s` (1–7), `features.8` the last convolution, `classifier.1` the head.
+    fn torchvision_prefixes(&self) -> Option<Vec<(String, String)>> {
+        let mut pairs = vec![
+            ("features.0.0.".to_string(), "stem.conv.".to_string()),
+            ("features.0.1.".to_string(), "stem.bn.".to_string()),
+        ];
+        let mut i = 0;
+        for (s, &n) in self.stages.iter().enumerate() {
+            for b in 0..n {
+                let tv = format!("features.{}.{b}.block", s + 1);
+                self.blocks[i].torchvision_prefixes(&tv, &format!("blocks.{i}"), &mut pairs);
+                i += 1;
+            }
+        }
+        let last = self.stages.len() + 1;
+        pairs.push((format!("features.{last}.0."), "last.conv.".into()));
+        pairs.push((format!("features.{last}.1."), "last.bn.".into()));
+        pairs.push(("classifier.1.".into(), "head.".into()));
+        Some(pairs)
     }
 
     fn onnx(&self, g: &mut crate::onnx::OnnxGraph, x: &str) -> Result<String, ModelError> {

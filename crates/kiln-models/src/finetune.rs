@@ -30,16 +30,28 @@ pub trait FineTune: Module + Sized {
     /// The regular expression that matches the head's parameter paths (e.g. `^fc\.`).
     const HEAD_PATTERN: &'static str;
 
+    /// The classifier head (the last linear layer).
+    fn head(&self) -> &Linear;
+
+    /// The classifier head, to replace it.
+    fn head_mut(&mut self) -> &mut Linear;
+
     /// Replaces the classifier head by a freshly initialised one with `num_classes` outputs
     /// (PyTorch's default `nn.Linear` init, as `model.fc = nn.Linear(...)` gives).
     ///
     /// # Errors
     ///
     /// [`ModelError::InvalidConfig`] for fewer than two classes.
-    fn replace_head(self, num_classes: usize, device: &Device) -> Result<Self, ModelError>;
+    fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
+        let head = new_head_like(self.head(), num_classes, device)?;
+        *self.head_mut() = head;
+        Ok(self)
+    }
 
     /// Number of classes the head outputs.
-    fn num_classes(&self) -> usize;
+    fn num_classes(&self) -> usize {
+        crate::summary::lazy_dims::<2>(&self.head().weight)[1]
+    }
 
     /// Every parameter and BatchNorm flag of the head.
     fn head_group() -> ParamGroup {
@@ -107,61 +119,54 @@ pub struct ScaledGroup {
 
 /// A fresh classifier head with `head`'s inputs and `num_classes` outputs (PyTorch's default
 /// `nn.Linear` init).
-pub(crate) fn new_head_like(
-    head: &Linear,
-    num_classes: usize,
-    device: &Device,
-) -> Result<Linear, ModelError> {
-    new_head(crate::summary::lazy_dims(&head.weight)[0], num_classes, device)
-}
-
-fn new_head(d_in: usize, num_classes: usize, device: &Device) -> Result<Linear, ModelError> {
+fn new_head_like(head: &Linear, num_classes: usize, device: &Device) -> Result<Linear, ModelError> {
     crate::error::check_num_classes(num_classes)?;
+    let d_in = crate::summary::lazy_dims(&head.weight)[0];
     Ok(crate::init::classifier_head(d_in, num_classes, device))
 }
 
 impl FineTune for ResNet {
     const HEAD_PATTERN: &'static str = r"^fc\.";
 
-    fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        let [d_in, _] = crate::summary::lazy_dims(&self.fc.weight);
-        self.fc = new_head(d_in, num_classes, device)?;
-        Ok(self)
+    fn head(&self) -> &Linear {
+        &self.fc
     }
 
-    fn num_classes(&self) -> usize {
-        crate::summary::lazy_dims::<2>(&self.fc.weight)[1]
+    fn head_mut(&mut self) -> &mut Linear {
+        &mut self.fc
     }
 }
 
 impl FineTune for crate::ReferenceCnn {
     const HEAD_PATTERN: &'static str = r"^fc2\.";
 
-    fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        let [d_in, _] = crate::summary::lazy_dims(&self.fc2.weight);
-        self.fc2 = new_head(d_in, num_classes, device)?;
-        Ok(self)
+    fn head(&self) -> &Linear {
+        &self.fc2
     }
 
-    fn num_classes(&self) -> usize {
-        crate::summary::lazy_dims::<2>(&self.fc2.weight)[1]
+    fn head_mut(&mut self) -> &mut Linear {
+        &mut self.fc2
     }
 }
 
 impl FineTune for Mlp {
     const HEAD_PATTERN: &'static str = r"^head\.";
 
+    fn head(&self) -> &Linear {
+        &self.head
+    }
+
+    fn head_mut(&mut self) -> &mut Linear {
+        &mut self.head
+    }
+
     fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        let [d_in, _] = crate::summary::lazy_dims(&self.head.weight);
-        self.head = new_head(d_in, num_classes, device)?;
+        self.head = new_head_like(&self.head, num_classes, device)?;
+        let d_in = crate::summary::lazy_dims(&self.head.weight)[0];
         if let Some(last) = self.layers.last_mut() {
             *last = format!("Linear({d_in}→{num_classes}, bias)");
         }
         Ok(self)
-    }
-
-    fn num_classes(&self) -> usize {
-        crate::summary::lazy_dims::<2>(&self.head.weight)[1]
     }
 }
 

@@ -264,30 +264,6 @@ impl MobileNetV3 {
         self.kind
     }
 
-    /// `(torchvision prefix, kiln prefix)` pairs, each ending in a dot: `features.0` is the stem,
-    /// `features.{i+1}.block.{j}` the parts of block `i` in order (expansion, depthwise,
-    /// squeeze-excitation, projection, the absent ones skipped), the last `features` entry the
-    /// final 1×1 convolution, `classifier.0`/`.3` the two linear layers.
-    fn torchvision_prefixes(&self) -> Vec<(String, String)> {
-        let conv_bn = |pairs: &mut Vec<(String, String)>, tv: &str, kiln: &str| {
-            pairs.push((format!("{tv}.0."), format!("{kiln}.conv.")));
-            pairs.push((format!("{tv}.1."), format!("{kiln}.bn.")));
-        };
-        let mut pairs = Vec::new();
-        conv_bn(&mut pairs, "features.0", "stem");
-        for (i, b) in self.blocks.iter().enumerate() {
-            b.torchvision_prefixes(
-                &format!("features.{}.block", i + 1),
-                &format!("blocks.{i}"),
-                &mut pairs,
-            );
-        }
-        conv_bn(&mut pairs, &format!("features.{}", self.blocks.len() + 1), "last");
-        pairs.push(("classifier.0.".into(), "hidden.".into()));
-        pairs.push(("classifier.3.".into(), "head.".into()));
-        pairs
-    }
-
     /// Per-layer output shapes, parameters and MACs for an input of `[C, H, W]`.
     pub fn summary(&self, input: [usize; 3]) -> crate::Summary {
         let mut rows = crate::blocks::mbconv_body_rows(&self.stem, &self.blocks, &self.last, input);
@@ -327,23 +303,38 @@ impl Classifier for MobileNetV3 {
 impl FineTune for MobileNetV3 {
     const HEAD_PATTERN: &'static str = r"^head\.";
 
-    fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        self.head = crate::finetune::new_head_like(&self.head, num_classes, device)?;
-        Ok(self)
+    fn head(&self) -> &Linear {
+        &self.head
     }
 
-    fn num_classes(&self) -> usize {
-        crate::summary::lazy_dims::<2>(&self.head.weight)[1]
+    fn head_mut(&mut self) -> &mut Linear {
+        &mut self.head
     }
 }
 
 impl ZooModel for MobileNetV3 {
-    fn torchvision_key_map(&self) -> Option<Vec<(String, String)>> {
-        Some(crate::import::prefix_map(self.torchvision_prefixes(), false))
-    }
-
-    fn torchvision_export_key_map(&self) -> Option<Vec<(String, String)>> {
-        Some(crate::import::prefix_map(self.torchvision_prefixes(), true))
+    /// `(torchvision prefix, kiln prefix)` pairs, each ending in a dot: `features.0` is the stem,
+    /// `features.{i+1}.block.{j}` the parts of block `i` in order (expansion, depthwise,
+    /// squeeze-excitation, projection, the absent ones skipped), the last `features` entry the
+    /// final 1×1 convolution, `classifier.0`/`.3` the two linear layers.
+    fn torchvision_prefixes(&self) -> Option<Vec<(String, String)>> {
+        let conv_bn = |pairs: &mut Vec<(String, String)>, tv: &str, kiln: &str| {
+            pairs.push((format!("{tv}.0."), format!("{kiln}.conv.")));
+            pairs.push((format!("{tv}.1."), format!("{kiln}.bn.")));
+        };
+        let mut pairs = Vec::new();
+        conv_bn(&mut pairs, "features.0", "stem");
+        for (i, b) in self.blocks.iter().enumerate() {
+            b.torchvision_prefixes(
+                &format!("features.{}.block", i + 1),
+                &format!("blocks.{i}"),
+                &mut pairs,
+            );
+        }
+        conv_bn(&mut pairs, &format!("features.{}", self.blocks.len() + 1), "last");
+        pairs.push(("classifier.0.".into(), "hidden.".into()));
+        pairs.push(("classifier.3.".into(), "head.".into()));
+        Some(pairs)
     }
 
     fn onnx(&self, g: &mut crate::onnx::OnnxGraph, x: &str) -> Result<String, ModelError> {

@@ -168,9 +168,10 @@ pub struct EncoderBlock {
 impl EncoderBlock {
     /// `[N·S, D]` tokens (N images of S tokens) → the same.
     fn forward(&self, x: Tensor<2>, n: usize, s: usize) -> Tensor<2> {
-        let y = self.attention(self.ln_1.forward(x.clone()), n, s);
+        let y = self.attention(crate::kernels::layer_norm(&self.ln_1, LN_EPS, x.clone()), n, s);
         let x = x + self.dropout.forward(y);
-        let y = Activation::Gelu.apply(self.mlp_1.forward(self.ln_2.forward(x.clone())));
+        let y = crate::kernels::layer_norm(&self.ln_2, LN_EPS, x.clone());
+        let y = Activation::Gelu.apply(self.mlp_1.forward(y));
         let y = self.mlp_2.forward(self.dropout.forward(y));
         x + self.dropout.forward(y)
     }
@@ -179,20 +180,22 @@ impl EncoderBlock {
     fn attention(&self, x: Tensor<2>, n: usize, s: usize) -> Tensor<2> {
         let d = x.dims()[1];
         let heads = self.heads;
-        let hd = d / heads;
-        // [N·S, 3D] → [N, 3·heads, S, hd]: q, k and v are consecutive runs of `heads` heads.
-        let qkv = self
-            .in_proj
-            .forward(x)
-            .reshape([n, s, 3 * heads, hd])
-            .swap_dims(1, 2);
-        let q = qkv.clone().narrow(1, 0, heads);
-        let k = qkv.clone().narrow(1, heads, heads);
-        let v = qkv.narrow(1, 2 * heads, heads);
-        let scores = q.mul_scalar(1.0 / (hd as f64).sqrt()).matmul(k.swap_dims(2, 3));
-        let attn = self.attention_dropout.forward(softmax(scores, 3));
-        let o = attn.matmul(v).swap_dims(1, 2).reshape([n * s, d]);
-        self.out_proj.forward(o)
+        // [N·S, 3D]: per token q, k and v, each `heads` runs of D/heads.
+        let qkv = self.in_proj.forward(x).reshape([n, s, 3 * d]);
+        let o = if self.attention_dropout.prob == 0.0 || !qkv.device().is_autodiff() {
+            crate::kernels::attention(qkv, heads)
+        } else {
+            // Dropout on the attention weights: the composition, heads first.
+            let hd = d / heads;
+            let qkv = qkv.reshape([n, s, 3 * heads, hd]).swap_dims(1, 2);
+            let part = |i: usize| qkv.clone().narrow(1, i * heads, heads);
+            let scores = part(0)
+                .mul_scalar(1.0 / (hd as f64).sqrt())
+                .matmul(part(1).swap_dims(2, 3));
+            let attn = self.attention_dropout.forward(softmax(scores, 3));
+            attn.matmul(part(2)).swap_dims(1, 2).reshape([n, s, d])
+        };
+        self.out_proj.forward(o.reshape([n * s, d]))
     }
 }
 
@@ -336,7 +339,8 @@ impl VisionTransformer {
         }
         // Only the class token reaches the head: the final LayerNorm is per token.
         let cls: Tensor<2> = x.reshape([n, s, d]).narrow(1, 0, 1).reshape([n, d]);
-        self.head.forward(self.ln.forward(cls))
+        self.head
+            .forward(crate::kernels::layer_norm(&self.ln, LN_EPS, cls))
     }
 
     /// Which ViT this is.
@@ -354,35 +358,6 @@ impl VisionTransformer {
             .map(|b| (b.heads, crate::summary::lazy_dims(&b.mlp_1.weight)[1]))
             .unwrap_or((1, 0));
         (self.patch, (h / self.patch) * (w / self.patch) + 1, d, heads, mlp)
-    }
-
-    /// `(torchvision prefix, kiln prefix)` pairs: `conv_proj`, `class_token`,
-    /// `encoder.pos_embedding`, block `i` at `encoder.layers.encoder_layer_{i}` (`ln_1`,
-    /// `self_attention.in_proj_{weight,bias}` and `.out_proj`, `ln_2`, `mlp.0` and `mlp.3`),
-    /// `encoder.ln`, `heads.head`.
-    fn torchvision_prefixes(&self) -> Vec<(String, String)> {
-        let mut pairs = vec![
-            ("conv_proj.".to_string(), "conv_proj.".to_string()),
-            ("class_token".to_string(), "class_token".to_string()),
-            ("encoder.pos_embedding".to_string(), "pos_embedding".to_string()),
-        ];
-        for i in 0..self.blocks.len() {
-            let tv = format!("encoder.layers.encoder_layer_{i}");
-            for (part, kiln) in [
-                ("ln_1.", "ln_1."),
-                ("self_attention.in_proj_weight", "in_proj.weight"),
-                ("self_attention.in_proj_bias", "in_proj.bias"),
-                ("self_attention.out_proj.", "out_proj."),
-                ("ln_2.", "ln_2."),
-                ("mlp.0.", "mlp_1."),
-                ("mlp.3.", "mlp_2."),
-            ] {
-                pairs.push((format!("{tv}.{part}"), format!("blocks.{i}.{kiln}")));
-            }
-        }
-        pairs.push(("encoder.ln.".into(), "ln.".into()));
-        pairs.push(("heads.head.".into(), "head.".into()));
-        pairs
     }
 
     /// Per-layer output shapes, parameters and MACs for an input of `[C, H, W]` (the attention's
@@ -464,13 +439,12 @@ impl Classifier for VisionTransformer {
 impl FineTune for VisionTransformer {
     const HEAD_PATTERN: &'static str = r"^head\.";
 
-    fn replace_head(mut self, num_classes: usize, device: &Device) -> Result<Self, ModelError> {
-        self.head = crate::finetune::new_head_like(&self.head, num_classes, device)?;
-        Ok(self)
+    fn head(&self) -> &Linear {
+        &self.head
     }
 
-    fn num_classes(&self) -> usize {
-        crate::summary::lazy_dims::<2>(&self.head.weight)[1]
+    fn head_mut(&mut self) -> &mut Linear {
+        &mut self.head
     }
 
     /// timm's grouping of its ViT: the patch projection, class token and position embedding;
@@ -488,12 +462,33 @@ impl FineTune for VisionTransformer {
 }
 
 impl ZooModel for VisionTransformer {
-    fn torchvision_key_map(&self) -> Option<Vec<(String, String)>> {
-        Some(crate::import::prefix_map(self.torchvision_prefixes(), false))
-    }
-
-    fn torchvision_export_key_map(&self) -> Option<Vec<(String, String)>> {
-        Some(crate::import::prefix_map(self.torchvision_prefixes(), true))
+    /// `(torchvision prefix, kiln prefix)` pairs: `conv_proj`, `class_token`,
+    /// `encoder.pos_embedding`, block `i` at `encoder.layers.encoder_layer_{i}` (`ln_1`,
+    /// `self_attention.in_proj_{weight,bias}` and `.out_proj`, `ln_2`, `mlp.0` and `mlp.3`),
+    /// `encoder.ln`, `heads.head`.
+    fn torchvision_prefixes(&self) -> Option<Vec<(String, String)>> {
+        let mut pairs = vec![
+            ("conv_proj.".to_string(), "conv_proj.".to_string()),
+            ("class_token".to_string(), "class_token".to_string()),
+            ("encoder.pos_embedding".to_string(), "pos_embedding".to_string()),
+        ];
+        for i in 0..self.blocks.len() {
+            let tv = format!("encoder.layers.encoder_layer_{i}");
+            for (part, kiln) in [
+                ("ln_1.", "ln_1."),
+                ("self_attention.in_proj_weight", "in_proj.weight"),
+                ("self_attention.in_proj_bias", "in_proj.bias"),
+                ("self_attention.out_proj.", "out_proj."),
+                ("ln_2.", "ln_2."),
+                ("mlp.0.", "mlp_1."),
+                ("mlp.3.", "mlp_2."),
+            ] {
+                pairs.push((format!("{tv}.{part}"), format!("blocks.{i}.{kiln}")));
+            }
+        }
+        pairs.push(("encoder.ln.".into(), "ln.".into()));
+        pairs.push(("heads.head.".into(), "head.".into()));
+        Some(pairs)
     }
 
     fn onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String, ModelError> {
@@ -834,7 +829,12 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();
-        let qkv: Vec<f32> = b.in_proj.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        let qkv: Vec<f32> = b
+            .in_proj
+            .forward(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let (s, dd, hd) = (3, 4, 2);
         let mut o = vec![0f32; s * dd];
         for h in 0..2 {
@@ -859,8 +859,29 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();
-        for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        // The same through the autodiff device (Burn's attention composed of differentiable
+        // operations; with dropout on, kiln's own composition).
+        let ad = d.clone().autodiff();
+        let x_ad = Tensor::<2>::from_data(x.to_data(), &ad).require_grad();
+        let mut got_ad = Vec::new();
+        for dropout in [0.0, 0.5] {
+            let mut m_ad = m.clone().fork(&ad);
+            m_ad.blocks[0].attention_dropout = DropoutConfig::new(dropout).init();
+            // Frozen: dropout is identity, so the dropout-capable path must give the same.
+            let m_ad = if dropout > 0.0 {
+                m_ad.freeze_group(burn::module::ParamGroup::all())
+            } else {
+                m_ad
+            };
+            let y = m_ad.blocks[0].attention(x_ad.clone(), 1, 3);
+            let grads = y.clone().sum().backward();
+            assert!(x_ad.grad(&grads).is_some(), "differentiable");
+            got_ad.push(y.inner().into_data().try_to_vec::<f32>().unwrap());
+        }
+        for got in [got.clone()].iter().chain(&got_ad) {
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+            }
         }
     }
 }

@@ -42,15 +42,23 @@ use crate::{Classifier, FineTune, InitScheme, ModelError};
 /// What the run needs of any registered model: a classifier with a replaceable head, and the
 /// state-dict names of its torchvision counterpart where it has one.
 pub trait ZooModel: Classifier + FineTune {
-    /// torchvision's state-dict names → this model's parameter paths, as `(regex, replacement)`
-    /// pairs, when torchvision has this architecture (`None`: no torchvision import).
-    fn torchvision_key_map(&self) -> Option<Vec<(String, String)>> {
+    /// `(torchvision prefix, kiln prefix)` pairs when torchvision's state-dict names map onto
+    /// this model's parameter paths prefix by prefix (each ending in a dot, or a whole name);
+    /// the key maps below follow from them. `None`: no such mapping.
+    fn torchvision_prefixes(&self) -> Option<Vec<(String, String)>> {
         None
+    }
+
+    /// torchvision's state-dict names → this model's parameter paths, as `(regex, replacement)`
+    /// pairs, when torchvision has this architecture (`None`: no torchvision import). By default
+    /// from [`torchvision_prefixes`](Self::torchvision_prefixes).
+    fn torchvision_key_map(&self) -> Option<Vec<(String, String)>> {
+        Some(crate::import::prefix_map(self.torchvision_prefixes()?, false))
     }
 
     /// The inverse of [`torchvision_key_map`](Self::torchvision_key_map), for the export.
     fn torchvision_export_key_map(&self) -> Option<Vec<(String, String)>> {
-        None
+        Some(crate::import::prefix_map(self.torchvision_prefixes()?, true))
     }
 
     /// Writes the inference graph into `g` on the input value `x` and returns the logits'

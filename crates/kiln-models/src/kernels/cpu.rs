@@ -20,6 +20,16 @@ unsafe impl<T> Send for SyncPtr<T> {}
 unsafe impl<T> Sync for SyncPtr<T> {}
 
 impl<T> SyncPtr<T> {
+    /// The pointer `offset` elements on (a method, so that closures capture the `SyncPtr`).
+    ///
+    /// # Safety
+    ///
+    /// `offset` must stay inside the buffer.
+    pub(crate) unsafe fn at(self, offset: usize) -> SyncPtr<T> {
+        // SAFETY: the caller's contract.
+        SyncPtr(unsafe { self.0.add(offset) })
+    }
+
     /// The `len` elements from `offset` as a slice.
     ///
     /// # Safety
@@ -1244,4 +1254,307 @@ pub fn depthwise_conv2d_backward(
         per_channel.concat()
     });
     (dx, dw)
+}
+
+/// Rows per task of the LayerNorm kernels (a row is one token's or one pixel's channels).
+const ROWS_PER_TASK: usize = 64;
+
+/// LayerNorm over the last axis of `x` `[rows, d]`: `(x − mean)·rstd·γ + β` per row, with the
+/// biased variance (two passes, as Burn's `LayerNorm`). Returns `y` and each row's mean and
+/// `rstd = 1/√(var + ε)` (`[mean, rstd]` pairs) for the backward.
+pub fn layer_norm(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let rows = x.len() / d.max(1);
+    let mut stats = vec![0f32; 2 * rows];
+    let y = written_by(x.len(), |out| {
+        out.par_chunks_mut(ROWS_PER_TASK * d)
+            .zip(x.par_chunks(ROWS_PER_TASK * d))
+            .zip(stats.par_chunks_mut(ROWS_PER_TASK * 2))
+            .for_each(|((out, x), stats)| {
+                for ((o, x), s) in out.chunks_mut(d).zip(x.chunks(d)).zip(stats.chunks_mut(2)) {
+                    let mean = (sum_f64(x) / d as f64) as f32;
+                    let mut acc = [0f32; 8];
+                    let chunks = x.chunks_exact(8);
+                    let rest: f32 = chunks.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
+                    for c in chunks {
+                        for i in 0..8 {
+                            acc[i] += (c[i] - mean) * (c[i] - mean);
+                        }
+                    }
+                    let var = (acc.iter().sum::<f32>() + rest) / d as f32;
+                    let rstd = 1.0 / (var + eps).sqrt();
+                    s[0] = mean;
+                    s[1] = rstd;
+                    for (((o, &v), &g), &b) in o.iter_mut().zip(x).zip(gamma).zip(beta) {
+                        o.write((v - mean) * rstd * g + b);
+                    }
+                }
+            });
+    });
+    (y, stats)
+}
+
+/// The backward of [`layer_norm`]: `(dx, dγ, dβ)` from the input, γ, the saved `[mean, rstd]`
+/// pairs and `dy`. Per row, with `x̂ = (x − mean)·rstd` and `g = dy·γ`:
+/// `dx = rstd·(g − mean(g) − x̂·mean(g·x̂))`; `dγ = Σ dy·x̂` and `dβ = Σ dy` over the rows.
+pub fn layer_norm_backward(
+    x: &[f32],
+    d: usize,
+    gamma: &[f32],
+    stats: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0f32; x.len()];
+    // Per-task partial sums of dγ and dβ, added up after.
+    let partial: Vec<Vec<f32>> = dx
+        .par_chunks_mut(ROWS_PER_TASK * d)
+        .zip(x.par_chunks(ROWS_PER_TASK * d))
+        .zip(dy.par_chunks(ROWS_PER_TASK * d))
+        .zip(stats.par_chunks(ROWS_PER_TASK * 2))
+        .map(|(((dx, x), dy), stats)| {
+            let mut sums = vec![0f32; 2 * d];
+            let (dgamma, dbeta) = sums.split_at_mut(d);
+            for (((dx, x), dy), s) in dx
+                .chunks_mut(d)
+                .zip(x.chunks(d))
+                .zip(dy.chunks(d))
+                .zip(stats.chunks(2))
+            {
+                let (mean, rstd) = (s[0], s[1]);
+                let (mut sum_g, mut sum_gx) = (0f32, 0f32);
+                for i in 0..d {
+                    let xh = (x[i] - mean) * rstd;
+                    let g = dy[i] * gamma[i];
+                    sum_g += g;
+                    sum_gx += g * xh;
+                    dgamma[i] += dy[i] * xh;
+                    dbeta[i] += dy[i];
+                }
+                let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
+                for i in 0..d {
+                    let xh = (x[i] - mean) * rstd;
+                    dx[i] = rstd * (dy[i] * gamma[i] - mg - xh * mgx);
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut dgamma = vec![0f32; d];
+    let mut dbeta = vec![0f32; d];
+    for p in &partial {
+        for i in 0..d {
+            dgamma[i] += p[i];
+            dbeta[i] += p[d + i];
+        }
+    }
+    (dx, dgamma, dbeta)
+}
+
+/// A strided matrix operand: base pointer, row stride, column stride (elements).
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: usize,
+    cs: usize,
+}
+
+/// `c[m×n] = scale·a·b` (`c += …` when `accumulate`), single-threaded, on raw strided operands:
+/// the attention's tasks write disjoint, interleaved columns of one shared buffer.
+///
+/// # Safety
+///
+/// Every element the operands address must be in bounds; no other task may touch `c`'s elements.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_raw(
+    [m, n, k]: [usize; 3],
+    c: SyncPtr<f32>,
+    c_rs: usize,
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+    scale: f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.0,
+            1,
+            c_rs as isize,
+            accumulate,
+            a.ptr,
+            a.cs as isize,
+            a.rs as isize,
+            b.ptr,
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Multi-head self-attention on packed projections, `nn.MultiheadAttention`'s core: `qkv`
+/// `[n, s, 3d]` (per token: q, k and v, each `heads` runs of `hd = d/heads`) → the heads'
+/// outputs side by side, `[n, s, d]`, and the attention weights `p = softmax(q·kᵀ/√hd)`
+/// `[n, heads, s, s]` for the backward. One task per (sample, head): two gemms and a row-wise
+/// softmax, reading q, k, v where they lie and writing the output in place (no head transposes).
+pub fn attention(qkv: &[f32], [n, s, d]: [usize; 3], heads: usize) -> (Vec<f32>, Vec<f32>) {
+    assert!(
+        heads > 0 && d % heads == 0 && qkv.len() == n * s * 3 * d,
+        "attention: qkv is not [n, s, 3d] with d a multiple of the heads"
+    );
+    let hd = d / heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0f32; n * s * d];
+    let mut p = vec![0f32; n * heads * s * s];
+    let o = SyncPtr(out.as_mut_ptr());
+    p.par_chunks_mut(s * s).enumerate().for_each(|(task, p)| {
+        let (b, h) = (task / heads, task % heads);
+        let base = b * s * 3 * d + h * hd;
+        let q = Mat {
+            ptr: qkv[base..].as_ptr(),
+            rs: 3 * d,
+            cs: 1,
+        };
+        let kt = Mat {
+            ptr: qkv[base + d..].as_ptr(),
+            rs: 1,
+            cs: 3 * d,
+        };
+        let v = Mat {
+            ptr: qkv[base + 2 * d..].as_ptr(),
+            rs: 3 * d,
+            cs: 1,
+        };
+        // SAFETY: q, k, v address rows < s of sample b inside `qkv` (length checked above);
+        // `p` is this task's own chunk; the output columns h·hd.. of sample b's rows belong to
+        // this task alone.
+        unsafe {
+            sgemm_raw([s, s, hd], SyncPtr(p.as_mut_ptr()), s, false, q, kt, scale);
+        }
+        for row in p.chunks_mut(s) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for z in row.iter_mut() {
+                *z = exp_f32(*z - max);
+                sum += *z;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|z| *z *= inv);
+        }
+        let pm = Mat {
+            ptr: p.as_ptr(),
+            rs: s,
+            cs: 1,
+        };
+        unsafe {
+            let dst = o.at(b * s * d + h * hd);
+            sgemm_raw([s, hd, s], dst, d, false, pm, v, 1.0);
+        }
+    });
+    (out, p)
+}
+
+/// The backward of [`attention`]: `d(qkv)` `[n, s, 3d]` from `qkv`, the saved weights `p` and
+/// `dy` `[n, s, d]`. Per (sample, head), with `dS = p ⊙ (dP − rowsum(dP ⊙ p))` and
+/// `dP = dy·vᵀ`: `dv = pᵀ·dy`, `dq = dS·k/√hd`, `dk = dSᵀ·q/√hd`.
+pub fn attention_backward(
+    qkv: &[f32],
+    p: &[f32],
+    dy: &[f32],
+    [n, s, d]: [usize; 3],
+    heads: usize,
+) -> Vec<f32> {
+    assert!(
+        heads > 0
+            && d % heads == 0
+            && qkv.len() == n * s * 3 * d
+            && p.len() == n * heads * s * s
+            && dy.len() == n * s * d,
+        "attention backward: mismatched shapes"
+    );
+    let hd = d / heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut dqkv = vec![0f32; n * s * 3 * d];
+    let dst = SyncPtr(dqkv.as_mut_ptr());
+    p.par_chunks(s * s).enumerate().for_each(|(task, p)| {
+        let (b, h) = (task / heads, task % heads);
+        let base = b * s * 3 * d + h * hd;
+        let at = |off: usize, rs: usize, cs: usize| Mat {
+            ptr: qkv[base + off..].as_ptr(),
+            rs,
+            cs,
+        };
+        let dyh = Mat {
+            ptr: dy[b * s * d + h * hd..].as_ptr(),
+            rs: d,
+            cs: 1,
+        };
+        let mut ds = vec![0f32; s * s];
+        // SAFETY: operands address sample b's rows inside their buffers (lengths checked); the
+        // q, k and v columns of head h in sample b's rows of `dqkv` belong to this task alone.
+        unsafe {
+            // dv = pᵀ·dy
+            let pt = Mat {
+                ptr: p.as_ptr(),
+                rs: 1,
+                cs: s,
+            };
+            sgemm_raw([s, hd, s], dst.at(base + 2 * d), 3 * d, false, pt, dyh, 1.0);
+            // dP = dy·vᵀ
+            sgemm_raw(
+                [s, s, hd],
+                SyncPtr(ds.as_mut_ptr()),
+                s,
+                false,
+                dyh,
+                at(2 * d, 1, 3 * d),
+                1.0,
+            );
+        }
+        for (dsr, pr) in ds.chunks_mut(s).zip(p.chunks(s)) {
+            let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+            for (g, &w) in dsr.iter_mut().zip(pr) {
+                *g = w * (*g - dot);
+            }
+        }
+        let dsm = Mat {
+            ptr: ds.as_ptr(),
+            rs: s,
+            cs: 1,
+        };
+        let dst_t = Mat {
+            ptr: ds.as_ptr(),
+            rs: 1,
+            cs: s,
+        };
+        unsafe {
+            // dq = dS·k·scale, dk = dSᵀ·q·scale
+            sgemm_raw(
+                [s, hd, s],
+                dst.at(base),
+                3 * d,
+                false,
+                dsm,
+                at(d, 3 * d, 1),
+                scale,
+            );
+            sgemm_raw(
+                [s, hd, s],
+                dst.at(base + d),
+                3 * d,
+                false,
+                dst_t,
+                at(0, 3 * d, 1),
+                scale,
+            );
+        }
+    });
+    dqkv
 }

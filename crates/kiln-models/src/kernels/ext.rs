@@ -68,6 +68,17 @@ pub trait KilnKernels: Backend {
         stride: [usize; 2],
         padding: [usize; 4],
     ) -> FloatTensor<Self>;
+    /// LayerNorm over the last axis of `x` `[rows, d]` with γ and β `[d]` (biased variance, ε
+    /// inside the root, as Burn's `LayerNorm`); differentiable in all three.
+    fn kiln_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+    /// Multi-head self-attention on packed projections `qkv` `[n, s, 3d]` → `[n, s, d]`
+    /// (`cpu::attention`); differentiable in `qkv`.
+    fn kiln_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
     /// Depthwise 2-D convolution without bias (`weight` `[C, 1, kh, kw]`, one filter per channel
     /// of `x` `[N, C, H, W]`), dilation 1; `padding` as for [`KilnKernels::kiln_conv2d`].
     /// Differentiable in `x` and `weight`.
@@ -224,6 +235,27 @@ fn max_pool(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
     (tensor(y, &[dims[0], dims[1], h / 2, w / 2]), arg)
 }
 
+/// `y` and the rows' `[mean, rstd]` pairs of [`KilnKernels::kiln_layer_norm`].
+fn layer_norm(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, Vec<f32>) {
+    let dims = x.shape().to_vec();
+    let d = dims.last().copied().unwrap_or(1);
+    let (y, stats) = cpu::layer_norm(&f32s(x), d, &f32s(gamma), &f32s(beta), epsilon as f32);
+    (tensor(y, &dims), stats)
+}
+
+/// `[n, s, d]` of a packed `[n, s, 3d]` projection tensor.
+fn nsd(qkv: &FlexTensor) -> [usize; 3] {
+    let dims = qkv.shape().to_vec();
+    [dims[0], dims[1], dims[2] / 3]
+}
+
+/// The output and the attention weights of [`KilnKernels::kiln_attention`].
+fn attention(qkv: &FlexTensor, heads: usize) -> (FlexTensor, Vec<f32>) {
+    let [n, s, d] = nsd(qkv);
+    let (y, p) = cpu::attention(&f32s(qkv), [n, s, d], heads);
+    (tensor(y, &[n, s, d]), p)
+}
+
 impl KilnKernels for Flex {
     fn kiln_channel_stats(x: FlexTensor) -> FlexTensor {
         stats(&x)
@@ -270,6 +302,14 @@ impl KilnKernels for Flex {
         conv(&x, &weight, &geometry(&x, &weight, stride, padding))
     }
 
+    fn kiln_layer_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
+        layer_norm(&x, &gamma, &beta, epsilon).0
+    }
+
+    fn kiln_attention(qkv: FlexTensor, heads: usize) -> FlexTensor {
+        attention(&qkv, heads).0
+    }
+
     fn kiln_depthwise_conv2d(
         x: FlexTensor,
         weight: FlexTensor,
@@ -313,6 +353,51 @@ impl Backward<Flex, 2> for ConvBackward {
         }
         if let (Some(node), Some(dw)) = (node_w, dw) {
             grads.register::<Flex>(node.id, tensor(dw, &[g.co, ci_per_filter, g.kh, g.kw]));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    /// x, γ and the rows' `[mean, rstd]`.
+    type State = (FlexTensor, FlexTensor, Arc<Vec<f32>>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, gamma, stats) = ops.state;
+        let dims = x.shape().to_vec();
+        let d = dims.last().copied().unwrap_or(1);
+        let (dx, dgamma, dbeta) = cpu::layer_norm_backward(&f32s(&x), d, &f32s(&gamma), &stats, &f32s(&dy));
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, tensor(dx, &dims));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, tensor(dgamma, &[d]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, tensor(dbeta, &[d]));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 1> for AttentionBackward {
+    /// The packed projections, the attention weights and the head count.
+    type State = (FlexTensor, Arc<Vec<f32>>, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (qkv, p, heads) = ops.state;
+        if let Some(node) = node {
+            let shape = nsd(&qkv);
+            let dqkv = cpu::attention_backward(&f32s(&qkv), &p, &f32s(&dy), shape, heads);
+            grads.register::<Flex>(node.id, tensor(dqkv, &qkv.shape().to_vec()));
         }
     }
 }
@@ -537,19 +622,7 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
         stride: [usize; 2],
         padding: [usize; 4],
     ) -> FloatTensor<Ad<C>> {
-        let g = geometry(x.primitive(), weight.primitive(), stride, padding);
-        match (ConvBackward { depthwise: false })
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, weight) = (x.into_primitive(), weight.into_primitive());
-                let y = conv(&x, &weight, &g);
-                prep.finish((x, weight, g), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(conv(x.primitive(), weight.primitive(), &g)),
-        }
+        conv_tracked::<C>(x, weight, stride, padding, false)
     }
 
     fn kiln_depthwise_conv2d(
@@ -558,19 +631,7 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
         stride: [usize; 2],
         padding: [usize; 4],
     ) -> FloatTensor<Ad<C>> {
-        let g = geometry(x.primitive(), weight.primitive(), stride, padding);
-        match (ConvBackward { depthwise: true })
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, weight) = (x.into_primitive(), weight.into_primitive());
-                let y = depthwise(&x, &weight, &g);
-                prep.finish((x, weight, g), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(depthwise(x.primitive(), weight.primitive(), &g)),
-        }
+        conv_tracked::<C>(x, weight, stride, padding, true)
     }
 
     fn kiln_max_pool2x2(x: FloatTensor<Ad<C>>) -> FloatTensor<Ad<C>> {
@@ -583,6 +644,43 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
         {
             OpsKind::Tracked(prep) => prep.finish(([dims[0], dims[1], dims[2], dims[3]], Arc::new(arg)), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn kiln_layer_norm(
+        x: FloatTensor<Ad<C>>,
+        gamma: FloatTensor<Ad<C>>,
+        beta: FloatTensor<Ad<C>>,
+        epsilon: f64,
+    ) -> FloatTensor<Ad<C>> {
+        match LayerNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
+                let (y, stats) = layer_norm(&x, &gamma, &beta, epsilon);
+                prep.finish((x, gamma, Arc::new(stats)), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(layer_norm(x.primitive(), gamma.primitive(), beta.primitive(), epsilon).0)
+            }
+        }
+    }
+
+    fn kiln_attention(qkv: FloatTensor<Ad<C>>, heads: usize) -> FloatTensor<Ad<C>> {
+        match AttentionBackward
+            .prepare::<C>([qkv.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let qkv = qkv.into_primitive();
+                let (y, p) = attention(&qkv, heads);
+                prep.finish((qkv, Arc::new(p), heads), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(attention(qkv.primitive(), heads).0),
         }
     }
 
@@ -642,5 +740,31 @@ impl<C: CheckpointStrategy> KilnKernels for Ad<C> {
                 .0,
             ),
         }
+    }
+}
+
+/// A convolution (depthwise or not) on the autodiff device, with [`ConvBackward`] when tracked.
+fn conv_tracked<C: CheckpointStrategy>(
+    x: FloatTensor<Ad<C>>,
+    weight: FloatTensor<Ad<C>>,
+    stride: [usize; 2],
+    padding: [usize; 4],
+    depthwise_filters: bool,
+) -> FloatTensor<Ad<C>> {
+    let g = geometry(x.primitive(), weight.primitive(), stride, padding);
+    let run = if depthwise_filters { depthwise } else { conv };
+    match (ConvBackward {
+        depthwise: depthwise_filters,
+    })
+    .prepare::<C>([x.node(), weight.node()])
+    .compute_bound()
+    .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (x, weight) = (x.into_primitive(), weight.into_primitive());
+            let y = run(&x, &weight, &g);
+            prep.finish((x, weight, g), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(run(x.primitive(), weight.primitive(), &g)),
     }
 }

@@ -16,7 +16,10 @@
 //!   convolution (direct, one plane per task; MobileNet's and EfficientNet's) — [`conv2d`];
 //! * a residual join, `relu(a + b)`, whose backward keeps only the output — [`add_relu`];
 //! * SiLU, hard swish and GELU in one parallel pass each way — [`silu`], [`hard_swish`],
-//!   [`gelu`].
+//!   [`gelu`];
+//! * LayerNorm over the last axis, one pass per row each way — [`layer_norm`] (ConvNeXt, ViT);
+//! * multi-head self-attention on packed projections, two gemms and a softmax per sample and
+//!   head each way — [`attention`] (ViT).
 //!
 //! They run only where they apply: an `f32` tensor on the flex device (plain or autodiff), with
 //! the kernels [`enabled`]. Everything else (wgpu, CUDA, other dtypes, a frozen BatchNorm on the
@@ -49,7 +52,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
-use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::nn::{BatchNorm, LayerNorm, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::relu as burn_relu;
@@ -272,6 +275,59 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     } else {
         burn::tensor::activation::gelu(x)
     }
+}
+
+/// `norm.forward(x)` (LayerNorm over the last axis, ε `epsilon`: the layer's own, which Burn
+/// keeps private) through kiln's kernel where it [applies](applies_to): one pass per row each
+/// way, where Burn's autodiff composes eight operations and keeps their intermediates.
+///
+/// # Panics
+///
+/// As `norm.forward`, when the last axis is not the layer's width.
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {
+    let d = crate::summary::lazy_dims(&norm.gamma)[0];
+    let Some(beta) = &norm.beta else {
+        return norm.forward(x);
+    };
+    if d == 0 || x.dims()[D - 1] != d || !applies_to(&x) {
+        return norm.forward(x);
+    }
+    Tensor::from_dispatch(<Dispatch as KilnKernels>::kiln_layer_norm(
+        x.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        epsilon,
+    ))
+}
+
+/// Multi-head self-attention on packed projections, as `nn.MultiheadAttention` computes it
+/// after its input projection: `qkv` `[N, S, 3D]` (per token q, k and v, each `heads` runs of
+/// `D/heads`) → `[N, S, D]`, each head's `softmax(q·kᵀ/√(D/heads))·v` in its own columns.
+/// kiln's kernel where it [applies](applies_to) (per sample and head, two gemms and a softmax
+/// each way, no head transposes; the backward keeps the attention weights); Burn's `attention`
+/// operation on the split heads otherwise.
+///
+/// # Panics
+///
+/// When the last axis is not a multiple of `3·heads`.
+pub fn attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+    let [n, s, d3] = qkv.dims();
+    assert!(
+        heads > 0 && d3 % (3 * heads) == 0,
+        "attention: the last axis ({d3}) is not 3 × a multiple of {heads} heads"
+    );
+    if applies_to(&qkv) {
+        return Tensor::from_dispatch(<Dispatch as KilnKernels>::kiln_attention(
+            qkv.into_dispatch(),
+            heads,
+        ));
+    }
+    let (d, hd) = (d3 / 3, d3 / 3 / heads);
+    let heads_first = qkv.reshape([n, s, 3 * heads, hd]).swap_dims(1, 2);
+    let part = |i: usize| heads_first.clone().narrow(1, i * heads, heads);
+    burn::tensor::module::attention(part(0), part(1), part(2), None, None, Default::default())
+        .swap_dims(1, 2)
+        .reshape([n, s, d])
 }
 
 /// kiln's element-wise activation `kind` (the caller checked that the kernels apply).

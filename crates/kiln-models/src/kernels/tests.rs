@@ -493,3 +493,103 @@ fn batch_norm_relu_max_pool_matches_burn_in_training() {
         values(three.forward(relu(bn.forward(x)))),
     );
 }
+
+#[test]
+fn layer_norm_matches_burn_forward_and_backward() {
+    use burn::nn::LayerNormConfig;
+    // Widths that are not multiples of 8 and rows spanning several tasks (64 rows each); an
+    // offset mean, as activations have, so a one-pass variance would show.
+    let shapes: &[[usize; 2]] = &[[1, 1], [3, 5], [130, 7], [197, 64], [70, 384]];
+    for (i, &[rows, d]) in shapes.iter().enumerate() {
+        let case = format!("x [{rows}, {d}]");
+        let device = ad();
+        let mut norm = LayerNormConfig::new(d).with_epsilon(1e-6).init(&device);
+        norm.gamma = Param::from_tensor(random([d], 70 + i as u64, &device).add_scalar(1.0));
+        norm.beta = Some(Param::from_tensor(random([d], 80 + i as u64, &device)));
+        let x = random([rows, d], 90 + i as u64, &device)
+            .mul_scalar(2.0)
+            .add_scalar(3.0)
+            .require_grad();
+        let y_burn = norm.forward(x.clone());
+        let y_kiln = layer_norm(&norm, 1e-6, x.clone());
+        let weights = random([rows, d], 100 + i as u64, &device);
+        let g_burn = (y_burn.clone() * weights.clone()).sum().backward();
+        let g_kiln = (y_kiln.clone() * weights).sum().backward();
+        assert_close(&format!("{case}: y"), values(y_kiln), values(y_burn));
+        assert_close(
+            &format!("{case}: dx"),
+            values(x.grad(&g_kiln).unwrap()),
+            values(x.grad(&g_burn).unwrap()),
+        );
+        let beta = norm.beta.as_ref().unwrap();
+        assert_close(
+            &format!("{case}: dγ"),
+            values(norm.gamma.grad(&g_kiln).unwrap()),
+            values(norm.gamma.grad(&g_burn).unwrap()),
+        );
+        assert_close(
+            &format!("{case}: dβ"),
+            values(beta.grad(&g_kiln).unwrap()),
+            values(beta.grad(&g_burn).unwrap()),
+        );
+    }
+    // Plain tensors (inference) and a 3-D input.
+    let device = Device::flex();
+    let norm = LayerNormConfig::new(6).init(&device);
+    let x = random([2, 4, 6], 3, &device);
+    assert_close(
+        "inference, 3-D",
+        values(layer_norm(&norm, 1e-5, x.clone())),
+        values(norm.forward(x)),
+    );
+}
+
+#[test]
+fn attention_matches_burn_forward_and_backward() {
+    use burn::tensor::activation::softmax;
+    // (n, s, d, heads): one token, odd sequence lengths, head widths 1 and not a multiple of 8.
+    let shapes: &[[usize; 4]] = &[
+        [1, 1, 4, 2],
+        [2, 5, 6, 3],
+        [3, 17, 12, 1],
+        [2, 50, 48, 4],
+        [1, 65, 64, 2],
+    ];
+    for (i, &[n, s, d, heads]) in shapes.iter().enumerate() {
+        let case = format!("qkv [{n}, {s}, {}], {heads} heads", 3 * d);
+        let device = ad();
+        let qkv = random([n, s, 3 * d], 110 + i as u64, &device)
+            .mul_scalar(2.0)
+            .require_grad();
+        let hd = d / heads;
+        let reference = {
+            let x = qkv.clone().reshape([n, s, 3 * heads, hd]).swap_dims(1, 2);
+            let part = |j: usize| x.clone().narrow(1, j * heads, heads);
+            let scores = part(0)
+                .matmul(part(1).swap_dims(2, 3))
+                .mul_scalar(1.0 / (hd as f64).sqrt());
+            softmax(scores, 3)
+                .matmul(part(2))
+                .swap_dims(1, 2)
+                .reshape([n, s, d])
+        };
+        let y_kiln = attention(qkv.clone(), heads);
+        let weights = random([n, s, d], 120 + i as u64, &device);
+        let g_burn = (reference.clone() * weights.clone()).sum().backward();
+        let g_kiln = (y_kiln.clone() * weights).sum().backward();
+        assert_close(&format!("{case}: y"), values(y_kiln), values(reference));
+        assert_close(
+            &format!("{case}: d(qkv)"),
+            values(qkv.grad(&g_kiln).unwrap()),
+            values(qkv.grad(&g_burn).unwrap()),
+        );
+    }
+    // Plain tensors (inference): the same values as on the autodiff device.
+    let qkv = random([2, 9, 24], 5, &ad());
+    let plain = Tensor::<3>::from_data(qkv.to_data(), &Device::flex());
+    assert_close(
+        "plain vs autodiff",
+        values(attention(plain, 2)),
+        values(attention(qkv, 2)),
+    );
+}
