@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Training and inference throughput and peak memory of the reference CNN (batch 128, 28×28×1),
 # the CIFAR ResNet-18 (batch 128, 32×32×3), MobileNetV3-Large and EfficientNet-B0 (batch 32,
-# 224×224×3, 1000 classes; ConvNeXt-Tiny and ViT-S/16 at batch 16 when named in MODELS): kiln with its own flex kernels, kiln with them off (Burn 0.22.1's flex
-# ops), and PyTorch, alternately, in one sitting, on the same random data.
+# 224×224×3, 1000 classes; ConvNeXt-Tiny and ViT-S/16 at batch 16 when named in MODELS): kiln
+# with its own flex kernels, kiln with them off (Burn 0.22.1's flex ops), and PyTorch,
+# alternately, in one sitting, on the same random data.
 #
 #   bash bench/models.sh [RUNS=3]
 #   MODELS="mobilenet_v3_large efficientnet_b0" bash bench/models.sh 5   # a subset
+#   MODELS="vit_s_16 convnext_tiny" bash bench/models.sh 3
 #
 # kiln: examples/bench_train.rs; PyTorch: bench/torch_models.py (needs `pip install torch
 # torchvision`; its column is left out when torch is not importable). Each figure is one

@@ -543,20 +543,14 @@ impl Architecture for ConvNextArch {
         num_classes: usize,
         device: &Device,
     ) -> Result<ConvNext, ModelError> {
-        if self.batch_norm {
-            return Err(ModelError::InvalidConfig {
-                field: "batch_norm",
-                value: "true".into(),
-                reason: "ConvNeXt normalises with LayerNorm and has no BatchNorm to switch on",
-            });
-        }
-        if let Some(init) = self.init {
-            return Err(ModelError::InvalidConfig {
-                field: "init",
-                value: format!("{init:?}"),
-                reason: "ConvNeXt starts as torchvision does (N(0, 0.02^2) weights, zero biases)",
-            });
-        }
+        crate::zoo::refuse_batch_norm_and_init(
+            self.batch_norm,
+            self.init,
+            [
+                "ConvNeXt normalises with LayerNorm and has no BatchNorm to switch on",
+                "ConvNeXt starts as torchvision does (N(0, 0.02^2) weights, zero biases)",
+            ],
+        )?;
         ConvNextConfig::new(self.variant)
             .with_in_channels(c)
             .with_num_classes(num_classes)
@@ -623,11 +617,7 @@ mod tests {
             (ConvNextKind::Small, 50_223_688, 8.684),
         ] {
             let m = ConvNextConfig::new(kind).with_num_classes(1000).init(&d).unwrap();
-            assert_eq!(m.num_params(), params, "{kind:?}");
-            let s = m.summary([3, 224, 224]);
-            assert_eq!(s.params(), params, "every parameter is in a row");
-            let g = s.macs() as f64 / 1e9;
-            assert!((g - gmacs).abs() < 0.01 * gmacs, "{kind:?}: {g} GMACs");
+            crate::summary::assert_model_card(&format!("{kind:?}"), &m, [3, 224, 224], params, gmacs);
         }
     }
 

@@ -39,6 +39,24 @@ pub(crate) fn linear_row(layer: &burn::nn::Linear, label: impl Fn(usize, usize) 
     }
 }
 
+/// Asserts a model's parameter count and its summary's MACs (within 1%) against a model card.
+#[cfg(test)]
+pub(crate) fn assert_model_card<M: crate::Classifier>(
+    name: &str,
+    model: &M,
+    input: [usize; 3],
+    params: usize,
+    gmacs: f64,
+) {
+    assert_eq!(burn::module::Module::num_params(model), params, "{name}");
+    let s = model
+        .summary(input)
+        .unwrap_or_else(|| panic!("{name} has no summary"));
+    assert_eq!(s.params(), params, "{name}: every parameter is in a row");
+    let g = s.macs() as f64 / 1e9;
+    assert!((g - gmacs).abs() < 0.01 * gmacs, "{name}: {g} GMACs");
+}
+
 /// The row of a global average pooling over `channels` channels.
 pub(crate) fn global_pool_row(channels: usize) -> Row {
     Row {

@@ -697,20 +697,14 @@ impl Architecture for VitArch {
         num_classes: usize,
         device: &Device,
     ) -> Result<VisionTransformer, ModelError> {
-        if self.batch_norm {
-            return Err(ModelError::InvalidConfig {
-                field: "batch_norm",
-                value: "true".into(),
-                reason: "the ViT normalises with LayerNorm and has no BatchNorm to switch on",
-            });
-        }
-        if let Some(init) = self.init {
-            return Err(ModelError::InvalidConfig {
-                field: "init",
-                value: format!("{init:?}"),
-                reason: "the ViT starts as torchvision does (see docs/models.md)",
-            });
-        }
+        crate::zoo::refuse_batch_norm_and_init(
+            self.batch_norm,
+            self.init,
+            [
+                "the ViT normalises with LayerNorm and has no BatchNorm to switch on",
+                "the ViT starts as torchvision does (see docs/models.md)",
+            ],
+        )?;
         VitConfig::new(self.variant)
             .with_in_channels(c)
             .with_image_size([h, w])
@@ -773,11 +767,7 @@ mod tests {
             (VitKind::S16, 22_050_664, 4.6),
         ] {
             let m = VitConfig::new(kind).with_num_classes(1000).init(&d).unwrap();
-            assert_eq!(m.num_params(), params, "{kind:?}");
-            let s = m.summary([3, 224, 224]);
-            assert_eq!(s.params(), params, "every parameter is in a row");
-            let g = s.macs() as f64 / 1e9;
-            assert!((g - gmacs).abs() < 0.01 * gmacs, "{kind:?}: {g} GMACs");
+            crate::summary::assert_model_card(&format!("{kind:?}"), &m, [3, 224, 224], params, gmacs);
         }
     }
 

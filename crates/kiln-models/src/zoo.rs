@@ -145,6 +145,21 @@ pub(crate) fn yes() -> bool {
     true
 }
 
+/// For architectures with LayerNorm and torchvision's own init (ConvNeXt, ViT): the ablation
+/// switches `batch_norm = true` and an `init` scheme are refused, each with its reason.
+pub(crate) fn refuse_batch_norm_and_init(
+    batch_norm: bool,
+    init: Option<InitScheme>,
+    [no_batch_norm, own_init]: [&'static str; 2],
+) -> Result<(), ModelError> {
+    let (field, value, reason) = match (batch_norm, init) {
+        (true, _) => ("batch_norm", "true".to_string(), no_batch_norm),
+        (false, Some(init)) => ("init", format!("{init:?}"), own_init),
+        (false, None) => return Ok(()),
+    };
+    Err(ModelError::InvalidConfig { field, value, reason })
+}
+
 /// ` (, no BatchNorm)` in descriptions.
 pub(crate) fn bn_note(batch_norm: bool) -> &'static str {
     if batch_norm { "" } else { ", no BatchNorm" }

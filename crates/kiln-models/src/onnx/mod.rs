@@ -157,13 +157,7 @@ impl OnnxGraph {
             float_data: vec![value],
             ..Default::default()
         };
-        let attribute = proto::AttributeProto {
-            name: Some("value".into()),
-            r#type: Some(AttributeType::Tensor as i32),
-            t: Some(tensor),
-            ..Default::default()
-        };
-        self.node("Constant", name, &[], vec![attribute])
+        self.constant(name, tensor)
     }
 
     /// An int64 constant of shape `dims` (`&[]` for a scalar; shapes and indices for `Reshape`,
@@ -175,6 +169,11 @@ impl OnnxGraph {
             int64_data: values.to_vec(),
             ..Default::default()
         };
+        self.constant(name, tensor)
+    }
+
+    /// A `Constant` node holding `tensor`.
+    fn constant(&mut self, name: &str, tensor: proto::TensorProto) -> String {
         let attribute = proto::AttributeProto {
             name: Some("value".into()),
             r#type: Some(AttributeType::Tensor as i32),
