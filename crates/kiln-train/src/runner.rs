@@ -376,7 +376,8 @@ fn train_model<M: ZooModel>(
     let steps_per_epoch = n_train / cfg.batch_size / cfg.accumulate;
     cfg.schedule
         .validate(cfg.lr, steps_per_epoch, steps_per_epoch * cfg.epochs)?;
-    // The backbone's own learning rate when fine-tuning (the head keeps the scheduled one).
+    // Learning-rate groups when fine-tuning: per-layer decay, or the backbone's own rate (the
+    // head keeps the scheduled one).
     let lr_groups = match file.finetune.layer_decay {
         Some(decay) => model
             .layer_decay_groups(decay)

@@ -307,8 +307,8 @@ pub(crate) struct TrainArgs {
     /// fashion-mnist, mnist, cifar10, image-folder, coco (default: detected).
     #[arg(long)]
     pub(crate) format: Option<kiln_train::config::DataFormat>,
-    /// The model, by name: reference-cnn (default), mlp, resnet18, resnet34, resnet50,
-    /// cifar-resnet20, cifar-resnet56, cifar-resnet18 (`kiln models` lists them).
+    /// The model, by name (`kiln models` lists them all): reference-cnn (default), mlp, the
+    /// ResNets, MobileNetV3, EfficientNet, ConvNeXt and ViT, with `cifar-` variants for small images.
     #[arg(long, value_name = "NAME")]
     pub(crate) model: Option<String>,
     /// Passes over the training set.

@@ -316,7 +316,7 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
         heads > 0 && d3 % (3 * heads) == 0,
         "attention: the last axis ({d3}) is not 3 × a multiple of {heads} heads"
     );
-    if applies_to(&qkv) {
+    if n > 0 && s > 0 && applies_to(&qkv) {
         return Tensor::from_dispatch(<Dispatch as KilnKernels>::kiln_attention(
             qkv.into_dispatch(),
             heads,
