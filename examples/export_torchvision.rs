@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         input_chw: input,
         num_classes,
         class_names: Vec::new(),
+        jpeg_draft: false,
     };
     let out = PathBuf::from(out);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;

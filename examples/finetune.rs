@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         num_classes: pretrained_classes,
         class_names: Vec::new(),
         eval: Vec::new(),
+        jpeg_draft: false,
     };
     let norm = spec.normalization.resolve()?;
     spec.check_normalization(&norm, false)?;

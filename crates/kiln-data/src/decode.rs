@@ -15,6 +15,11 @@
 //! [`imread_gray`] is `cv2.IMREAD_GRAYSCALE`: JPEGs give their luma plane, colour PNGs libpng's
 //! truncating `0.299/0.587/0.114` mix, other colour files OpenCV's fixed-point `cvtColor`.
 //!
+//! [`imread_draft`] is PIL's `Image.draft`: a JPEG much larger than the pipeline needs is decoded
+//! at 1/2, 1/4 or 1/8 of its size in the DCT domain (libjpeg's scaled IDCT), never at less than
+//! the size a [`DraftSize`] asks for; a 6000 × 4000 photo headed for a 256-pixel resize is
+//! decoded as 750 × 500, eight times faster to transform and 64 times smaller.
+//!
 //! ```
 //! # fn main() -> Result<(), kiln_data::DataError> {
 //! # let dir = tempfile::tempdir().unwrap();
@@ -89,6 +94,144 @@ pub fn decode_gray(bytes: &[u8], path: &Path) -> Result<Image<Hwc, Gray>, DataEr
 
 fn read(path: &Path) -> Result<Vec<u8>, DataError> {
     crate::paths::read_file(path)
+}
+
+/// What a pipeline needs from an image of a given size: called with the image's `[height, width]`
+/// (EXIF orientation applied), it returns the smallest `[height, width]` the stages after decoding
+/// need, or `None` when they need the full image. For [`imread_draft`].
+#[derive(Clone)]
+pub struct DraftSize(std::sync::Arc<dyn Fn([usize; 2]) -> Option<[usize; 2]> + Send + Sync>);
+
+impl DraftSize {
+    /// Wraps the rule.
+    pub fn new(need: impl Fn([usize; 2]) -> Option<[usize; 2]> + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(need))
+    }
+
+    /// The rule applied to an image of `[height, width]`.
+    pub fn need(&self, hw: [usize; 2]) -> Option<[usize; 2]> {
+        (self.0)(hw)
+    }
+}
+
+impl std::fmt::Debug for DraftSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DraftSize(..)")
+    }
+}
+
+/// The JPEG reduction PIL's `draft` picks for an image of `hw` when `need` is asked for: the
+/// largest of 8, 4, 2 with `s · need ≤ hw` in both dimensions (PIL: `min(w // need_w, h // need_h)`);
+/// 1 when none fits. The decoded size, `ceil(hw / s)`, is then at least `need`.
+pub fn draft_scale(hw: [usize; 2], need: [usize; 2]) -> usize {
+    [8, 4, 2]
+        .into_iter()
+        .find(|&s| hw[0] / s >= need[0].max(1) && hw[1] / s >= need[1].max(1))
+        .unwrap_or(1)
+}
+
+/// Reads `path` as [`imread`] does, except that a colour or grey JPEG that is at least twice the
+/// size `draft` asks for is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain ([`draft_scale`]),
+/// as PIL's `Image.draft` does. Other formats, JPEGs that cannot be reduced and CMYK JPEGs are read
+/// as [`imread`] reads them. The pixel budget applies to the file's full size.
+///
+/// A reduced decode is not `cv2.imread` followed by a resize: each 8×8 block is transformed at
+/// 4×4, 2×2 or 1×1, as libjpeg does for PIL (measured against PIL in `docs/data.md`).
+///
+/// # Errors
+///
+/// As [`imread`].
+pub fn imread_draft(path: &Path, draft: &DraftSize) -> Result<Image<Hwc, Bgr>, DataError> {
+    decode_bgr_draft(&read(path)?, path, draft)
+}
+
+/// Decodes in-memory file bytes as [`imread_draft`] does; `path` is only used in errors.
+///
+/// # Errors
+///
+/// As [`imread`], less the I/O error.
+pub fn decode_bgr_draft(bytes: &[u8], path: &Path, draft: &DraftSize) -> Result<Image<Hwc, Bgr>, DataError> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+        && let Some(raw) = decode_jpeg_reduced(bytes, path, draft)?
+    {
+        return Image::new(raw.height, raw.width, raw.data);
+    }
+    decode_bgr(bytes, path)
+}
+
+/// A JPEG decoded at a reduced scale, or `None` when it should be decoded in full (no reduction
+/// fits, or a pixel format the reduced path does not take).
+fn decode_jpeg_reduced(bytes: &[u8], path: &Path, draft: &DraftSize) -> Result<Option<Raw>, DataError> {
+    use jpeg_decoder::PixelFormat;
+    let fail = |e: jpeg_decoder::Error| DataError::Decode {
+        path: path.to_path_buf(),
+        format: "JPEG",
+        reason: e.to_string(),
+    };
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.read_info().map_err(fail)?;
+    let Some(info) = decoder.info() else {
+        return Ok(None);
+    };
+    let (w, h) = (usize::from(info.width), usize::from(info.height));
+    check_size(w as u64, h as u64, path)?;
+    if !matches!(info.pixel_format, PixelFormat::RGB24 | PixelFormat::L8) {
+        return Ok(None);
+    }
+    let orientation = decoder
+        .exif_data()
+        .and_then(Orientation::from_exif_chunk)
+        .unwrap_or(Orientation::NoTransforms);
+    // The rule sees the image as it will be shown (orientations 5–8 swap height and width).
+    let oriented = if orientation.to_exif() >= 5 {
+        [w, h]
+    } else {
+        [h, w]
+    };
+    let Some(need) = draft.need(oriented) else {
+        return Ok(None);
+    };
+    let need = if orientation.to_exif() >= 5 {
+        [need[1], need[0]]
+    } else {
+        need
+    };
+    let s = draft_scale([h, w], need);
+    if s == 1 {
+        return Ok(None);
+    }
+    let (sw, sh) = decoder
+        .scale(w.div_ceil(s) as u16, h.div_ceil(s) as u16)
+        .map_err(fail)?;
+    let (width, height) = (usize::from(sw), usize::from(sh));
+    let data = decoder.decode().map_err(fail)?;
+    let data = match info.pixel_format {
+        PixelFormat::L8 => data.into_iter().flat_map(|v| [v, v, v]).collect(),
+        _ => {
+            let mut data = data;
+            data.chunks_exact_mut(3).for_each(|px| px.swap(0, 2));
+            data
+        }
+    };
+    if data.len() != height * width * 3 {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            format: "JPEG",
+            reason: format!(
+                "reduced decoder returned {} bytes for {height}x{width}x3",
+                data.len()
+            ),
+        });
+    }
+    Ok(Some(orient(
+        Raw {
+            height,
+            width,
+            channels: 3,
+            data,
+        },
+        orientation,
+    )))
 }
 
 /// Decoded pixels: `channels` is 3 (BGR) for [`ReadMode::Color`], 1 for grey.

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use burn::data::dataset::Dataset;
 
-use crate::decode::imread;
+use crate::decode::{DraftSize, imread, imread_draft};
 use crate::image::{Bgr, Hwc, Image, LabeledImage};
 use crate::{DataError, DatasetRoot};
 
@@ -150,6 +150,7 @@ pub struct ImageFolder {
     classes: Vec<String>,
     samples: Vec<(PathBuf, u32)>,
     warnings: Vec<ScanWarning>,
+    draft: Option<DraftSize>,
 }
 
 impl ImageFolder {
@@ -252,6 +253,7 @@ impl ImageFolder {
             classes,
             samples,
             warnings,
+            draft: None,
         })
     }
 
@@ -305,6 +307,13 @@ impl ImageFolder {
     pub fn root(&self) -> &DatasetRoot {
         &self.root
     }
+
+    /// Decodes large JPEGs at a reduced scale where `draft` allows ([`imread_draft`], PIL's
+    /// `Image.draft`); other files as before.
+    pub fn with_draft(mut self, draft: DraftSize) -> Self {
+        self.draft = Some(draft);
+        self
+    }
 }
 
 impl Dataset<ImageFolderItem, DataError> for ImageFolder {
@@ -313,7 +322,11 @@ impl Dataset<ImageFolderItem, DataError> for ImageFolder {
             index,
             len: self.samples.len(),
         })?;
-        let image = imread(path).map_err(|e| DataError::Sample {
+        let image = match &self.draft {
+            Some(draft) => imread_draft(path, draft),
+            None => imread(path),
+        };
+        let image = image.map_err(|e| DataError::Sample {
             index,
             source: Box::new(e),
         })?;

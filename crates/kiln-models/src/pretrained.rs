@@ -48,6 +48,10 @@ pub struct PretrainedSpec {
     /// centre crop); empty when they were fed as stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eval: Vec<kiln_transforms::compose::Stage>,
+    /// Evaluation JPEGs were decoded at reduced size where the first stage allowed it
+    /// (`data.jpeg_draft`, PIL's `Image.draft`); `kiln predict` does the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub jpeg_draft: bool,
 }
 
 impl PretrainedSpec {
@@ -62,6 +66,7 @@ impl PretrainedSpec {
             num_classes: 1000,
             class_names: Vec::new(),
             eval: kiln_transforms::compose::Stage::torchvision_eval([224, 224]),
+            jpeg_draft: false,
         }
     }
 
@@ -86,6 +91,7 @@ impl PretrainedSpec {
             num_classes,
             class_names,
             eval: Stage::torchvision_eval([h, w]),
+            jpeg_draft: false,
         }
     }
 

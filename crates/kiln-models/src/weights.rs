@@ -23,6 +23,7 @@
 //!     num_classes: 10,
 //!     class_names: vec![],
 //!     eval: vec![],
+//!     jpeg_draft: false,
 //! };
 //! let path = save_weights(&model, &dir.path().join("model.bpk"), Some(&spec))?;
 //! let fresh = ResNetConfig::new(ResNetKind::Cifar20).init(&device)?;

@@ -81,6 +81,7 @@ fn safetensors_export_has_torchvisions_layout_and_reimports_to_the_same_logits()
         input_chw: [3, 32, 32],
         num_classes: 10,
         class_names: (0..10).map(|i| format!("class {i}")).collect(),
+        jpeg_draft: false,
     };
     export_torchvision_safetensors(&model, &path, Some(&spec)).unwrap();
 

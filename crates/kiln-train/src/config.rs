@@ -173,6 +173,10 @@ pub struct DataConfig {
     /// The most pixels one image may have (width × height, from its header, before decoding):
     /// larger files are refused naming them. PIL's decompression-bomb limit by default.
     pub max_image_pixels: u64,
+    /// Image folders: decode a JPEG at 1/2, 1/4 or 1/8 of its size when the first transform stage
+    /// resizes it at least that much (PIL's `Image.draft`): faster and smaller for datasets of
+    /// large photos; pixels then differ slightly from a full decode (`docs/data.md`). Off by default.
+    pub jpeg_draft: bool,
     /// The folder relative paths were resolved against (the run file's), for messages.
     #[serde(skip)]
     pub relative_to: Option<PathBuf>,
@@ -189,6 +193,7 @@ impl Default for DataConfig {
             max_bad_fraction: 0.01,
             annotations: None,
             max_image_pixels: kiln_data::decode::DEFAULT_MAX_PIXELS,
+            jpeg_draft: false,
             relative_to: None,
         }
     }
@@ -367,6 +372,13 @@ impl RunFile {
         }
         if self.data.max_image_pixels == 0 {
             return bad("data.max_image_pixels", "0".into(), "must be at least 1".into());
+        }
+        if self.data.jpeg_draft && !matches!(self.data.format, DataFormat::Auto | DataFormat::ImageFolder) {
+            return bad(
+                "data.jpeg_draft",
+                "true".into(),
+                "applies to image folders of JPEG files (data.format = \"image-folder\")".into(),
+            );
         }
         if !(0.0..1.0).contains(&test) {
             return bad("data.test_fraction", test.to_string(), "must be in [0, 1)".into());

@@ -131,6 +131,17 @@ impl RunFile {
             }
         };
         self.data.format = format;
+        if self.data.jpeg_draft && format != DataFormat::ImageFolder {
+            return Err(TrainError::InvalidConfig {
+                field: "data.jpeg_draft",
+                value: "true".into(),
+                reason: format!(
+                    "applies to image folders of JPEG files; {} holds {}",
+                    dir.display(),
+                    found.describe()
+                ),
+            });
+        }
         let mut notes = vec![format!(
             "found {} in {}: data.format = {}",
             found.describe(),
@@ -302,10 +313,24 @@ fn image_folder(
             let val_share = file.data.val_fraction / (1.0 - file.data.test_fraction);
             let (train_pos, val_pos) = stratified_split(&rest_targets, val_share, seed.wrapping_add(1));
             let pick = |pos: Vec<usize>| pos.into_iter().map(|p| rest[p]).collect::<Vec<_>>();
-            let train =
-                source::<_, _, kiln_data::Bgr>(set.clone(), Part::Indices(pick(train_pos)), file, true)?;
-            let val = source::<_, _, kiln_data::Bgr>(set.clone(), Part::Indices(pick(val_pos)), file, false)?;
-            let test = source::<_, _, kiln_data::Bgr>(set, Part::Indices(test_idx), file, false)?;
+            let train = source::<_, _, kiln_data::Bgr>(
+                drafted(set.clone(), file, true),
+                Part::Indices(pick(train_pos)),
+                file,
+                true,
+            )?;
+            let val = source::<_, _, kiln_data::Bgr>(
+                drafted(set.clone(), file, false),
+                Part::Indices(pick(val_pos)),
+                file,
+                false,
+            )?;
+            let test = source::<_, _, kiln_data::Bgr>(
+                drafted(set, file, false),
+                Part::Indices(test_idx),
+                file,
+                false,
+            )?;
             Ok((train, val, test, classes))
         }
         FolderLayout::Splits { test: true } => {
@@ -316,9 +341,9 @@ fn image_folder(
             same_classes(&train, &test, "test")?;
             let classes = train.classes().to_vec();
             Ok((
-                source::<_, _, kiln_data::Bgr>(train, Part::All, file, true)?,
-                source::<_, _, kiln_data::Bgr>(val, Part::All, file, false)?,
-                source::<_, _, kiln_data::Bgr>(test, Part::All, file, false)?,
+                source::<_, _, kiln_data::Bgr>(drafted(train, file, true), Part::All, file, true)?,
+                source::<_, _, kiln_data::Bgr>(drafted(val, file, false), Part::All, file, false)?,
+                source::<_, _, kiln_data::Bgr>(drafted(test, file, false), Part::All, file, false)?,
                 classes,
             ))
         }
@@ -327,9 +352,39 @@ fn image_folder(
             let test = open(dir.join("val"), warnings)?;
             same_classes(&train, &test, "val")?;
             let classes = train.classes().to_vec();
-            let (a, b, c) = held_out::<_, _, kiln_data::Bgr>(train, test, file)?;
+            // Training and validation share one set: its images may go through either pipeline.
+            let (a, b, c) = held_out::<_, _, kiln_data::Bgr>(
+                drafted(train, file, true),
+                drafted(test, file, false),
+                file,
+            )?;
             Ok((a, b, c, classes))
         }
+    }
+}
+
+/// `set` decoding its JPEGs at reduced size ([`kiln_data::decode::imread_draft`]) when
+/// `data.jpeg_draft` is on and every pipeline the split's images may go through (the evaluation
+/// stages, and for training the augmentation) starts with a resize; each image is decoded at no
+/// less than the largest size any of them needs.
+fn drafted(set: kiln_data::ImageFolder, file: &RunFile, training: bool) -> kiln_data::ImageFolder {
+    use kiln_data::decode::DraftSize;
+    if !file.data.jpeg_draft {
+        return set;
+    }
+    let format = file.data.format;
+    let mut composes = vec![file.transforms.eval_compose(format)];
+    if training {
+        composes.push(file.transforms.augmentation(format));
+    }
+    let drafts: Option<Vec<DraftSize>> = composes.into_iter().flatten().map(|c| c.draft()).collect();
+    match drafts {
+        Some(drafts) if !drafts.is_empty() => set.with_draft(DraftSize::new(move |hw| {
+            drafts.iter().try_fold([0, 0], |most, d| {
+                d.need(hw).map(|n| [most[0].max(n[0]), most[1].max(n[1])])
+            })
+        })),
+        _ => set,
     }
 }
 
@@ -674,7 +729,14 @@ pub fn transform_image(
         };
         ([1, out.height(), out.width()], out.into_vec())
     } else {
-        let img: Image<Hwc, Bgr> = kiln_data::decode::imread(input)?;
+        let draft = compose
+            .as_ref()
+            .filter(|_| file.data.jpeg_draft)
+            .and_then(|c| c.draft());
+        let img: Image<Hwc, Bgr> = match &draft {
+            Some(draft) => kiln_data::decode::imread_draft(input, draft)?,
+            None => kiln_data::decode::imread(input)?,
+        };
         let out = match &compose {
             Some(c) => c.apply::<Bgr>(&img, &mut rng)?,
             None => resize_normalize(&img, img.height(), img.width(), &norm)?,
@@ -686,6 +748,96 @@ pub fn transform_image(
 
 #[cfg(test)]
 mod tests {
+    /// `data.jpeg_draft`: every split of an image folder decodes its JPEGs at the reduced size its
+    /// pipeline allows, and `kiln transform` does the same; off, they are decoded in full.
+    #[test]
+    fn jpeg_draft_reaches_every_split_and_transform() {
+        use crate::config::RunFile;
+        use kiln_data::decode::{imread, imread_draft};
+        use kiln_transforms::compose::Stage;
+
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-data/tests/fixtures/draft");
+        let dir = tempfile::tempdir().unwrap();
+        for (class, file) in [("a", "large.jpg"), ("b", "mosaic_420.jpg")] {
+            for split in ["train", "val"] {
+                std::fs::create_dir_all(dir.path().join(split).join(class)).unwrap();
+                for i in 0..2 {
+                    std::fs::copy(
+                        fixtures.join(file),
+                        dir.path().join(split).join(class).join(format!("{i}.jpg")),
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let mut file = RunFile::default();
+        file.data.path = Some(dir.path().to_path_buf());
+        file.data.val_fraction = 0.5;
+        file.model = kiln_models::ModelConfig::from_name("cifar-resnet20").unwrap();
+        file.transforms.eval = vec![
+            Stage::ResizeShorter { size: 36 },
+            Stage::CenterCrop {
+                height: 32,
+                width: 32,
+            },
+        ];
+        let large = fixtures.join("large.jpg");
+        // The test split (val/) in dataset order: class a's two copies of large.jpg come first.
+        let first_test_image = |file: &RunFile| {
+            let mut file = file.clone();
+            file.resolve_data().unwrap();
+            let splits = super::Splits::open(&file).unwrap();
+            let batch = splits.test.batch(&[0]).unwrap();
+            let compose = file.transforms.eval_compose(file.data.format).unwrap();
+            let (_, transformed) = super::transform_image(&file, &large, false, 0).unwrap();
+            assert_eq!(
+                batch.data, transformed,
+                "kiln transform gives the test split's input"
+            );
+            (batch.data, compose)
+        };
+        let (full, compose) = first_test_image(&file);
+        let mut rng = kiln_data::SampleRng::new(0);
+        let want = compose
+            .apply::<kiln_data::Bgr>(&imread(&large).unwrap(), &mut rng)
+            .unwrap();
+        assert_eq!(full, want.into_vec());
+
+        file.data.jpeg_draft = true;
+        let (drafted, compose) = first_test_image(&file);
+        let draft = compose.draft().unwrap();
+        // 2048 x 1536 for a shorter side of 36: decoded at 1/8 (256 x 192).
+        assert_eq!(imread_draft(&large, &draft).unwrap().hwc_shape(), [192, 256, 3]);
+        let want = compose
+            .apply::<kiln_data::Bgr>(&imread_draft(&large, &draft).unwrap(), &mut rng)
+            .unwrap();
+        assert_eq!(drafted, want.into_vec());
+        assert_ne!(drafted, full);
+        // The training and validation splits too (no augmentation: the evaluation stages).
+        let mut resolved = file.clone();
+        resolved.resolve_data().unwrap();
+        let splits = super::Splits::open(&resolved).unwrap();
+        let drafted_of = |name: &str| {
+            let img = imread_draft(&fixtures.join(name), &draft).unwrap();
+            compose
+                .apply::<kiln_data::Bgr>(&img, &mut kiln_data::SampleRng::new(0))
+                .unwrap()
+                .into_vec()
+        };
+        let choices = [drafted_of("large.jpg"), drafted_of("mosaic_420.jpg")];
+        for split in [&splits.train, &splits.val] {
+            for i in 0..split.len() {
+                let x = split.batch(&[i]).unwrap().data;
+                assert!(
+                    choices.contains(&x),
+                    "sample {i} was not decoded at the reduced size"
+                );
+            }
+        }
+        assert_eq!(splits.train.len() + splits.val.len(), 4);
+    }
+
     #[test]
     fn plane_statistics_are_per_channel_population_figures() {
         // numpy: a = [[1, 2, 3, 6], [0, 0, 0, 0]]; a.mean(1) = [3, 0]; a.std(1) = [1.8708, 0]

@@ -282,6 +282,7 @@ impl Trained {
         file.model = self.architecture.clone();
         file.transforms.normalization = Some(self.spec.normalization.clone());
         file.transforms.eval = self.spec.eval.clone();
+        file.data.jpeg_draft = self.spec.jpeg_draft;
         file
     }
 
@@ -393,7 +394,10 @@ impl Trained {
             normalization: self.spec.normalization.clone(),
             erasing: 0.0,
         });
-        let (names, data, n) = inputs(input, &norm, eval.as_ref(), [c, h, w])?;
+        // JPEGs decoded at reduced size as in evaluation, when the weights were evaluated so.
+        let jpeg_draft = file.map_or(self.spec.jpeg_draft, |f| f.data.jpeg_draft);
+        let draft = eval.as_ref().filter(|_| jpeg_draft).and_then(Compose::draft);
+        let (names, data, n) = inputs(input, &norm, eval.as_ref(), draft.as_ref(), [c, h, w])?;
         let images = Tensor::<4>::from_data(TensorData::new(data, [n, c, h, w]), device);
         let probs = self.probabilities(images, device)?;
         let classes = self.spec.num_classes;
@@ -470,7 +474,8 @@ impl Trained {
 }
 
 /// Model-ready inputs and their names: images go through the run file's evaluation stages, or are
-/// resized to the input size, and normalised; a `.npy` file is taken as model-ready already
+/// resized to the input size, and normalised (colour JPEGs decoded at reduced size where `draft`
+/// allows: [`kiln_data::decode::imread_draft`]); a `.npy` file is taken as model-ready already
 /// (`[N, C, H, W]` or `[C, H, W]`, as `kiln transform` writes it). Returns the names, the values
 /// (`[N, C, H, W]` row-major) and N.
 ///
@@ -482,6 +487,7 @@ pub fn inputs(
     input: &Path,
     norm: &Normalization,
     eval: Option<&Compose>,
+    draft: Option<&kiln_data::decode::DraftSize>,
     chw: [usize; 3],
 ) -> Result<(Vec<String>, Vec<f32>, usize), TrainError> {
     if input.extension().is_some_and(|e| e == "npy") {
@@ -572,7 +578,7 @@ pub fn inputs(
     }
     let mut data = Vec::with_capacity(files.len() * chw.iter().product::<usize>());
     for f in &files {
-        let x = preprocess(f, norm, eval, chw)?;
+        let x = preprocess(f, norm, eval, draft, chw)?;
         if x.len() != chw.iter().product::<usize>() {
             return Err(invalid_input(
                 f,
@@ -598,18 +604,21 @@ fn preprocess(
     path: &Path,
     norm: &Normalization,
     eval: Option<&Compose>,
+    draft: Option<&kiln_data::decode::DraftSize>,
     [c, h, w]: [usize; 3],
 ) -> Result<Vec<f32>, TrainError> {
     let mut rng = kiln_data::SampleRng::new(0);
+    let colour = |path: &Path| match draft {
+        Some(draft) => kiln_data::decode::imread_draft(path, draft),
+        None => kiln_data::decode::imread(path),
+    };
     Ok(match (c, eval) {
         (1, Some(e)) => e
             .apply::<kiln_data::Gray>(&kiln_data::decode::imread_gray(path)?, &mut rng)?
             .into_vec(),
-        (3, Some(e)) => e
-            .apply::<kiln_data::Bgr>(&kiln_data::decode::imread(path)?, &mut rng)?
-            .into_vec(),
+        (3, Some(e)) => e.apply::<kiln_data::Bgr>(&colour(path)?, &mut rng)?.into_vec(),
         (1, None) => resize_normalize(&kiln_data::decode::imread_gray(path)?, h, w, norm)?.into_vec(),
-        (3, None) => resize_normalize(&kiln_data::decode::imread(path)?, h, w, norm)?.into_vec(),
+        (3, None) => resize_normalize(&colour(path)?, h, w, norm)?.into_vec(),
         _ => {
             return Err(invalid_input(
                 path,

@@ -609,6 +609,7 @@ fn train_model<M: ZooModel>(
         num_classes: class_names.len(),
         class_names: class_names.clone(),
         eval: file.transforms.eval.clone(),
+        jpeg_draft: file.data.jpeg_draft,
     };
     spec.check_normalization(&norm, false)?;
     spec.save_next_to(&model_path)?;

@@ -327,6 +327,21 @@ pub struct Compose {
 }
 
 impl Compose {
+    /// The reduced-size JPEG decoding this pipeline allows ([`kiln_data::decode::imread_draft`],
+    /// PIL's `Image.draft`): when the first stage is a resize, an image may be decoded at down to
+    /// the size that resize produces; `None` when the first stage needs the full image (a crop,
+    /// a random resized crop, a flip before the resize).
+    pub fn draft(&self) -> Option<kiln_data::decode::DraftSize> {
+        use kiln_data::decode::DraftSize;
+        match *self.stages.first()? {
+            Stage::Resize { height, width } => Some(DraftSize::new(move |_| Some([height, width]))),
+            Stage::ResizeShorter { size } => {
+                Some(DraftSize::new(move |[h, w]| Some(shorter_side(h, w, size))))
+            }
+            _ => None,
+        }
+    }
+
     /// The training augmentation written as a short list (`kiln train --augment`): `none` (or
     /// nothing), or a comma list of `crop=P` (a random 28×28 crop of the image padded by P
     /// pixels), `flip` / `flip=p` (horizontal), `erase=p` (random erasing); the normalization is
@@ -695,8 +710,6 @@ fn order_name(order: crate::ChannelOrder) -> &'static str {
     }
 }
 
-/// `[H, W]` with the shorter side `size`, the other scaled to keep the aspect ratio (torchvision
-/// truncates the long side: `int(size * long / short)`).
 /// `[H, W]` after resizing an `h × w` image so that its shorter side is `size`, keeping the aspect
 /// ratio as torchvision's `Resize(size)` does (the longer side truncated: `int(size * long / short)`).
 pub fn shorter_side(h: usize, w: usize, size: usize) -> [usize; 2] {

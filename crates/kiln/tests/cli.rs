@@ -2919,3 +2919,92 @@ fn mixup_and_cutmix_train_the_same_for_any_worker_count() {
     assert!(stderr.contains("mixup.mixup_alpha"), "{stderr}");
     assert!(!dir.path().join("bad").exists());
 }
+
+/// `data.jpeg_draft = true`: a run on large JPEGs decodes them at reduced size, the weights' spec
+/// records it, and `kiln predict` decodes the same way (its answer changes when the spec says
+/// otherwise); on another format the key is refused before anything is written.
+#[test]
+fn jpeg_draft_is_recorded_with_the_weights_and_predict_follows_it() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-data/tests/fixtures/draft");
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("photos");
+    for (class, file) in [("a", "large.jpg"), ("b", "mosaic_420.jpg")] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..6 {
+            std::fs::copy(fixtures.join(file), data.join(class).join(format!("{i}.jpg"))).unwrap();
+        }
+    }
+    let run = root.path().join("run");
+    let out = kiln()
+        .args([
+            "train",
+            "--model",
+            "cifar-resnet20",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--no-progress",
+        ])
+        .args(["--set", "data.jpeg_draft=true", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    succeeded(&out);
+    let spec_path = run.join("model.bpk.kiln.json");
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&spec_path).unwrap()).unwrap();
+    assert_eq!(spec["jpeg_draft"], true, "{spec}");
+
+    // The weights alone with their spec (no run file beside them: the spec decides).
+    let alone = root.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(run.join("model.bpk"), alone.join("model.bpk")).unwrap();
+    let predict = |spec: &serde_json::Value| {
+        std::fs::write(alone.join("model.bpk.kiln.json"), spec.to_string()).unwrap();
+        let out = kiln()
+            .args(["predict", "--json", "--top-k", "2", "--weights"])
+            .arg(alone.join("model.bpk"))
+            .arg("--input")
+            .arg(fixtures.join("mosaic_420.jpg"))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+        v[0]["top_k"][0]["probability"].as_f64().unwrap()
+    };
+    let drafted = predict(&spec);
+    let mut full_spec = spec.clone();
+    full_spec["jpeg_draft"] = serde_json::json!(false);
+    let full = predict(&full_spec);
+    assert_ne!(
+        drafted, full,
+        "predict decoded the JPEG the same way with and without the draft"
+    );
+    assert_eq!(predict(&spec), drafted);
+
+    let mnist = root.path().join("mnist");
+    std::fs::create_dir(&mnist).unwrap();
+    common::write_tiny_fashion_mnist(&mnist, 64, 16).unwrap();
+    let refused = root.path().join("refused");
+    let out = kiln()
+        .args(["train", "--set", "data.jpeg_draft=true", "--data"])
+        .arg(&mnist)
+        .arg("--out")
+        .arg(&refused)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("data.jpeg_draft") && stderr.contains("image folders"),
+        "{stderr}"
+    );
+    assert!(!refused.exists(), "a refused run leaves no folder");
+}
