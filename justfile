@@ -19,6 +19,10 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# The crates on their own: packaged, tested with their own features, docs, examples/standalone.
+crates:
+    bash .ci/crates
+
 # Exactly what CI runs.
 ci:
     bash .ci/run

@@ -8,7 +8,7 @@
 //! * Datasets, each a Burn [`Dataset`] with typed errors: [`mnist`] (idx), [`cifar`] (CIFAR-10/100
 //!   binary), [`folder`] (ImageFolder), [`coco`] (COCO detection JSON), [`ops`] (in-memory, subset,
 //!   concatenation, map, stratified split); [`idx`] is the MNIST file format.
-//! * [`format`] — which format a dataset folder holds, detected once from its files ([`format::detect`]).
+//! * [`format`](mod@format) — which format a dataset folder holds, detected once from its files ([`format::detect`]).
 //! * [`paths`] — dataset roots resolved once to canonical paths (`~`, config-relative, `KILN_DATA`),
 //!   with errors that show the path as given, every place tried and the current directory.
 //! * [`split`] — seeded train/validation splits.
@@ -53,9 +53,18 @@ pub mod ops;
 pub mod paths;
 pub mod split;
 
+/// The Burn this crate is built on (pinned `=0.22.1`): code that uses these datasets and batchers can name
+/// Burn's types through it and so always gets the same version.
+pub use burn;
+
 pub use batch::{BatchOrder, ImageBatch, collate};
+pub use batcher::{
+    ClassBatch, ClassSample, ClassificationBatcher, Collate, DetBatch, DetSample, DetectionBatcher,
+    ImageMeta, Indexed,
+};
 pub use cifar::{CIFAR10_CLASSES, Cifar100Label, CifarDataset, CifarItem, CifarSplit};
 pub use coco::{CocoDetection, DetectionItem};
+pub use decode::{DraftSize, imread, imread_draft, imread_gray};
 pub use error::DataError;
 pub use folder::{ImageFolder, ImageFolderItem, ImageFolderOptions};
 pub use image::{Bgr, Chw, ColorOrder, Gray, Hwc, Image, LabeledImage, Layout, Pixel, Rgb};
@@ -64,3 +73,8 @@ pub use mnist::{FASHION_MNIST_CLASSES, MNIST_NUM_CLASSES, MnistDataset, MnistIte
 pub use ops::{Concat, InMemory, Mapped, Subset, stratified_split};
 pub use paths::DatasetRoot;
 pub use split::random_split;
+
+/// The README's examples run as doctests, so what crates.io shows stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -53,12 +53,17 @@ pub mod vit;
 pub mod weights;
 pub mod zoo;
 
+/// The Burn this crate is built on (pinned `=0.22.1`): code that uses these models can name
+/// Burn's types through it and so always gets the same version.
+pub use burn;
+
 pub use blocks::{Activation, ConvBnAct, ConvBnActConfig, LinearBnAct, LinearBnActConfig};
 pub use classifier::Classifier;
 pub use convnext::{ConvNext, ConvNextConfig, ConvNextKind};
 pub use efficientnet::{EfficientNet, EfficientNetConfig, EfficientNetKind};
 pub use error::ModelError;
 pub use finetune::{FineTune, ScaledGroup};
+pub use import::{import_torchvision, load_torchvision, load_torchvision_resnet};
 pub use init::{FanMode, Fans, InitScheme, Nonlinearity};
 pub use mlp::{Mlp, MlpConfig};
 pub use mobilenet::{MobileNetV3, MobileNetV3Config, MobileNetV3Kind};
@@ -67,4 +72,10 @@ pub use reference_cnn::{ReferenceCnn, ReferenceCnnConfig};
 pub use resnet::{ResNet, ResNetConfig, ResNetKind};
 pub use summary::{Row, Summary};
 pub use vit::{VisionTransformer, VitConfig, VitKind};
+pub use weights::{export_torchvision_safetensors, load_weights, save_weights};
 pub use zoo::{Architecture, ModelConfig, ModelFn, ZooModel};
+
+/// The README's examples run as doctests, so what crates.io shows stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

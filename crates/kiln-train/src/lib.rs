@@ -10,7 +10,7 @@
 //! * [`task`] — what is learned ([`Task`]: the batch, the loss, the metrics); [`Classification`]
 //!   is the first task, and the loop, evaluation, data parallelism and the diagnostics are written
 //!   once over it.
-//! * [`fit`](mod@fit) — the loop ([`fit_task`], [`fit()`] for classification, [`evaluate`]) with PyTorch's SGD semantics (momentum
+//! * [`fit`](mod@fit) — the loop ([`fit_task`], [`fit()`] for classification, [`evaluate()`]) with PyTorch's SGD semantics (momentum
 //!   0.9, **dampening 0**, coupled weight decay), evaluation each epoch through `model.valid()`
 //!   (BatchNorm in eval mode, no autodiff), a NaN/inf loss stopping the run with the step that
 //!   produced it, and a progress bar showing loss and images/s.
@@ -32,6 +32,7 @@
 //! Invariant: library code returns [`TrainError`]; it prints nothing except the progress bar
 //! (drawn only on a terminal).
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod ablation;
 pub mod checkpoint;
@@ -64,6 +65,7 @@ pub mod tensorboard;
 pub mod train_config;
 
 pub use checkpoint::{CheckpointFailure, CheckpointOptions, OnCheckpointError};
+pub use config::RunFile;
 pub use device::{DeviceError, DeviceSpec};
 pub use ema::{EmaConfig, ModelEma};
 pub use error::{RunPoint, TrainError};
@@ -73,13 +75,14 @@ pub use loss::LossConfig;
 pub use metrics::{ConfusionMatrix, Verdict, VerdictConfig};
 pub use optim::{LrGroup, OptimizerConfig};
 pub use run::{MetricsLog, RunDir};
+pub use runner::{RunEvent, RunOptions, RunSummary};
 pub use schedule::{LrSchedule, Schedule};
 pub use source::{BatchSource, ClassificationSource, OnBadSample, SkippedSample};
 pub use step::clip_grad_norm;
 pub use task::{Classification, Metric, Task};
 pub use train_config::{EarlyStopping, Monitor, TrainConfig};
 
-/// `docs/pitfalls.md`: its Rust snippets run as doctests, so the messages it shows stay true.
+/// The README's examples run as doctests, so what crates.io shows stays true.
 #[cfg(doctest)]
-#[doc = include_str!("../../../docs/pitfalls.md")]
-pub struct PitfallsGuide;
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -52,3 +52,8 @@ pub use sample::{
     resize_normalize_to,
 };
 pub use stats::{ChannelStats, dataset_stats, dataset_stats_cached, fingerprint};
+
+/// The README's examples run as doctests, so what crates.io shows stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -3,6 +3,10 @@
 //! Exit codes: 0 success, 1 a run-time failure (data, training, a failed check), 2 a usage or
 //! config error (clap's own errors, a bad run file, an invalid setting, an unavailable device).
 
+// The doc comments of `args` are clap's `--help` text, written for a terminal (`[N]`, `<class>`),
+// not rustdoc markup.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 mod args;
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! (swap the batch and channel axes, copy, reduce, broadcast; the same again in the backward),
 //! and its max-pooling backward scatters through generic index tensors. On the reference CNN
 //! those layout copies cost more than the convolutions. This module supplies fused replacements
-//! as a Burn backend extension ([`ext::KilnKernels`]), with hand-written backward passes:
+//! as a Burn backend extension (`ext::KilnKernels`), with hand-written backward passes:
 //!
 //! * BatchNorm (training: batch statistics, running statistics updated exactly as Burn's
 //!   [`BatchNorm`] does; inference: running statistics) fused with the ReLU that follows it —
@@ -44,8 +44,8 @@
 //! assert_eq!(y.dims(), [2, 3, 2, 2]);
 //! ```
 
-pub mod cpu;
-pub mod ext;
+pub(crate) mod cpu;
+pub(crate) mod ext;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
