@@ -18,7 +18,7 @@
 //! [`imread_draft`] is PIL's `Image.draft`: a JPEG much larger than the pipeline needs is decoded
 //! at 1/2, 1/4 or 1/8 of its size in the DCT domain (libjpeg's scaled IDCT), never at less than
 //! the size a [`DraftSize`] asks for; a 6000 × 4000 photo headed for a 256-pixel resize is
-//! decoded as 750 × 500, eight times faster to transform and 64 times smaller.
+//! decoded as 750 × 500, 64 times fewer pixels to hold and to transform.
 //!
 //! ```
 //! # fn main() -> Result<(), kiln_data::DataError> {
@@ -151,16 +151,21 @@ pub fn imread_draft(path: &Path, draft: &DraftSize) -> Result<Image<Hwc, Bgr>, D
 ///
 /// As [`imread`], less the I/O error.
 pub fn decode_bgr_draft(bytes: &[u8], path: &Path, draft: &DraftSize) -> Result<Image<Hwc, Bgr>, DataError> {
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
-        && let Some(raw) = decode_jpeg_reduced(bytes, path, draft)?
-    {
-        return Image::new(raw.height, raw.width, raw.data);
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        match decode_jpeg_reduced(bytes, path, draft) {
+            Ok(Some(raw)) => return Image::new(raw.height, raw.width, raw.data),
+            // Over the pixel budget: refused, not decoded in full.
+            Err(e @ DataError::TooManyPixels { .. }) => return Err(e),
+            // No reduction fits, or a file the reduced decoder cannot read (arithmetic coding,
+            // damage): the full decoder decides, with its own error for a broken file.
+            Ok(None) | Err(_) => {}
+        }
     }
     decode_bgr(bytes, path)
 }
 
 /// A JPEG decoded at a reduced scale, or `None` when it should be decoded in full (no reduction
-/// fits, or a pixel format the reduced path does not take).
+/// fits, or a pixel format the reduced path does not take); an error where jpeg-decoder fails.
 fn decode_jpeg_reduced(bytes: &[u8], path: &Path, draft: &DraftSize) -> Result<Option<Raw>, DataError> {
     use jpeg_decoder::PixelFormat;
     let fail = |e: jpeg_decoder::Error| DataError::Decode {

@@ -120,14 +120,38 @@ fn the_rule_sees_the_displayed_orientation() {
 }
 
 #[test]
-fn a_truncated_jpeg_is_an_error_naming_the_file() {
+fn a_file_the_reduced_decoder_refuses_is_left_to_the_full_decoder() {
+    // A third of mosaic_420.jpg: jpeg-decoder stops at the missing data; zune-jpeg (imread), like
+    // cv2.imread, decodes what is there. The draft path gives imread's answer, whatever it is.
     let bytes = std::fs::read(dir().join("mosaic_420.jpg")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let cut = tmp.path().join("cut.jpg");
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
-    let err = imread_draft(&cut, &fraction(4))
+    let drafted = imread_draft(&cut, &fraction(4)).map_err(|e| e.to_string());
+    let full = imread(&cut).map_err(|e| e.to_string());
+    assert_eq!(drafted, full);
+    // Not a JPEG inside: the full decoder's error, naming the file.
+    let junk = tmp.path().join("junk.jpg");
+    std::fs::write(&junk, [0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3]).unwrap();
+    let err = imread_draft(&junk, &fraction(4))
         .map(|_| ())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("cut.jpg"), "{err}");
+    assert!(err.contains("junk.jpg"), "{err}");
+}
+
+#[test]
+fn the_pixel_budget_applies_to_the_full_size_before_a_reduced_decode() {
+    // mosaic_420.jpg with its frame header (SOF0) claiming 20000 x 20000 pixels: over PIL's bomb
+    // limit, refused from the header although 1/8 of it would be small.
+    let mut bytes = std::fs::read(dir().join("mosaic_420.jpg")).unwrap();
+    let sof = bytes.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+    // FF C0, length (2), precision (1), height (2), width (2).
+    bytes[sof + 5..sof + 9].copy_from_slice(&[0x4E, 0x20, 0x4E, 0x20]);
+    let tmp = tempfile::tempdir().unwrap();
+    let bomb = tmp.path().join("bomb.jpg");
+    std::fs::write(&bomb, &bytes).unwrap();
+    let err = imread_draft(&bomb, &fraction(8)).map(|_| ()).unwrap_err();
+    assert!(matches!(err, kiln_data::DataError::TooManyPixels { .. }), "{err}");
+    assert!(err.to_string().contains("bomb.jpg"), "{err}");
 }

@@ -313,24 +313,14 @@ fn image_folder(
             let val_share = file.data.val_fraction / (1.0 - file.data.test_fraction);
             let (train_pos, val_pos) = stratified_split(&rest_targets, val_share, seed.wrapping_add(1));
             let pick = |pos: Vec<usize>| pos.into_iter().map(|p| rest[p]).collect::<Vec<_>>();
-            let train = source::<_, _, kiln_data::Bgr>(
-                drafted(set.clone(), file, true),
-                Part::Indices(pick(train_pos)),
-                file,
-                true,
-            )?;
-            let val = source::<_, _, kiln_data::Bgr>(
-                drafted(set.clone(), file, false),
-                Part::Indices(pick(val_pos)),
-                file,
-                false,
-            )?;
-            let test = source::<_, _, kiln_data::Bgr>(
-                drafted(set, file, false),
-                Part::Indices(test_idx),
-                file,
-                false,
-            )?;
+            // Each split decodes as its own pipelines allow (`drafted`).
+            let split = |positions: Vec<usize>, training: bool| {
+                let set = drafted(set.clone(), file, training);
+                source::<_, _, kiln_data::Bgr>(set, Part::Indices(positions), file, training)
+            };
+            let train = split(pick(train_pos), true)?;
+            let val = split(pick(val_pos), false)?;
+            let test = split(test_idx, false)?;
             Ok((train, val, test, classes))
         }
         FolderLayout::Splits { test: true } => {

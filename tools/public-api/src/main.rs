@@ -1,9 +1,13 @@
-//! The public surface of each library crate, listed from its source and compared with the
+//! The public surface of each kiln library crate, listed from its source and compared with the
 //! committed `api/<crate>.txt`, so a change to what users can name is a visible decision in review
 //! (the role `cargo semver-checks` plays for a published crate; this needs no baseline release).
+//! `.ci/crates` runs it; after a deliberate change:
 //!
-//! After a deliberate change: `KILN_BLESS_API=1 cargo test -p kiln-suite --test public_api`, and commit the
-//! listing with the change.
+//! ```text
+//! cargo run --manifest-path tools/public-api/Cargo.toml -- bless
+//! ```
+//!
+//! and commit the listing with the change. A project of its own (syn is not in kiln's build).
 //!
 //! What is listed: public modules, functions with their signatures, structs with their public
 //! fields, enums with their variants, traits with their items, constants, statics, type aliases,
@@ -21,10 +25,16 @@ use syn::{Attribute, ImplItem, Item, TraitItem, Visibility};
 
 const CRATES: [&str; 4] = ["kiln-data", "kiln-transforms", "kiln-models", "kiln-train"];
 
-#[test]
-fn the_public_surface_of_every_library_crate_is_the_committed_one() -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bless = std::env::var_os("KILN_BLESS_API").is_some();
+fn main() -> Result<()> {
+    let bless = match std::env::args().nth(1).as_deref() {
+        None | Some("check") => false,
+        Some("bless") => true,
+        Some(other) => bail!("usage: public-api [check|bless] (got {other:?})"),
+    };
+    // tools/public-api/ is two levels below the repository root.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()?;
     let mut failures = Vec::new();
     for name in CRATES {
         let listing = list_crate(
@@ -32,14 +42,15 @@ fn the_public_surface_of_every_library_crate_is_the_committed_one() -> Result<()
             &name.replace('-', "_"),
         )?;
         let text = format!(
-            "# The public surface of {name}, listed by tests/public_api.rs.\n\
-             # After a deliberate change: KILN_BLESS_API=1 cargo test -p kiln-suite --test public_api\n{}\n",
+            "# The public surface of {name}, listed by tools/public-api.\n\
+             # After a deliberate change: cargo run --manifest-path tools/public-api/Cargo.toml -- bless\n{}\n",
             listing.join("\n")
         );
         let committed = root.join("api").join(format!("{name}.txt"));
         if bless {
             std::fs::create_dir_all(committed.parent().context("api/ has a parent")?)?;
             std::fs::write(&committed, &text).with_context(|| committed.display().to_string())?;
+            println!("wrote {}", committed.display());
             continue;
         }
         let old = std::fs::read_to_string(&committed).unwrap_or_default();
@@ -54,12 +65,14 @@ fn the_public_surface_of_every_library_crate_is_the_committed_one() -> Result<()
                 diff += &format!("  + {line}\n");
             }
             failures.push(format!("{name} ({}):\n{diff}", committed.display()));
+        } else {
+            println!("{name}: {} public items, as committed", listing.len());
         }
     }
     if !failures.is_empty() {
         bail!(
             "the public surface changed; if that is deliberate, run \
-             `KILN_BLESS_API=1 cargo test -p kiln-suite --test public_api` and commit api/:\n{}",
+             `cargo run --manifest-path tools/public-api/Cargo.toml -- bless` and commit api/:\n{}",
             failures.join("\n")
         );
     }
