@@ -353,28 +353,39 @@ fn image_folder(
     }
 }
 
-/// `set` decoding its JPEGs at reduced size ([`kiln_data::decode::imread_draft`]) when
-/// `data.jpeg_draft` is on and every pipeline the split's images may go through (the evaluation
-/// stages, and for training the augmentation) starts with a resize; each image is decoded at no
-/// less than the largest size any of them needs.
-fn drafted(set: kiln_data::ImageFolder, file: &RunFile, training: bool) -> kiln_data::ImageFolder {
+/// How a split decodes its JPEGs ([`kiln_data::decode::imread_draft`]): when `data.jpeg_draft` is
+/// on and every pipeline the split's images may go through (the evaluation stages, and for
+/// training the augmentation) starts with a resize, no smaller than the largest size any of them
+/// needs; `None` (full decoding) otherwise. The splits and `kiln transform` both ask here.
+fn split_draft(file: &RunFile, training: bool) -> Option<kiln_data::decode::DraftSize> {
     use kiln_data::decode::DraftSize;
     if !file.data.jpeg_draft {
-        return set;
+        return None;
     }
     let format = file.data.format;
     let mut composes = vec![file.transforms.eval_compose(format)];
     if training {
         composes.push(file.transforms.augmentation(format));
     }
-    let drafts: Option<Vec<DraftSize>> = composes.into_iter().flatten().map(|c| c.draft()).collect();
-    match drafts {
-        Some(drafts) if !drafts.is_empty() => set.with_draft(DraftSize::new(move |hw| {
+    let drafts: Vec<DraftSize> = composes
+        .into_iter()
+        .flatten()
+        .map(|c| c.draft())
+        .collect::<Option<_>>()?;
+    (!drafts.is_empty()).then(|| {
+        DraftSize::new(move |hw| {
             drafts.iter().try_fold([0, 0], |most, d| {
                 d.need(hw).map(|n| [most[0].max(n[0]), most[1].max(n[1])])
             })
-        })),
-        _ => set,
+        })
+    })
+}
+
+/// `set` decoding as [`split_draft`] says.
+fn drafted(set: kiln_data::ImageFolder, file: &RunFile, training: bool) -> kiln_data::ImageFolder {
+    match split_draft(file, training) {
+        Some(draft) => set.with_draft(draft),
+        None => set,
     }
 }
 
@@ -719,10 +730,8 @@ pub fn transform_image(
         };
         ([1, out.height(), out.width()], out.into_vec())
     } else {
-        let draft = compose
-            .as_ref()
-            .filter(|_| file.data.jpeg_draft)
-            .and_then(|c| c.draft());
+        // Decoded as the split it stands for decodes (training: its augmentation and evaluation).
+        let draft = split_draft(file, train);
         let img: Image<Hwc, Bgr> = match &draft {
             Some(draft) => kiln_data::decode::imread_draft(input, draft)?,
             None => kiln_data::decode::imread(input)?,
@@ -826,6 +835,47 @@ mod tests {
             }
         }
         assert_eq!(splits.train.len() + splits.val.len(), 4);
+
+        // Training images go through the augmentation and the evaluation stages: they are decoded
+        // for the larger need of the two (here evaluation's, 1/4; the augmentation alone would
+        // allow 1/8), and `kiln transform --train` shows exactly that.
+        file.transforms.train = vec![
+            Stage::ResizeShorter { size: 100 },
+            Stage::CenterCrop {
+                height: 32,
+                width: 32,
+            },
+        ];
+        file.transforms.eval = vec![
+            Stage::ResizeShorter { size: 300 },
+            Stage::CenterCrop {
+                height: 32,
+                width: 32,
+            },
+        ];
+        let mut resolved = file.clone();
+        resolved.resolve_data().unwrap();
+        let train_draft = super::split_draft(&resolved, true).unwrap();
+        assert_eq!(train_draft.need([1536, 2048]), Some([300, 400]));
+        assert_eq!(
+            super::split_draft(&resolved, false).unwrap().need([1536, 2048]),
+            Some([300, 400])
+        );
+        let augmentation = resolved.transforms.augmentation(resolved.data.format).unwrap();
+        // The augmentation alone would allow 1/8 (the rule `kiln transform --train` had before).
+        assert_eq!(augmentation.draft().unwrap().need([1536, 2048]), Some([100, 133]));
+        let img = imread_draft(&large, &train_draft).unwrap();
+        assert_eq!(
+            img.hwc_shape(),
+            [384, 512, 3],
+            "1536 / 8 = 192 < 300: decoded at 1/4"
+        );
+        let seed = kiln_data::loader::sample_seed(resolved.train.seed, 0, 0);
+        let want = augmentation
+            .apply::<kiln_data::Bgr>(&img, &mut kiln_data::SampleRng::new(seed))
+            .unwrap();
+        let (_, shown) = super::transform_image(&resolved, &large, true, 0).unwrap();
+        assert_eq!(shown, want.into_vec());
     }
 
     #[test]
