@@ -23,6 +23,11 @@ lint:
 crates:
     bash .ci/crates
 
+# Training across processes: the 2-rank tests under mpirun (needs libopenmpi-dev openmpi-bin
+# libclang-dev; docs/distributed.md).
+mpi:
+    cargo test -p kiln --features mpi --test mpi -- --nocapture
+
 # Exactly what CI runs.
 ci:
     bash .ci/run
@@ -30,9 +35,11 @@ ci:
 # Throughput next to the PyTorch peers on the same machine: the zoo models with kiln's flex kernels
 # on and off (training, inference, peak RSS), training on the real Fashion-MNIST (needs `pip
 # install torch numpy torchvision`), and the JPEG input pipeline (needs `pip install torch
-# torchvision pillow scikit-learn`). Medians of 3 (5 for the pipeline).
+# torchvision pillow scikit-learn`), and 2 MPI ranks against 1 process (needs an MPI library).
+# Medians of 3 (5 for the pipeline).
 bench:
     bash bench/models.sh
     bash bench/fmnist.sh
     bash bench/pipeline.sh
     bash bench/onnx.sh
+    bash bench/mpi.sh

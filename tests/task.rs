@@ -112,7 +112,9 @@ const IOU: Metric = Metric {
     higher_is_better: true,
 };
 
-#[derive(Debug, Default)]
+// Serializable: ranks training together merge their statistics (Burn re-exports serde).
+#[derive(Debug, Default, burn::serde::Serialize, burn::serde::Deserialize)]
+#[serde(crate = "burn::serde")]
 struct IouSum(f64);
 
 fn iou_sum(predicted: Tensor<2>, target: Tensor<2>) -> f64 {

@@ -1181,3 +1181,161 @@ fn a_frozen_backbone_keeps_every_tensor_and_only_the_head_trains() -> anyhow::Re
     assert_ne!(after[n - 2], head_before, "the head trained");
     Ok(())
 }
+
+/// Every float parameter of `model`, in visiting order.
+fn flat_weights<M: burn::module::Module>(model: &M) -> Vec<f32> {
+    struct Flat(Vec<f32>);
+    impl burn::module::ModuleVisitor for Flat {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().iter::<f32>());
+        }
+    }
+    let mut v = Flat(Vec::new());
+    model.visit(&mut v);
+    v.0
+}
+
+/// Ranks as threads of this process (`LocalCluster`): the arithmetic of `mpirun -np N kiln
+/// train` without MPI. N ranks with a global batch of 32 train exactly as one process with 32:
+/// each rank takes its contiguous shard, the gradients are summed over the ranks, rank 0 reports
+/// the figures one process would, and rank 0's early-stopping decision holds for every rank.
+#[test]
+fn ranks_train_exactly_like_one_process_on_the_whole_batch() -> anyhow::Result<()> {
+    use kiln_train::parallel::DataParallel;
+    use kiln_train::{EarlyStopping, LocalCluster, Monitor};
+    let device = Device::flex();
+    let data = tempfile::tempdir()?;
+    common::write_tiny_fashion_mnist(data.path(), 128, 32)?;
+    let train = source(data.path(), MnistSplit::Train)?;
+    let val = source(data.path(), MnistSplit::Test)?;
+    // Without BatchNorm (which normalises each rank's shard by its own statistics).
+    device.seed(8);
+    let init = MlpConfig::new(vec![32]).with_batch_norm(false).init(&device)?;
+    let cfg = TrainConfig {
+        epochs: 4,
+        batch_size: 32,
+        lr: 0.1,
+        seed: 8,
+        // No epoch improves val_acc by 10: the run stops after epoch 2 of 4, decided by rank 0
+        // alone (the only rank that evaluates).
+        early_stopping: Some(EarlyStopping {
+            monitor: Monitor::ValAcc,
+            patience: 1,
+            min_delta: 10.0,
+        }),
+        ..TrainConfig::default()
+    };
+    let one = fit(
+        init.clone(),
+        &train,
+        Some(&val),
+        &cfg,
+        &device,
+        FitOutputs::default(),
+    )?;
+    assert_eq!(one.epochs.len(), 2);
+    let reference = flat_weights(&one.model);
+    let largest = reference.iter().fold(0f32, |m, w| m.max(w.abs()));
+    for (ranks, replicas) in [(2, 1), (4, 1), (2, 2)] {
+        let results = std::thread::scope(|s| {
+            let handles: Vec<_> = LocalCluster::group(ranks)
+                .into_iter()
+                .map(|cluster| {
+                    let (init, cfg, device, train, val) = (init.clone(), &cfg, device.clone(), &train, &val);
+                    s.spawn(move || {
+                        let parallel =
+                            (replicas > 1).then(|| DataParallel::gather(vec![device.clone(); replicas]));
+                        let outputs = FitOutputs {
+                            cluster: Some(&cluster),
+                            data_parallel: parallel,
+                            ..Default::default()
+                        };
+                        fit(init, train, Some(val), cfg, &device, outputs).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+        });
+        let label = format!("{ranks} ranks × {replicas} devices");
+        let mut results = results
+            .into_iter()
+            .map(|r| {
+                r.map_err(|_| anyhow::anyhow!("{label}: a rank panicked"))?
+                    .map_err(anyhow::Error::msg)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let first = results.remove(0);
+        let diff = |w: &[f32]| {
+            w.iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        };
+        let d = diff(&flat_weights(&first.model));
+        assert!(
+            d <= 1e-5 * largest,
+            "{label}: weights differ by {d:e} (largest {largest})"
+        );
+        // Rank 0 reports what one process reports, to the printed digits.
+        assert_eq!(first.epochs.len(), 2, "{label}");
+        for (a, b) in first.epochs.iter().zip(&one.epochs) {
+            assert_eq!(
+                format!("{:.4}", a.train_loss),
+                format!("{:.4}", b.train_loss),
+                "{label}"
+            );
+            assert_eq!(a.metric("train_acc"), b.metric("train_acc"), "{label}");
+            assert_eq!(a.metric("val_acc"), b.metric("val_acc"), "{label}");
+            assert_eq!(
+                a.val_loss.map(|l| format!("{l:.4}")),
+                b.val_loss.map(|l| format!("{l:.4}")),
+                "{label}"
+            );
+            let steps = |r: &kiln_train::EpochRecord| {
+                r.step_losses
+                    .iter()
+                    .map(|l| format!("{l:.4}"))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(steps(a), steps(b), "{label}");
+        }
+        // The other ranks hold the same weights, stopped with rank 0, and evaluated nothing.
+        for other in &results {
+            assert!(diff(&flat_weights(&other.model)) <= 1e-5 * largest, "{label}");
+            assert!(
+                other.stopped_early && other.epochs.len() == 2,
+                "{label}: {:?}",
+                other.epochs.len()
+            );
+            assert!(other.epochs.iter().all(|r| r.val_loss.is_none()), "{label}");
+        }
+        eprintln!("{label}: weights within {d:.1e} of one process (largest weight {largest:.3})");
+    }
+    // A global batch that does not split over the ranks is refused before any step.
+    let errors = std::thread::scope(|s| {
+        let handles: Vec<_> = LocalCluster::group(3)
+            .into_iter()
+            .map(|cluster| {
+                let (init, cfg, device, train) = (init.clone(), &cfg, device.clone(), &train);
+                s.spawn(move || {
+                    let outputs = FitOutputs {
+                        cluster: Some(&cluster),
+                        ..Default::default()
+                    };
+                    fit(init, train, None, cfg, &device, outputs)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+    });
+    for e in errors {
+        let e = e
+            .map_err(|_| anyhow::anyhow!("a rank panicked"))?
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("split evenly over the 3 processes (e.g. 30)"), "{e}");
+    }
+    Ok(())
+}

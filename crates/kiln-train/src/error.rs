@@ -203,6 +203,24 @@ pub enum TrainError {
         /// The process holding it, when its lock file says.
         pid: Option<u32>,
     },
+    /// A process of a run across processes stopped taking part.
+    #[error("rank {rank} of the training processes failed: {reason}")]
+    RankFailed {
+        /// The rank.
+        rank: usize,
+        /// What happened.
+        reason: String,
+    },
+    /// The processes of a run across processes were not started on the same run.
+    #[error(
+        "rank {rank} was started on another run than rank 0 ({what} differ): every process must get the same run file, data and kiln version"
+    )]
+    RanksDiffer {
+        /// The first rank that differs.
+        rank: usize,
+        /// What differs (`config`, `data`, `kiln version`).
+        what: String,
+    },
 }
 
 /// `run.init_from PATH: SOURCE`, without the path where the source names it already (one

@@ -11,6 +11,7 @@ use kiln_models::Classifier;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::checkpoint::{self, CheckpointOptions, CheckpointState};
+use crate::cluster::Cluster;
 use crate::evaluate::evaluate_task;
 use crate::feed::Feed;
 use crate::metrics::{ConfusionMatrix, Verdict};
@@ -113,6 +114,11 @@ pub struct FitOutputs<'a> {
     pub lr_groups: Vec<LrGroup>,
     /// Train on several devices at once, one replica each (the first is `fit`'s device).
     pub data_parallel: Option<DataParallel>,
+    /// Train as one of several processes ([`crate::cluster`]): this rank takes its shard of each
+    /// global batch and the gradients are summed over the ranks. Only rank 0 evaluates, writes
+    /// checkpoints and calls `log`, `on_epoch` and `on_warning`; the other ranks' results hold
+    /// no validation figures.
+    pub cluster: Option<&'a dyn Cluster>,
 }
 
 /// The trained model and what the run measured (`S`: the task's statistics).
@@ -144,6 +150,21 @@ pub struct FitResult<M, S = ClassStats> {
     /// Checkpoints that could not be written under
     /// [`OnCheckpointError::Continue`](crate::checkpoint::OnCheckpointError::Continue).
     pub checkpoint_failures: Vec<checkpoint::CheckpointFailure>,
+    /// What summing the gradients over the ranks cost (a run across processes only).
+    pub allreduce: Option<AllReduceCost>,
+}
+
+/// The time the ranks spent summing gradients, over the steps this call ran.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AllReduceCost {
+    /// Steps whose gradients were summed.
+    pub steps: usize,
+    /// Seconds spent (copying the gradients out and back included), in all.
+    pub seconds: f64,
+    /// Bytes each rank sends into the sum per step (f32 gradients and one flag per parameter).
+    pub bytes_per_step: usize,
+    /// Training seconds of the same steps, the sums included.
+    pub train_seconds: f64,
 }
 
 impl<M> FitResult<M, ClassStats> {
@@ -216,14 +237,23 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
     outputs: FitOutputs<'_>,
 ) -> Result<FitResult<M, T::Stats>, TrainError> {
     let FitOutputs {
-        mut log,
+        log,
         progress,
-        mut on_epoch,
-        mut on_warning,
+        on_epoch,
+        on_warning,
         checkpoints,
         lr_groups,
         data_parallel,
+        cluster,
     } = outputs;
+    let (rank, ranks) = cluster.map_or((0, 1), |c| (c.rank(), c.size()));
+    // Rank 0 evaluates, writes and reports; the others train.
+    let leader = rank == 0;
+    let (mut log, mut on_epoch, mut on_warning) = if leader {
+        (log, on_epoch, on_warning)
+    } else {
+        (None, None, None)
+    };
     let mut warnings = Vec::new();
     let mut checkpoint_failures = Vec::new();
     cfg.validate()?;
@@ -239,6 +269,10 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
                 cfg.accumulate
             ),
         });
+    }
+    if let Some(c) = cluster {
+        let devices = data_parallel.as_ref().map_or(1, |p| p.devices.len());
+        crate::cluster::check_batch_size(c, cfg.batch_size, devices)?;
     }
     let plain = device.clone().without_autodiff();
     let ad = plain.clone().autodiff();
@@ -267,7 +301,7 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
     let mut since_best = 0usize;
     let mut start_epoch = 1;
     let mut last_checkpoint: Option<std::path::PathBuf> = None;
-    if let Some(opts) = &checkpoints {
+    if let Some(opts) = checkpoints.as_ref().filter(|_| leader) {
         for path in checkpoint::remove_stale_temporaries(&opts.dir) {
             let w = format!(
                 "removed {}, left by a write that was interrupted (a kill or a crash); the complete checkpoints are untouched",
@@ -315,7 +349,7 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
                 optimizer: &cfg.optimizer,
                 groups: &lr_groups,
                 resume: last_checkpoint.clone(),
-                batch_size: cfg.batch_size,
+                batch_size: cfg.batch_size / ranks,
             };
             Some(Replicas::start(scope, task, parallel, &plain, &model, setup)?)
         }
@@ -323,6 +357,7 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
     };
 
     let (mut seen_total, mut train_secs_total) = (0usize, 0f64);
+    let mut allreduce: Option<AllReduceCost> = None;
     let primary = task.primary();
     let mut verdict = crate::metrics::judge(&records, &cfg.verdict, &primary);
     let mut val_stats = None;
@@ -333,8 +368,19 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
         let epoch_start = Instant::now();
         let mut batches = order.epoch(epoch as u64 - 1);
         batches.truncate(steps_per_epoch * cfg.accumulate);
+        if ranks > 1 {
+            // This rank's contiguous shard of every global batch: it reads only its samples.
+            batches = batches
+                .iter()
+                .map(|b| crate::cluster::shard(b, rank, ranks))
+                .collect();
+        }
         let mut feed = Feed::start(scope, train, batches.clone(), epoch as u64 - 1, cfg.num_workers);
-        let bar = progress_bar(progress, steps_per_epoch, format!("epoch {epoch}/{}", cfg.epochs));
+        let bar = progress_bar(
+            progress && leader,
+            steps_per_epoch,
+            format!("epoch {epoch}/{}", cfg.epochs),
+        );
         let (mut loss_sum, mut seen) = (0f64, 0usize);
         let mut stats = T::Stats::default();
         let mut step_losses = Vec::with_capacity(steps_per_epoch);
@@ -367,15 +413,16 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
                 });
             }
             let context = StepContext {
-                // Averaging, not summing: each micro-batch contributes loss / k.
-                scale: 1.0 / cfg.accumulate as f64,
+                // Averaging, not summing: each micro-batch contributes loss / k, and each rank's
+                // share 1/ranks more (the ranks' gradients are summed).
+                scale: 1.0 / cfg.accumulate as f64 / ranks as f64,
                 epoch,
                 step: step + 1,
                 batch_size: cfg.batch_size,
                 accumulate: cfg.accumulate,
                 first: epoch == start_epoch && step == 0,
             };
-            let (out, grads) = match replicas.as_mut() {
+            let (mut out, mut grads) = match replicas.as_mut() {
                 None => {
                     let mut out = shard_grads(task, &model, micro, &context, &ad)?;
                     let grads = out.grads.take().unwrap_or_default();
@@ -383,6 +430,21 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
                 }
                 Some(r) => r.grads(task, &model, micro, &context, &ad)?,
             };
+            if let Some(c) = cluster {
+                // The step's loss and sample count over all ranks; a non-finite loss on any rank
+                // stops every rank at this step.
+                let mut sums = [
+                    out.loss_sum,
+                    out.seen as f64,
+                    f64::from(u8::from(out.non_finite.is_some())),
+                ];
+                c.sum_f64(&mut sums)?;
+                out.loss_sum = sums[0];
+                out.seen = sums[1] as usize;
+                if sums[2] > 0.0 && out.non_finite.is_none() {
+                    out.non_finite = Some((sums[0] as f32, out.seen));
+                }
+            }
             if let Some((loss, n)) = out.non_finite {
                 return Err(TrainError::NonFiniteLoss {
                     epoch,
@@ -397,7 +459,18 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
             loss_sum += out.loss_sum;
             seen += out.seen;
             step_losses.push(out.loss_sum / out.seen.max(1) as f64);
-            let mut grads = grads;
+            if let Some(c) = cluster {
+                let t = Instant::now();
+                let floats = crate::cluster::sum_grads(c, &model, &mut grads, &plain)?;
+                let cost = allreduce.get_or_insert(AllReduceCost {
+                    steps: 0,
+                    seconds: 0.0,
+                    bytes_per_step: floats * 4,
+                    train_seconds: 0.0,
+                });
+                cost.steps += 1;
+                cost.seconds += t.elapsed().as_secs_f64();
+            }
             if let Some(max_norm) = cfg.clip_grad_norm {
                 clip_grad_norm(&model, &mut grads, max_norm);
             }
@@ -421,8 +494,13 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
             ));
         }
         bar.finish_and_clear();
+        if let Some(c) = cluster {
+            stats = crate::cluster::gather_stats(c, stats, |into, other| task.merge(into, other))?;
+        }
         let val_eval = match val {
-            Some(v) if !v.is_empty() => Some(evaluate_task(task, &model.valid(), v, cfg.batch_size, &plain)?),
+            Some(v) if !v.is_empty() && leader => {
+                Some(evaluate_task(task, &model.valid(), v, cfg.batch_size, &plain)?)
+            }
             _ => None,
         };
         // Finite losses at every step do not make a finite model: a step at a huge rate can leave
@@ -440,7 +518,7 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
             return Err(diverged("a weight", v));
         }
         let ema_eval = match (val, &ema) {
-            (Some(v), Some(e)) if !v.is_empty() => {
+            (Some(v), Some(e)) if !v.is_empty() && leader => {
                 Some(evaluate_task(task, e.model(), v, cfg.batch_size, &plain)?)
             }
             _ => None,
@@ -500,7 +578,7 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
         if let Some(last) = records.last_mut() {
             *last = record.clone();
         }
-        if let Some(opts) = &checkpoints {
+        if let Some(opts) = checkpoints.as_ref().filter(|_| leader) {
             let state = CheckpointState {
                 kiln_version: env!("CARGO_PKG_VERSION").to_string(),
                 epoch,
@@ -563,10 +641,17 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
         }
         seen_total += seen;
         train_secs_total += train_secs;
-        if let Some(e) = cfg.early_stopping
-            && since_best >= e.patience
-            && epoch < cfg.epochs
-        {
+        if let Some(cost) = allreduce.as_mut() {
+            cost.train_seconds = train_secs_total;
+        }
+        let mut stop = cfg.early_stopping.is_some_and(|e| since_best >= e.patience) && epoch < cfg.epochs;
+        if let Some(c) = cluster {
+            // Rank 0 alone saw the validation figures: its decision holds for every rank.
+            let mut decision = [f64::from(u8::from(stop))];
+            c.broadcast_f64(&mut decision)?;
+            stop = decision[0] > 0.0;
+        }
+        if stop {
             stopped_early = true;
             break;
         }
@@ -590,6 +675,7 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
         val_stats,
         skipped: train.skipped(),
         checkpoint_failures,
+        allreduce,
     })
 }
 

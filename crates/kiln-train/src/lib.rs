@@ -16,6 +16,8 @@
 //!   produced it, and a progress bar showing loss and images/s.
 //! * [`optim`] — SGD, Adam and AdamW with PyTorch's update rules and defaults, no weight decay on
 //!   biases and BatchNorm γ/β by default, learning-rate groups ([`OptimizerConfig`]).
+//! * [`cluster`] — several processes training one model ([`Cluster`]; over MPI with the `mpi`
+//!   feature, `mpirun -np N kiln train`): each rank's shard of every batch, gradients summed.
 //! * [`schedule`] — learning-rate schedules as pure functions of the step ([`LrSchedule`]).
 //! * [`data`] — a run file's data: the format detected from the folder, the three splits.
 //! * [`runner`] — a whole run from a run file (what `kiln train` does), reporting through
@@ -36,6 +38,7 @@
 
 pub mod ablation;
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -51,6 +54,9 @@ pub mod inspect;
 pub mod loss;
 pub mod metrics;
 pub mod mixup;
+#[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+pub mod mpi;
 pub mod optim;
 pub mod parallel;
 pub mod plot;
@@ -65,12 +71,13 @@ pub mod tensorboard;
 pub mod train_config;
 
 pub use checkpoint::{CheckpointFailure, CheckpointOptions, OnCheckpointError};
+pub use cluster::{Cluster, LocalCluster};
 pub use config::RunFile;
 pub use device::{DeviceError, DeviceSpec};
 pub use ema::{EmaConfig, ModelEma};
 pub use error::{RunPoint, TrainError};
 pub use evaluate::{EvalMetrics, Evaluation, evaluate, evaluate_task, evaluate_with_confusion};
-pub use fit::{EpochRecord, FitOutputs, FitResult, fit, fit_task};
+pub use fit::{AllReduceCost, EpochRecord, FitOutputs, FitResult, fit, fit_task};
 pub use loss::LossConfig;
 pub use metrics::{ConfusionMatrix, Verdict, VerdictConfig};
 pub use optim::{LrGroup, OptimizerConfig};

@@ -10,10 +10,33 @@ use crate::task::Metric;
 
 /// Counts of (true class, predicted class) pairs, kept sparse: memory follows the samples seen,
 /// not the square of the classes (10,000 classes would be 800 MB dense).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ConfusionMatrix {
     num_classes: usize,
+    // JSON keys are strings: the cells travel as (true, predicted, count) triples.
+    #[serde(with = "cells_as_triples")]
     cells: BTreeMap<(usize, usize), u64>,
+}
+
+mod cells_as_triples {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        cells: &BTreeMap<(usize, usize), u64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let triples: Vec<(usize, usize, u64)> = cells.iter().map(|(&(t, p), &n)| (t, p, n)).collect();
+        triples.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<(usize, usize), u64>, D::Error> {
+        let triples = Vec::<(usize, usize, u64)>::deserialize(d)?;
+        Ok(triples.into_iter().map(|(t, p, n)| ((t, p), n)).collect())
+    }
 }
 
 /// Up to this many classes, reports and `kiln eval` print the whole matrix; beyond, the classes

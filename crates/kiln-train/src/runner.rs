@@ -28,6 +28,7 @@ use kiln_models::zoo::{ModelFn, ZooModel};
 use kiln_transforms::Normalization;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Cluster;
 use crate::config::RunFile;
 use crate::data::{Source, Splits};
 use crate::parallel::DataParallel;
@@ -221,10 +222,79 @@ pub fn devices(file: &RunFile) -> Result<(DeviceSpec, Device, Option<DataParalle
 /// Everything that stops a run: the devices, the data, the model config, the starting weights,
 /// training itself and the files.
 pub fn train(
-    mut file: RunFile,
+    file: RunFile,
     options: &RunOptions,
     events: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<RunOutcome, TrainError> {
+    train_inner(file, options, None, events)?.ok_or_else(|| TrainError::RankFailed {
+        rank: 0,
+        reason: "the run ended without an outcome".into(),
+    })
+}
+
+/// [`train`] as one rank of several processes ([`crate::cluster`]; `mpirun -np N kiln train`).
+///
+/// Every rank must be given the same run (checked first: the resolved run file without its
+/// machine-local settings — device, workers, output and data folders —, the data's classes and
+/// split sizes, and the kiln version; a rank that differs is named). Rank 0 does everything
+/// [`train`] does and returns its outcome; the other ranks train their shards, report no events,
+/// write nothing and return `None`.
+///
+/// # Errors
+///
+/// As [`train`]; [`TrainError::RanksDiffer`] for ranks started on different runs.
+pub fn train_rank(
+    file: RunFile,
+    options: &RunOptions,
+    cluster: &dyn Cluster,
+    events: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<Option<RunOutcome>, TrainError> {
+    if cluster.rank() == 0 {
+        train_inner(file, options, Some(cluster), events)
+    } else {
+        train_inner(file, options, Some(cluster), &mut |_| {})
+    }
+}
+
+/// What must match on every rank, by name: the run without its machine-local settings, the
+/// data as the run sees it, and the kiln version.
+fn run_identity(file: &RunFile, data: &Splits) -> Vec<(&'static str, String)> {
+    let mut shared = file.clone();
+    shared.run.device = crate::DeviceSpec::default();
+    shared.run.devices.clear();
+    shared.run.out = None;
+    shared.run.tensorboard = None;
+    shared.run.init_from = shared
+        .run
+        .init_from
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(PathBuf::from);
+    shared.data.path = None;
+    shared.train.num_workers = 0;
+    let config = serde_json::to_string(&shared).unwrap_or_default();
+    let data = format!(
+        "classes={:?} train={} val={} test={} chw={:?} stored={}",
+        data.classes,
+        data.train.len(),
+        data.val.len(),
+        data.test.len(),
+        data.chw,
+        data.stored
+    );
+    vec![
+        ("config", config),
+        ("data", data),
+        ("kiln version", env!("CARGO_PKG_VERSION").to_string()),
+    ]
+}
+
+fn train_inner(
+    mut file: RunFile,
+    options: &RunOptions,
+    cluster: Option<&dyn Cluster>,
+    events: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<Option<RunOutcome>, TrainError> {
     if let Some(dir) = &options.resume {
         file.run.out = Some(dir.clone());
     }
@@ -232,6 +302,11 @@ pub fn train(
     // in, or cannot run, fails before any data is read.
     let devs = devices(&file)?;
     let data = Splits::open(&file)?;
+    if let Some(c) = cluster {
+        crate::cluster::check_same_run(c, &run_identity(&file, &data))?;
+        let devices = devs.2.as_ref().map_or(1, |p| p.devices.len());
+        crate::cluster::check_batch_size(c, file.train.batch_size, devices)?;
+    }
     for w in &data.warnings {
         events(RunEvent::Warning(w.clone()));
     }
@@ -247,6 +322,7 @@ pub fn train(
             data,
             devs,
             options,
+            cluster,
             start,
             events,
         },
@@ -308,12 +384,13 @@ struct Run<'a, 'e> {
     data: Splits,
     devs: (DeviceSpec, Device, Option<DataParallel>),
     options: &'a RunOptions,
+    cluster: Option<&'a dyn Cluster>,
     start: Option<Start>,
     events: &'e mut dyn FnMut(RunEvent<'_>),
 }
 
 impl ModelFn for Run<'_, '_> {
-    type Output = Result<RunOutcome, TrainError>;
+    type Output = Result<Option<RunOutcome>, TrainError>;
 
     fn call<M: ZooModel>(self, model: M) -> Self::Output {
         let Run {
@@ -321,6 +398,7 @@ impl ModelFn for Run<'_, '_> {
             data,
             devs,
             options,
+            cluster,
             start,
             events,
         } = self;
@@ -347,38 +425,59 @@ impl ModelFn for Run<'_, '_> {
                 model = model.freeze_backbone();
             }
         }
-        train_model(model, data, file, devs, options, events)
+        match cluster {
+            Some(c) if c.rank() != 0 => follow_model(model, data, file, devs, options, c).map(|()| None),
+            _ => train_model(model, data, file, devs, options, cluster, events).map(Some),
+        }
     }
 }
 
-fn train_model<M: ZooModel>(
+/// A rank other than 0: the same checks and training as [`train_model`], on its shards, with
+/// nothing written or reported (rank 0 does both).
+fn follow_model<M: ZooModel>(
     model: M,
     data: Splits,
-    mut file: RunFile,
-    (spec, device, data_parallel): (DeviceSpec, Device, Option<DataParallel>),
+    file: RunFile,
+    (_, device, data_parallel): (DeviceSpec, Device, Option<DataParallel>),
     options: &RunOptions,
-    events: &mut dyn FnMut(RunEvent<'_>),
-) -> Result<RunOutcome, TrainError> {
-    let start = Instant::now();
+    cluster: &dyn Cluster,
+) -> Result<(), TrainError> {
     let cfg = file.train.clone();
-    let format = file.data.format;
-    let norm_spec = file.transforms.normalization(format);
-    let norm: Normalization = norm_spec.resolve()?;
-    let augmentation = file.transforms.augmentation(format);
-    let data_root = data.root.clone();
-    file.data.path = Some(data_root.clone());
-    let (n_train, n_val, n_test) = (data.train.len(), data.val.len(), data.test.len());
-
-    // Everything that can be checked is, before the run folder exists.
     preflight(&file, &data, &cfg)?;
     data.check_headers()?;
-    // The schedule against the run's length.
-    let steps_per_epoch = n_train / cfg.batch_size / cfg.accumulate;
-    cfg.schedule
-        .validate(cfg.lr, steps_per_epoch, steps_per_epoch * cfg.epochs)?;
-    // Learning-rate groups when fine-tuning: per-layer decay, or the backbone's own rate (the
-    // head keeps the scheduled one).
-    let lr_groups = match file.finetune.layer_decay {
+    let lr_groups = lr_groups(&model, &file)?;
+    let val: Option<&dyn BatchSource> = if data.val.is_empty() {
+        None
+    } else {
+        Some(data.val.as_ref())
+    };
+    crate::fit(
+        model,
+        data.train.as_ref(),
+        val,
+        &cfg,
+        &device,
+        FitOutputs {
+            // Resumes from the checkpoint rank 0 wrote; writes none.
+            checkpoints: options.resume.as_ref().map(|dir| crate::CheckpointOptions {
+                dir: dir.join("checkpoints"),
+                keep_last: file.checkpoints.keep_last,
+                resume: true,
+                on_error: file.checkpoints.on_error,
+            }),
+            lr_groups,
+            data_parallel,
+            cluster: Some(cluster),
+            ..FitOutputs::default()
+        },
+    )?;
+    Ok(())
+}
+
+/// Learning-rate groups when fine-tuning: per-layer decay, or the backbone's own rate (the head
+/// keeps the scheduled one).
+fn lr_groups<M: ZooModel>(model: &M, file: &RunFile) -> Result<Vec<crate::optim::LrGroup>, TrainError> {
+    Ok(match file.finetune.layer_decay {
         Some(decay) => model
             .layer_decay_groups(decay)
             .ok_or_else(|| TrainError::InvalidConfig {
@@ -402,7 +501,36 @@ fn train_model<M: ZooModel>(
             group: M::backbone_group(),
             lr_scale: file.finetune.backbone_lr_factor,
         }],
-    };
+    })
+}
+
+fn train_model<M: ZooModel>(
+    model: M,
+    data: Splits,
+    mut file: RunFile,
+    (spec, device, data_parallel): (DeviceSpec, Device, Option<DataParallel>),
+    options: &RunOptions,
+    cluster: Option<&dyn Cluster>,
+    events: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<RunOutcome, TrainError> {
+    let start = Instant::now();
+    let cfg = file.train.clone();
+    let format = file.data.format;
+    let norm_spec = file.transforms.normalization(format);
+    let norm: Normalization = norm_spec.resolve()?;
+    let augmentation = file.transforms.augmentation(format);
+    let data_root = data.root.clone();
+    file.data.path = Some(data_root.clone());
+    let (n_train, n_val, n_test) = (data.train.len(), data.val.len(), data.test.len());
+
+    // Everything that can be checked is, before the run folder exists.
+    preflight(&file, &data, &cfg)?;
+    data.check_headers()?;
+    // The schedule against the run's length.
+    let steps_per_epoch = n_train / cfg.batch_size / cfg.accumulate;
+    cfg.schedule
+        .validate(cfg.lr, steps_per_epoch, steps_per_epoch * cfg.epochs)?;
+    let lr_groups = lr_groups(&model, &file)?;
     let run = match (&options.resume, &file.run.out) {
         (Some(dir), _) => RunDir::open_existing(dir)?,
         (None, Some(p)) => RunDir::create(p)?,
@@ -484,12 +612,20 @@ fn train_model<M: ZooModel>(
             run.metrics_log()?
         }
     };
-    let on = if file.run.devices.len() > 1 {
+    let mut on = if file.run.devices.len() > 1 {
         let list: Vec<String> = file.run.devices.iter().map(ToString::to_string).collect();
         format!("{} (data parallel)", list.join(", "))
     } else {
         spec.to_string()
     };
+    if let Some(c) = cluster {
+        on = format!(
+            "{on} × {} processes (MPI; global batch {} = {} per process)",
+            c.size(),
+            cfg.batch_size,
+            cfg.batch_size / c.size()
+        );
+    }
     let name = file.model.describe(data.chw, data.classes.len());
     let mut setup = |line: String| events(RunEvent::Setup(line));
     setup(format!("kiln train: {name} on {on}"));
@@ -583,10 +719,19 @@ fn train_model<M: ZooModel>(
                 }),
                 lr_groups,
                 data_parallel,
+                cluster,
             },
         )?
     };
 
+    if let Some(cost) = &result.allreduce {
+        events(RunEvent::Setup(format!(
+            "  all-reduce: {:.2} ms per step for {:.2} MB of gradients, {:.1}% of the training time",
+            cost.seconds * 1e3 / cost.steps.max(1) as f64,
+            cost.bytes_per_step as f64 / 1e6,
+            100.0 * cost.seconds / cost.train_seconds.max(1e-9)
+        )));
+    }
     let eval_model = result.model.valid();
     let (test, confusion) =
         crate::evaluate_with_confusion(&eval_model, test_src.as_ref(), cfg.batch_size, &device)?;

@@ -49,7 +49,8 @@ pub trait Task<M: Module>: Send + Sync {
     /// One collated batch, as a [`BatchSource`](crate::BatchSource) serves it.
     type Batch: Send + Clone + 'static;
     /// Per-batch measurements that merge over an epoch or an evaluation (counts, not means).
-    type Stats: Default + Send + 'static;
+    /// Serializable so that processes training together can merge them.
+    type Stats: Default + Send + serde::Serialize + serde::de::DeserializeOwned + 'static;
 
     /// The metric that picks the best epoch and that the report plots (accuracy, mAP).
     fn primary(&self) -> Metric;
@@ -147,7 +148,7 @@ impl Classification {
 }
 
 /// What a classification batch measured.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ClassStats {
     /// Samples whose arg-max logit is the label.
     pub correct: usize,

@@ -215,8 +215,12 @@ fn resolve(file: &mut RunFile) -> anyhow::Result<()> {
         file.data.format = DataFormat::FashionMnist;
         return Ok(());
     }
-    for note in file.resolve_data()? {
-        eprintln!("note: {note}");
+    let notes = file.resolve_data()?;
+    // Under mpirun, rank 0 alone speaks (the others print only errors).
+    if kiln_train::cluster::launched_as().is_none_or(|(rank, _)| rank == 0) {
+        for note in notes {
+            eprintln!("note: {note}");
+        }
     }
     Ok(())
 }
@@ -311,7 +315,10 @@ fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         RunEvent::Setup(line) => say!(json, "{line}"),
     };
-    let out = runner::train(file, &options, &mut print)?;
+    let Some(out) = run_train(file, &options, &mut print)? else {
+        // A rank other than 0 of a run across processes: rank 0 reports.
+        return Ok(());
+    };
     if out.stopped_early {
         say!(json, "early stopping: no improvement for {} epochs", out.patience);
     }
@@ -346,6 +353,52 @@ fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out.to_json())?);
     }
     Ok(())
+}
+
+/// One process, or one rank of several when `mpirun`/`srun` started this one (feature `mpi`):
+/// `None` on a rank other than 0.
+fn run_train(
+    file: kiln_train::RunFile,
+    options: &RunOptions,
+    print: &mut dyn FnMut(RunEvent<'_>),
+) -> anyhow::Result<Option<runner::RunOutcome>> {
+    let Some((rank, size)) = kiln_train::cluster::launched_as() else {
+        return Ok(Some(runner::train(file, options, print)?));
+    };
+    #[cfg(feature = "mpi")]
+    {
+        use kiln_train::Cluster;
+        let cluster = kiln_train::mpi::MpiCluster::init()?;
+        if cluster.size() != size {
+            // e.g. srun without an MPI plugin: every task is a world of its own.
+            anyhow::bail!(
+                "the launcher started this process as rank {rank} of {size}, but MPI sees {} process(es): the launcher and the MPI library do not talk (under Slurm use `srun --mpi=pmix` or `--mpi=pmi2`, or mpirun of the library kiln was built with)",
+                cluster.size()
+            );
+        }
+        match runner::train_rank(file, options, &cluster, print) {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                // The other ranks would wait for this one forever: end the whole job.
+                let e = anyhow::Error::from(e);
+                eprintln!(
+                    "error: rank {} of {}: {}{}",
+                    cluster.rank(),
+                    cluster.size(),
+                    message(&e),
+                    hint(&e)
+                );
+                cluster.abort(1)
+            }
+        }
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = (file, options, print);
+        anyhow::bail!(
+            "this kiln was started as rank {rank} of {size} processes (by mpirun or srun) but built without MPI: each process would train alone, all into the same run folder; build it with `cargo build --release --features mpi` (see docs/distributed.md), or start one process"
+        )
+    }
 }
 
 mod ablate;

@@ -3008,3 +3008,30 @@ fn jpeg_draft_is_recorded_with_the_weights_and_predict_follows_it() {
     );
     assert!(!refused.exists(), "a refused run leaves no folder");
 }
+
+/// Started by `mpirun -np 2` (its environment), a kiln built without the `mpi` feature refuses
+/// to train: each copy would train alone into the same run folder.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_kiln_without_mpi_refuses_to_train_under_mpirun() {
+    let root = tempfile::tempdir().unwrap();
+    for (rank, size) in [
+        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+        ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS"),
+    ] {
+        let out = kiln()
+            .args(["train", "--epochs", "1", "--no-progress", "--out"])
+            .arg(root.path().join("run"))
+            .env(rank, "1")
+            .env(size, "2")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("started as rank 1 of 2 processes") && stderr.contains("--features mpi"),
+            "{stderr}"
+        );
+        assert!(!root.path().join("run").exists());
+    }
+}
