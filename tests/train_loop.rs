@@ -1197,12 +1197,12 @@ fn flat_weights<M: burn::module::Module>(model: &M) -> Vec<f32> {
 
 /// Ranks as threads of this process (`LocalCluster`): the arithmetic of `mpirun -np N kiln
 /// train` without MPI. N ranks with a global batch of 32 train exactly as one process with 32:
-/// each rank takes its contiguous shard, the gradients are summed over the ranks, rank 0 reports
+/// rank 0's initial weights reach every rank, each rank takes its contiguous shard, the gradients are summed over the ranks, rank 0 reports
 /// the figures one process would, and rank 0's early-stopping decision holds for every rank.
 #[test]
 fn ranks_train_exactly_like_one_process_on_the_whole_batch() -> anyhow::Result<()> {
     use kiln_train::parallel::DataParallel;
-    use kiln_train::{EarlyStopping, LocalCluster, Monitor};
+    use kiln_train::{Cluster, EarlyStopping, LocalCluster, Monitor};
     let device = Device::flex();
     let data = tempfile::tempdir()?;
     common::write_tiny_fashion_mnist(data.path(), 128, 32)?;
@@ -1211,6 +1211,9 @@ fn ranks_train_exactly_like_one_process_on_the_whole_batch() -> anyhow::Result<(
     // Without BatchNorm (which normalises each rank's shard by its own statistics).
     device.seed(8);
     let init = MlpConfig::new(vec![32]).with_batch_norm(false).init(&device)?;
+    // The other ranks start from other weights: rank 0's are broadcast at the start (as DDP does).
+    device.seed(9);
+    let other_init = MlpConfig::new(vec![32]).with_batch_norm(false).init(&device)?;
     let cfg = TrainConfig {
         epochs: 4,
         batch_size: 32,
@@ -1241,7 +1244,12 @@ fn ranks_train_exactly_like_one_process_on_the_whole_batch() -> anyhow::Result<(
             let handles: Vec<_> = LocalCluster::group(ranks)
                 .into_iter()
                 .map(|cluster| {
-                    let (init, cfg, device, train, val) = (init.clone(), &cfg, device.clone(), &train, &val);
+                    let init = if cluster.rank() == 0 {
+                        init.clone()
+                    } else {
+                        other_init.clone()
+                    };
+                    let (cfg, device, train, val) = (&cfg, device.clone(), &train, &val);
                     s.spawn(move || {
                         let parallel =
                             (replicas > 1).then(|| DataParallel::gather(vec![device.clone(); replicas]));

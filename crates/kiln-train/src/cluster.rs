@@ -20,7 +20,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -60,6 +60,13 @@ pub trait Cluster: std::fmt::Debug {
     ///
     /// A rank that left.
     fn broadcast_f64(&self, values: &mut [f64]) -> Result<(), TrainError>;
+
+    /// As [`Cluster::broadcast_f64`], for `f32`.
+    ///
+    /// # Errors
+    ///
+    /// A rank that left.
+    fn broadcast_f32(&self, values: &mut [f32]) -> Result<(), TrainError>;
 
     /// Every rank's `bytes` (of any length), in rank order, on every rank.
     ///
@@ -223,6 +230,19 @@ impl Cluster for LocalCluster {
         Ok(())
     }
 
+    fn broadcast_f32(&self, values: &mut [f32]) -> Result<(), TrainError> {
+        let all = self.exchange(to_bytes(values, |v| v.to_le_bytes().to_vec()))?;
+        for (i, v) in values.iter_mut().enumerate() {
+            if let Some(s) = all[0]
+                .get(i * 4..i * 4 + 4)
+                .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            {
+                *v = f32::from_le_bytes(s);
+            }
+        }
+        Ok(())
+    }
+
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, TrainError> {
         self.exchange(bytes.to_vec())
     }
@@ -351,6 +371,47 @@ pub(crate) fn sum_grads<M: Module>(
         device,
     });
     Ok(floats)
+}
+
+/// `model` with rank 0's parameters on every rank, as PyTorch's DDP broadcasts them at its start:
+/// the ranks then train the same weights even if their initialisation differed (another seed,
+/// device or backend).
+pub(crate) fn same_weights<M: Module>(cluster: &dyn Cluster, model: M) -> Result<M, TrainError> {
+    struct Flatten(Vec<f32>);
+    impl ModuleVisitor for Flatten {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = param.val().into_data();
+            match data.as_slice::<f32>() {
+                Ok(slice) => self.0.extend_from_slice(slice),
+                Err(_) => self.0.extend(data.iter::<f32>()),
+            }
+        }
+    }
+    struct Replace<'a> {
+        values: &'a [f32],
+        offset: usize,
+    }
+    impl ModuleMapper for Replace<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, tensor, mapper) = param.consume();
+            let shape = tensor.shape();
+            let n = shape.num_elements();
+            let values = &self.values[self.offset..self.offset + n];
+            self.offset += n;
+            let grad = tensor.is_require_grad();
+            let data = TensorData::new(values.to_vec(), shape);
+            let replaced = Tensor::<D>::from_data(data, &tensor.device()).set_require_grad(grad);
+            Param::from_mapped_value(id, replaced, mapper)
+        }
+    }
+    let mut flat = Flatten(Vec::new());
+    model.visit(&mut flat);
+    let mut values = flat.0;
+    cluster.broadcast_f32(&mut values)?;
+    Ok(model.map(&mut Replace {
+        values: &values,
+        offset: 0,
+    }))
 }
 
 /// Every rank's `stats`, merged by `merge` in rank order (the same result on every rank).

@@ -279,6 +279,9 @@ fn fit_in<'scope, 'env, M: Module + 'static, T: Task<M>>(
     ad.seed(cfg.seed);
     // `fork` moves the parameters; `train` turns gradient tracking and BatchNorm training on.
     let mut model = model.fork(&ad).train();
+    if let Some(c) = cluster {
+        model = crate::cluster::same_weights(c, model)?;
+    }
     let mut optim = cfg.optimizer.build(lr_groups.clone())?;
     // timm's ModelEmaV3 starts as a copy of the model before the first step.
     let mut ema = cfg.ema.map(|c| crate::ModelEma::new(c, &model));

@@ -94,6 +94,11 @@ impl Cluster for MpiCluster {
         Ok(())
     }
 
+    fn broadcast_f32(&self, values: &mut [f32]) -> Result<(), TrainError> {
+        self.world.process_at_rank(0).broadcast_into(values);
+        Ok(())
+    }
+
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, TrainError> {
         let too_long = || TrainError::RankFailed {
             rank: self.rank(),
