@@ -15,7 +15,7 @@
 //! BatchNorm normalises with each rank's own shard statistics (as PyTorch's DDP without
 //! `SyncBatchNorm`); rank 0's running statistics are the ones evaluated and saved.
 //!
-//! The [`Cluster`] trait is the only thing the loop needs: [`crate::mpi::MpiCluster`] (cargo
+//! The [`Cluster`] trait is the only thing the loop needs: `mpi::MpiCluster` (cargo
 //! feature `mpi`) implements it over MPI, [`LocalCluster`] over threads of one process (tests).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
