@@ -1,5 +1,6 @@
 //! Automatic augmentation policies with torchvision's v2 semantics: [`TrivialAugmentWide`],
-//! [`RandAugment`] and [`AutoAugment`] (ImageNet, CIFAR-10 and SVHN policies), on u8 images, built from [`crate::pointwise`] and [`crate::affine`].
+//! [`RandAugment`], [`AutoAugment`] (ImageNet, CIFAR-10 and SVHN policies) and [`AugMix`], on u8
+//! images, built from [`crate::pointwise`] and [`crate::affine`].
 //!
 //! Each policy draws operations and magnitudes from its table (torchvision's
 //! `_AUGMENTATION_SPACE`, the magnitudes as float32 `torch.linspace` values) with the per-sample
@@ -22,7 +23,8 @@
 use kiln_data::{ColorOrder, Hwc, Image, SampleRng};
 use serde::{Deserialize, Serialize};
 
-use crate::{affine, pointwise};
+use crate::affine::{self, Interpolation, Sampling};
+use crate::pointwise;
 
 /// One operation of the policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,13 +65,23 @@ pub enum AugOp {
 /// Applies `op` with `magnitude` as torchvision v2's `_apply_image_or_video_transform` does on a
 /// uint8 image (nearest sampling, zero fill).
 pub fn apply_op<C: ColorOrder>(img: &Image<Hwc, C>, op: AugOp, magnitude: f64) -> Image<Hwc, C> {
+    apply_op_with(img, op, magnitude, &Sampling::default())
+}
+
+/// [`apply_op`] with the geometric operations sampling as `sampling` says.
+pub fn apply_op_with<C: ColorOrder>(
+    img: &Image<Hwc, C>,
+    op: AugOp,
+    magnitude: f64,
+    sampling: &Sampling,
+) -> Image<Hwc, C> {
     match op {
         AugOp::Identity => img.clone(),
-        AugOp::ShearX => affine::shear_x(img, magnitude),
-        AugOp::ShearY => affine::shear_y(img, magnitude),
-        AugOp::TranslateX => affine::translate_x(img, magnitude as i64),
-        AugOp::TranslateY => affine::translate_y(img, magnitude as i64),
-        AugOp::Rotate => affine::rotate(img, magnitude),
+        AugOp::ShearX => affine::shear_x_with(img, magnitude, sampling),
+        AugOp::ShearY => affine::shear_y_with(img, magnitude, sampling),
+        AugOp::TranslateX => affine::translate_x_with(img, magnitude as i64, sampling),
+        AugOp::TranslateY => affine::translate_y_with(img, magnitude as i64, sampling),
+        AugOp::Rotate => affine::rotate_with(img, magnitude, sampling),
         AugOp::Brightness => pointwise::brightness(img, (1.0 + magnitude) as f32),
         AugOp::Color => pointwise::color(img, 1.0 + magnitude),
         AugOp::Contrast => pointwise::contrast(img, 1.0 + magnitude),
@@ -104,11 +116,11 @@ pub fn linspace(start: f32, end: f32, steps: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Posterize's bits: `(8 − arange(n) / ((n − 1)/d)).round().int()` (float32, half to even).
-fn posterize_bins(bins: usize, divisor: f64) -> Vec<f64> {
+/// Posterize's bits: `(base − arange(n) / ((n − 1)/d)).round().int()` (float32, half to even).
+fn posterize_bins(bins: usize, base: f32, divisor: f64) -> Vec<f64> {
     let per = ((bins as f64 - 1.0) / divisor) as f32;
     (0..bins)
-        .map(|i| f64::from((8.0f32 - i as f32 / per).round_ties_even()))
+        .map(|i| f64::from((base - i as f32 / per).round_ties_even()))
         .collect()
 }
 
@@ -131,7 +143,7 @@ pub fn trivial_augment_wide_space(bins: usize) -> Space {
         (Color, l(0.99), true),
         (Contrast, l(0.99), true),
         (Sharpness, l(0.99), true),
-        (Posterize, Some(posterize_bins(bins, 6.0)), false),
+        (Posterize, Some(posterize_bins(bins, 8.0, 6.0)), false),
         (Solarize, Some(linspace(1.0, 0.0, bins)), false),
         (AutoContrast, None, false),
         (Equalize, None, false),
@@ -156,7 +168,7 @@ pub fn rand_augment_space(bins: usize, height: usize, width: usize) -> Space {
         (Color, l(0.9), true),
         (Contrast, l(0.9), true),
         (Sharpness, l(0.9), true),
-        (Posterize, Some(posterize_bins(bins, 4.0)), false),
+        (Posterize, Some(posterize_bins(bins, 8.0, 4.0)), false),
         (Solarize, Some(linspace(1.0, 0.0, bins)), false),
         (AutoContrast, None, false),
         (Equalize, None, false),
@@ -425,6 +437,212 @@ impl AutoAugment {
     }
 }
 
+/// AugMix's table on `height × width` images (torchvision's `AugMix._AUGMENTATION_SPACE`, 10
+/// bins); without `all_ops`, its partial table (no brightness, color, contrast or sharpness, the
+/// operations of ImageNet-C).
+pub fn aug_mix_space(height: usize, width: usize, all_ops: bool) -> Space {
+    use AugOp::*;
+    const BINS: usize = 10;
+    let l = |end: f32| Some(linspace(0.0, end, BINS));
+    let mut space = vec![
+        (ShearX, l(0.3), true),
+        (ShearY, l(0.3), true),
+        (TranslateX, l((width as f64 / 3.0) as f32), true),
+        (TranslateY, l((height as f64 / 3.0) as f32), true),
+        (Rotate, l(30.0), true),
+        (Posterize, Some(posterize_bins(BINS, 4.0, 4.0)), false),
+        (Solarize, Some(linspace(1.0, 0.0, BINS)), false),
+        (AutoContrast, None, false),
+        (Equalize, None, false),
+    ];
+    if all_ops {
+        space.extend([
+            (Brightness, l(0.9), true),
+            (Color, l(0.9), true),
+            (Contrast, l(0.9), true),
+            (Sharpness, l(0.9), true),
+        ]);
+    }
+    space
+}
+
+/// torchvision's `AugMix` (Hendrycks et al., 2020): `mixture_width` chains of 1 to 3 random
+/// operations at a severity-limited magnitude, mixed with Dirichlet(α) weights, and the mix
+/// blended with the original by a Beta(α, α) weight. The result is cast back to u8 by truncation,
+/// as torchvision's `.to(uint8)` does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugMix {
+    /// Magnitude bins drawn from, 1 to 10 (torchvision's 3).
+    pub severity: usize,
+    /// Chains mixed (3).
+    pub mixture_width: usize,
+    /// Operations per chain; 0 or less draws 1 to 3 per chain (torchvision's −1).
+    pub chain_depth: i64,
+    /// The Dirichlet and Beta parameter (1.0).
+    pub alpha: f64,
+    /// Brightness, color, contrast and sharpness too (true).
+    pub all_ops: bool,
+    /// The geometric operations' interpolation (bilinear, torchvision's default for AugMix).
+    pub interpolation: Interpolation,
+    /// Their fill (`None`: zeros, as torchvision's `fill=None`).
+    pub fill: Option<Vec<f32>>,
+}
+
+impl Default for AugMix {
+    fn default() -> Self {
+        Self {
+            severity: 3,
+            mixture_width: 3,
+            chain_depth: -1,
+            alpha: 1.0,
+            all_ops: true,
+            interpolation: Interpolation::Bilinear,
+            fill: None,
+        }
+    }
+}
+
+/// What one AugMix application drew.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugMixDraw {
+    /// The Beta(α, α) pair: the original's weight, then the chains' share.
+    pub beta: [f32; 2],
+    /// The Dirichlet(α) weights of the chains (before scaling by `beta[1]`).
+    pub weights: Vec<f32>,
+    /// Each chain's operations and magnitudes, in order.
+    pub chains: Vec<Vec<(AugOp, f64)>>,
+}
+
+impl AugMix {
+    /// Checks the settings: severity 1 to 10, at least one chain, a finite positive α, the fill.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the setting.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=10).contains(&self.severity) {
+            return Err(format!("severity = {}: must be in [1, 10]", self.severity));
+        }
+        if self.mixture_width == 0 {
+            return Err("mixture_width = 0: at least one chain".into());
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(format!("alpha = {}: must be finite and > 0", self.alpha));
+        }
+        self.sampling().check(None)
+    }
+
+    /// The geometric operations' sampling.
+    pub fn sampling(&self) -> Sampling {
+        Sampling {
+            interpolation: self.interpolation,
+            fill: self.fill.clone(),
+        }
+    }
+
+    /// The weights and chains drawn from `rng` for an image of `height × width`.
+    pub fn sample(&self, height: usize, width: usize, rng: &mut SampleRng) -> AugMixDraw {
+        let space = aug_mix_space(height, width, self.all_ops);
+        let b = dirichlet(&[self.alpha; 2], rng);
+        let beta = [b[0], b[1]];
+        let weights = dirichlet(&vec![self.alpha; self.mixture_width.max(1)], rng);
+        let severity = self.severity.clamp(1, 10) as u64;
+        let chains = (0..weights.len())
+            .map(|_| {
+                let depth = if self.chain_depth > 0 {
+                    self.chain_depth as usize
+                } else {
+                    1 + rng.below(3) as usize
+                };
+                (0..depth)
+                    .map(|_| {
+                        let entry = &space[rng.below(space.len() as u64) as usize];
+                        let bin = rng.below(severity) as usize;
+                        (entry.0, magnitude(entry, bin, rng))
+                    })
+                    .collect()
+            })
+            .collect();
+        AugMixDraw {
+            beta,
+            weights,
+            chains,
+        }
+    }
+
+    /// `img` mixed as `draw` says: `beta[0]·img + Σ beta[1]·weights[i]·chain_i(img)` in float32,
+    /// in torchvision's order, truncated to u8.
+    pub fn mix<C: ColorOrder>(&self, img: &Image<Hwc, C>, draw: &AugMixDraw) -> Image<Hwc, C> {
+        let sampling = self.sampling();
+        let mut acc: Vec<f32> = img
+            .as_slice()
+            .iter()
+            .map(|&v| draw.beta[0] * f32::from(v))
+            .collect();
+        for (chain, &w) in draw.chains.iter().zip(&draw.weights) {
+            let aug = chain
+                .iter()
+                .fold(img.clone(), |cur, &(op, m)| apply_op_with(&cur, op, m, &sampling));
+            // `combined_weights[:, i] * aug` is a float32 tensor, then added to the mix.
+            let w = w * draw.beta[1];
+            for (a, &v) in acc.iter_mut().zip(aug.as_slice()) {
+                *a += w * f32::from(v);
+            }
+        }
+        let out: Vec<u8> = acc.iter().map(|v| v.clamp(0.0, 255.0) as u8).collect();
+        Image::new(img.height(), img.width(), out).unwrap_or_else(|_| img.clone())
+    }
+
+    /// AugMix applied to `img` with draws from `rng`.
+    pub fn apply<C: ColorOrder>(&self, img: &Image<Hwc, C>, rng: &mut SampleRng) -> Image<Hwc, C> {
+        let draw = self.sample(img.height(), img.width(), rng);
+        self.mix(img, &draw)
+    }
+}
+
+/// A Dirichlet(`alphas`) draw: independent Gamma(αᵢ, 1) draws, normalised (float32, as
+/// `torch._sample_dirichlet` returns them).
+fn dirichlet(alphas: &[f64], rng: &mut SampleRng) -> Vec<f32> {
+    let g: Vec<f64> = alphas.iter().map(|&a| gamma(a, rng)).collect();
+    let total: f64 = g.iter().sum();
+    if total > 0.0 {
+        g.iter().map(|v| (v / total) as f32).collect()
+    } else {
+        vec![1.0 / alphas.len() as f32; alphas.len()]
+    }
+}
+
+/// A Gamma(`alpha`, 1) draw: Marsaglia and Tsang's method (α ≥ 1), boosted by `U^(1/α)` below 1.
+fn gamma(alpha: f64, rng: &mut SampleRng) -> f64 {
+    if alpha < 1.0 {
+        let u = rng.uniform().max(f64::MIN_POSITIVE);
+        return gamma(alpha + 1.0, rng) * u.powf(1.0 / alpha);
+    }
+    let d = alpha - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let x = normal(rng);
+        let v = (1.0 + c * x).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u = rng.uniform();
+        if u < 1.0 - 0.0331 * x.powi(4)
+            || u.max(f64::MIN_POSITIVE).ln() < 0.5 * x * x + d * (1.0 - v + v.ln())
+        {
+            return d * v;
+        }
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+fn normal(rng: &mut SampleRng) -> f64 {
+    let u1 = rng.uniform().max(f64::MIN_POSITIVE);
+    let u2 = rng.uniform();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,5 +687,102 @@ mod tests {
         assert!((rate - mean_p).abs() < 0.03, "{rate} vs {mean_p}");
         assert_eq!(auto_augment_space(8, 8).len(), 14);
         assert!(auto_augment_space(8, 8).iter().all(|e| e.0 != AugOp::Identity));
+    }
+
+    #[test]
+    fn dirichlet_and_beta_draws_have_their_moments() {
+        // Dirichlet(α·1ₖ): each weight has mean 1/k and variance (k−1)/(k²(kα+1)).
+        let mut rng = SampleRng::new(5);
+        for (alpha, k) in [(1.0, 3usize), (0.5, 2), (4.0, 4)] {
+            let n = 20_000;
+            let (mut sum, mut sq) = (0f64, 0f64);
+            for _ in 0..n {
+                let d = dirichlet(&vec![alpha; k], &mut rng);
+                assert!((d.iter().map(|&v| f64::from(v)).sum::<f64>() - 1.0).abs() < 1e-5);
+                sum += f64::from(d[0]);
+                sq += f64::from(d[0]).powi(2);
+            }
+            let mean = sum / n as f64;
+            let var = sq / n as f64 - mean * mean;
+            let kf = k as f64;
+            let want = (kf - 1.0) / (kf * kf * (kf * alpha + 1.0));
+            assert!((mean - 1.0 / kf).abs() < 0.01, "α={alpha} k={k}: mean {mean}");
+            assert!(
+                (var - want).abs() < 0.1 * want,
+                "α={alpha} k={k}: var {var} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn aug_mix_draws_follow_its_settings() {
+        let mut rng = SampleRng::new(11);
+        let aug = AugMix {
+            severity: 2,
+            mixture_width: 4,
+            all_ops: false,
+            ..AugMix::default()
+        };
+        let space = aug_mix_space(20, 30, false);
+        let mut depths = [0usize; 4];
+        for _ in 0..300 {
+            let d = aug.sample(20, 30, &mut rng);
+            assert_eq!((d.weights.len(), d.chains.len()), (4, 4));
+            for chain in &d.chains {
+                depths[chain.len()] += 1;
+                for &(op, m) in chain {
+                    let entry = space
+                        .iter()
+                        .find(|e| e.0 == op)
+                        .expect("an op of the partial table");
+                    // Severity 2: the first two bins only, with a sign when the table signs.
+                    let allowed = entry.1.as_ref().map_or(vec![0.0], |v| v[..2].to_vec());
+                    assert!(allowed.contains(&m.abs()) || allowed.contains(&m), "{op:?} {m}");
+                }
+            }
+        }
+        assert_eq!(depths[0], 0);
+        assert!(depths[1..].iter().all(|&n| n > 300), "{depths:?}");
+        let fixed = AugMix {
+            chain_depth: 2,
+            ..AugMix::default()
+        };
+        assert!(fixed.sample(8, 8, &mut rng).chains.iter().all(|c| c.len() == 2));
+        assert!(
+            AugMix {
+                severity: 11,
+                ..AugMix::default()
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            AugMix {
+                alpha: 0.0,
+                ..AugMix::default()
+            }
+            .check()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn aug_mix_with_all_weight_on_the_original_is_the_original() {
+        let img = Image::<Hwc, kiln_data::Bgr>::new(6, 5, (0..90).map(|v| (v * 2) as u8).collect()).unwrap();
+        let aug = AugMix::default();
+        let draw = AugMixDraw {
+            beta: [1.0, 0.0],
+            weights: vec![0.5, 0.5],
+            chains: vec![vec![(AugOp::Equalize, 0.0)], vec![(AugOp::Rotate, 10.0)]],
+        };
+        assert_eq!(aug.mix(&img, &draw).as_slice(), img.as_slice());
+        // All weight on one chain of autocontrast: that chain's image.
+        let draw = AugMixDraw {
+            beta: [0.0, 1.0],
+            weights: vec![1.0],
+            chains: vec![vec![(AugOp::Invert, 0.0)]],
+        };
+        let inverted: Vec<u8> = img.as_slice().iter().map(|v| 255 - v).collect();
+        assert_eq!(aug.mix(&img, &draw).as_slice(), &inverted[..]);
     }
 }

@@ -23,6 +23,7 @@
 use kiln_data::{Chw, Hwc, Image, SampleRng};
 use serde::{Deserialize, Serialize};
 
+use crate::affine::{Interpolation, Sampling};
 use crate::augment::{
     ColorJitter, PadMode, RandomCrop, RandomErasing, RandomResizedCrop, center_window, crop_resize, pad_crop,
     random_flip, to_grayscale, vflip,
@@ -140,32 +141,63 @@ pub enum Stage {
     Autocontrast,
     /// Equalise each channel's histogram (torchvision's `equalize`, PIL's table, bit-exact).
     Equalize,
-    /// Shear along x by `magnitude` (the tangent) about the top-left corner, nearest, zero fill
-    /// (AutoAugment's `ShearX`, bit-exact with torchvision v2).
+    /// Shear along x by `magnitude` (the tangent) about the top-left corner (AutoAugment's
+    /// `ShearX`, bit-exact with torchvision v2 under nearest; bilinear within one grey level).
     ShearX {
         /// The shear's tangent (negative: the other way).
         magnitude: f64,
+        /// `nearest` (default) or `bilinear`.
+        #[serde(default)]
+        interpolation: Interpolation,
+        /// The value of pixels from outside: one, or one per channel (default: zeros, as
+        /// torchvision's `fill=None`).
+        #[serde(default)]
+        fill: Option<Vec<f32>>,
     },
     /// Shear along y (AutoAugment's `ShearY`).
     ShearY {
         /// The shear's tangent.
         magnitude: f64,
+        /// As [`Stage::ShearX`]'s.
+        #[serde(default)]
+        interpolation: Interpolation,
+        /// As [`Stage::ShearX`]'s.
+        #[serde(default)]
+        fill: Option<Vec<f32>>,
     },
-    /// Move right by `pixels` (left when negative), zero fill (AutoAugment's `TranslateX`).
+    /// Move right by `pixels` (left when negative) (AutoAugment's `TranslateX`).
     TranslateX {
         /// Pixels.
         pixels: i64,
+        /// As [`Stage::ShearX`]'s.
+        #[serde(default)]
+        interpolation: Interpolation,
+        /// As [`Stage::ShearX`]'s.
+        #[serde(default)]
+        fill: Option<Vec<f32>>,
     },
     /// Move down by `pixels` (AutoAugment's `TranslateY`).
     TranslateY {
         /// Pixels.
         pixels: i64,
+        /// As [`Stage::ShearX`]'s.
+        #[serde(default)]
+        interpolation: Interpolation,
+        /// As [`Stage::ShearX`]'s.
+        #[serde(default)]
+        fill: Option<Vec<f32>>,
     },
-    /// Rotate by `degrees` counter-clockwise about the centre, same size, nearest, zero fill
-    /// (AutoAugment's `Rotate`).
+    /// Rotate by `degrees` counter-clockwise about the centre, same size (AutoAugment's
+    /// `Rotate`).
     Rotate {
         /// Degrees.
         degrees: f64,
+        /// As [`Stage::ShearX`]'s.
+        #[serde(default)]
+        interpolation: Interpolation,
+        /// As [`Stage::ShearX`]'s.
+        #[serde(default)]
+        fill: Option<Vec<f32>>,
     },
     /// torchvision's `TrivialAugmentWide`: one operation at a random magnitude per image.
     TrivialAugmentWide {
@@ -191,6 +223,66 @@ pub enum Stage {
         #[serde(default = "bins31")]
         num_magnitude_bins: usize,
     },
+    /// torchvision's `AugMix`: chains of random operations mixed with Dirichlet weights and
+    /// blended with the image ([`crate::autoaugment::AugMix`]; defaults as torchvision's).
+    AugMix {
+        /// Magnitude bins drawn from, 1 to 10 (3).
+        #[serde(default = "three")]
+        severity: usize,
+        /// Chains mixed (3).
+        #[serde(default = "three")]
+        mixture_width: usize,
+        /// Operations per chain; 0 or less: 1 to 3, drawn (−1).
+        #[serde(default = "minus_one")]
+        chain_depth: i64,
+        /// The Dirichlet and Beta parameter (1.0).
+        #[serde(default = "one")]
+        alpha: f64,
+        /// Brightness, color, contrast and sharpness too (true).
+        #[serde(default = "yes")]
+        all_ops: bool,
+        /// The geometric operations' interpolation (`bilinear`).
+        #[serde(default = "bilinear")]
+        interpolation: Interpolation,
+        /// Their fill (zeros).
+        #[serde(default)]
+        fill: Option<Vec<f32>>,
+    },
+}
+
+fn three() -> usize {
+    3
+}
+fn minus_one() -> i64 {
+    -1
+}
+fn one() -> f64 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+fn bilinear() -> Interpolation {
+    Interpolation::Bilinear
+}
+
+fn sampling(interpolation: Interpolation, fill: &Option<Vec<f32>>) -> Sampling {
+    Sampling {
+        interpolation,
+        fill: fill.clone(),
+    }
+}
+
+/// How a sampling shows in `describe`.
+fn sampling_text(interpolation: Interpolation, fill: &Option<Vec<f32>>) -> String {
+    let how = match interpolation {
+        Interpolation::Nearest => "nearest",
+        Interpolation::Bilinear => "bilinear",
+    };
+    match fill {
+        None => format!("{how}, zero fill"),
+        Some(f) => format!("{how}, fill {f:?}"),
+    }
 }
 
 fn bins31() -> usize {
@@ -269,18 +361,56 @@ impl Stage {
                 Err(format!("factor = {factor}: must be finite and >= 0"))
             }
             Stage::Contrast { .. } | Stage::Color { .. } | Stage::Sharpness { .. } => Ok(()),
-            Stage::ShearX { magnitude: v }
-            | Stage::ShearY { magnitude: v }
-            | Stage::Rotate { degrees: v }
+            Stage::ShearX { magnitude: v, .. }
+            | Stage::ShearY { magnitude: v, .. }
+            | Stage::Rotate { degrees: v, .. }
                 if !v.is_finite() =>
             {
                 Err(format!("{v}: must be finite"))
             }
-            Stage::ShearX { .. }
-            | Stage::ShearY { .. }
-            | Stage::Rotate { .. }
-            | Stage::TranslateX { .. }
-            | Stage::TranslateY { .. } => Ok(()),
+            Stage::ShearX {
+                interpolation,
+                ref fill,
+                ..
+            }
+            | Stage::ShearY {
+                interpolation,
+                ref fill,
+                ..
+            }
+            | Stage::Rotate {
+                interpolation,
+                ref fill,
+                ..
+            }
+            | Stage::TranslateX {
+                interpolation,
+                ref fill,
+                ..
+            }
+            | Stage::TranslateY {
+                interpolation,
+                ref fill,
+                ..
+            } => sampling(interpolation, fill).check(None),
+            Stage::AugMix {
+                severity,
+                mixture_width,
+                chain_depth,
+                alpha,
+                all_ops,
+                interpolation,
+                ref fill,
+            } => crate::autoaugment::AugMix {
+                severity,
+                mixture_width,
+                chain_depth,
+                alpha,
+                all_ops,
+                interpolation,
+                fill: fill.clone(),
+            }
+            .check(),
             Stage::TrivialAugmentWide {
                 num_magnitude_bins: b,
             }
@@ -453,8 +583,9 @@ impl Compose {
     ///
     /// # Errors
     ///
-    /// [`TransformError::OrderMismatch`], the normalization's own errors, or
-    /// [`TransformError::BadFactor`] for a hue strength above 0.5.
+    /// [`TransformError::OrderMismatch`], the normalization's own errors,
+    /// [`TransformError::BadFactor`] for a hue strength above 0.5, or [`TransformError::BadStage`]
+    /// for a fill whose values do not match the channels.
     pub fn validate_for<C: ModelColor>(&self) -> Result<(), TransformError> {
         let norm = self.normalization.resolve()?;
         if norm.order != C::OUT_ORDER {
@@ -473,6 +604,21 @@ impl Compose {
                     value: *hue,
                     range: "[0, 0.5]",
                 });
+            }
+            // A per-channel fill must have one value per channel of these images.
+            let fill = match stage {
+                Stage::ShearX { fill, .. } => Some(("shear-x", fill)),
+                Stage::ShearY { fill, .. } => Some(("shear-y", fill)),
+                Stage::TranslateX { fill, .. } => Some(("translate-x", fill)),
+                Stage::TranslateY { fill, .. } => Some(("translate-y", fill)),
+                Stage::Rotate { fill, .. } => Some(("rotate", fill)),
+                Stage::AugMix { fill, .. } => Some(("aug-mix", fill)),
+                _ => None,
+            };
+            if let Some((name, fill)) = fill {
+                sampling(Interpolation::Nearest, fill)
+                    .check(Some(C::CHANNELS))
+                    .map_err(|reason| TransformError::BadStage { stage: name, reason })?;
             }
         }
         Ok(())
@@ -572,11 +718,49 @@ impl Compose {
                 Stage::Sharpness { factor } => crate::pointwise::sharpness(&cur, factor),
                 Stage::Autocontrast => crate::pointwise::autocontrast(&cur),
                 Stage::Equalize => crate::pointwise::equalize(&cur),
-                Stage::ShearX { magnitude } => crate::affine::shear_x(&cur, magnitude),
-                Stage::ShearY { magnitude } => crate::affine::shear_y(&cur, magnitude),
-                Stage::TranslateX { pixels } => crate::affine::translate_x(&cur, pixels),
-                Stage::TranslateY { pixels } => crate::affine::translate_y(&cur, pixels),
-                Stage::Rotate { degrees } => crate::affine::rotate(&cur, degrees),
+                Stage::ShearX {
+                    magnitude,
+                    interpolation,
+                    ref fill,
+                } => crate::affine::shear_x_with(&cur, magnitude, &sampling(interpolation, fill)),
+                Stage::ShearY {
+                    magnitude,
+                    interpolation,
+                    ref fill,
+                } => crate::affine::shear_y_with(&cur, magnitude, &sampling(interpolation, fill)),
+                Stage::TranslateX {
+                    pixels,
+                    interpolation,
+                    ref fill,
+                } => crate::affine::translate_x_with(&cur, pixels, &sampling(interpolation, fill)),
+                Stage::TranslateY {
+                    pixels,
+                    interpolation,
+                    ref fill,
+                } => crate::affine::translate_y_with(&cur, pixels, &sampling(interpolation, fill)),
+                Stage::Rotate {
+                    degrees,
+                    interpolation,
+                    ref fill,
+                } => crate::affine::rotate_with(&cur, degrees, &sampling(interpolation, fill)),
+                Stage::AugMix {
+                    severity,
+                    mixture_width,
+                    chain_depth,
+                    alpha,
+                    all_ops,
+                    interpolation,
+                    ref fill,
+                } => crate::autoaugment::AugMix {
+                    severity,
+                    mixture_width,
+                    chain_depth,
+                    alpha,
+                    all_ops,
+                    interpolation,
+                    fill: fill.clone(),
+                }
+                .apply(&cur, rng),
                 Stage::TrivialAugmentWide { num_magnitude_bins } => {
                     crate::autoaugment::TrivialAugmentWide { num_magnitude_bins }.apply(&cur, rng)
                 }
@@ -660,11 +844,61 @@ impl Compose {
                 Stage::Sharpness { factor } => format!("sharpness x{factor} (blend with a 3x3 blur)"),
                 Stage::Autocontrast => "autocontrast (each channel stretched to 0..255)".to_string(),
                 Stage::Equalize => "equalize (each channel's histogram, PIL's table)".to_string(),
-                Stage::ShearX { magnitude } => format!("shear-x {magnitude} (nearest, zero fill)"),
-                Stage::ShearY { magnitude } => format!("shear-y {magnitude} (nearest, zero fill)"),
-                Stage::TranslateX { pixels } => format!("translate-x {pixels} px (zero fill)"),
-                Stage::TranslateY { pixels } => format!("translate-y {pixels} px (zero fill)"),
-                Stage::Rotate { degrees } => format!("rotate {degrees}° (nearest, zero fill)"),
+                Stage::ShearX {
+                    magnitude,
+                    interpolation,
+                    fill,
+                } => format!("shear-x {magnitude} ({})", sampling_text(*interpolation, fill)),
+                Stage::ShearY {
+                    magnitude,
+                    interpolation,
+                    fill,
+                } => format!("shear-y {magnitude} ({})", sampling_text(*interpolation, fill)),
+                Stage::TranslateX {
+                    pixels,
+                    interpolation,
+                    fill,
+                } => format!(
+                    "translate-x {pixels} px ({})",
+                    sampling_text(*interpolation, fill)
+                ),
+                Stage::TranslateY {
+                    pixels,
+                    interpolation,
+                    fill,
+                } => format!(
+                    "translate-y {pixels} px ({})",
+                    sampling_text(*interpolation, fill)
+                ),
+                Stage::Rotate {
+                    degrees,
+                    interpolation,
+                    fill,
+                } => format!("rotate {degrees}° ({})", sampling_text(*interpolation, fill)),
+                Stage::AugMix {
+                    severity,
+                    mixture_width,
+                    chain_depth,
+                    alpha,
+                    all_ops,
+                    interpolation,
+                    fill,
+                } => {
+                    let depth = if *chain_depth > 0 {
+                        chain_depth.to_string()
+                    } else {
+                        "1-3".to_string()
+                    };
+                    let ops = if *all_ops {
+                        "all operations"
+                    } else {
+                        "no brightness, color, contrast or sharpness"
+                    };
+                    format!(
+                        "aug-mix {mixture_width} chains of {depth} ops ({ops}) at severity {severity}, alpha {alpha} ({})",
+                        sampling_text(*interpolation, fill)
+                    )
+                }
                 Stage::TrivialAugmentWide { num_magnitude_bins } => {
                     format!("trivial-augment-wide ({num_magnitude_bins} magnitude bins)")
                 }
@@ -937,5 +1171,90 @@ mod tests {
             hue.validate_for::<Bgr>(),
             Err(TransformError::BadFactor { .. })
         ));
+    }
+
+    #[test]
+    fn aug_mix_and_the_affine_stages_sampling_options() {
+        let parse = |json: &str| serde_json::from_str::<Stage>(json).unwrap();
+        // torchvision's defaults.
+        let Stage::AugMix {
+            severity,
+            mixture_width,
+            chain_depth,
+            alpha,
+            all_ops,
+            interpolation,
+            fill,
+        } = parse(r#"{"op": "aug-mix"}"#)
+        else {
+            panic!("not aug-mix")
+        };
+        let d = crate::autoaugment::AugMix::default();
+        assert_eq!(
+            (
+                severity,
+                mixture_width,
+                chain_depth,
+                alpha,
+                all_ops,
+                interpolation,
+                fill
+            ),
+            (
+                d.severity,
+                d.mixture_width,
+                d.chain_depth,
+                d.alpha,
+                d.all_ops,
+                d.interpolation,
+                d.fill
+            )
+        );
+        assert!(parse(r#"{"op": "aug-mix", "severity": 11}"#).check().is_err());
+        assert!(parse(r#"{"op": "aug-mix", "mixture_width": 0}"#).check().is_err());
+        let shear =
+            parse(r#"{"op": "shear-x", "magnitude": 0.2, "interpolation": "bilinear", "fill": [1, 2, 3]}"#);
+        shear.check().unwrap();
+        assert_eq!(
+            parse(r#"{"op": "rotate", "degrees": 5}"#),
+            Stage::Rotate {
+                degrees: 5.0,
+                interpolation: Interpolation::Nearest,
+                fill: None,
+            }
+        );
+        assert!(
+            parse(r#"{"op": "rotate", "degrees": 5, "fill": [300]}"#)
+                .check()
+                .is_err()
+        );
+        let compose = |stage: &str| -> Compose {
+            serde_json::from_str(&format!(
+                r#"{{"stages": [{stage}], "normalization": {{"preset": "cifar10"}}}}"#
+            ))
+            .unwrap()
+        };
+        let c =
+            compose(r#"{"op": "shear-x", "magnitude": 0.2, "interpolation": "bilinear", "fill": [1, 2, 3]}"#);
+        c.validate_for::<Bgr>().unwrap();
+        assert_eq!(
+            c.describe("BGR")[1],
+            "shear-x 0.2 (bilinear, fill [1.0, 2.0, 3.0]) -> HWC BGR u8 [0, 255]"
+        );
+        // Two values for three channels: refused before any image.
+        let bad = compose(r#"{"op": "translate-x", "pixels": 2, "fill": [1, 2]}"#);
+        assert!(matches!(
+            bad.validate_for::<Bgr>(),
+            Err(TransformError::BadStage {
+                stage: "translate-x",
+                ..
+            })
+        ));
+        // AugMix runs through the pipeline, the same for the same sample generator.
+        let mix = compose(r#"{"op": "aug-mix", "mixture_width": 2}"#);
+        let a = mix.apply(&ramp(8, 8), &mut SampleRng::new(4)).unwrap();
+        let b = mix.apply(&ramp(8, 8), &mut SampleRng::new(4)).unwrap();
+        assert_eq!(a.as_slice(), b.as_slice());
+        assert!(mix.describe("BGR")[1].starts_with("aug-mix 2 chains of 1-3 ops"));
     }
 }

@@ -93,6 +93,15 @@ pub enum TransformError {
         reason: String,
     },
 
+    /// A stage whose settings do not fit the images it gets (e.g. a fill of 3 values on grey).
+    #[error("stage `{stage}`: {reason}")]
+    BadStage {
+        /// The stage's `op`.
+        stage: &'static str,
+        /// What does not fit.
+        reason: String,
+    },
+
     /// A broken invariant inside a transform (a bug in kiln, reported rather than panicking).
     #[error("internal transform error: {0}")]
     Internal(String),

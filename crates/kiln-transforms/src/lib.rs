@@ -9,8 +9,9 @@
 //!   data of the other scale or order instead of silently producing garbage.
 //! * [`pointwise`] — the automatic augmentations' colour operations (invert, posterize, solarize,
 //!   brightness, contrast, color, sharpness, autocontrast, equalize), bit-exact with torchvision v2.
-//! * [`affine`], [`autoaugment`] — the policies' geometric operations, and TrivialAugmentWide and
-//!   RandAugment with torchvision's tables.
+//! * [`affine`], [`autoaugment`] — the policies' geometric operations (nearest or bilinear, with
+//!   a fill), and TrivialAugmentWide, RandAugment, AutoAugment and AugMix with torchvision's
+//!   tables.
 //! * [`stats`] — per-channel mean and std of a dataset, accumulated exactly (integer sums) and
 //!   reported in f64, which is where the Fashion-MNIST preset's numbers come from.
 //!

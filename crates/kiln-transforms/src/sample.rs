@@ -409,6 +409,22 @@ pub(crate) fn resize_window<C: ColorOrder>(
         let start = (top + y) * stride + left * c;
         &img.as_bytes()[start..start + line]
     };
+    // The same size: OpenCV's bilinear taps are (x, weight 1, weight 0), a copy; copied directly
+    // (a flip, or a crop to itself, in a pipeline costs no resampling).
+    if h == out_h && w == out_w {
+        let mut out = vec![0u8; line];
+        for y in 0..h {
+            if flip {
+                for (o, p) in out.chunks_exact_mut(c).zip(row(y).chunks_exact(c).rev()) {
+                    o.copy_from_slice(p);
+                }
+                emit(y, &out);
+            } else {
+                emit(y, row(y));
+            }
+        }
+        return Ok(());
+    }
     // Per output pixel: the offset of its left source pixel and the two weights. The right pixel is
     // always `c` further: the blended row carries one padding pixel, which only ever gets weight 0
     // (at the right border the left tap is clamped to the last pixel with weight 1).
