@@ -308,41 +308,9 @@ impl Mix {
 
 /// A draw from `Beta(a, a)`: `X/(X+Y)` with `X, Y ~ Gamma(a, 1)`.
 fn beta(a: f64, rng: &mut SampleRng) -> f64 {
-    let x = gamma(a, rng);
-    let y = gamma(a, rng);
+    let x = rng.gamma(a);
+    let y = rng.gamma(a);
     if x + y == 0.0 { 0.5 } else { x / (x + y) }
-}
-
-/// Marsaglia & Tsang (2000) for `a ≥ 1`; `Gamma(a+1)·U^(1/a)` below.
-fn gamma(a: f64, rng: &mut SampleRng) -> f64 {
-    if a < 1.0 {
-        let u = rng.uniform().max(f64::MIN_POSITIVE);
-        return gamma(a + 1.0, rng) * u.powf(1.0 / a);
-    }
-    let d = a - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
-    loop {
-        let (x, v) = loop {
-            let x = normal(rng);
-            let v = 1.0 + c * x;
-            if v > 0.0 {
-                break (x, v * v * v);
-            }
-        };
-        let u = rng.uniform();
-        if u < 1.0 - 0.0331 * x.powi(4)
-            || u.max(f64::MIN_POSITIVE).ln() < 0.5 * x * x + d * (1.0 - v + v.ln())
-        {
-            return d * v;
-        }
-    }
-}
-
-/// A standard normal draw (Box–Muller).
-fn normal(rng: &mut SampleRng) -> f64 {
-    let u1 = rng.uniform().max(f64::MIN_POSITIVE);
-    let u2 = rng.uniform();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// The generator of a batch: the run's seed and the batch's sample indices (so the mix does not

@@ -604,43 +604,13 @@ impl AugMix {
 /// A Dirichlet(`alphas`) draw: independent Gamma(αᵢ, 1) draws, normalised (float32, as
 /// `torch._sample_dirichlet` returns them).
 fn dirichlet(alphas: &[f64], rng: &mut SampleRng) -> Vec<f32> {
-    let g: Vec<f64> = alphas.iter().map(|&a| gamma(a, rng)).collect();
+    let g: Vec<f64> = alphas.iter().map(|&a| rng.gamma(a)).collect();
     let total: f64 = g.iter().sum();
     if total > 0.0 {
         g.iter().map(|v| (v / total) as f32).collect()
     } else {
         vec![1.0 / alphas.len() as f32; alphas.len()]
     }
-}
-
-/// A Gamma(`alpha`, 1) draw: Marsaglia and Tsang's method (α ≥ 1), boosted by `U^(1/α)` below 1.
-fn gamma(alpha: f64, rng: &mut SampleRng) -> f64 {
-    if alpha < 1.0 {
-        let u = rng.uniform().max(f64::MIN_POSITIVE);
-        return gamma(alpha + 1.0, rng) * u.powf(1.0 / alpha);
-    }
-    let d = alpha - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
-    loop {
-        let x = normal(rng);
-        let v = (1.0 + c * x).powi(3);
-        if v <= 0.0 {
-            continue;
-        }
-        let u = rng.uniform();
-        if u < 1.0 - 0.0331 * x.powi(4)
-            || u.max(f64::MIN_POSITIVE).ln() < 0.5 * x * x + d * (1.0 - v + v.ln())
-        {
-            return d * v;
-        }
-    }
-}
-
-/// A standard normal draw (Box–Muller).
-fn normal(rng: &mut SampleRng) -> f64 {
-    let u1 = rng.uniform().max(f64::MIN_POSITIVE);
-    let u2 = rng.uniform();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 #[cfg(test)]

@@ -224,46 +224,8 @@ pub enum Stage {
         num_magnitude_bins: usize,
     },
     /// torchvision's `AugMix`: chains of random operations mixed with Dirichlet weights and
-    /// blended with the image ([`crate::autoaugment::AugMix`]; defaults as torchvision's).
-    AugMix {
-        /// Magnitude bins drawn from, 1 to 10 (3).
-        #[serde(default = "three")]
-        severity: usize,
-        /// Chains mixed (3).
-        #[serde(default = "three")]
-        mixture_width: usize,
-        /// Operations per chain; 0 or less: 1 to 3, drawn (−1).
-        #[serde(default = "minus_one")]
-        chain_depth: i64,
-        /// The Dirichlet and Beta parameter (1.0).
-        #[serde(default = "one")]
-        alpha: f64,
-        /// Brightness, color, contrast and sharpness too (true).
-        #[serde(default = "yes")]
-        all_ops: bool,
-        /// The geometric operations' interpolation (`bilinear`).
-        #[serde(default = "bilinear")]
-        interpolation: Interpolation,
-        /// Their fill (zeros).
-        #[serde(default)]
-        fill: Option<Vec<f32>>,
-    },
-}
-
-fn three() -> usize {
-    3
-}
-fn minus_one() -> i64 {
-    -1
-}
-fn one() -> f64 {
-    1.0
-}
-fn yes() -> bool {
-    true
-}
-fn bilinear() -> Interpolation {
-    Interpolation::Bilinear
+    /// blended with the image (its settings and defaults: [`crate::autoaugment::AugMix`]).
+    AugMix(crate::autoaugment::AugMix),
 }
 
 fn sampling(interpolation: Interpolation, fill: &Option<Vec<f32>>) -> Sampling {
@@ -393,24 +355,7 @@ impl Stage {
                 ref fill,
                 ..
             } => sampling(interpolation, fill).check(None),
-            Stage::AugMix {
-                severity,
-                mixture_width,
-                chain_depth,
-                alpha,
-                all_ops,
-                interpolation,
-                ref fill,
-            } => crate::autoaugment::AugMix {
-                severity,
-                mixture_width,
-                chain_depth,
-                alpha,
-                all_ops,
-                interpolation,
-                fill: fill.clone(),
-            }
-            .check(),
+            Stage::AugMix(ref aug) => aug.check(),
             Stage::TrivialAugmentWide {
                 num_magnitude_bins: b,
             }
@@ -612,7 +557,7 @@ impl Compose {
                 Stage::TranslateX { fill, .. } => Some(("translate-x", fill)),
                 Stage::TranslateY { fill, .. } => Some(("translate-y", fill)),
                 Stage::Rotate { fill, .. } => Some(("rotate", fill)),
-                Stage::AugMix { fill, .. } => Some(("aug-mix", fill)),
+                Stage::AugMix(aug) => Some(("aug-mix", &aug.fill)),
                 _ => None,
             };
             if let Some((name, fill)) = fill {
@@ -743,24 +688,7 @@ impl Compose {
                     interpolation,
                     ref fill,
                 } => crate::affine::rotate_with(&cur, degrees, &sampling(interpolation, fill)),
-                Stage::AugMix {
-                    severity,
-                    mixture_width,
-                    chain_depth,
-                    alpha,
-                    all_ops,
-                    interpolation,
-                    ref fill,
-                } => crate::autoaugment::AugMix {
-                    severity,
-                    mixture_width,
-                    chain_depth,
-                    alpha,
-                    all_ops,
-                    interpolation,
-                    fill: fill.clone(),
-                }
-                .apply(&cur, rng),
+                Stage::AugMix(ref aug) => aug.apply(&cur, rng),
                 Stage::TrivialAugmentWide { num_magnitude_bins } => {
                     crate::autoaugment::TrivialAugmentWide { num_magnitude_bins }.apply(&cur, rng)
                 }
@@ -875,28 +803,23 @@ impl Compose {
                     interpolation,
                     fill,
                 } => format!("rotate {degrees}° ({})", sampling_text(*interpolation, fill)),
-                Stage::AugMix {
-                    severity,
-                    mixture_width,
-                    chain_depth,
-                    alpha,
-                    all_ops,
-                    interpolation,
-                    fill,
-                } => {
-                    let depth = if *chain_depth > 0 {
-                        chain_depth.to_string()
+                Stage::AugMix(aug) => {
+                    let depth = if aug.chain_depth > 0 {
+                        aug.chain_depth.to_string()
                     } else {
                         "1-3".to_string()
                     };
-                    let ops = if *all_ops {
+                    let ops = if aug.all_ops {
                         "all operations"
                     } else {
                         "no brightness, color, contrast or sharpness"
                     };
                     format!(
-                        "aug-mix {mixture_width} chains of {depth} ops ({ops}) at severity {severity}, alpha {alpha} ({})",
-                        sampling_text(*interpolation, fill)
+                        "aug-mix {} chains of {depth} ops ({ops}) at severity {}, alpha {} ({})",
+                        aug.mixture_width,
+                        aug.severity,
+                        aug.alpha,
+                        sampling_text(aug.interpolation, &aug.fill)
                     )
                 }
                 Stage::TrivialAugmentWide { num_magnitude_bins } => {
@@ -1177,39 +1100,11 @@ mod tests {
     fn aug_mix_and_the_affine_stages_sampling_options() {
         let parse = |json: &str| serde_json::from_str::<Stage>(json).unwrap();
         // torchvision's defaults.
-        let Stage::AugMix {
-            severity,
-            mixture_width,
-            chain_depth,
-            alpha,
-            all_ops,
-            interpolation,
-            fill,
-        } = parse(r#"{"op": "aug-mix"}"#)
-        else {
-            panic!("not aug-mix")
-        };
-        let d = crate::autoaugment::AugMix::default();
         assert_eq!(
-            (
-                severity,
-                mixture_width,
-                chain_depth,
-                alpha,
-                all_ops,
-                interpolation,
-                fill
-            ),
-            (
-                d.severity,
-                d.mixture_width,
-                d.chain_depth,
-                d.alpha,
-                d.all_ops,
-                d.interpolation,
-                d.fill
-            )
+            parse(r#"{"op": "aug-mix"}"#),
+            Stage::AugMix(crate::autoaugment::AugMix::default())
         );
+        assert!(serde_json::from_str::<Stage>(r#"{"op": "aug-mix", "width": 2}"#).is_err());
         assert!(parse(r#"{"op": "aug-mix", "severity": 11}"#).check().is_err());
         assert!(parse(r#"{"op": "aug-mix", "mixture_width": 0}"#).check().is_err());
         let shear =

@@ -236,6 +236,24 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `mpirun -np 2 kiln train` on `config` into `out`, in the background, its stderr kept.
+fn start_job(config: &Path, out: &Path) -> std::process::Child {
+    mpirun(2)
+        .args(train_args(config, out))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The job's exit status and stderr, once it ends within 60 s (`hung` otherwise).
+fn end_of(child: &mut std::process::Child, hung: &str) -> (std::process::ExitStatus, String) {
+    let status = wait_for(child, Duration::from_secs(60)).expect(hung);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
 /// Waits up to `limit` for `child`; `None` if it is still running (then killed).
 fn wait_for(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
@@ -271,12 +289,7 @@ fn a_killed_rank_ends_the_job_and_the_last_checkpoint_stays() {
     let root = tempfile::tempdir().unwrap();
     let config = setup(root.path(), 500);
     let out_dir = root.path().join("killed");
-    let mut child = mpirun(2)
-        .args(train_args(&config, &out_dir))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = start_job(&config, &out_dir);
     let checkpoints = out_dir.join("checkpoints");
     let start = Instant::now();
     while kiln_train::checkpoint::latest(&checkpoints).is_none() {
@@ -298,10 +311,7 @@ fn a_killed_rank_ends_the_job_and_the_last_checkpoint_stays() {
         .unwrap();
     assert!(killed.success());
     let t = Instant::now();
-    let status = wait_for(&mut child, Duration::from_secs(60))
-        .expect("the job still runs 60 s after rank 1 was killed");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) = end_of(&mut child, "the job still runs 60 s after rank 1 was killed");
     assert!(!status.success());
     assert!(stderr.contains("exited on signal 9"), "{stderr}");
     eprintln!(
@@ -322,15 +332,8 @@ fn an_error_on_one_rank_ends_every_rank() {
     let out_dir = root.path().join("taken");
     std::fs::create_dir_all(&out_dir).unwrap();
     std::fs::write(out_dir.join("keep.txt"), "mine").unwrap();
-    let mut child = mpirun(2)
-        .args(train_args(&config, &out_dir))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_for(&mut child, Duration::from_secs(60)).expect("the job still runs after 60 s");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let mut child = start_job(&config, &out_dir);
+    let (status, stderr) = end_of(&mut child, "the job still runs after 60 s");
     assert!(!status.success());
     assert!(
         stderr.contains("error: rank 0 of 2: output directory"),
