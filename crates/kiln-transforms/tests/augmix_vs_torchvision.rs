@@ -18,20 +18,8 @@ use kiln_transforms::affine::{self, Interpolation, Sampling};
 use kiln_transforms::autoaugment::{AugMix, AugMixDraw, AugOp};
 use serde_json::Value;
 
-fn bytes(v: &Value) -> Vec<u8> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u8)
-        .collect()
-}
-
-/// CHW (RGB or grey) → HWC in kiln's order (BGR or grey).
-fn to_hwc(chw: &[u8], c: usize, hw: usize) -> Vec<u8> {
-    (0..hw)
-        .flat_map(|p| (0..c).rev().map(move |ch| chw[ch * hw + p]))
-        .collect()
-}
+mod common;
+use common::{bytes, to_hwc};
 
 fn fixture() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/augmix/cases.json");

@@ -10,20 +10,8 @@ use kiln_data::{Bgr, ColorOrder, Gray, Hwc, Image};
 use kiln_transforms::pointwise;
 use serde_json::Value;
 
-fn bytes(v: &Value) -> Vec<u8> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u8)
-        .collect()
-}
-
-/// CHW (RGB or grey) → HWC in kiln's order (BGR or grey), and back.
-fn to_hwc(chw: &[u8], c: usize, hw: usize) -> Vec<u8> {
-    (0..hw)
-        .flat_map(|p| (0..c).rev().map(move |ch| chw[ch * hw + p]))
-        .collect()
-}
+mod common;
+use common::{bytes, to_hwc};
 
 fn run<C: ColorOrder>(img: &Image<Hwc, C>, op: &str, args: &Value) -> Image<Hwc, C> {
     match op {
