@@ -485,7 +485,8 @@ pub struct AugMix {
     pub all_ops: bool,
     /// The geometric operations' interpolation (bilinear, torchvision's default for AugMix).
     pub interpolation: Interpolation,
-    /// Their fill (`None`: zeros, as torchvision's `fill=None`).
+    /// Their fill (`None`: zeros, as torchvision's `fill=None`; one value, or three in RGB
+    /// order).
     pub fill: Option<Vec<f32>>,
 }
 

@@ -149,8 +149,8 @@ pub enum Stage {
         /// `nearest` (default) or `bilinear`.
         #[serde(default)]
         interpolation: Interpolation,
-        /// The value of pixels from outside: one, or one per channel (default: zeros, as
-        /// torchvision's `fill=None`).
+        /// The value of pixels from outside: one, or one per channel in RGB order, as torchvision
+        /// takes it (default: zeros, as torchvision's `fill=None`).
         #[serde(default)]
         fill: Option<Vec<f32>>,
     },
