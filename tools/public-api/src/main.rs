@@ -31,10 +31,15 @@ fn main() -> Result<()> {
         Some("bless") => true,
         Some(other) => bail!("usage: public-api [check|bless] (got {other:?})"),
     };
-    // tools/public-api/ is two levels below the repository root.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()?;
+    // The repository around the working directory, not the one this binary was built in: clones
+    // sharing a target directory reuse one build of this tool (cargo hashes path packages by
+    // their path inside the workspace), and a compile-time path would list another clone.
+    let cwd = std::env::current_dir()?;
+    let root = cwd
+        .ancestors()
+        .find(|d| d.join("tools/public-api/Cargo.toml").is_file())
+        .map(Path::to_path_buf)
+        .with_context(|| format!("{} is not inside the kiln repository", cwd.display()))?;
     let mut failures = Vec::new();
     for name in CRATES {
         let listing = list_crate(
