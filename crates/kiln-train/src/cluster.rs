@@ -174,8 +174,70 @@ impl Drop for LocalCluster {
     }
 }
 
-fn to_bytes<T: Copy>(values: &[T], each: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
-    values.iter().flat_map(|&v| each(v)).collect()
+/// A number as the threads of a [`LocalCluster`] exchange it: little-endian bytes.
+trait Wire: Copy + Default + std::ops::Add<Output = Self> {
+    const SIZE: usize;
+    fn put(self, out: &mut Vec<u8>);
+    fn take(bytes: &[u8]) -> Self;
+}
+
+impl Wire for f32 {
+    const SIZE: usize = 4;
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn take(bytes: &[u8]) -> Self {
+        <[u8; 4]>::try_from(bytes).map_or(0.0, f32::from_le_bytes)
+    }
+}
+
+impl Wire for f64 {
+    const SIZE: usize = 8;
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn take(bytes: &[u8]) -> Self {
+        <[u8; 8]>::try_from(bytes).map_or(0.0, f64::from_le_bytes)
+    }
+}
+
+impl LocalCluster {
+    /// Every rank's `values`, as sent.
+    fn exchange_values<T: Wire>(&self, values: &[T]) -> Result<Vec<Vec<u8>>, TrainError> {
+        let mut bytes = Vec::with_capacity(values.len() * T::SIZE);
+        for &v in values {
+            v.put(&mut bytes);
+        }
+        self.exchange(bytes)
+    }
+
+    /// Element `i` of a rank's values.
+    fn nth<T: Wire>(bytes: &[u8], i: usize) -> T {
+        bytes
+            .get(i * T::SIZE..(i + 1) * T::SIZE)
+            .map_or_else(T::default, T::take)
+    }
+
+    /// Element-wise sums, in rank order (as MPI's reduction of two ranks, a + b).
+    fn sum<T: Wire>(&self, values: &mut [T]) -> Result<(), TrainError> {
+        let all = self.exchange_values(values)?;
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = all
+                .iter()
+                .map(|b| Self::nth(b, i))
+                .fold(T::default(), |acc, x| acc + x);
+        }
+        Ok(())
+    }
+
+    /// Rank 0's values on every rank.
+    fn broadcast<T: Wire>(&self, values: &mut [T]) -> Result<(), TrainError> {
+        let all = self.exchange_values(values)?;
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = Self::nth(&all[0], i);
+        }
+        Ok(())
+    }
 }
 
 impl Cluster for LocalCluster {
@@ -188,59 +250,19 @@ impl Cluster for LocalCluster {
     }
 
     fn sum_f32(&self, values: &mut [f32]) -> Result<(), TrainError> {
-        let all = self.exchange(to_bytes(values, |v| v.to_le_bytes().to_vec()))?;
-        for (i, v) in values.iter_mut().enumerate() {
-            // Rank order, as MPI's reduction of two ranks (a + b) is.
-            *v = all
-                .iter()
-                .map(|b| {
-                    b.get(i * 4..i * 4 + 4)
-                        .map_or(0.0, |s| f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-                })
-                .fold(0.0, |acc, x| acc + x);
-        }
-        Ok(())
+        self.sum(values)
     }
 
     fn sum_f64(&self, values: &mut [f64]) -> Result<(), TrainError> {
-        let all = self.exchange(to_bytes(values, |v| v.to_le_bytes().to_vec()))?;
-        for (i, v) in values.iter_mut().enumerate() {
-            *v = all
-                .iter()
-                .map(|b| {
-                    b.get(i * 8..i * 8 + 8)
-                        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-                        .map_or(0.0, f64::from_le_bytes)
-                })
-                .fold(0.0, |acc, x| acc + x);
-        }
-        Ok(())
+        self.sum(values)
     }
 
     fn broadcast_f64(&self, values: &mut [f64]) -> Result<(), TrainError> {
-        let all = self.exchange(to_bytes(values, |v| v.to_le_bytes().to_vec()))?;
-        for (i, v) in values.iter_mut().enumerate() {
-            if let Some(s) = all[0]
-                .get(i * 8..i * 8 + 8)
-                .and_then(|s| <[u8; 8]>::try_from(s).ok())
-            {
-                *v = f64::from_le_bytes(s);
-            }
-        }
-        Ok(())
+        self.broadcast(values)
     }
 
     fn broadcast_f32(&self, values: &mut [f32]) -> Result<(), TrainError> {
-        let all = self.exchange(to_bytes(values, |v| v.to_le_bytes().to_vec()))?;
-        for (i, v) in values.iter_mut().enumerate() {
-            if let Some(s) = all[0]
-                .get(i * 4..i * 4 + 4)
-                .and_then(|s| <[u8; 4]>::try_from(s).ok())
-            {
-                *v = f32::from_le_bytes(s);
-            }
-        }
-        Ok(())
+        self.broadcast(values)
     }
 
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, TrainError> {
