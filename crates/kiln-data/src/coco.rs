@@ -15,22 +15,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::data::dataset::Dataset;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decode::imread;
 use crate::image::{Bgr, Hwc, Image};
 use crate::{DataError, DatasetRoot};
 
 #[derive(Deserialize)]
-struct CocoFile {
-    images: Vec<CocoImage>,
+struct RawFile {
+    images: Vec<RawImage>,
     #[serde(default)]
-    annotations: Vec<CocoAnnotation>,
+    annotations: Vec<RawAnnotation>,
     categories: Vec<CocoCategory>,
 }
 
 #[derive(Deserialize)]
-struct CocoImage {
+struct RawImage {
     id: u64,
     file_name: String,
     width: usize,
@@ -38,20 +38,219 @@ struct CocoImage {
 }
 
 #[derive(Deserialize)]
-struct CocoAnnotation {
+struct RawAnnotation {
     #[serde(default)]
     id: Option<u64>,
     image_id: u64,
     category_id: u64,
     bbox: Vec<f64>,
     #[serde(default)]
+    area: Option<f64>,
+    #[serde(default)]
     iscrowd: u8,
 }
 
-#[derive(Deserialize)]
-struct CocoCategory {
-    id: u64,
-    name: String,
+/// One entry of a COCO file's `categories`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CocoCategory {
+    /// COCO's category id (any positive integers, gaps allowed).
+    pub id: u64,
+    /// The category's name.
+    pub name: String,
+}
+
+/// One entry of a COCO file's `images`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CocoImage {
+    /// COCO's image id.
+    pub id: u64,
+    /// The file, relative to the images folder.
+    pub file_name: String,
+    /// Width in pixels, as the file says.
+    pub width: usize,
+    /// Height in pixels, as the file says.
+    pub height: usize,
+}
+
+/// One entry of a COCO file's `annotations`, as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CocoAnnotation {
+    /// The annotation's id (evaluation needs it; training does not).
+    pub id: Option<u64>,
+    /// The image it belongs to.
+    pub image_id: u64,
+    /// Its COCO category id.
+    pub category_id: u64,
+    /// `[x, y, width, height]` in pixels.
+    pub bbox: [f64; 4],
+    /// The object's area (the segmentation's, in COCO itself): what COCO's small/medium/large
+    /// split uses. `None` when the file has no `area`.
+    pub area: Option<f64>,
+    /// COCO's `iscrowd`.
+    pub iscrowd: bool,
+}
+
+/// A COCO annotation file (`instances_*.json`), read and checked: every annotation names a
+/// listed image and category and has a valid box; image, category and annotation ids are unique.
+/// Categories are sorted by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CocoFile {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `images`, in the file's order.
+    pub images: Vec<CocoImage>,
+    /// `annotations`, in the file's order.
+    pub annotations: Vec<CocoAnnotation>,
+    /// `categories`, by increasing id.
+    pub categories: Vec<CocoCategory>,
+}
+
+impl CocoFile {
+    /// Reads and checks a COCO annotation file.
+    ///
+    /// # Errors
+    ///
+    /// [`DataError::Io`], and [`DataError::Format`] for invalid JSON (with line and column) or
+    /// inconsistent annotations (with the annotation's id or position).
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, DataError> {
+        let path = path.as_ref().to_path_buf();
+        let bytes = crate::paths::read_file(&path)?;
+        let bad = |problem: String| DataError::Format {
+            path: path.clone(),
+            problem,
+        };
+        let file: RawFile =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a COCO annotation file: {e}")))?;
+        let mut categories = file.categories;
+        categories.sort_by_key(|c| c.id);
+        if let Some(w) = categories.windows(2).find(|w| w[0].id == w[1].id) {
+            return Err(bad(format!("duplicate category id {}", w[0].id)));
+        }
+        let mut image_ids = std::collections::BTreeSet::new();
+        let images: Vec<CocoImage> = file
+            .images
+            .into_iter()
+            .map(|i| CocoImage {
+                id: i.id,
+                file_name: i.file_name,
+                width: i.width,
+                height: i.height,
+            })
+            .collect();
+        for img in &images {
+            if !image_ids.insert(img.id) {
+                return Err(bad(format!("duplicate image id {}", img.id)));
+            }
+        }
+        let mut ann_ids = std::collections::BTreeSet::new();
+        let mut annotations = Vec::with_capacity(file.annotations.len());
+        for (n, ann) in file.annotations.into_iter().enumerate() {
+            let name = ann
+                .id
+                .map_or_else(|| format!("annotation #{n}"), |id| format!("annotation id {id}"));
+            if let Some(id) = ann.id
+                && !ann_ids.insert(id)
+            {
+                return Err(bad(format!("duplicate annotation id {id}")));
+            }
+            if !image_ids.contains(&ann.image_id) {
+                return Err(bad(format!(
+                    "{name} refers to image id {}, which is not in \"images\"",
+                    ann.image_id
+                )));
+            }
+            if categories
+                .binary_search_by_key(&ann.category_id, |c| c.id)
+                .is_err()
+            {
+                return Err(bad(format!(
+                    "{name} has category id {}, which is not in \"categories\"",
+                    ann.category_id
+                )));
+            }
+            let &[x, y, w, h] = ann.bbox.as_slice() else {
+                return Err(bad(format!(
+                    "{name}: bbox has {} numbers, expected 4 ([x, y, width, height])",
+                    ann.bbox.len()
+                )));
+            };
+            if ![x, y, w, h].iter().all(|v| v.is_finite()) || w < 0.0 || h < 0.0 {
+                return Err(bad(format!(
+                    "{name}: bbox [{x}, {y}, {w}, {h}] needs finite values and a non-negative width and height"
+                )));
+            }
+            if let Some(area) = ann.area
+                && !area.is_finite()
+            {
+                return Err(bad(format!("{name}: area {area} is not finite")));
+            }
+            annotations.push(CocoAnnotation {
+                id: ann.id,
+                image_id: ann.image_id,
+                category_id: ann.category_id,
+                bbox: [x, y, w, h],
+                area: ann.area,
+                iscrowd: ann.iscrowd != 0,
+            });
+        }
+        Ok(Self {
+            path,
+            images,
+            annotations,
+            categories,
+        })
+    }
+}
+
+/// One detection of a COCO results file — the list `pycocotools.COCO.loadRes` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CocoResult {
+    /// The image it was found in.
+    pub image_id: u64,
+    /// Its COCO category id.
+    pub category_id: u64,
+    /// `[x, y, width, height]` in the original image's pixels.
+    pub bbox: [f64; 4],
+    /// The detector's confidence.
+    pub score: f64,
+}
+
+/// Reads a COCO results file (a JSON list of `{image_id, category_id, bbox, score}`; other keys
+/// are ignored) for the images of `gt`.
+///
+/// # Errors
+///
+/// [`DataError::Io`]; [`DataError::Format`] for invalid JSON, a non-finite score or box, or an
+/// image id that `gt` does not list (pycocotools' "Results do not correspond to current coco set").
+pub fn read_coco_results(path: impl AsRef<Path>, gt: &CocoFile) -> Result<Vec<CocoResult>, DataError> {
+    let path = path.as_ref();
+    let bytes = crate::paths::read_file(path)?;
+    let bad = |problem: String| DataError::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let results: Vec<CocoResult> = serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!(
+            "not a COCO results file (a list of {{image_id, category_id, bbox, score}}): {e}"
+        ))
+    })?;
+    let images: std::collections::BTreeSet<u64> = gt.images.iter().map(|i| i.id).collect();
+    for (n, r) in results.iter().enumerate() {
+        if !images.contains(&r.image_id) {
+            return Err(bad(format!(
+                "detection #{n} is for image id {}, which {} does not list",
+                r.image_id,
+                gt.path.display()
+            )));
+        }
+        if !r.score.is_finite() || !r.bbox.iter().all(|v| v.is_finite()) {
+            return Err(bad(format!(
+                "detection #{n} has a non-finite score or box ({}, {:?})",
+                r.score, r.bbox
+            )));
+        }
+    }
+    Ok(results)
 }
 
 /// One detection sample.
@@ -100,22 +299,9 @@ impl CocoDetection {
     /// (with line and column) or inconsistent annotations (with the annotation id).
     pub fn new(images_dir: impl AsRef<Path>, annotations: impl AsRef<Path>) -> Result<Self, DataError> {
         let root = DatasetRoot::resolve(images_dir)?;
-        let ann_path = annotations.as_ref().to_path_buf();
-        let bytes = crate::paths::read_file(&ann_path)?;
-        let bad = |problem: String| DataError::Format {
-            path: ann_path.clone(),
-            problem,
-        };
-        let file: CocoFile =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a COCO annotation file: {e}")))?;
-        let mut category_ids: Vec<u64> = file.categories.iter().map(|c| c.id).collect();
-        category_ids.sort_unstable();
-        category_ids.dedup();
-        if category_ids.len() != file.categories.len() {
-            return Err(bad("duplicate category ids".to_string()));
-        }
-        let names: BTreeMap<u64, &str> = file.categories.iter().map(|c| (c.id, c.name.as_str())).collect();
-        let categories = category_ids.iter().map(|id| names[id].to_string()).collect();
+        let file = CocoFile::read(annotations)?;
+        let category_ids: Vec<u64> = file.categories.iter().map(|c| c.id).collect();
+        let categories = file.categories.iter().map(|c| c.name.clone()).collect();
         let mut by_id: BTreeMap<u64, Record> = BTreeMap::new();
         for img in &file.images {
             let record = Record {
@@ -127,45 +313,25 @@ impl CocoDetection {
                 labels: Vec::new(),
                 crowd: Vec::new(),
             };
-            if by_id.insert(img.id, record).is_some() {
-                return Err(bad(format!("duplicate image id {}", img.id)));
-            }
+            by_id.insert(img.id, record);
         }
-        for (n, ann) in file.annotations.iter().enumerate() {
-            let name = ann
-                .id
-                .map_or_else(|| format!("annotation #{n}"), |id| format!("annotation id {id}"));
-            let record = by_id.get_mut(&ann.image_id).ok_or_else(|| {
-                bad(format!(
-                    "{name} refers to image id {}, which is not in \"images\"",
-                    ann.image_id
-                ))
-            })?;
-            let label = category_ids.binary_search(&ann.category_id).map_err(|_| {
-                bad(format!(
-                    "{name} has category id {}, which is not in \"categories\"",
-                    ann.category_id
-                ))
-            })?;
-            let &[x, y, w, h] = ann.bbox.as_slice() else {
-                return Err(bad(format!(
-                    "{name}: bbox has {} numbers, expected 4 ([x, y, width, height])",
-                    ann.bbox.len()
-                )));
+        for ann in &file.annotations {
+            // CocoFile::read checked that the image and the category exist.
+            let (Some(record), Ok(label)) = (
+                by_id.get_mut(&ann.image_id),
+                category_ids.binary_search(&ann.category_id),
+            ) else {
+                continue;
             };
-            if ![x, y, w, h].iter().all(|v| v.is_finite()) || w < 0.0 || h < 0.0 {
-                return Err(bad(format!(
-                    "{name}: bbox [{x}, {y}, {w}, {h}] needs finite values and a non-negative width and height"
-                )));
-            }
+            let [x, y, w, h] = ann.bbox;
             record
                 .boxes
                 .push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
             record.labels.push(label as u32);
-            record.crowd.push(ann.iscrowd != 0);
+            record.crowd.push(ann.iscrowd);
         }
         Ok(Self {
-            annotations: ann_path,
+            annotations: file.path,
             records: by_id.into_values().collect(),
             categories,
             category_ids,

@@ -63,7 +63,10 @@ pub use batcher::{
     ImageMeta, Indexed,
 };
 pub use cifar::{CIFAR10_CLASSES, Cifar100Label, CifarDataset, CifarItem, CifarSplit};
-pub use coco::{CocoDetection, DetectionItem};
+pub use coco::{
+    CocoAnnotation, CocoCategory, CocoDetection, CocoFile, CocoImage, CocoResult, DetectionItem,
+    read_coco_results,
+};
 pub use decode::{DraftSize, imread, imread_draft, imread_gray};
 pub use error::DataError;
 pub use folder::{ImageFolder, ImageFolderItem, ImageFolderOptions};

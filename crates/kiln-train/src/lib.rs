@@ -39,6 +39,7 @@
 pub mod ablation;
 pub mod checkpoint;
 pub mod cluster;
+pub mod coco_eval;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -72,6 +73,7 @@ pub mod train_config;
 
 pub use checkpoint::{CheckpointFailure, CheckpointOptions, OnCheckpointError};
 pub use cluster::{Cluster, LocalCluster};
+pub use coco_eval::{CocoMetrics, coco_evaluate};
 pub use config::RunFile;
 pub use device::{DeviceError, DeviceSpec};
 pub use ema::{EmaConfig, ModelEma};

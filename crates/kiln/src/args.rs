@@ -79,6 +79,10 @@ pub(crate) enum Command {
     /// Write trained weights for other runtimes: ONNX (every model; ONNX Runtime, TensorRT,
     /// OpenVINO, browsers), or torchvision's safetensors layout (the ResNets) for PyTorch.
     Export(ExportArgs),
+    /// COCO box detection metrics of a results file (the list pycocotools' `loadRes` takes)
+    /// against COCO annotations: the twelve numbers of `COCOeval.summarize()`, computed as it does,
+    /// and AP per category.
+    Score(ScoreArgs),
     /// The models kiln can build, by the name --model and [model] take.
     Models {
         /// Print one JSON array instead of text.
@@ -94,6 +98,20 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 300)]
         steps: usize,
     },
+}
+
+/// `kiln score`'s arguments.
+#[derive(Args, Debug)]
+pub(crate) struct ScoreArgs {
+    /// The ground truth: a COCO annotation file (`instances_*.json`).
+    #[arg(long, value_name = "GT.json")]
+    pub(crate) annotations: PathBuf,
+    /// The detections: a JSON list of `{image_id, category_id, bbox: [x, y, w, h], score}`.
+    #[arg(long, value_name = "DT.json")]
+    pub(crate) detections: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `kiln eval`'s arguments.

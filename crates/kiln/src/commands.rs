@@ -12,7 +12,8 @@ use kiln_train::infer::{ImportRequest, Trained};
 use kiln_transforms::NormalizationSpec;
 
 use crate::args::{
-    EvalArgs, ExportArgs, ExportFormatArg, ImportArgs, InspectArgs, PredictArgs, StatsArgs, TransformArgs,
+    EvalArgs, ExportArgs, ExportFormatArg, ImportArgs, InspectArgs, PredictArgs, ScoreArgs, StatsArgs,
+    TransformArgs,
 };
 use crate::usage::Usage;
 
@@ -413,6 +414,62 @@ pub(crate) fn export(a: &ExportArgs) -> anyhow::Result<()> {
 }
 
 /// `kiln models`: every registered architecture by its `--model` name.
+/// `kiln score`: COCO metrics of a results file, as pycocotools' `COCOeval` computes them.
+pub(crate) fn score(a: &ScoreArgs) -> anyhow::Result<()> {
+    let gt = kiln_data::CocoFile::read(&a.annotations)?;
+    let results = kiln_data::read_coco_results(&a.detections, &gt)?;
+    let metrics = kiln_train::coco_evaluate(&gt, &results)?;
+    if metrics.unknown_category_detections > 0 {
+        eprintln!(
+            "warning: {} detections have a category id {} does not list; they were dropped, as pycocotools drops them",
+            metrics.unknown_category_detections,
+            a.annotations.display()
+        );
+    }
+    if metrics.zero_id_annotations > 0 {
+        eprintln!(
+            "warning: {} annotations in {} have id 0: pycocotools counts a detection matched to one as a false positive, and so do these numbers; number annotations from 1",
+            metrics.zero_id_annotations,
+            a.annotations.display()
+        );
+    }
+    if a.json {
+        let mut value = serde_json::to_value(&metrics)?;
+        value["summary"] = metrics
+            .named()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    eprintln!(
+        "kiln score: {} detections on {} images, {} annotations, {} categories",
+        metrics.detections,
+        metrics.images,
+        metrics.annotations,
+        metrics.per_category.len()
+    );
+    print!("{metrics}");
+    println!();
+    println!("{:<24} {:>8} {:>8}", "category", "AP", "AP50");
+    for c in &metrics.per_category {
+        let show = |v: f64| {
+            if v < 0.0 {
+                "-".to_string()
+            } else {
+                format!("{v:.3}")
+            }
+        };
+        println!(
+            "{:<24} {:>8} {:>8}",
+            format!("{} ({})", c.name, c.id),
+            show(c.ap),
+            show(c.ap50)
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn models(json: bool) -> anyhow::Result<()> {
     let presets = ModelConfig::presets();
     if json {

@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         Some(Command::Inspect(a)) => commands::inspect(a).map(|()| true),
         Some(Command::Import(a)) => commands::import(a).map(|()| true),
         Some(Command::Export(a)) => commands::export(a).map(|()| true),
+        Some(Command::Score(a)) => commands::score(a).map(|()| true),
         Some(Command::Models { json }) => commands::models(*json).map(|()| true),
         Some(Command::Ablate { args, study, out_dir }) => run_file_allowing(args, sub, &["epochs"])
             .and_then(|file| {

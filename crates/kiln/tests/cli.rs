@@ -3035,3 +3035,56 @@ fn a_kiln_without_mpi_refuses_to_train_under_mpirun() {
         assert!(!root.path().join("run").exists());
     }
 }
+
+/// `kiln score`: pycocotools' summary lines on its fixture (see
+/// crates/kiln-train/tests/coco_eval_vs_pycocotools.rs), the same numbers as JSON, a warning for
+/// the detection of an unlisted category, and a clear error for a results file of unknown images.
+#[test]
+fn score_prints_pycocotools_summary_and_json() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-train/tests/fixtures/coco_eval");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("expected.json")).unwrap()).unwrap();
+    let case = &expected["cases"]["mixed"];
+    let score = |extra: &[&str], dt: &str| {
+        kiln()
+            .arg("score")
+            .arg("--annotations")
+            .arg(fixtures.join("mixed-gt.json"))
+            .arg("--detections")
+            .arg(fixtures.join(dt))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = score(&[], "mixed-dt.json");
+    let text = succeeded(&out);
+    assert!(text.starts_with(case["printed"].as_str().unwrap()), "{text}");
+    assert!(text.contains("class90 (90)"), "per-category table: {text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: 1 detections have a category id"),
+        "{stderr}"
+    );
+
+    let out = score(&["--json"], "mixed-dt.json");
+    let json: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    let ap = json["summary"]["AP"].as_f64().unwrap();
+    assert!((ap - case["stats"][0].as_f64().unwrap()).abs() < 1e-12, "{json}");
+    assert_eq!(json["stats"].as_array().unwrap().len(), 12);
+
+    let dir = tempfile::tempdir().unwrap();
+    let stray = dir.path().join("stray.json");
+    std::fs::write(
+        &stray,
+        r#"[{"image_id": 4242, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}]"#,
+    )
+    .unwrap();
+    let out = score(&[], stray.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stray.json") && stderr.contains("image id 4242") && stderr.contains("mixed-gt.json"),
+        "{stderr}"
+    );
+}
