@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 pub mod blocks;
+pub mod boxes;
 pub mod classifier;
 pub mod convnext;
 pub mod efficientnet;
