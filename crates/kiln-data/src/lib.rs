@@ -52,6 +52,7 @@ pub mod npy;
 pub mod ops;
 pub mod paths;
 pub mod split;
+pub mod synth;
 
 /// The Burn this crate is built on (pinned `=0.22.1`): code that uses these datasets and batchers can name
 /// Burn's types through it and so always gets the same version.
@@ -76,6 +77,7 @@ pub use mnist::{FASHION_MNIST_CLASSES, MNIST_NUM_CLASSES, MnistDataset, MnistIte
 pub use ops::{Concat, InMemory, Mapped, Subset, stratified_split};
 pub use paths::DatasetRoot;
 pub use split::random_split;
+pub use synth::{PasteConfig, PasteSummary, paste_detection_set};
 
 /// The README's examples run as doctests, so what crates.io shows stays true.
 #[cfg(doctest)]

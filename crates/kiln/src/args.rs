@@ -83,6 +83,10 @@ pub(crate) enum Command {
     /// against COCO annotations: the twelve numbers of `COCOeval.summarize()`, computed as it does,
     /// and AP per category.
     Score(ScoreArgs),
+    /// Make a detection set with real pixels: MNIST/Fashion-MNIST items pasted at random scales
+    /// and places on larger canvases, written as COCO folders OUT/train and OUT/val (items of the
+    /// source's training and test splits).
+    MakeDetection(MakeDetectionArgs),
     /// The models kiln can build, by the name --model and [model] take.
     Models {
         /// Print one JSON array instead of text.
@@ -98,6 +102,45 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 300)]
         steps: usize,
     },
+}
+
+/// `kiln make-detection`'s arguments.
+#[derive(Args, Debug)]
+pub(crate) struct MakeDetectionArgs {
+    /// A folder of MNIST-layout idx files (Fashion-MNIST, MNIST); default: the vendored
+    /// Fashion-MNIST subset.
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
+    /// Where OUT/train and OUT/val go (must be empty or absent).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Training canvases.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) train: usize,
+    /// Validation canvases.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) val: usize,
+    /// Canvas side in pixels.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) size: usize,
+    /// Fewest items per canvas.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) min_objects: usize,
+    /// Most items per canvas.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) max_objects: usize,
+    /// Smallest scale of a 28-pixel item.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) min_scale: f64,
+    /// Largest scale of a 28-pixel item.
+    #[arg(long, default_value_t = 2.5)]
+    pub(crate) max_scale: f64,
+    /// The generator's seed (the validation set uses seed + 1).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// The source is MNIST: categories are named "0" to "9" (default: Fashion-MNIST's names).
+    #[arg(long)]
+    pub(crate) mnist: bool,
 }
 
 /// `kiln score`'s arguments.

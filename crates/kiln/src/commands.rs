@@ -12,8 +12,8 @@ use kiln_train::infer::{ImportRequest, Trained};
 use kiln_transforms::NormalizationSpec;
 
 use crate::args::{
-    EvalArgs, ExportArgs, ExportFormatArg, ImportArgs, InspectArgs, PredictArgs, ScoreArgs, StatsArgs,
-    TransformArgs,
+    EvalArgs, ExportArgs, ExportFormatArg, ImportArgs, InspectArgs, MakeDetectionArgs, PredictArgs,
+    ScoreArgs, StatsArgs, TransformArgs,
 };
 use crate::usage::Usage;
 
@@ -414,6 +414,53 @@ pub(crate) fn export(a: &ExportArgs) -> anyhow::Result<()> {
 }
 
 /// `kiln models`: every registered architecture by its `--model` name.
+/// `kiln make-detection`: pasted-item COCO folders for training and validation.
+pub(crate) fn make_detection(a: &MakeDetectionArgs) -> anyhow::Result<()> {
+    use kiln_data::{MnistDataset, MnistSplit, PasteConfig, paste_detection_set};
+    if a.out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        anyhow::bail!(
+            "{} is not empty; choose another --out or remove it",
+            a.out.display()
+        );
+    }
+    let data = kiln_data::DatasetRoot::resolve(a.data.as_deref().unwrap_or(crate::VENDORED_DATA.as_ref()))?;
+    for (split, name, images, seed) in [
+        (MnistSplit::Train, "train", a.train, a.seed),
+        (MnistSplit::Test, "val", a.val, a.seed.wrapping_add(1)),
+    ] {
+        let source = MnistDataset::from_dir(data.path(), split)?;
+        const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        let classes = if a.mnist {
+            DIGITS
+        } else {
+            kiln_data::FASHION_MNIST_CLASSES
+        };
+        let cfg = PasteConfig {
+            images,
+            size: [a.size, a.size],
+            objects: [a.min_objects, a.max_objects],
+            scale: [a.min_scale, a.max_scale],
+            seed,
+            ..PasteConfig::default()
+        };
+        let out = a.out.join(name);
+        let summary = paste_detection_set(&source, &classes, &cfg, &out, |done, total| {
+            if done == total || done % 100 == 0 {
+                eprint!("\r{name}: {done}/{total} images");
+            }
+        })?;
+        eprintln!();
+        println!(
+            "{name}: {} images, {} objects ({} skipped: no room) -> {}",
+            summary.images,
+            summary.objects,
+            summary.skipped,
+            summary.annotations.display()
+        );
+    }
+    Ok(())
+}
+
 /// `kiln score`: COCO metrics of a results file, as pycocotools' `COCOeval` computes them.
 pub(crate) fn score(a: &ScoreArgs) -> anyhow::Result<()> {
     let gt = kiln_data::CocoFile::read(&a.annotations)?;

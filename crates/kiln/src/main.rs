@@ -75,6 +75,7 @@ fn main() -> ExitCode {
         Some(Command::Import(a)) => commands::import(a).map(|()| true),
         Some(Command::Export(a)) => commands::export(a).map(|()| true),
         Some(Command::Score(a)) => commands::score(a).map(|()| true),
+        Some(Command::MakeDetection(a)) => commands::make_detection(a).map(|()| true),
         Some(Command::Models { json }) => commands::models(*json).map(|()| true),
         Some(Command::Ablate { args, study, out_dir }) => run_file_allowing(args, sub, &["epochs"])
             .and_then(|file| {

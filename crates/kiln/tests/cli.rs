@@ -3088,3 +3088,37 @@ fn score_prints_pycocotools_summary_and_json() {
         "{stderr}"
     );
 }
+
+/// `kiln make-detection`: pasted Fashion-MNIST items become COCO folders that `inspect` reads as
+/// detection data; the same seed gives the same files; a non-empty --out is refused.
+#[test]
+fn make_detection_writes_coco_folders_inspect_reads() {
+    let root = tempfile::tempdir().unwrap();
+    let make = |out: &std::path::Path| {
+        kiln()
+            .args(["make-detection", "--train", "6", "--val", "3", "--size", "96", "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let first = root.path().join("a");
+    let stdout = succeeded(&make(&first));
+    assert!(stdout.contains("train: 6 images") && stdout.contains("val: 3 images"), "{stdout}");
+    let out = kiln().args(["inspect", "--data"]).arg(first.join("val")).output().unwrap();
+    let text = succeeded(&out);
+    assert!(text.contains("COCO detection: 3 images") && text.contains("Ankle boot"), "{text}");
+    assert!(text.contains("[96, 96, 3] HWC BGR u8"), "{text}");
+
+    let second = root.path().join("b");
+    succeeded(&make(&second));
+    for file in ["train/annotations.json", "train/images/000005.png", "val/images/000000.png"] {
+        assert_eq!(
+            std::fs::read(first.join(file)).unwrap(),
+            std::fs::read(second.join(file)).unwrap(),
+            "{file}: same seed, same bytes"
+        );
+    }
+    let again = make(&first);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+}
