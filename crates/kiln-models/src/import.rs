@@ -93,6 +93,18 @@ pub fn load_torchvision_resnet(model: ResNet, path: &Path) -> Result<ResNet, Mod
     load_with_key_map(model, pairs, path)
 }
 
+/// Loads torchvision `FCOS` weights (a state dict as `.pth` or `.safetensors`) into `model`,
+/// refusing a file whose tensors do not all fit (a different backbone depth, class count or
+/// width).
+///
+/// # Errors
+///
+/// [`ModelError::Weights`] naming the file and the first tensors that did not fit.
+pub fn load_torchvision_fcos(model: crate::fcos::Fcos, path: &Path) -> Result<crate::fcos::Fcos, ModelError> {
+    let pairs = model.torchvision_key_map();
+    load_with_key_map(model, pairs, path)
+}
+
 /// `(regex, replacement)` pairs from `(torchvision prefix, kiln prefix)` pairs (each ending in a
 /// dot): torchvision → kiln names for the import, kiln → torchvision (`to_torchvision`) for the
 /// export.

@@ -39,6 +39,7 @@ pub mod classifier;
 pub mod convnext;
 pub mod efficientnet;
 pub mod error;
+pub mod fcos;
 pub mod finetune;
 pub mod import;
 pub mod init;

@@ -112,6 +112,42 @@ impl ResNetKind {
     }
 }
 
+/// `(torchvision prefix, kiln prefix)` pairs of a ResNet's stem and stages, each ending in a dot
+/// (`layerL.B.convJ` → `blocks.G.branch.J-1.conv`, `downsample.0/1` → `shortcut.conv/bn`).
+fn resnet_prefixes(kind: ResNetKind) -> Vec<(String, String)> {
+    let (_, depths, _, _, _) = kind.plan();
+    let mut pairs = vec![
+        ("conv1.".to_string(), "stem.conv.".to_string()),
+        ("bn1.".to_string(), "stem.bn.".to_string()),
+    ];
+    let mut g = 0;
+    for (l, &n) in depths.iter().enumerate() {
+        for b in 0..n {
+            let prefix = format!("layer{}.{b}.", l + 1);
+            for j in 1..=3 {
+                pairs.push((
+                    format!("{prefix}conv{j}."),
+                    format!("blocks.{g}.branch.{}.conv.", j - 1),
+                ));
+                pairs.push((
+                    format!("{prefix}bn{j}."),
+                    format!("blocks.{g}.branch.{}.bn.", j - 1),
+                ));
+            }
+            pairs.push((
+                format!("{prefix}downsample.0."),
+                format!("blocks.{g}.shortcut.conv."),
+            ));
+            pairs.push((
+                format!("{prefix}downsample.1."),
+                format!("blocks.{g}.shortcut.bn."),
+            ));
+            g += 1;
+        }
+    }
+    pairs
+}
+
 /// Configuration of [`ResNet`].
 #[derive(Config, Debug, PartialEq)]
 pub struct ResNetConfig {
@@ -165,6 +201,60 @@ pub struct ResNet {
     kind: ResNetKind,
     #[module(skip)]
     in_channels: usize,
+}
+
+/// A ResNet without its pooling and classifier — the stem and the residual stages — whose
+/// [`forward_stages`](Self::forward_stages) returns every stage's output: the body of a detection
+/// backbone (torchvision's `IntermediateLayerGetter` over `layer1`..`layer4`).
+#[derive(Module, Debug)]
+pub struct ResNetBody {
+    stem: ConvBnAct,
+    pool: Option<MaxPool2d>,
+    blocks: Vec<ResBlock>,
+    #[module(skip)]
+    kind: ResNetKind,
+}
+
+impl ResNetBody {
+    /// `[N, C, H, W]` → each stage's output, in order (`layer1`..`layer4` for the ImageNet kinds).
+    pub fn forward_stages(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        let mut x = self.stem.forward(x);
+        if let Some(p) = &self.pool {
+            x = p.forward(x);
+        }
+        let (_, depths, _, _, _) = self.kind.plan();
+        let mut blocks = self.blocks.iter();
+        let mut out = Vec::with_capacity(depths.len());
+        for &n in depths {
+            for b in blocks.by_ref().take(n) {
+                x = b.forward(x);
+            }
+            out.push(x.clone());
+        }
+        out
+    }
+
+    /// Output channels of each stage.
+    pub fn stage_channels(&self) -> Vec<usize> {
+        let (bottleneck, _, widths, _, _) = self.kind.plan();
+        widths
+            .iter()
+            .map(|w| if bottleneck { w * 4 } else { *w })
+            .collect()
+    }
+
+    /// Which ResNet it is the body of.
+    pub fn kind(&self) -> ResNetKind {
+        self.kind
+    }
+
+    /// `(torchvision prefix, kiln prefix)` pairs for the body under `tv` and `kiln` prefixes.
+    pub(crate) fn torchvision_prefixes(&self, tv: &str, kiln: &str) -> Vec<(String, String)> {
+        resnet_prefixes(self.kind)
+            .into_iter()
+            .map(|(t, k)| (format!("{tv}{t}"), format!("{kiln}{k}")))
+            .collect()
+    }
 }
 
 impl ResNetConfig {
@@ -266,6 +356,16 @@ impl ResNet {
         self.kind
     }
 
+    /// The stem and stages without the pooling and classifier (for detection backbones).
+    pub fn into_body(self) -> ResNetBody {
+        ResNetBody {
+            stem: self.stem,
+            pool: self.pool,
+            blocks: self.blocks,
+            kind: self.kind,
+        }
+    }
+
     /// torchvision's state-dict names → this model's parameter paths, as `(regex, replacement)`
     /// pairs (`layerL.B.convJ` → `blocks.G.branch.J-1.conv`, `downsample.0/1` → `shortcut.conv/bn`).
     pub fn torchvision_key_map(&self) -> Vec<(String, String)> {
@@ -280,37 +380,7 @@ impl ResNet {
 
     /// `(torchvision prefix, kiln prefix)` pairs, each ending in a dot.
     fn torchvision_prefixes(&self) -> Vec<(String, String)> {
-        let (_, depths, _, _, _) = self.kind.plan();
-        let mut pairs = vec![
-            ("conv1.".to_string(), "stem.conv.".to_string()),
-            ("bn1.".to_string(), "stem.bn.".to_string()),
-        ];
-        let mut g = 0;
-        for (l, &n) in depths.iter().enumerate() {
-            for b in 0..n {
-                let prefix = format!("layer{}.{b}.", l + 1);
-                for j in 1..=3 {
-                    pairs.push((
-                        format!("{prefix}conv{j}."),
-                        format!("blocks.{g}.branch.{}.conv.", j - 1),
-                    ));
-                    pairs.push((
-                        format!("{prefix}bn{j}."),
-                        format!("blocks.{g}.branch.{}.bn.", j - 1),
-                    ));
-                }
-                pairs.push((
-                    format!("{prefix}downsample.0."),
-                    format!("blocks.{g}.shortcut.conv."),
-                ));
-                pairs.push((
-                    format!("{prefix}downsample.1."),
-                    format!("blocks.{g}.shortcut.bn."),
-                ));
-                g += 1;
-            }
-        }
-        pairs
+        resnet_prefixes(self.kind)
     }
 
     /// Per-layer output shapes, parameters and MACs for an input of `[C, H, W]`.

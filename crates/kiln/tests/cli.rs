@@ -3096,22 +3096,45 @@ fn make_detection_writes_coco_folders_inspect_reads() {
     let root = tempfile::tempdir().unwrap();
     let make = |out: &std::path::Path| {
         kiln()
-            .args(["make-detection", "--train", "6", "--val", "3", "--size", "96", "--out"])
+            .args([
+                "make-detection",
+                "--train",
+                "6",
+                "--val",
+                "3",
+                "--size",
+                "96",
+                "--out",
+            ])
             .arg(out)
             .output()
             .unwrap()
     };
     let first = root.path().join("a");
     let stdout = succeeded(&make(&first));
-    assert!(stdout.contains("train: 6 images") && stdout.contains("val: 3 images"), "{stdout}");
-    let out = kiln().args(["inspect", "--data"]).arg(first.join("val")).output().unwrap();
+    assert!(
+        stdout.contains("train: 6 images") && stdout.contains("val: 3 images"),
+        "{stdout}"
+    );
+    let out = kiln()
+        .args(["inspect", "--data"])
+        .arg(first.join("val"))
+        .output()
+        .unwrap();
     let text = succeeded(&out);
-    assert!(text.contains("COCO detection: 3 images") && text.contains("Ankle boot"), "{text}");
+    assert!(
+        text.contains("COCO detection: 3 images") && text.contains("Ankle boot"),
+        "{text}"
+    );
     assert!(text.contains("[96, 96, 3] HWC BGR u8"), "{text}");
 
     let second = root.path().join("b");
     succeeded(&make(&second));
-    for file in ["train/annotations.json", "train/images/000005.png", "val/images/000000.png"] {
+    for file in [
+        "train/annotations.json",
+        "train/images/000005.png",
+        "val/images/000000.png",
+    ] {
         assert_eq!(
             std::fs::read(first.join(file)).unwrap(),
             std::fs::read(second.join(file)).unwrap(),

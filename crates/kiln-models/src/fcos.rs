@@ -1,0 +1,342 @@
+//! FCOS (Tian et al. 2019) in torchvision's definition: a ResNet body, a feature pyramid P3–P7 and
+//! the shared classification / box-regression + centre-ness heads with GroupNorm towers.
+//!
+//! * Backbone: torchvision's `_resnet_fpn_extractor(resnet, returned_layers=[2, 3, 4],
+//!   extra_blocks=LastLevelP6P7(256, 256))` — `layer2..layer4` (C3–C5) into a
+//!   `FeaturePyramidNetwork` (1×1 lateral and 3×3 output convolutions with biases, nearest 2×
+//!   top-down upsampling), P6 and P7 by stride-2 3×3 convolutions from P5 (ReLU before P7).
+//!   Depths 18, 34 and 50.
+//! * Head: four (3×3 conv → GroupNorm(32) → ReLU) per branch; class logits (bias
+//!   `−log((1 − 0.01) / 0.01)`), box distances (ReLU'd, in units of the level's stride — the box
+//!   coder multiplies them back) and centre-ness, flattened per level to `[N, H·W, ·]` and
+//!   concatenated P3 → P7, as `FCOSHead.forward` returns them.
+//! * The initialisation is torchvision's (FPN: Kaiming uniform a = 1, zero bias; head: N(0, 0.01)).
+//!
+//! [`Fcos::torchvision_key_map`] maps an `FCOS` state dict (`backbone.body.*`, `backbone.fpn.*`,
+//! `head.*`) onto this model.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, Initializer, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+use crate::ModelError;
+use crate::resnet::{ResNetBody, ResNetConfig, ResNetKind};
+
+/// Configuration of [`Fcos`].
+#[derive(Config, Debug, PartialEq)]
+pub struct FcosConfig {
+    /// The backbone: `ResNet18`, `ResNet34` or `ResNet50`.
+    pub backbone: ResNetKind,
+    /// Object classes (torchvision counts a background class in `num_classes`; FCOS's sigmoid
+    /// classifier needs none, and kiln's count is the dataset's).
+    pub num_classes: usize,
+    /// Channels of the pyramid and the heads (torchvision: 256).
+    #[config(default = 256)]
+    pub channels: usize,
+    /// Convolutions in each head tower (torchvision: 4).
+    #[config(default = 4)]
+    pub head_convs: usize,
+    /// The classifier's prior probability of an object (torchvision: 0.01).
+    #[config(default = 0.01)]
+    pub prior_probability: f64,
+}
+
+/// 3×3 conv → GroupNorm(32) → ReLU, one stage of a head tower.
+#[derive(Module, Debug)]
+pub struct ConvGn {
+    conv: Conv2d,
+    gn: GroupNorm,
+}
+
+impl ConvGn {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        relu(self.gn.forward(self.conv.forward(x)))
+    }
+}
+
+/// The feature pyramid: C3–C5 in, P3–P7 out.
+#[derive(Module, Debug)]
+pub struct Fpn {
+    inner: Vec<Conv2d>,
+    layer: Vec<Conv2d>,
+    p6: Conv2d,
+    p7: Conv2d,
+}
+
+impl Fpn {
+    /// `[C3, C4, C5]` → `[P3, P4, P5, P6, P7]`.
+    pub fn forward(&self, c: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+        let n = c.len();
+        let mut last = self.inner[n - 1].forward(c[n - 1].clone());
+        let mut out = vec![self.layer[n - 1].forward(last.clone())];
+        for i in (0..n - 1).rev() {
+            let lateral = self.inner[i].forward(c[i].clone());
+            let [_, _, h, w] = lateral.dims();
+            let up = interpolate(
+                last,
+                InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([h, w]),
+            );
+            last = lateral + up;
+            out.insert(0, self.layer[i].forward(last.clone()));
+        }
+        // LastLevelP6P7 with in = out channels: from P5.
+        let p6 = self.p6.forward(out[n - 1].clone());
+        let p7 = self.p7.forward(relu(p6.clone()));
+        out.push(p6);
+        out.push(p7);
+        out
+    }
+}
+
+/// The classification and regression heads, shared over the levels.
+#[derive(Module, Debug)]
+pub struct FcosHead {
+    cls_tower: Vec<ConvGn>,
+    cls_logits: Conv2d,
+    reg_tower: Vec<ConvGn>,
+    bbox_reg: Conv2d,
+    bbox_ctrness: Conv2d,
+}
+
+/// The raw outputs of [`Fcos::forward`], every level's locations concatenated (P3 first, row-major
+/// within a level).
+#[derive(Debug, Clone)]
+pub struct FcosOutput {
+    /// `[N, L, classes]` class logits.
+    pub cls_logits: Tensor<3>,
+    /// `[N, L, 4]` distances to the box's left, top, right and bottom edges, over the stride.
+    pub bbox_regression: Tensor<3>,
+    /// `[N, L, 1]` centre-ness logits.
+    pub bbox_ctrness: Tensor<3>,
+    /// `[H, W]` of each level, P3 → P7.
+    pub level_sizes: Vec<[usize; 2]>,
+}
+
+/// `[N, C, H, W]` → `[N, H·W, C]` (torchvision's view/permute/reshape with one anchor).
+fn flatten_level(x: Tensor<4>) -> Tensor<3> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h * w]).swap_dims(1, 2)
+}
+
+/// FCOS; see the [module docs](self).
+#[derive(Module, Debug)]
+pub struct Fcos {
+    body: ResNetBody,
+    fpn: Fpn,
+    head: FcosHead,
+    #[module(skip)]
+    num_classes: usize,
+}
+
+impl FcosConfig {
+    /// Builds the model.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidConfig`] for a CIFAR backbone, fewer than one class, channels that
+    /// GroupNorm(32) cannot split, or a prior outside (0, 1).
+    pub fn init(&self, device: &Device) -> Result<Fcos, ModelError> {
+        if !matches!(
+            self.backbone,
+            ResNetKind::ResNet18 | ResNetKind::ResNet34 | ResNetKind::ResNet50
+        ) {
+            return Err(ModelError::InvalidConfig {
+                field: "backbone",
+                value: self.backbone.id().to_string(),
+                reason: "FCOS takes resnet18, resnet34 or resnet50",
+            });
+        }
+        if self.num_classes == 0 {
+            return Err(ModelError::InvalidConfig {
+                field: "num_classes",
+                value: "0".into(),
+                reason: "a detector needs at least one class",
+            });
+        }
+        if self.channels == 0 || !self.channels.is_multiple_of(32) {
+            return Err(ModelError::InvalidConfig {
+                field: "channels",
+                value: self.channels.to_string(),
+                reason: "GroupNorm(32) needs a positive multiple of 32",
+            });
+        }
+        if !(self.prior_probability > 0.0 && self.prior_probability < 1.0) {
+            return Err(ModelError::InvalidConfig {
+                field: "prior_probability",
+                value: self.prior_probability.to_string(),
+                reason: "must be strictly between 0 and 1",
+            });
+        }
+        let body = ResNetConfig::new(self.backbone).init(device)?.into_body();
+        let c = self.channels;
+        let fpn_conv = |c_in: usize, k: usize, stride: usize| {
+            let pad = k / 2;
+            let mut conv = Conv2dConfig::new([c_in, c], [k, k])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_initializer(Initializer::KaimingUniform {
+                    gain: 1.0,
+                    fan_out_only: false,
+                })
+                .init(device);
+            conv.bias = Some(Initializer::Zeros.init([c], device));
+            conv
+        };
+        let channels = body.stage_channels();
+        let inputs = &channels[1..];
+        let fpn = Fpn {
+            inner: inputs.iter().map(|&ci| fpn_conv(ci, 1, 1)).collect(),
+            layer: inputs.iter().map(|_| fpn_conv(c, 3, 1)).collect(),
+            p6: fpn_conv(c, 3, 2),
+            p7: fpn_conv(c, 3, 2),
+        };
+        let head_conv = |c_out: usize, bias: f64| {
+            let mut conv = Conv2dConfig::new([c, c_out], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 })
+                .init(device);
+            conv.bias = Some(Initializer::Constant { value: bias }.init([c_out], device));
+            conv
+        };
+        let tower = || {
+            (0..self.head_convs)
+                .map(|_| ConvGn {
+                    conv: head_conv(c, 0.0),
+                    gn: GroupNormConfig::new(32, c).init(device),
+                })
+                .collect::<Vec<_>>()
+        };
+        let prior = self.prior_probability;
+        let head = FcosHead {
+            cls_tower: tower(),
+            cls_logits: head_conv(self.num_classes, -((1.0 - prior) / prior).ln()),
+            reg_tower: tower(),
+            bbox_reg: head_conv(4, 0.0),
+            bbox_ctrness: head_conv(1, 0.0),
+        };
+        Ok(Fcos {
+            body,
+            fpn,
+            head,
+            num_classes: self.num_classes,
+        })
+    }
+}
+
+impl Fcos {
+    /// The pyramid's levels P3–P7 for a `[N, 3, H, W]` batch.
+    pub fn features(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        let stages = self.body.forward_stages(x);
+        self.fpn.forward(stages.into_iter().skip(1).collect())
+    }
+
+    /// Class logits, box distances and centre-ness at every location of every level.
+    pub fn forward(&self, x: Tensor<4>) -> FcosOutput {
+        let features = self.features(x);
+        let level_sizes = features
+            .iter()
+            .map(|f| {
+                let [_, _, h, w] = f.dims();
+                [h, w]
+            })
+            .collect();
+        let (mut cls, mut reg, mut ctr) = (Vec::new(), Vec::new(), Vec::new());
+        for f in features {
+            let t = self.head.cls_tower.iter().fold(f.clone(), |h, b| b.forward(h));
+            cls.push(flatten_level(self.head.cls_logits.forward(t)));
+            let t = self.head.reg_tower.iter().fold(f, |h, b| b.forward(h));
+            reg.push(flatten_level(relu(self.head.bbox_reg.forward(t.clone()))));
+            ctr.push(flatten_level(self.head.bbox_ctrness.forward(t)));
+        }
+        FcosOutput {
+            cls_logits: Tensor::cat(cls, 1),
+            bbox_regression: Tensor::cat(reg, 1),
+            bbox_ctrness: Tensor::cat(ctr, 1),
+            level_sizes,
+        }
+    }
+
+    /// Object classes.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// torchvision's `FCOS` state-dict names → this model's parameter paths, as `(regex,
+    /// replacement)` pairs.
+    pub fn torchvision_key_map(&self) -> Vec<(String, String)> {
+        let mut pairs = self.body.torchvision_prefixes("backbone.body.", "body.");
+        for i in 0..self.fpn.inner.len() {
+            pairs.push((
+                format!("backbone.fpn.inner_blocks.{i}.0."),
+                format!("fpn.inner.{i}."),
+            ));
+            pairs.push((
+                format!("backbone.fpn.layer_blocks.{i}.0."),
+                format!("fpn.layer.{i}."),
+            ));
+        }
+        for p in ["p6", "p7"] {
+            pairs.push((format!("backbone.fpn.extra_blocks.{p}."), format!("fpn.{p}.")));
+        }
+        for (tv, kiln) in [
+            ("classification_head", "cls_tower"),
+            ("regression_head", "reg_tower"),
+        ] {
+            for j in 0..self.head.cls_tower.len() {
+                pairs.push((
+                    format!("head.{tv}.conv.{}.", 3 * j),
+                    format!("head.{kiln}.{j}.conv."),
+                ));
+                pairs.push((
+                    format!("head.{tv}.conv.{}.", 3 * j + 1),
+                    format!("head.{kiln}.{j}.gn."),
+                ));
+            }
+        }
+        for (tv, kiln) in [
+            ("classification_head.cls_logits.", "cls_logits."),
+            ("regression_head.bbox_reg.", "bbox_reg."),
+            ("regression_head.bbox_ctrness.", "bbox_ctrness."),
+        ] {
+            pairs.push((format!("head.{tv}"), format!("head.{kiln}")));
+        }
+        crate::import::prefix_map(pairs, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_strides_8_to_128_and_outputs_line_up() {
+        let device = Device::flex();
+        let model = FcosConfig::new(ResNetKind::ResNet18, 3)
+            .with_channels(32)
+            .with_head_convs(1)
+            .init(&device)
+            .unwrap();
+        let out = model.forward(Tensor::zeros([2, 3, 64, 96], &device));
+        assert_eq!(out.level_sizes, vec![[8, 12], [4, 6], [2, 3], [1, 2], [1, 1]]);
+        let locations = 96 + 24 + 6 + 2 + 1;
+        assert_eq!(out.cls_logits.dims(), [2, locations, 3]);
+        assert_eq!(out.bbox_regression.dims(), [2, locations, 4]);
+        assert_eq!(out.bbox_ctrness.dims(), [2, locations, 1]);
+        // On a blank image the class logits start near the prior's bias, −log(99) ≈ −4.595.
+        let first: f32 = out.cls_logits.slice([0..1, 0..1, 0..1]).into_scalar();
+        assert!((first + 4.595).abs() < 0.5, "{first}");
+        for bad in [
+            FcosConfig::new(ResNetKind::Cifar20, 3),
+            FcosConfig::new(ResNetKind::ResNet18, 0),
+            FcosConfig::new(ResNetKind::ResNet18, 3).with_channels(48),
+            FcosConfig::new(ResNetKind::ResNet18, 3).with_prior_probability(1.0),
+        ] {
+            assert!(bad.init(&device).is_err(), "{bad:?}");
+        }
+    }
+}
