@@ -6,7 +6,8 @@ its state dict set by a formula both sides compute (so no weights are stored): u
 2654435761 + fnv1a32(name)) mod 2^32) / 2^32, then by kind
   running_var: 0.5 + u;  running_mean: 0.2 (2u - 1);  1-D weight: 1 + 0.2 (2u - 1);
   1-D bias: 0.1 (2u - 1);  4-D weight: (2u - 1) sqrt(3 / fan_in)
-computed in float64 and rounded to float32. The input [2, 3, 64, 96] is 2u - 1 of the name "input".
+computed in float64 and rounded to float32. The input [2, 3, 64, 96] is 2u - 1 of the name "input"; the two images given to the whole model
+(64x96 and 64x80, values in 0..1) are u of "image0" and "image1".
 Writes the state dict's names and shapes, and the head's outputs in eval mode.
 
     python3 scripts/make_fcos_fixture.py crates/kiln-models/tests/fixtures/fcos/cases.json
@@ -67,7 +68,21 @@ def main(out):
     with torch.no_grad():
         features = list(model.backbone(x).values())
         head = model.head(features)
+    # The whole model on two images of different sizes whose shorter side is min_size (no resize):
+    # normalisation, padding to 64x96, the heads, post-processing (threshold 0.55, no cap: see below).
+    model.transform.min_size = (64,)
+    model.transform.max_size = 1000
+    # Random weights score hundreds of locations within 1e-6 of each other; a higher threshold and
+    # no cap keep the comparison off the knife-edge of the 100th detection.
+    model.score_thresh = 0.55
+    model.detections_per_img = 1000
+    images = [torch.from_numpy(unit(f"image{i}", 3 * 64 * w).astype(np.float32).reshape(3, 64, w)) for i, w in enumerate([96, 80])]
+    with torch.no_grad():
+        detections = model(images)
+    fixture_dets = [{"boxes": d["boxes"].tolist(), "scores": d["scores"].tolist(), "labels": d["labels"].tolist()}
+                    for d in detections]
     fixture = {
+        "detections": fixture_dets,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "params": params,
@@ -79,7 +94,8 @@ def main(out):
     }
     with open(out, "w") as f:
         json.dump(fixture, f)
-    print({k: list(v.shape) for k, v in head.items()}, len(params), "tensors")
+    print({k: list(v.shape) for k, v in head.items()}, len(params), "tensors",
+          [len(d["scores"]) for d in fixture_dets], "detections")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,136 @@ pub struct FcosOutput {
     pub level_sizes: Vec<[usize; 2]>,
 }
 
+/// torchvision's FCOS post-processing settings (`FCOS(...)`'s keyword arguments).
+#[derive(Config, Debug, PartialEq)]
+pub struct FcosPostprocess {
+    /// Locations scoring `√(σ(class) · σ(centre-ness))` at or below this are dropped.
+    #[config(default = 0.2)]
+    pub score_thresh: f64,
+    /// IoU above which a lower-scoring box of the same class is suppressed.
+    #[config(default = 0.6)]
+    pub nms_thresh: f64,
+    /// Detections kept per image, best first.
+    #[config(default = 100)]
+    pub detections_per_img: usize,
+    /// Best (location, class) pairs kept per level before NMS.
+    #[config(default = 1000)]
+    pub topk_candidates: usize,
+}
+
+/// One detected object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    /// `[x1, y1, x2, y2]` in the original image's pixels.
+    pub bbox: [f32; 4],
+    /// `√(σ(class logit) · σ(centre-ness logit))`.
+    pub score: f32,
+    /// Class label `0..classes`.
+    pub label: u32,
+}
+
+/// torchvision's `AnchorGenerator` for FCOS: at level `l` (size `8·2^l`, stride `image / level`,
+/// integer division), location `(y, x)` has the box `[x·sx − s/2, y·sy − s/2, x·sx + s/2, y·sy +
+/// s/2]` — centred on the cell's corner, as torchvision's are.
+pub fn fcos_anchors(padded: [usize; 2], level_sizes: &[[usize; 2]]) -> Vec<[f32; 4]> {
+    let mut out = Vec::new();
+    for (l, &[h, w]) in level_sizes.iter().enumerate() {
+        let half = (8u32 << l) as f32 / 2.0;
+        let (sy, sx) = ((padded[0] / h.max(1)) as f32, (padded[1] / w.max(1)) as f32);
+        for y in 0..h {
+            for x in 0..w {
+                let (cx, cy) = (x as f32 * sx, y as f32 * sy);
+                out.push([cx - half, cy - half, cx + half, cy + half]);
+            }
+        }
+    }
+    out
+}
+
+/// `BoxLinearCoder(normalize_by_size=True).decode`: distances in anchor sizes → `[x1, y1, x2, y2]`.
+fn decode(rel: [f32; 4], anchor: [f32; 4]) -> [f32; 4] {
+    let cx = 0.5 * (anchor[0] + anchor[2]);
+    let cy = 0.5 * (anchor[1] + anchor[3]);
+    let (w, h) = (anchor[2] - anchor[0], anchor[3] - anchor[1]);
+    [cx - rel[0] * w, cy - rel[1] * h, cx + rel[2] * w, cy + rel[3] * h]
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl FcosOutput {
+    /// torchvision's `FCOS.postprocess_detections` and `GeneralizedRCNNTransform.postprocess`:
+    /// per image and level, scores above the threshold, the best `topk_candidates`, boxes decoded
+    /// from the anchors and clipped to the image's resized size (`image_sizes[i]`, `[H, W]`),
+    /// batched NMS, the best `detections_per_img`, then boxes scaled to `original_sizes[i]`.
+    /// `padded` is the batch's `[H, W]`.
+    pub fn detections(
+        &self,
+        padded: [usize; 2],
+        image_sizes: &[[usize; 2]],
+        original_sizes: &[[usize; 2]],
+        cfg: &FcosPostprocess,
+    ) -> Vec<Vec<Detection>> {
+        let [n, locations, classes] = self.cls_logits.dims();
+        let anchors = fcos_anchors(padded, &self.level_sizes);
+        let floats = |t: &Tensor<3>| t.clone().into_data().try_into_vec_as::<f32>().unwrap_or_default();
+        let (cls, reg, ctr) = (
+            floats(&self.cls_logits),
+            floats(&self.bbox_regression),
+            floats(&self.bbox_ctrness),
+        );
+        let mut out = Vec::with_capacity(n);
+        for (i, (&[h, w], &[oh, ow])) in image_sizes.iter().zip(original_sizes).enumerate().take(n) {
+            let mut candidates: Vec<crate::boxes::ScoredBox> = Vec::new();
+            let mut start = 0;
+            for &[lh, lw] in &self.level_sizes {
+                let end = start + lh * lw;
+                // (score, location, class) above the threshold, in torch's flattened order.
+                let mut kept: Vec<(f32, usize, usize)> = Vec::new();
+                for loc in start..end {
+                    let c = sigmoid(ctr[i * locations + loc]);
+                    for k in 0..classes {
+                        let score = (sigmoid(cls[(i * locations + loc) * classes + k]) * c).sqrt();
+                        if f64::from(score) > cfg.score_thresh {
+                            kept.push((score, loc, k));
+                        }
+                    }
+                }
+                kept.sort_by(|a, b| b.0.total_cmp(&a.0));
+                kept.truncate(cfg.topk_candidates);
+                for (score, loc, k) in kept {
+                    let r = (i * locations + loc) * 4;
+                    let b = decode([reg[r], reg[r + 1], reg[r + 2], reg[r + 3]], anchors[loc]);
+                    let clip = |v: f32, hi: usize| v.clamp(0.0, hi as f32);
+                    candidates.push(crate::boxes::ScoredBox {
+                        bbox: [clip(b[0], w), clip(b[1], h), clip(b[2], w), clip(b[3], h)],
+                        score,
+                        label: k as u32,
+                    });
+                }
+                start = end;
+            }
+            let keep = crate::boxes::batched_nms(&candidates, cfg.nms_thresh);
+            let (rh, rw) = (oh as f32 / h as f32, ow as f32 / w as f32);
+            out.push(
+                keep.into_iter()
+                    .take(cfg.detections_per_img)
+                    .map(|k| {
+                        let c = candidates[k];
+                        Detection {
+                            bbox: [c.bbox[0] * rw, c.bbox[1] * rh, c.bbox[2] * rw, c.bbox[3] * rh],
+                            score: c.score,
+                            label: c.label,
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+}
+
 /// `[N, C, H, W]` → `[N, H·W, C]` (torchvision's view/permute/reshape with one anchor).
 fn flatten_level(x: Tensor<4>) -> Tensor<3> {
     let [n, c, h, w] = x.dims();

@@ -1,5 +1,7 @@
 //! `kiln_models::fcos::Fcos` imported from a torchvision `FCOS` state dict gives torchvision's
-//! head outputs (class logits, box distances, centre-ness at every location of P3–P7).
+//! head outputs (class logits, box distances, centre-ness at every location of P3–P7) and, after
+//! post-processing (anchors, decoding, clipping, per-level top-k, batched NMS), torchvision's
+//! detections on two images of different sizes: boxes within 1e-3 px, scores within 1e-4.
 //!
 //! The fixture (`scripts/make_fcos_fixture.py`, torchvision 0.29.2) holds no weights: every tensor
 //! of the ResNet-18 FPN FCOS state dict is set by a formula both sides compute from its name, so
@@ -141,6 +143,61 @@ fn imported_torchvision_fcos_gives_torchvisions_head_outputs() {
             "{name}: max |diff| {worst} over values up to {scale}"
         );
     }
+
+    // The whole model: normalised (ImageNet mean/std, as GeneralizedRCNNTransform), padded with
+    // zeros to 64x96, post-processed as the fixture's model (threshold 0.55, no 100 cap).
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    let widths = [96usize, 80];
+    let mut batch = vec![0.0f32; 2 * 3 * 64 * 96];
+    for (i, &w) in widths.iter().enumerate() {
+        let pixels: Vec<f32> = unit(&format!("image{i}"), 3 * 64 * w).map(|u| u as f32).collect();
+        for c in 0..3 {
+            for y in 0..64 {
+                for x in 0..w {
+                    batch[((i * 3 + c) * 64 + y) * 96 + x] =
+                        (pixels[(c * 64 + y) * w + x] - mean[c]) / std[c];
+                }
+            }
+        }
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(batch, [2, 3, 64, 96]), &device);
+    let sizes = [[64, 96], [64, 80]];
+    let cfg = kiln_models::fcos::FcosPostprocess::new()
+        .with_score_thresh(0.55)
+        .with_detections_per_img(1000);
+    let detections = model.forward(x).detections([64, 96], &sizes, &sizes, &cfg);
+    let (mut worst_box, mut worst_score) = (0.0f32, 0.0f32);
+    for (got, want) in detections.iter().zip(fixture["detections"].as_array().unwrap()) {
+        let scores = values(&want["scores"]);
+        let labels = values(&want["labels"]);
+        let boxes: Vec<Vec<f32>> = want["boxes"].as_array().unwrap().iter().map(values).collect();
+        assert_eq!(got.len(), scores.len());
+        assert!(got.len() > 10 && got.len() < 1000, "{} detections", got.len());
+        // Scores a few 1e-7 apart may come out in either order: match each of torchvision's
+        // detections to one of kiln's with the same label, box and score.
+        let mut used = vec![false; got.len()];
+        for ((s, l), b) in scores.iter().zip(&labels).zip(&boxes) {
+            let found = got.iter().enumerate().position(|(j, d)| {
+                !used[j]
+                    && d.label as f32 == *l
+                    && (d.score - s).abs() <= 1e-4
+                    && d.bbox.iter().zip(b).all(|(g, w)| (g - w).abs() <= 1e-3)
+            });
+            let Some(j) = found else {
+                panic!("torchvision's detection {b:?} label {l} score {s} has no match in {got:?}");
+            };
+            used[j] = true;
+            worst_score = worst_score.max((got[j].score - s).abs());
+            for (g, w) in got[j].bbox.iter().zip(b) {
+                worst_box = worst_box.max((g - w).abs());
+            }
+        }
+    }
+    println!("detections: boxes within {worst_box:e} px, scores within {worst_score:e}");
+    assert!(
+        worst_box <= 1e-3 && worst_score <= 1e-4,
+        "{worst_box} {worst_score}"
+    );
 
     // A state dict of another class count does not fit, and the error says which tensors.
     let model = FcosConfig::new(ResNetKind::ResNet18, 5).init(&device).unwrap();
