@@ -81,7 +81,24 @@ def main(out):
         detections = model(images)
     fixture_dets = [{"boxes": d["boxes"].tolist(), "scores": d["scores"].tolist(), "labels": d["labels"].tolist()}
                     for d in detections]
+    # The training loss (FCOS.compute_loss) on the heads' eval-mode outputs for two 128-pixel-high
+    # images: three overlapping boxes of three sizes on the first, none on the second.
+    model.transform.min_size = (128,)
+    loss_images = [torch.from_numpy(unit(f"loss_image{i}", 3 * 128 * w).astype(np.float32).reshape(3, 128, w))
+                   for i, w in enumerate([160, 128])]
+    loss_boxes = [[[10, 12, 50, 60], [20, 10, 150, 120], [30, 30, 70, 90]], []]
+    loss_labels = [[0, 2, 1], []]
+    targets = [{"boxes": torch.tensor(b, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(l, dtype=torch.int64)}
+               for b, l in zip(loss_boxes, loss_labels)]
+    with torch.no_grad():
+        image_list, targets = model.transform(loss_images, targets)
+        feats = list(model.backbone(image_list.tensors).values())
+        head_outputs = model.head(feats)
+        anchors = model.anchor_generator(image_list, feats)
+        losses = model.compute_loss(targets, head_outputs, anchors, [f.size(2) * f.size(3) for f in feats])
     fixture = {
+        "loss": {"boxes": loss_boxes, "labels": loss_labels, "padded": list(image_list.tensors.shape[-2:]),
+                 **{k: float(v) for k, v in losses.items()}},
         "detections": fixture_dets,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -95,7 +112,7 @@ def main(out):
     with open(out, "w") as f:
         json.dump(fixture, f)
     print({k: list(v.shape) for k, v in head.items()}, len(params), "tensors",
-          [len(d["scores"]) for d in fixture_dets], "detections")
+          [len(d["scores"]) for d in fixture_dets], "detections", {k: float(v) for k, v in losses.items()})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 //! `kiln_models::fcos::Fcos` imported from a torchvision `FCOS` state dict gives torchvision's
 //! head outputs (class logits, box distances, centre-ness at every location of P3–P7) and, after
 //! post-processing (anchors, decoding, clipping, per-level top-k, batched NMS), torchvision's
-//! detections on two images of different sizes: boxes within 1e-3 px, scores within 1e-4.
+//! detections on two images of different sizes: boxes within 1e-3 px, scores within 1e-4; and
+//! torchvision's training loss (focal, GIoU, centre-ness) on a batch with and without boxes.
 //!
 //! The fixture (`scripts/make_fcos_fixture.py`, torchvision 0.29.2) holds no weights: every tensor
 //! of the ResNet-18 FPN FCOS state dict is set by a formula both sides compute from its name, so
@@ -11,7 +12,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use kiln_models::fcos::FcosConfig;
+use kiln_models::fcos::{FcosConfig, FcosTargets};
 use kiln_models::resnet::ResNetKind;
 use serde_json::Value;
 
@@ -198,6 +199,66 @@ fn imported_torchvision_fcos_gives_torchvisions_head_outputs() {
         worst_box <= 1e-3 && worst_score <= 1e-4,
         "{worst_box} {worst_score}"
     );
+
+    // The training loss on two 128-pixel-high images (the first with three overlapping boxes of
+    // three sizes, the second with none), padded to 128x160: torchvision's FCOS.compute_loss.
+    let loss = &fixture["loss"];
+    let mut batch = vec![0.0f32; 2 * 3 * 128 * 160];
+    for (i, w) in [160usize, 128].into_iter().enumerate() {
+        let pixels: Vec<f32> = unit(&format!("loss_image{i}"), 3 * 128 * w)
+            .map(|u| u as f32)
+            .collect();
+        for c in 0..3 {
+            for y in 0..128 {
+                for x in 0..w {
+                    batch[((i * 3 + c) * 128 + y) * 160 + x] =
+                        (pixels[(c * 128 + y) * w + x] - mean[c]) / std[c];
+                }
+            }
+        }
+    }
+    let targets: Vec<FcosTargets> = loss["boxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(loss["labels"].as_array().unwrap())
+        .map(|(b, l)| FcosTargets {
+            boxes: b
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    let v = values(b);
+                    [v[0], v[1], v[2], v[3]]
+                })
+                .collect(),
+            labels: values(l).into_iter().map(|v| v as u32).collect(),
+        })
+        .collect();
+    let out = model.forward(Tensor::<4>::from_data(
+        TensorData::new(batch, [2, 3, 128, 160]),
+        &device,
+    ));
+    let got = out.loss([128, 160], &targets);
+    // The first image's locations match boxes on more than one level (the scale ranges).
+    let anchors = kiln_models::fcos::fcos_anchors([128, 160], &out.level_sizes);
+    let matched = kiln_models::fcos::fcos_match(&anchors, &out.level_sizes, &targets[0].boxes);
+    let p3 = out.level_sizes[0][0] * out.level_sizes[0][1];
+    assert!(matched[..p3].iter().any(Option::is_some) && matched[p3..].iter().any(Option::is_some));
+    assert_eq!(got.foreground, matched.iter().flatten().count());
+    for (name, value) in [
+        ("classification", got.classification),
+        ("bbox_regression", got.bbox_regression),
+        ("bbox_ctrness", got.bbox_ctrness),
+    ] {
+        let want = loss[name].as_f64().unwrap() as f32;
+        let value: f32 = value.into_scalar();
+        println!("loss {name}: {value} vs torchvision {want}");
+        assert!(
+            (value - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "{name}: {value} vs {want}"
+        );
+    }
 
     // A state dict of another class count does not fit, and the error says which tensors.
     let model = FcosConfig::new(ResNetKind::ResNet18, 5).init(&device).unwrap();
