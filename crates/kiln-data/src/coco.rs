@@ -298,8 +298,16 @@ impl CocoDetection {
     /// [`DataError::RootNotFound`], [`DataError::Io`], and [`DataError::Format`] for invalid JSON
     /// (with line and column) or inconsistent annotations (with the annotation id).
     pub fn new(images_dir: impl AsRef<Path>, annotations: impl AsRef<Path>) -> Result<Self, DataError> {
+        Self::from_file(images_dir, &CocoFile::read(annotations)?)
+    }
+
+    /// The dataset of an annotation file already read (for a caller that also evaluates on it).
+    ///
+    /// # Errors
+    ///
+    /// [`DataError::RootNotFound`] when `images_dir` does not exist.
+    pub fn from_file(images_dir: impl AsRef<Path>, file: &CocoFile) -> Result<Self, DataError> {
         let root = DatasetRoot::resolve(images_dir)?;
-        let file = CocoFile::read(annotations)?;
         let category_ids: Vec<u64> = file.categories.iter().map(|c| c.id).collect();
         let categories = file.categories.iter().map(|c| c.name.clone()).collect();
         let mut by_id: BTreeMap<u64, Record> = BTreeMap::new();
@@ -331,7 +339,7 @@ impl CocoDetection {
             record.crowd.push(ann.iscrowd);
         }
         Ok(Self {
-            annotations: file.path,
+            annotations: file.path.clone(),
             records: by_id.into_values().collect(),
             categories,
             category_ids,
@@ -346,6 +354,11 @@ impl CocoDetection {
     /// COCO category id of each contiguous label.
     pub fn category_ids(&self) -> &[u64] {
         &self.category_ids
+    }
+
+    /// COCO's image id of each index (increasing).
+    pub fn image_ids(&self) -> Vec<u64> {
+        self.records.iter().map(|r| r.image_id).collect()
     }
 
     /// Number of boxes per image, in index order (nothing decoded).

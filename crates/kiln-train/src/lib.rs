@@ -42,6 +42,7 @@ pub mod cluster;
 pub mod coco_eval;
 pub mod config;
 pub mod data;
+pub mod detection;
 pub mod device;
 pub mod diagnose;
 pub mod ema;

@@ -1,0 +1,354 @@
+//! Object detection as a [`Task`]: FCOS trained on COCO data and scored with COCO AP.
+//!
+//! * [`DetectionSource`] serves padded [`DetBatch`]es of a [`CocoDetection`]: each image resized as
+//!   torchvision's `GeneralizedRCNNTransform` resizes (shorter side to `min_size`, longer side at
+//!   most `max_size`, aspect kept), flipped at random in training (seeded per sample and epoch),
+//!   normalised, its boxes moved along; batches padded to a multiple of 32 with each image's
+//!   original and resized shape.
+//! * [`FcosDetection`] is the task: FCOS's loss (focal + GIoU + centre-ness, torchvision's) in
+//!   training, without crowd boxes as torchvision's reference scripts drop them; in evaluation
+//!   the same loss and the post-processed detections in the original image's pixels, merged over
+//!   the evaluation and scored by [`coco_evaluate`] against the annotation file: `map`
+//!   (AP@[.5:.95], the primary metric) and `map50`.
+
+use burn::data::dataset::Dataset;
+use burn::prelude::*;
+use kiln_data::batch::SplitMix64;
+use kiln_data::batcher::{DetBatch, DetSample, DetectionBatcher};
+use kiln_data::{CocoDetection, CocoFile, CocoResult, Collate, Indexed, Rgb};
+use kiln_models::fcos::{Fcos, FcosPostprocess, FcosTargets};
+use kiln_transforms::Normalization;
+use kiln_transforms::augment::{crop_resize_normalize, map_boxes};
+use kiln_transforms::sample::Window;
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+use crate::coco_eval::coco_evaluate;
+use crate::source::BatchSource;
+use crate::task::{Metric, Task};
+
+/// COCO AP@[.5:.95], the detection task's primary metric.
+pub const MAP: Metric = Metric {
+    key: "map",
+    title: "AP@[.5:.95]",
+    higher_is_better: true,
+};
+
+/// COCO AP at IoU 0.5.
+pub const MAP50: Metric = Metric {
+    key: "map50",
+    title: "AP50",
+    higher_is_better: true,
+};
+
+/// `GeneralizedRCNNTransform`'s output size: `[H, W]` scaled by `min(min_size / shorter,
+/// max_size / longer)`, rounded down (`recompute_scale_factor=True`), at least 1.
+pub fn resized_size([h, w]: [usize; 2], min_size: usize, max_size: usize) -> [usize; 2] {
+    let (short, long) = (h.min(w).max(1) as f64, h.max(w).max(1) as f64);
+    let scale = (min_size as f64 / short).min(max_size as f64 / long);
+    [
+        ((h as f64 * scale).floor() as usize).max(1),
+        ((w as f64 * scale).floor() as usize).max(1),
+    ]
+}
+
+/// Padded, normalised detection batches of a COCO dataset; see the [module docs](self).
+pub struct DetectionSource {
+    dataset: CocoDetection,
+    norm: Normalization,
+    min_size: usize,
+    max_size: usize,
+    flip: f64,
+    seed: u64,
+    batcher: DetectionBatcher,
+}
+
+impl DetectionSource {
+    /// Batches of `dataset` resized to `min_size` / `max_size`, normalised by `norm`, flipped with
+    /// probability `flip` in training batches (seeded by `seed`).
+    pub fn new(
+        dataset: CocoDetection,
+        norm: Normalization,
+        min_size: usize,
+        max_size: usize,
+        flip: f64,
+        seed: u64,
+    ) -> Self {
+        let classes = dataset.categories().len();
+        Self {
+            dataset,
+            norm,
+            min_size,
+            max_size,
+            flip,
+            seed,
+            batcher: DetectionBatcher::new(classes, Device::flex()).with_size_multiple(32),
+        }
+    }
+
+    /// The dataset it serves.
+    pub fn dataset(&self) -> &CocoDetection {
+        &self.dataset
+    }
+
+    fn sample(&self, index: usize, epoch: Option<u64>) -> Result<DetSample<Rgb>, TrainError> {
+        let item = self.dataset.get(index)?;
+        let (h, w) = (item.image.height(), item.image.width());
+        let out = resized_size([h, w], self.min_size, self.max_size);
+        let flip = epoch.is_some_and(|e| {
+            let mut rng = SplitMix64::new(kiln_data::loader::sample_seed(self.seed, e, index));
+            rng.uniform() < self.flip
+        });
+        let window = Window {
+            top: 0,
+            left: 0,
+            height: h,
+            width: w,
+        };
+        let image = crop_resize_normalize(&item.image, window, out[0], out[1], flip, &self.norm)?;
+        let moved = map_boxes(&item.boxes, &item.labels, window, out, flip);
+        Ok(DetSample {
+            image,
+            crowd: moved.kept.iter().map(|&i| item.crowd[i]).collect(),
+            boxes: moved.boxes,
+            labels: moved.labels,
+            original_hw: [h, w],
+            path: Some(item.path),
+        })
+    }
+
+    fn collate(&self, positions: &[usize], epoch: Option<u64>) -> Result<DetBatch, TrainError> {
+        let items = positions
+            .iter()
+            .map(|&index| {
+                Ok(Indexed {
+                    index,
+                    item: self.sample(index, epoch)?,
+                })
+            })
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        Ok(self.batcher.collate(items)?)
+    }
+}
+
+impl BatchSource<DetBatch> for DetectionSource {
+    fn len(&self) -> usize {
+        self.dataset.len()
+    }
+
+    fn batch(&self, positions: &[usize]) -> Result<DetBatch, TrainError> {
+        self.collate(positions, None)
+    }
+
+    fn epoch_batch(&self, positions: &[usize], epoch: u64) -> Result<DetBatch, TrainError> {
+        self.collate(positions, Some(epoch))
+    }
+
+    fn normalization(&self) -> Option<&Normalization> {
+        Some(&self.norm)
+    }
+}
+
+/// Detections gathered over an evaluation, as a COCO results list, and the images they cover.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DetectionStats {
+    /// Every detection, in the original images' pixels.
+    pub results: Vec<CocoResult>,
+    /// COCO image ids evaluated (images without detections count too).
+    pub images: Vec<u64>,
+}
+
+/// FCOS detection; see the [module docs](self).
+pub struct FcosDetection {
+    /// Post-processing of evaluation outputs.
+    pub postprocess: FcosPostprocess,
+    /// The ground truth evaluation scores against (the validation split's annotation file).
+    pub ground_truth: Option<CocoFile>,
+    /// COCO image id of each dataset index of the evaluated split.
+    pub image_ids: Vec<u64>,
+    /// COCO category id of each label.
+    pub category_ids: Vec<u64>,
+}
+
+impl FcosDetection {
+    /// The task for evaluating on `dataset`, whose annotation file `ground_truth` is, with
+    /// torchvision's post-processing.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Data`] when the annotations cannot be scored (an annotation without an id).
+    pub fn new(ground_truth: CocoFile, dataset: &CocoDetection) -> Result<Self, TrainError> {
+        coco_evaluate(&ground_truth, &[])?;
+        Ok(Self {
+            postprocess: FcosPostprocess::new(),
+            image_ids: dataset.image_ids(),
+            category_ids: dataset.category_ids().to_vec(),
+            ground_truth: Some(ground_truth),
+        })
+    }
+}
+
+/// Each image's targets in the batch's pixels: real, non-crowd boxes.
+fn targets(batch: &DetBatch) -> Vec<FcosTargets> {
+    let [n, m, _] = batch.boxes.dims();
+    let boxes: Vec<f32> = batch
+        .boxes
+        .clone()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .unwrap_or_default();
+    let labels: Vec<i64> = batch
+        .labels
+        .clone()
+        .into_data()
+        .try_into_vec_as::<i64>()
+        .unwrap_or_default();
+    let mask: Vec<bool> = batch.mask.clone().into_data().iter::<bool>().collect();
+    let crowd: Vec<bool> = batch.crowd.clone().into_data().iter::<bool>().collect();
+    (0..n)
+        .map(|i| {
+            let mut t = FcosTargets::default();
+            for j in 0..m {
+                let k = i * m + j;
+                if mask.get(k) == Some(&true) && crowd.get(k) != Some(&true) {
+                    t.boxes
+                        .push([boxes[k * 4], boxes[k * 4 + 1], boxes[k * 4 + 2], boxes[k * 4 + 3]]);
+                    t.labels.push(labels[k].max(0) as u32);
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+impl Task<Fcos> for FcosDetection {
+    type Batch = DetBatch;
+    type Stats = DetectionStats;
+
+    fn primary(&self) -> Metric {
+        MAP
+    }
+
+    fn batch_len(&self, batch: &DetBatch) -> usize {
+        batch.images.dims()[0]
+    }
+
+    fn check_first_batch(
+        &self,
+        model: &Fcos,
+        batch: &DetBatch,
+        _norm: Option<&Normalization>,
+    ) -> Result<Vec<String>, TrainError> {
+        let [_, c, _, _] = batch.images.dims();
+        if c != 3 {
+            return Err(TrainError::InvalidConfig {
+                field: "data",
+                value: format!("{c} channels"),
+                reason: "FCOS's ResNet takes 3-channel (RGB) images".into(),
+            });
+        }
+        let classes = self.category_ids.len();
+        if classes != model.num_classes() {
+            return Err(TrainError::InvalidConfig {
+                field: "model.num_classes",
+                value: model.num_classes().to_string(),
+                reason: format!("the data has {classes} categories"),
+            });
+        }
+        Ok(Vec::new())
+    }
+
+    fn train_loss(
+        &self,
+        model: &Fcos,
+        batch: DetBatch,
+        _positions: &[usize],
+        device: &Device,
+        _first: bool,
+    ) -> Result<(Tensor<1>, DetectionStats), TrainError> {
+        let [_, _, hp, wp] = batch.images.dims();
+        let targets = targets(&batch);
+        let out = model.forward(batch.images.to_device(device));
+        Ok((out.loss([hp, wp], &targets).total(), DetectionStats::default()))
+    }
+
+    fn eval_batch(
+        &self,
+        model: &Fcos,
+        batch: DetBatch,
+        _positions: &[usize],
+        device: &Device,
+    ) -> Result<(f32, DetectionStats), TrainError> {
+        let [_, _, hp, wp] = batch.images.dims();
+        let targets = targets(&batch);
+        let out = model.forward(batch.images.clone().to_device(device));
+        let loss: f32 = out.loss([hp, wp], &targets).total().into_scalar();
+        let resized: Vec<[usize; 2]> = batch.meta.iter().map(|m| m.resized_hw).collect();
+        let original: Vec<[usize; 2]> = batch.meta.iter().map(|m| m.original_hw).collect();
+        let detections = out.detections([hp, wp], &resized, &original, &self.postprocess);
+        let mut stats = DetectionStats::default();
+        for (meta, dets) in batch.meta.iter().zip(detections) {
+            let image_id = self
+                .image_ids
+                .get(meta.index)
+                .copied()
+                .unwrap_or(meta.index as u64);
+            stats.images.push(image_id);
+            for d in dets {
+                let [x1, y1, x2, y2] = d.bbox.map(f64::from);
+                stats.results.push(CocoResult {
+                    image_id,
+                    category_id: self
+                        .category_ids
+                        .get(d.label as usize)
+                        .copied()
+                        .unwrap_or(u64::from(d.label)),
+                    bbox: [x1, y1, x2 - x1, y2 - y1],
+                    score: f64::from(d.score),
+                });
+            }
+        }
+        Ok((loss, stats))
+    }
+
+    fn merge(&self, into: &mut DetectionStats, other: DetectionStats) {
+        into.results.extend(other.results);
+        into.images.extend(other.images);
+    }
+
+    fn split(&self, batch: DetBatch, parts: usize) -> Vec<DetBatch> {
+        let n = batch.images.dims()[0];
+        let per = n / parts.max(1);
+        (0..parts)
+            .map(|p| {
+                let r = p * per..(p + 1) * per;
+                DetBatch {
+                    images: batch.images.clone().narrow(0, r.start, per),
+                    boxes: batch.boxes.clone().narrow(0, r.start, per),
+                    labels: batch.labels.clone().narrow(0, r.start, per),
+                    mask: batch.mask.clone().narrow(0, r.start, per),
+                    crowd: batch.crowd.clone().narrow(0, r.start, per),
+                    meta: batch.meta[r].to_vec(),
+                }
+            })
+            .collect()
+    }
+
+    fn metrics(&self, stats: &DetectionStats, _seen: usize) -> Vec<(&'static str, f64)> {
+        let Some(gt) = &self.ground_truth else {
+            return Vec::new();
+        };
+        if stats.images.is_empty() {
+            return Vec::new();
+        }
+        // Score the images evaluated (all of them in a full evaluation).
+        let evaluated: std::collections::BTreeSet<u64> = stats.images.iter().copied().collect();
+        let mut subset = gt.clone();
+        subset.images.retain(|i| evaluated.contains(&i.id));
+        subset.annotations.retain(|a| evaluated.contains(&a.image_id));
+        match coco_evaluate(&subset, &stats.results) {
+            Ok(m) => vec![(MAP.key, m.stats[0].max(0.0)), (MAP50.key, m.stats[1].max(0.0))],
+            Err(_) => Vec::new(),
+        }
+    }
+}
