@@ -7,6 +7,9 @@
 //! * `iscrowd` flags are kept per box (crowd boxes are usually ignored by the loss, not dropped).
 //! * Images are served in increasing image-id order (torchvision's `CocoDetection` order); images
 //!   without annotations are kept, with zero boxes.
+//! * Boxes are clipped to their image and boxes left without area are dropped, as torchvision's
+//!   COCO reference does; [`CocoDetection::box_fixes`] counts both (evaluation reads the file as it
+//!   is, as pycocotools does).
 //! * The file is checked when the dataset is built: an annotation pointing at an unknown image or
 //!   category, or a box with a negative or non-finite size, is an error naming the annotation id.
 //!   A decoded image whose size differs from the file's `width`/`height` fails on `get`.
@@ -281,6 +284,18 @@ struct Record {
     crowd: Vec<bool>,
 }
 
+/// What [`CocoDetection`] did to boxes that do not fit their image, as torchvision's COCO reference
+/// (`ConvertCocoPolysToMask`) does: clip to the image, then drop boxes with no width or height.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BoxFixes {
+    /// Boxes reaching outside their image, clipped to it.
+    pub clipped: usize,
+    /// Boxes dropped for having no area (zero width or height, after clipping).
+    pub dropped: usize,
+    /// The first few dropped annotations, named by id (or position).
+    pub dropped_examples: Vec<String>,
+}
+
 /// A COCO-format detection dataset; images are decoded on `get`.
 #[derive(Debug, Clone)]
 pub struct CocoDetection {
@@ -288,6 +303,7 @@ pub struct CocoDetection {
     records: Vec<Record>,
     categories: Vec<String>,
     category_ids: Vec<u64>,
+    fixes: BoxFixes,
 }
 
 impl CocoDetection {
@@ -305,11 +321,30 @@ impl CocoDetection {
     ///
     /// # Errors
     ///
-    /// [`DataError::RootNotFound`] when `images_dir` does not exist.
+    /// [`DataError::RootNotFound`] when `images_dir` does not exist; [`DataError::Format`] naming
+    /// the first listed image without a file.
     pub fn from_file(images_dir: impl AsRef<Path>, file: &CocoFile) -> Result<Self, DataError> {
         let root = DatasetRoot::resolve(images_dir)?;
         let category_ids: Vec<u64> = file.categories.iter().map(|c| c.id).collect();
         let categories = file.categories.iter().map(|c| c.name.clone()).collect();
+        // Every listed image must exist before a run starts, not when its batch comes up.
+        let missing: Vec<&CocoImage> = file
+            .images
+            .iter()
+            .filter(|i| !root.join(&i.file_name).is_file())
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(DataError::Format {
+                path: file.path.clone(),
+                problem: format!(
+                    "{} of its {} images have no file: the first is image id {} ({}, not found)",
+                    missing.len(),
+                    file.images.len(),
+                    first.id,
+                    root.join(&first.file_name).display()
+                ),
+            });
+        }
         let mut by_id: BTreeMap<u64, Record> = BTreeMap::new();
         for img in &file.images {
             let record = Record {
@@ -323,7 +358,8 @@ impl CocoDetection {
             };
             by_id.insert(img.id, record);
         }
-        for ann in &file.annotations {
+        let mut fixes = BoxFixes::default();
+        for (n, ann) in file.annotations.iter().enumerate() {
             // CocoFile::read checked that the image and the category exist.
             let (Some(record), Ok(label)) = (
                 by_id.get_mut(&ann.image_id),
@@ -332,9 +368,27 @@ impl CocoDetection {
                 continue;
             };
             let [x, y, w, h] = ann.bbox;
-            record
-                .boxes
-                .push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
+            let (iw, ih) = (record.width as f64, record.height as f64);
+            let clipped = [
+                x.clamp(0.0, iw),
+                y.clamp(0.0, ih),
+                (x + w).clamp(0.0, iw),
+                (y + h).clamp(0.0, ih),
+            ];
+            if clipped[2] <= clipped[0] || clipped[3] <= clipped[1] {
+                fixes.dropped += 1;
+                if fixes.dropped_examples.len() < 5 {
+                    fixes.dropped_examples.push(
+                        ann.id
+                            .map_or_else(|| format!("annotation #{n}"), |id| format!("annotation id {id}")),
+                    );
+                }
+                continue;
+            }
+            if clipped != [x, y, x + w, y + h] {
+                fixes.clipped += 1;
+            }
+            record.boxes.push(clipped.map(|v| v as f32));
             record.labels.push(label as u32);
             record.crowd.push(ann.iscrowd);
         }
@@ -343,6 +397,7 @@ impl CocoDetection {
             records: by_id.into_values().collect(),
             categories,
             category_ids,
+            fixes,
         })
     }
 
@@ -354,6 +409,11 @@ impl CocoDetection {
     /// COCO category id of each contiguous label.
     pub fn category_ids(&self) -> &[u64] {
         &self.category_ids
+    }
+
+    /// Boxes clipped to their image or dropped for having no area when the file was read.
+    pub fn box_fixes(&self) -> &BoxFixes {
+        &self.fixes
     }
 
     /// COCO's image id of each index (increasing).
@@ -517,6 +577,48 @@ mod tests {
                 "expected {expected:?} in {msg}"
             );
         }
+    }
+
+    /// torchvision's `ConvertCocoPolysToMask`: `boxes[:, 0::2].clamp_(0, w)`, `boxes[:, 1::2].clamp_(0,
+    /// h)`, then `keep = (boxes[:, 3] > boxes[:, 1]) & (boxes[:, 2] > boxes[:, 0])`.
+    #[test]
+    fn boxes_outside_the_image_are_clipped_and_empty_ones_dropped() {
+        let json = GOOD
+            .replace("[1, 2, 3, 1.5]", "[-2, 1, 10, 2]")
+            .replace("[0, 0, 6, 4]", "[7, 1, 2, 2]")
+            .replace(
+                "\"iscrowd\": 1}]",
+                "\"iscrowd\": 1}, {\"id\": 3, \"image_id\": 3, \"category_id\": 18, \"bbox\": [2, 2, 0, 1]}]",
+            );
+        let (_dir, ds) = setup(&json);
+        let ds = ds.unwrap();
+        let a = ds.get(0).unwrap(); // 6x4
+        assert_eq!(a.boxes, vec![[0.0, 1.0, 6.0, 3.0]]);
+        assert_eq!(
+            ds.box_fixes(),
+            &BoxFixes {
+                clipped: 1,
+                dropped: 2,
+                dropped_examples: vec!["annotation id 2".into(), "annotation id 3".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn an_image_without_a_file_is_named_when_the_dataset_is_built() {
+        let (dir, _) = setup(GOOD);
+        std::fs::remove_file(dir.path().join("images/b.png")).unwrap();
+        let msg = CocoDetection::new(dir.path().join("images"), dir.path().join("ann.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("1 of its 2 images have no file: the first is image id 9"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("b.png, not found") && msg.contains("ann.json"),
+            "{msg}"
+        );
     }
 
     #[test]

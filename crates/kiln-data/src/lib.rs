@@ -65,7 +65,7 @@ pub use batcher::{
 };
 pub use cifar::{CIFAR10_CLASSES, Cifar100Label, CifarDataset, CifarItem, CifarSplit};
 pub use coco::{
-    CocoAnnotation, CocoCategory, CocoDetection, CocoFile, CocoImage, CocoResult, DetectionItem,
+    BoxFixes, CocoAnnotation, CocoCategory, CocoDetection, CocoFile, CocoImage, CocoResult, DetectionItem,
     read_coco_results,
 };
 pub use decode::{DraftSize, imread, imread_draft, imread_gray};

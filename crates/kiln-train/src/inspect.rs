@@ -232,6 +232,8 @@ pub struct DetectionReport {
     pub first_batch: DetectionBatch,
     /// The normalization's name.
     pub normalization: String,
+    /// Boxes clipped to their image or dropped for having no area.
+    pub box_fixes: kiln_data::BoxFixes,
 }
 
 /// `dataset[index]` of COCO data with its boxes, and the first batch as a detection model gets
@@ -245,6 +247,7 @@ pub struct DetectionReport {
 pub fn inspect_detection(file: &RunFile, index: usize) -> Result<DetectionReport, TrainError> {
     let dataset = crate::data::coco(file)?;
     let categories = dataset.categories().to_vec();
+    let box_fixes = dataset.box_fixes().clone();
     let n = dataset.len();
     if index >= n {
         return Err(TrainError::InvalidConfig {
@@ -346,6 +349,7 @@ pub fn inspect_detection(file: &RunFile, index: usize) -> Result<DetectionReport
         sample,
         first_batch,
         normalization: norm_name,
+        box_fixes,
     })
 }
 
@@ -407,6 +411,27 @@ impl std::fmt::Display for DetectionReport {
             self.category_ids,
             self.categories.len()
         )?;
+        let fixes = &self.box_fixes;
+        if fixes.clipped > 0 {
+            writeln!(
+                f,
+                "  {} boxes reach outside their image: clipped to it",
+                fixes.clipped
+            )?;
+        }
+        if fixes.dropped > 0 {
+            writeln!(
+                f,
+                "  {} boxes have no area (zero width or height after clipping): dropped ({}{})",
+                fixes.dropped,
+                fixes.dropped_examples.join(", "),
+                if fixes.dropped > fixes.dropped_examples.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            )?;
+        }
         writeln!(
             f,
             "dataset[{}] ({}, image id {})",
