@@ -15,8 +15,7 @@ use burn::prelude::*;
 use kiln_data::batcher::{DetSample, DetectionBatcher};
 use kiln_data::{CocoDetection, DataError, DetectionItem, Loader, LoaderConfig, Rgb, SampleRng};
 use kiln_transforms::Normalization;
-use kiln_transforms::augment::{crop_resize_normalize, map_boxes, random_flip};
-use kiln_transforms::sample::Window;
+use kiln_transforms::augment::{random_flip, resize_detection};
 
 /// The shorter side every image is resized to.
 const SHORTER: usize = 64;
@@ -45,24 +44,7 @@ fn main() -> anyhow::Result<()> {
         let (h, w) = (item.image.height(), item.image.width());
         let s = SHORTER as f32 / h.min(w) as f32;
         let out = [(h as f32 * s).round() as usize, (w as f32 * s).round() as usize];
-        let window = Window {
-            top: 0,
-            left: 0,
-            height: h,
-            width: w,
-        };
-        let flip = random_flip(rng, 0.5);
-        let image = crop_resize_normalize(&item.image, window, out[0], out[1], flip, &norm)
-            .map_err(|e| DataError::Custom(format!("{}: {e}", item.path.display())))?;
-        let moved = map_boxes(&item.boxes, &item.labels, window, out, flip);
-        Ok(DetSample {
-            image,
-            crowd: moved.kept.iter().map(|&i| item.crowd[i]).collect(),
-            boxes: moved.boxes,
-            labels: moved.labels,
-            original_hw: [h, w],
-            path: Some(item.path),
-        })
+        resize_detection(item, out, random_flip(rng, 0.5), &norm)
     };
     let batcher = DetectionBatcher::new(classes.len(), Device::flex()).with_size_multiple(32);
     let loader = Loader::new(

@@ -18,8 +18,7 @@ use kiln_data::batcher::{DetBatch, DetSample, DetectionBatcher};
 use kiln_data::{CocoDetection, CocoFile, CocoResult, Collate, Indexed, Rgb};
 use kiln_models::fcos::{Fcos, FcosPostprocess, FcosTargets};
 use kiln_transforms::Normalization;
-use kiln_transforms::augment::{crop_resize_normalize, map_boxes};
-use kiln_transforms::sample::Window;
+use kiln_transforms::augment::resize_detection;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -93,28 +92,16 @@ impl DetectionSource {
 
     fn sample(&self, index: usize, epoch: Option<u64>) -> Result<DetSample<Rgb>, TrainError> {
         let item = self.dataset.get(index)?;
-        let (h, w) = (item.image.height(), item.image.width());
-        let out = resized_size([h, w], self.min_size, self.max_size);
+        let out = resized_size(
+            [item.image.height(), item.image.width()],
+            self.min_size,
+            self.max_size,
+        );
         let flip = epoch.is_some_and(|e| {
             let mut rng = SplitMix64::new(kiln_data::loader::sample_seed(self.seed, e, index));
             rng.uniform() < self.flip
         });
-        let window = Window {
-            top: 0,
-            left: 0,
-            height: h,
-            width: w,
-        };
-        let image = crop_resize_normalize(&item.image, window, out[0], out[1], flip, &self.norm)?;
-        let moved = map_boxes(&item.boxes, &item.labels, window, out, flip);
-        Ok(DetSample {
-            image,
-            crowd: moved.kept.iter().map(|&i| item.crowd[i]).collect(),
-            boxes: moved.boxes,
-            labels: moved.labels,
-            original_hw: [h, w],
-            path: Some(item.path),
-        })
+        Ok(resize_detection(item, out, flip, &self.norm)?)
     }
 
     fn collate(&self, positions: &[usize], epoch: Option<u64>) -> Result<DetBatch, TrainError> {

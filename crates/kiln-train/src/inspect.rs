@@ -8,9 +8,7 @@ use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use kiln_data::batcher::{DetSample, DetectionBatcher, ImageMeta};
 use kiln_data::{DataError, DetectionItem, Loader, LoaderConfig, Rgb, SampleRng};
-use kiln_transforms::augment::{crop_resize_normalize, map_boxes};
 use kiln_transforms::compose::{Stage, shorter_side};
-use kiln_transforms::sample::Window;
 use serde::Serialize;
 
 use crate::TrainError;
@@ -296,29 +294,8 @@ pub fn inspect_detection(file: &RunFile, index: usize) -> Result<DetectionReport
     let norm = file.transforms.normalization(file.data.format).resolve()?;
     let norm_name = norm.name.clone();
     let transform = move |item: DetectionItem, _: &mut SampleRng| -> Result<DetSample<Rgb>, DataError> {
-        let (h, w) = (item.image.height(), item.image.width());
-        let out = size(h, w);
-        let window = Window {
-            top: 0,
-            left: 0,
-            height: h,
-            width: w,
-        };
-        let image = crop_resize_normalize(&item.image, window, out[0], out[1], false, &norm)
-            .map_err(|e| DataError::Custom(format!("{}: {e}", item.path.display())))?;
-        let moved = map_boxes(&item.boxes, &item.labels, window, out, false);
-        Ok(DetSample {
-            image,
-            crowd: moved
-                .kept
-                .iter()
-                .map(|&i| item.crowd.get(i).copied().unwrap_or(false))
-                .collect(),
-            boxes: moved.boxes,
-            labels: moved.labels,
-            original_hw: [h, w],
-            path: Some(item.path),
-        })
+        let out = size(item.image.height(), item.image.width());
+        kiln_transforms::augment::resize_detection(item, out, false, &norm)
     };
     let batcher =
         DetectionBatcher::new(categories.len().max(1), Device::flex()).with_size_multiple(SIZE_MULTIPLE);

@@ -144,6 +144,44 @@ pub struct MappedBoxes {
     pub scale: [f32; 2],
 }
 
+/// A COCO sample resized whole to `out` (`[H, W]`), optionally flipped, normalised, with its boxes,
+/// labels and crowd flags moved along (boxes left without area dropped): what a detection model
+/// is given, before the batch is padded.
+///
+/// # Errors
+///
+/// [`kiln_data::DataError::Custom`] with the resize's or normalisation's error, naming the
+/// image's file.
+pub fn resize_detection(
+    item: kiln_data::DetectionItem,
+    out: [usize; 2],
+    flip: bool,
+    norm: &Normalization,
+) -> Result<kiln_data::DetSample<kiln_data::Rgb>, kiln_data::DataError> {
+    let (h, w) = (item.image.height(), item.image.width());
+    let window = crate::sample::Window {
+        top: 0,
+        left: 0,
+        height: h,
+        width: w,
+    };
+    let image = crop_resize_normalize(&item.image, window, out[0], out[1], flip, norm)
+        .map_err(|e| kiln_data::DataError::Custom(format!("{}: {e}", item.path.display())))?;
+    let moved = map_boxes(&item.boxes, &item.labels, window, out, flip);
+    Ok(kiln_data::DetSample {
+        image,
+        crowd: moved
+            .kept
+            .iter()
+            .map(|&i| item.crowd.get(i).copied().unwrap_or(false))
+            .collect(),
+        boxes: moved.boxes,
+        labels: moved.labels,
+        original_hw: [h, w],
+        path: Some(item.path),
+    })
+}
+
 /// Moves `boxes` (`[x1, y1, x2, y2]` in the image's pixels) through a crop to `window`, a resize to
 /// `out` (`[H, W]`) and an optional horizontal flip. Boxes are clipped to the output; a box with no
 /// area left is dropped with its label.
