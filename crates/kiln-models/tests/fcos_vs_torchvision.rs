@@ -72,6 +72,28 @@ fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Images `{prefix}{i}` of `height` × `widths[i]` (the fixture's `unit` values in 0..1),
+/// normalised with ImageNet's statistics as `GeneralizedRCNNTransform` does and padded with zeros
+/// to `padded_w`: the batch torchvision's model sees.
+fn normalized_batch(prefix: &str, height: usize, widths: &[usize], padded_w: usize) -> Vec<f32> {
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    let mut batch = vec![0.0f32; widths.len() * 3 * height * padded_w];
+    for (i, &w) in widths.iter().enumerate() {
+        let pixels: Vec<f32> = unit(&format!("{prefix}{i}"), 3 * height * w)
+            .map(|u| u as f32)
+            .collect();
+        for c in 0..3 {
+            for y in 0..height {
+                for x in 0..w {
+                    batch[((i * 3 + c) * height + y) * padded_w + x] =
+                        (pixels[(c * height + y) * w + x] - mean[c]) / std[c];
+                }
+            }
+        }
+    }
+    batch
+}
+
 fn values(v: &Value) -> Vec<f32> {
     v.as_array()
         .unwrap()
@@ -147,20 +169,8 @@ fn imported_torchvision_fcos_gives_torchvisions_head_outputs() {
 
     // The whole model: normalised (ImageNet mean/std, as GeneralizedRCNNTransform), padded with
     // zeros to 64x96, post-processed as the fixture's model (threshold 0.55, no 100 cap).
-    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
     let widths = [96usize, 80];
-    let mut batch = vec![0.0f32; 2 * 3 * 64 * 96];
-    for (i, &w) in widths.iter().enumerate() {
-        let pixels: Vec<f32> = unit(&format!("image{i}"), 3 * 64 * w).map(|u| u as f32).collect();
-        for c in 0..3 {
-            for y in 0..64 {
-                for x in 0..w {
-                    batch[((i * 3 + c) * 64 + y) * 96 + x] =
-                        (pixels[(c * 64 + y) * w + x] - mean[c]) / std[c];
-                }
-            }
-        }
-    }
+    let batch = normalized_batch("image", 64, &widths, 96);
     let x = Tensor::<4>::from_data(TensorData::new(batch, [2, 3, 64, 96]), &device);
     let sizes = [[64, 96], [64, 80]];
     let cfg = kiln_models::fcos::FcosPostprocess::new()
@@ -203,20 +213,7 @@ fn imported_torchvision_fcos_gives_torchvisions_head_outputs() {
     // The training loss on two 128-pixel-high images (the first with three overlapping boxes of
     // three sizes, the second with none), padded to 128x160: torchvision's FCOS.compute_loss.
     let loss = &fixture["loss"];
-    let mut batch = vec![0.0f32; 2 * 3 * 128 * 160];
-    for (i, w) in [160usize, 128].into_iter().enumerate() {
-        let pixels: Vec<f32> = unit(&format!("loss_image{i}"), 3 * 128 * w)
-            .map(|u| u as f32)
-            .collect();
-        for c in 0..3 {
-            for y in 0..128 {
-                for x in 0..w {
-                    batch[((i * 3 + c) * 128 + y) * 160 + x] =
-                        (pixels[(c * 128 + y) * w + x] - mean[c]) / std[c];
-                }
-            }
-        }
-    }
+    let batch = normalized_batch("loss_image", 128, &[160, 128], 160);
     let targets: Vec<FcosTargets> = loss["boxes"]
         .as_array()
         .unwrap()
