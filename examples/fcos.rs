@@ -10,7 +10,8 @@
 //! `--data DIR` takes `DIR/train` and `DIR/val` as `kiln make-detection` writes them (images/ and
 //! annotations.json); without it, 1000 + 200 canvases of the vendored Fashion-MNIST items are made
 //! in `runs/fcos/data`. At the end the validation detections are written as a COCO results file
-//! (`--out`, default `runs/fcos`) that `kiln score` (and pycocotools) read.
+//! (`--out`, default `runs/fcos`) that `kiln score` (and pycocotools) read, and the first six
+//! validation images are drawn with their detections (score ≥ 0.3) as `val_N.png`.
 
 use std::path::PathBuf;
 
@@ -22,7 +23,8 @@ use kiln_models::fcos::FcosConfig;
 use kiln_models::resnet::ResNetKind;
 use kiln_train::detection::{DetectionSource, FcosDetection, MAP, MAP50};
 use kiln_train::optim::OptimizerConfig;
-use kiln_train::{EpochRecord, FitOutputs, Task, TrainConfig, evaluate_task, fit_task};
+use kiln_train::plot::{LabelledBox, draw_boxes};
+use kiln_train::{BatchSource, EpochRecord, FitOutputs, Task, TrainConfig, evaluate_task, fit_task};
 use kiln_transforms::Normalization;
 
 struct Args {
@@ -168,6 +170,48 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let dets = args.out.join("detections.json");
     std::fs::write(&dets, serde_json::to_vec(&eval.stats.results)?)?;
+    // The first validation images with their detections above 0.3, drawn.
+    let names = val.dataset().categories().to_vec();
+    for index in 0..val.len().min(6) {
+        let item = val.dataset().get(index)?;
+        let image_id = val.dataset().image_ids()[index];
+        let rgb: Vec<u8> = item
+            .image
+            .as_slice()
+            .chunks(3)
+            .flat_map(|p| [p[2], p[1], p[0]])
+            .collect();
+        let captions: Vec<(String, [f32; 4], u32)> = eval
+            .stats
+            .results
+            .iter()
+            .filter(|r| r.image_id == image_id && r.score >= 0.3)
+            .map(|r| {
+                let k = val
+                    .dataset()
+                    .category_ids()
+                    .iter()
+                    .position(|&c| c == r.category_id)
+                    .unwrap_or(0);
+                let [x, y, w, h] = r.bbox.map(|v| v as f32);
+                (
+                    format!("{} {:.2}", names[k], r.score),
+                    [x, y, x + w, y + h],
+                    k as u32,
+                )
+            })
+            .collect();
+        let boxes: Vec<LabelledBox> = captions
+            .iter()
+            .map(|(caption, bbox, label)| LabelledBox {
+                bbox: *bbox,
+                caption,
+                label: *label,
+            })
+            .collect();
+        let png = args.out.join(format!("val_{index}.png"));
+        draw_boxes(&png, &rgb, [item.image.height(), item.image.width()], &boxes)?;
+    }
     let named: Vec<String> = task
         .metrics(&eval.stats, eval.samples)
         .iter()

@@ -194,6 +194,80 @@ pub fn batch_grid_png(
     Ok((png, [gh, gw, out_c]))
 }
 
+/// One box to draw: `[x1, y1, x2, y2]` in the image's pixels, its caption (class and score) and
+/// its class label (which picks the colour).
+pub struct LabelledBox<'a> {
+    /// `[x1, y1, x2, y2]` in pixels.
+    pub bbox: [f32; 4],
+    /// Drawn above the box (e.g. `Sneaker 0.93`).
+    pub caption: &'a str,
+    /// The class, for the colour.
+    pub label: u32,
+}
+
+/// `boxes` drawn on an RGB image (`rgb`, `[height, width]`, HWC u8) as a PNG at `path`: a
+/// two-pixel frame per box in its class's colour, the caption on a filled strip above it (inside
+/// the box where there is no room above).
+///
+/// # Errors
+///
+/// [`TrainError::Write`] naming `path`.
+pub fn draw_boxes(
+    path: &Path,
+    rgb: &[u8],
+    [height, width]: [usize; 2],
+    boxes: &[LabelledBox<'_>],
+) -> Result<(), TrainError> {
+    register();
+    let fail = |reason: String| TrainError::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut buffer = rgb.to_vec();
+    if buffer.len() != height * width * 3 {
+        return Err(fail(format!(
+            "{} bytes for a {height}x{width} RGB image",
+            buffer.len()
+        )));
+    }
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, (width as u32, height as u32)).into_drawing_area();
+        let font_px = (height.min(width) / 24).clamp(9, 16) as i32;
+        for b in boxes {
+            let colour = Palette99::pick(b.label as usize).to_rgba();
+            let [x1, y1, x2, y2] = b.bbox.map(|v| v.round() as i32);
+            for inset in 0..2 {
+                root.draw(&Rectangle::new(
+                    [(x1 + inset, y1 + inset), (x2 - inset, y2 - inset)],
+                    colour.stroke_width(1),
+                ))
+                .map_err(|e| fail(e.to_string()))?;
+            }
+            let text_w = (b.caption.chars().count() as i32 * font_px * 6) / 10 + 4;
+            let top = if y1 >= font_px + 2 { y1 - font_px - 2 } else { y1 };
+            root.draw(&Rectangle::new(
+                [(x1, top), (x1 + text_w, top + font_px + 2)],
+                colour.filled(),
+            ))
+            .map_err(|e| fail(e.to_string()))?;
+            root.draw(&Text::new(
+                b.caption.to_string(),
+                (x1 + 2, top + 1),
+                (FONT_NAME, font_px).into_font().color(&WHITE),
+            ))
+            .map_err(|e| fail(e.to_string()))?;
+        }
+        root.present().map_err(|e| fail(e.to_string()))?;
+    }
+    save_png(
+        path,
+        &buffer,
+        width as u32,
+        height as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+}
+
 fn encode_png(pixels: &[u8], w: u32, h: u32, color: image::ExtendedColorType) -> Result<Vec<u8>, String> {
     let mut png = Vec::new();
     image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut png), pixels, w, h, color)
@@ -219,6 +293,38 @@ fn save_png(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boxes_are_framed_in_their_class_colour_with_a_caption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("boxes.png");
+        let grey = vec![40u8; 96 * 128 * 3];
+        let boxes = [
+            LabelledBox {
+                bbox: [20.0, 30.0, 70.0, 80.0],
+                caption: "Sneaker 0.93",
+                label: 7,
+            },
+            LabelledBox {
+                bbox: [80.0, 2.0, 120.0, 40.0],
+                caption: "Bag 0.51",
+                label: 8,
+            },
+        ];
+        draw_boxes(&path, &grey, [96, 128], &boxes).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (128, 96));
+        let sneaker = Palette99::pick(7).to_rgba();
+        // The frame's left edge, below the caption strip, is in the class's colour.
+        assert_eq!(img.get_pixel(20, 60).0, [sneaker.0, sneaker.1, sneaker.2]);
+        // Inside the box the image is untouched.
+        assert_eq!(img.get_pixel(45, 60).0, [40, 40, 40]);
+        // The caption strip above the first box is drawn, with lighter text pixels on it.
+        let strip: Vec<[u8; 3]> = (21..60).map(|x| img.get_pixel(x, 22).0).collect();
+        assert!(strip.contains(&[sneaker.0, sneaker.1, sneaker.2]));
+        assert!(strip.iter().any(|p| p.iter().all(|&v| v > 200)), "{strip:?}");
+        assert!(draw_boxes(&path, &grey[1..], [96, 128], &boxes).is_err());
+    }
 
     #[test]
     fn draws_a_png_with_lines_in_their_colours() {
