@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-3}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kiln-target}"
-cargo build --release -q -p kiln -p kiln-suite --example fcos
+cargo build --release -q -p kiln
+cargo build --release -q -p kiln-suite --example fcos
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$CARGO_TARGET_DIR/release/kiln" make-detection --out "$tmp/data" --train 256 --val 32 --size 128 > /dev/null
