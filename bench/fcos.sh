@@ -15,7 +15,7 @@ cargo build --release -q -p kiln
 cargo build --release -q -p kiln-suite --example fcos
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$CARGO_TARGET_DIR/release/kiln" make-detection --out "$tmp/data" --train 256 --val 32 --size 128 > /dev/null
+"$CARGO_TARGET_DIR/release/kiln" make-detection --out "$tmp/data" --train 256 --val 32 --size 128 > /dev/null 2>&1
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 for i in $(seq 1 "$RUNS"); do
