@@ -24,7 +24,7 @@ use kiln_models::resnet::ResNetKind;
 use kiln_train::detection::{DetectionSource, FcosDetection, MAP, MAP50};
 use kiln_train::optim::OptimizerConfig;
 use kiln_train::plot::{LabelledBox, draw_boxes};
-use kiln_train::{BatchSource, EpochRecord, FitOutputs, Task, TrainConfig, evaluate_task, fit_task};
+use kiln_train::{EpochRecord, FitOutputs, Task, TrainConfig, evaluate_task, fit_task};
 use kiln_transforms::Normalization;
 
 struct Args {
@@ -172,9 +172,9 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&dets, serde_json::to_vec(&eval.stats.results)?)?;
     // The first validation images with their detections above 0.3, drawn.
     let names = val.dataset().categories().to_vec();
-    for index in 0..val.len().min(6) {
+    let image_ids = val.dataset().image_ids();
+    for (index, &image_id) in image_ids.iter().enumerate().take(6) {
         let item = val.dataset().get(index)?;
-        let image_id = val.dataset().image_ids()[index];
         let rgb: Vec<u8> = item
             .image
             .as_slice()

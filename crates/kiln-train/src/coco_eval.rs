@@ -258,7 +258,7 @@ fn evaluate_img(c: &ImgCat, range: [f64; 2], thresholds: &[f64; T]) -> Option<Im
 /// # Errors
 ///
 /// [`DataError::Format`] naming `gt`'s file when an annotation has no `id` (pycocotools indexes
-/// annotations by it).
+/// annotations by it) or a category `gt` does not list.
 pub fn coco_evaluate(gt: &CocoFile, results: &[CocoResult]) -> Result<CocoMetrics, DataError> {
     let thresholds: [f64; T] = linspace(0.5, 0.95);
     let recall_points: [f64; R] = linspace(0.0, 1.0);
@@ -274,13 +274,21 @@ pub fn coco_evaluate(gt: &CocoFile, results: &[CocoResult]) -> Result<CocoMetric
             path: gt.path.clone(),
             problem: format!("annotation #{n} has no \"id\"; COCO evaluation matches annotations by id"),
         })?;
+        // CocoFile::read checks categories, but its fields are public: a built file may not.
+        let k = *cat_index.get(&a.category_id).ok_or_else(|| DataError::Format {
+            path: gt.path.clone(),
+            problem: format!(
+                "annotation id {id} has category id {}, which is not in \"categories\"",
+                a.category_id
+            ),
+        })?;
         gts.push(Gt {
             id,
             bbox: a.bbox,
             area: a.area.unwrap_or(a.bbox[2] * a.bbox[3]),
             crowd: a.iscrowd,
         });
-        gt_keys.push((a.image_id, cat_index[&a.category_id]));
+        gt_keys.push((a.image_id, k));
     }
     let dts: Vec<Dt> = results
         .iter()

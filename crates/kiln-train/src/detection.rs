@@ -328,12 +328,18 @@ impl Task<Fcos> for FcosDetection {
         if stats.images.is_empty() {
             return Vec::new();
         }
-        // Score the images evaluated (all of them in a full evaluation).
+        // Score the images evaluated: the whole file in a full evaluation, a copy cut to them
+        // otherwise.
         let evaluated: std::collections::BTreeSet<u64> = stats.images.iter().copied().collect();
-        let mut subset = gt.clone();
-        subset.images.retain(|i| evaluated.contains(&i.id));
-        subset.annotations.retain(|a| evaluated.contains(&a.image_id));
-        match coco_evaluate(&subset, &stats.results) {
+        let scored = if evaluated.len() == gt.images.len() {
+            coco_evaluate(gt, &stats.results)
+        } else {
+            let mut subset = gt.clone();
+            subset.images.retain(|i| evaluated.contains(&i.id));
+            subset.annotations.retain(|a| evaluated.contains(&a.image_id));
+            coco_evaluate(&subset, &stats.results)
+        };
+        match scored {
             Ok(m) => vec![(MAP.key, m.stats[0].max(0.0)), (MAP50.key, m.stats[1].max(0.0))],
             Err(_) => Vec::new(),
         }
