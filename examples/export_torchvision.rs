@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         num_classes,
         class_names: Vec::new(),
         jpeg_draft: false,
+        detector: None,
     };
     let out = PathBuf::from(out);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;

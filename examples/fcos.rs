@@ -21,10 +21,10 @@ use burn::prelude::*;
 use kiln_data::{CocoDetection, CocoFile, MnistDataset, MnistSplit, PasteConfig, paste_detection_set};
 use kiln_models::fcos::FcosConfig;
 use kiln_models::resnet::ResNetKind;
-use kiln_train::detection::{DetectionSource, FcosDetection, MAP, MAP50};
+use kiln_train::detection::{DetectionSource, DetectionTask, MAP, MAP50};
 use kiln_train::optim::OptimizerConfig;
 use kiln_train::plot::{LabelledBox, draw_boxes};
-use kiln_train::{EpochRecord, FitOutputs, Task, TrainConfig, evaluate_task, fit_task};
+use kiln_train::{EpochRecord, FitOutputs, TrainConfig, evaluate_task, fit_task};
 use kiln_transforms::Normalization;
 
 struct Args {
@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         args.size
     );
     let norm = Normalization::torch_imagenet();
-    let task = FcosDetection::new(val_gt, &val_set)?;
+    let task = DetectionTask::new(val_gt, &val_set)?;
     let train = DetectionSource::new(train_set, norm.clone(), args.size, args.size, 0.5, 0);
     let val = DetectionSource::new(val_set, norm, args.size, args.size, 0.0, 0);
 
@@ -212,11 +212,10 @@ fn main() -> anyhow::Result<()> {
         let png = args.out.join(format!("val_{index}.png"));
         draw_boxes(&png, &rgb, [item.image.height(), item.image.width()], &boxes)?;
     }
-    let named: Vec<String> = task
-        .metrics(&eval.stats, eval.samples)
-        .iter()
-        .map(|(k, v)| format!("{k} {v:.3}"))
-        .collect();
+    let named: Vec<String> = match task.score(&eval.stats) {
+        Some(m) => m?.named().map(|(k, v)| format!("{k} {v:.3}")).take(3).collect(),
+        None => Vec::new(),
+    };
     println!(
         "validation: {} ({} detections written to {})",
         named.join(", "),

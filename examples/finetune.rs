@@ -83,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         class_names: Vec::new(),
         eval: Vec::new(),
         jpeg_draft: false,
+        detector: None,
     };
     let norm = spec.normalization.resolve()?;
     spec.check_normalization(&norm, false)?;

@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     println!(
         "test accuracy {:.4} in {:.1}s; weights {} (kept until this example exits)",
-        outcome.summary.test_acc,
+        outcome.summary.test_acc.unwrap_or(f64::NAN),
         outcome.summary.seconds,
         outcome.model.display()
     );

@@ -292,6 +292,7 @@ fn a_box_regression_task_trains_through_the_same_loop() -> anyhow::Result<()> {
         seconds: 1.0,
         train_images_per_s: 1.0,
         ema_test: None,
+        test_text: None,
     })?;
     let csv = std::fs::read_to_string(run.path().join("metrics.csv"))?;
     assert!(

@@ -9,6 +9,26 @@
 //! orders the kept boxes with torch's unstable sort; kiln's order differs from it only among equal
 //! scores.
 
+/// One detected object, as a detector's post-processing returns it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    /// `[x1, y1, x2, y2]` in the original image's pixels.
+    pub bbox: [f32; 4],
+    /// The detector's confidence (FCOS: `√(σ(class logit) · σ(centre-ness logit))`).
+    pub score: f32,
+    /// Class label `0..classes`.
+    pub label: u32,
+}
+
+/// One image's ground truth for a detector's loss, in the padded batch's pixels.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BoxTargets {
+    /// `[x1, y1, x2, y2]` boxes.
+    pub boxes: Vec<[f32; 4]>,
+    /// Class label of each box, `0..classes`.
+    pub labels: Vec<u32>,
+}
+
 /// One scored, labelled box.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScoredBox {

@@ -25,6 +25,9 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use crate::ModelError;
+// kiln's convolution kernel (im2col + gemm, fused backward) on flex; Burn's elsewhere.
+use crate::boxes::{BoxTargets, Detection};
+use crate::kernels::conv2d as conv;
 use crate::resnet::{ResNetBody, ResNetConfig, ResNetKind};
 
 /// Configuration of [`Fcos`].
@@ -134,17 +137,6 @@ pub struct FcosPostprocess {
     pub topk_candidates: usize,
 }
 
-/// One detected object.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Detection {
-    /// `[x1, y1, x2, y2]` in the original image's pixels.
-    pub bbox: [f32; 4],
-    /// `√(σ(class logit) · σ(centre-ness logit))`.
-    pub score: f32,
-    /// Class label `0..classes`.
-    pub label: u32,
-}
-
 /// torchvision's `AnchorGenerator` for FCOS: at level `l` (size `8·2^l`, stride `image / level`,
 /// integer division), location `(y, x)` has the box `[x·sx − s/2, y·sy − s/2, x·sx + s/2, y·sy +
 /// s/2]` — centred on the cell's corner, as torchvision's are.
@@ -247,15 +239,6 @@ impl FcosOutput {
     }
 }
 
-/// One image's ground truth for [`FcosOutput::loss`], in the padded batch's pixels.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FcosTargets {
-    /// `[x1, y1, x2, y2]` boxes.
-    pub boxes: Vec<[f32; 4]>,
-    /// Class label of each box, `0..classes`.
-    pub labels: Vec<u32>,
-}
-
 /// FCOS's three losses, each summed and divided by the batch's foreground locations (at least 1),
 /// as torchvision's `FCOSHead.compute_loss` returns them.
 #[derive(Debug, Clone)]
@@ -329,7 +312,7 @@ fn bce_with_logits<const D: usize>(x: Tensor<D>, t: Tensor<D>) -> Tensor<D> {
 impl FcosOutput {
     /// torchvision's FCOS training loss for this batch (`padded`: the batch's `[H, W]`; `targets`:
     /// one per image). The matching runs on the CPU; the losses stay on the outputs' graph.
-    pub fn loss(&self, padded: [usize; 2], targets: &[FcosTargets]) -> FcosLoss {
+    pub fn loss(&self, padded: [usize; 2], targets: &[BoxTargets]) -> FcosLoss {
         let [n, locations, classes] = self.cls_logits.dims();
         let device = self.cls_logits.device();
         let anchors = fcos_anchors(padded, &self.level_sizes);
@@ -439,6 +422,8 @@ pub struct Fcos {
     head: FcosHead,
     #[module(skip)]
     num_classes: usize,
+    #[module(skip)]
+    postprocess: FcosPostprocess,
 }
 
 impl FcosConfig {
@@ -532,6 +517,7 @@ impl FcosConfig {
             fpn,
             head,
             num_classes: self.num_classes,
+            postprocess: FcosPostprocess::new(),
         })
     }
 }
@@ -574,6 +560,18 @@ impl Fcos {
         self.num_classes
     }
 
+    /// The post-processing [`Detector::detect`](crate::detector::Detector::detect) applies
+    /// (torchvision's defaults unless set).
+    pub fn postprocess(&self) -> &FcosPostprocess {
+        &self.postprocess
+    }
+
+    /// The model with other post-processing settings.
+    pub fn with_postprocess(mut self, postprocess: FcosPostprocess) -> Self {
+        self.postprocess = postprocess;
+        self
+    }
+
     /// torchvision's `FCOS` state-dict names → this model's parameter paths, as `(regex,
     /// replacement)` pairs.
     pub fn torchvision_key_map(&self) -> Vec<(String, String)> {
@@ -614,6 +612,157 @@ impl Fcos {
             pairs.push((format!("head.{tv}"), format!("head.{kiln}")));
         }
         crate::import::prefix_map(pairs, false)
+    }
+}
+
+/// `[model] name = "fcos"`: FCOS as a registered detector ([`crate::detector`]), with torchvision's
+/// `fcos_resnet50_fpn` settings by default. `min_size` / `max_size` are
+/// `GeneralizedRCNNTransform`'s (every image is resized so its shorter side is `min_size` and its
+/// longer side at most `max_size`); the rest are `FCOS(...)`'s keyword arguments.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FcosArch {
+    /// The backbone: `resnet18`, `resnet34` or `resnet50`.
+    pub backbone: ResNetKind,
+    /// Channels of the pyramid and the heads.
+    pub channels: usize,
+    /// Convolutions in each head tower.
+    pub head_convs: usize,
+    /// Shorter image side after the resize.
+    pub min_size: usize,
+    /// Longest image side after the resize.
+    pub max_size: usize,
+    /// Detections scoring at or below this are dropped.
+    pub score_thresh: f64,
+    /// IoU above which a lower-scoring box of the same class is suppressed.
+    pub nms_thresh: f64,
+    /// Detections kept per image.
+    pub detections_per_img: usize,
+    /// Candidates kept per pyramid level before NMS.
+    pub topk_candidates: usize,
+}
+
+impl Default for FcosArch {
+    fn default() -> Self {
+        let post = FcosPostprocess::new();
+        Self {
+            backbone: ResNetKind::ResNet50,
+            channels: 256,
+            head_convs: 4,
+            min_size: 800,
+            max_size: 1333,
+            score_thresh: post.score_thresh,
+            nms_thresh: post.nms_thresh,
+            detections_per_img: post.detections_per_img,
+            topk_candidates: post.topk_candidates,
+        }
+    }
+}
+
+impl FcosArch {
+    /// The post-processing settings.
+    pub fn postprocess(&self) -> FcosPostprocess {
+        FcosPostprocess {
+            score_thresh: self.score_thresh,
+            nms_thresh: self.nms_thresh,
+            detections_per_img: self.detections_per_img,
+            topk_candidates: self.topk_candidates,
+        }
+    }
+}
+
+impl crate::detector::DetectorArch for FcosArch {
+    type Model = Fcos;
+
+    fn presets() -> Vec<crate::zoo::Preset<Self>> {
+        vec![crate::zoo::Preset {
+            name: "fcos",
+            about: "FCOS, ResNet-FPN P3-P7 (torchvision's fcos_resnet50_fpn; `backbone` 18/34/50)",
+            config: Self::default(),
+        }]
+    }
+
+    fn build(&self, num_classes: usize, device: &Device) -> Result<Fcos, ModelError> {
+        let bad = |field, value: String, reason| Err(ModelError::InvalidConfig { field, value, reason });
+        if self.min_size == 0 || self.max_size < self.min_size {
+            return bad(
+                "min_size",
+                format!("{} (max_size {})", self.min_size, self.max_size),
+                "must be at least 1 and at most max_size",
+            );
+        }
+        for (field, v) in [
+            ("score_thresh", self.score_thresh),
+            ("nms_thresh", self.nms_thresh),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(field, v.to_string(), "must be in [0, 1]");
+            }
+        }
+        if self.detections_per_img == 0 || self.topk_candidates == 0 {
+            return bad(
+                "detections_per_img",
+                format!(
+                    "{} (topk_candidates {})",
+                    self.detections_per_img, self.topk_candidates
+                ),
+                "both must be at least 1",
+            );
+        }
+        Ok(FcosConfig::new(self.backbone, num_classes)
+            .with_channels(self.channels)
+            .with_head_convs(self.head_convs)
+            .init(device)?
+            .with_postprocess(self.postprocess()))
+    }
+
+    fn id(&self) -> String {
+        "fcos".into()
+    }
+
+    fn describe(&self, num_classes: usize) -> String {
+        format!(
+            "FCOS({} FPN, {} channels, images {}..{} px -> {num_classes} classes)",
+            self.backbone.name(),
+            self.channels,
+            self.min_size,
+            self.max_size
+        )
+    }
+
+    fn input_sizes(&self) -> [usize; 2] {
+        [self.min_size, self.max_size]
+    }
+}
+
+impl crate::detector::Detector for Fcos {
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn loss(&self, images: Tensor<4>, targets: &[BoxTargets]) -> Tensor<1> {
+        let [_, _, h, w] = images.dims();
+        self.forward(images).loss([h, w], targets).total()
+    }
+
+    fn detect(
+        &self,
+        images: Tensor<4>,
+        targets: Option<&[BoxTargets]>,
+        image_sizes: &[[usize; 2]],
+        original_sizes: &[[usize; 2]],
+    ) -> (Option<Tensor<1>>, Vec<Vec<Detection>>) {
+        let [_, _, h, w] = images.dims();
+        let out = self.forward(images);
+        let loss = targets.map(|t| out.loss([h, w], t).total());
+        (
+            loss,
+            out.detections([h, w], image_sizes, original_sizes, &self.postprocess),
+        )
+    }
+
+    fn torchvision_key_map(&self) -> Vec<(String, String)> {
+        Fcos::torchvision_key_map(self)
     }
 }
 
@@ -664,11 +813,11 @@ mod tests {
         let x = Tensor::<4>::random([2, 3, 64, 64], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
         let out = model.forward(x);
         let targets = [
-            FcosTargets {
+            BoxTargets {
                 boxes: vec![[8.0, 8.0, 40.0, 44.0]],
                 labels: vec![1],
             },
-            FcosTargets::default(),
+            BoxTargets::default(),
         ];
         let loss = out.loss([64, 64], &targets);
         assert!(loss.foreground > 0);
@@ -682,7 +831,7 @@ mod tests {
 
         let empty = model
             .forward(Tensor::<4>::zeros([1, 3, 64, 64], &ad))
-            .loss([64, 64], &[FcosTargets::default()]);
+            .loss([64, 64], &[BoxTargets::default()]);
         assert_eq!(empty.foreground, 0);
         let reg: f32 = empty.bbox_regression.clone().inner().into_scalar();
         assert_eq!(reg, 0.0);

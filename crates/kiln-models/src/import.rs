@@ -93,14 +93,18 @@ pub fn load_torchvision_resnet(model: ResNet, path: &Path) -> Result<ResNet, Mod
     load_with_key_map(model, pairs, path)
 }
 
-/// Loads torchvision `FCOS` weights (a state dict as `.pth` or `.safetensors`) into `model`,
+/// Loads a torchvision detector's weights (e.g. an `FCOS` state dict, `.pth` or `.safetensors`)
+/// into `model` through its [`Detector::torchvision_key_map`](crate::detector::Detector::torchvision_key_map),
 /// refusing a file whose tensors do not all fit (a different backbone depth, class count or
 /// width).
 ///
 /// # Errors
 ///
 /// [`ModelError::Weights`] naming the file and the first tensors that did not fit.
-pub fn load_torchvision_fcos(model: crate::fcos::Fcos, path: &Path) -> Result<crate::fcos::Fcos, ModelError> {
+pub fn load_torchvision_detector<M: crate::detector::Detector>(
+    model: M,
+    path: &Path,
+) -> Result<M, ModelError> {
     let pairs = model.torchvision_key_map();
     load_with_key_map(model, pairs, path)
 }

@@ -37,6 +37,7 @@ pub mod blocks;
 pub mod boxes;
 pub mod classifier;
 pub mod convnext;
+pub mod detector;
 pub mod efficientnet;
 pub mod error;
 pub mod fcos;
@@ -75,7 +76,7 @@ pub use resnet::{ResNet, ResNetConfig, ResNetKind};
 pub use summary::{Row, Summary};
 pub use vit::{VisionTransformer, VitConfig, VitKind};
 pub use weights::{export_torchvision_safetensors, load_weights, save_weights};
-pub use zoo::{Architecture, ModelConfig, ModelFn, ZooModel};
+pub use zoo::{AnyModel, Architecture, ModelConfig, ModelFn, ZooModel};
 
 /// The README's examples run as doctests, so what crates.io shows stays true.
 #[cfg(doctest)]

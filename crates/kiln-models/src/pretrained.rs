@@ -52,6 +52,19 @@ pub struct PretrainedSpec {
     /// (`data.jpeg_draft`, PIL's `Image.draft`); `kiln predict` does the same.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub jpeg_draft: bool,
+    /// Detector weights: the detector and its classes' COCO ids (`None` for a classifier;
+    /// `architecture` is then `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<DetectorSpec>,
+}
+
+/// What detector weights add to their [`PretrainedSpec`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorSpec {
+    /// The detector with its settings (input sizes and post-processing included).
+    pub architecture: crate::detector::DetectorConfig,
+    /// The COCO category id of each label, so detections are written with the dataset's ids.
+    pub category_ids: Vec<u64>,
 }
 
 impl PretrainedSpec {
@@ -67,6 +80,7 @@ impl PretrainedSpec {
             class_names: Vec::new(),
             eval: kiln_transforms::compose::Stage::torchvision_eval([224, 224]),
             jpeg_draft: false,
+            detector: None,
         }
     }
 
@@ -92,6 +106,7 @@ impl PretrainedSpec {
             class_names,
             eval: Stage::torchvision_eval([h, w]),
             jpeg_draft: false,
+            detector: None,
         }
     }
 

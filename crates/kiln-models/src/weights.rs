@@ -24,6 +24,7 @@
 //!     class_names: vec![],
 //!     eval: vec![],
 //!     jpeg_draft: false,
+//!     detector: None,
 //! };
 //! let path = save_weights(&model, &dir.path().join("model.bpk"), Some(&spec))?;
 //! let fresh = ResNetConfig::new(ResNetKind::Cifar20).init(&device)?;

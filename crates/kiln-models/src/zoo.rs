@@ -37,6 +37,7 @@ use burn::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::detector::DetectorConfig;
 use crate::{Classifier, FineTune, InitScheme, ModelError};
 
 /// What the run needs of any registered model: a classifier with a replaceable head, and the
@@ -304,6 +305,130 @@ impl ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig::ReferenceCnn(crate::reference_cnn::ReferenceCnnArch::default())
+    }
+}
+
+/// `[model]` of a run file: a classifier of the [`ModelConfig`] registry or a detector of the
+/// [`DetectorConfig`] one, told apart by `name` (both are tagged by it, so either reads and writes
+/// as its own table).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyModel {
+    /// A classifier.
+    Classifier(ModelConfig),
+    /// A detector.
+    Detector(DetectorConfig),
+}
+
+impl Default for AnyModel {
+    fn default() -> Self {
+        AnyModel::Classifier(ModelConfig::default())
+    }
+}
+
+impl AnyModel {
+    /// The config `--model NAME` stands for, classifier or detector.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::UnknownModel`] listing every name.
+    pub fn from_name(name: &str) -> Result<Self, ModelError> {
+        match ModelConfig::from_name(name) {
+            Ok(c) => Ok(AnyModel::Classifier(c)),
+            Err(_) => DetectorConfig::from_name(name)
+                .map(AnyModel::Detector)
+                .map_err(|_| ModelError::UnknownModel {
+                    name: name.to_string(),
+                    known: Self::names(),
+                }),
+        }
+    }
+
+    /// Every `--model` name: the classifiers, then the detectors.
+    pub fn names() -> Vec<String> {
+        let classifiers = ModelConfig::presets().into_iter().map(|p| p.name.to_string());
+        classifiers
+            .chain(DetectorConfig::presets().into_iter().map(|p| p.name.to_string()))
+            .collect()
+    }
+
+    /// The registry name.
+    pub fn id(&self) -> String {
+        match self {
+            AnyModel::Classifier(c) => c.id(),
+            AnyModel::Detector(d) => d.id(),
+        }
+    }
+
+    /// The classifier, when it is one.
+    pub fn classifier(&self) -> Option<&ModelConfig> {
+        match self {
+            AnyModel::Classifier(c) => Some(c),
+            AnyModel::Detector(_) => None,
+        }
+    }
+
+    /// The classifier, when it is one, to change.
+    pub fn classifier_mut(&mut self) -> Option<&mut ModelConfig> {
+        match self {
+            AnyModel::Classifier(c) => Some(c),
+            AnyModel::Detector(_) => None,
+        }
+    }
+
+    /// The detector, when it is one.
+    pub fn detector(&self) -> Option<&DetectorConfig> {
+        match self {
+            AnyModel::Classifier(_) => None,
+            AnyModel::Detector(d) => Some(d),
+        }
+    }
+}
+
+impl Serialize for AnyModel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AnyModel::Classifier(c) => c.serialize(s),
+            AnyModel::Detector(d) => d.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AnyModel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(d)?;
+        // Only the name itself being unknown sends it to the other registry (not, say, an
+        // unknown `init` scheme of a classifier).
+        let name = value
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let tag = format!("unknown variant `{name}`");
+        let unknown = |e: &serde_json::Error| e.to_string().starts_with(&tag);
+        let classifier = match ModelConfig::deserialize(value.clone()) {
+            Ok(c) => return Ok(AnyModel::Classifier(c)),
+            Err(e) => e,
+        };
+        if !unknown(&classifier) {
+            return Err(D::Error::custom(classifier));
+        }
+        match DetectorConfig::deserialize(value) {
+            Ok(d) => Ok(AnyModel::Detector(d)),
+            // Neither registry has the name: serde's message lists both (closest-name hints read it).
+            Err(e) if unknown(&e) => {
+                let text = e.to_string();
+                let detectors: Vec<&str> = text
+                    .split_once("expected")
+                    .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+                    .unwrap_or_default();
+                let mut message = classifier.to_string();
+                for d in detectors {
+                    message.push_str(&format!(", `{d}`"));
+                }
+                Err(D::Error::custom(message))
+            }
+            Err(e) => Err(D::Error::custom(e)),
+        }
     }
 }
 

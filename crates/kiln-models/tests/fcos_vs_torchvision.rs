@@ -9,68 +9,14 @@
 //! this test writes the same state dict as a `.safetensors` file and imports it the way `kiln
 //! import` does — the name mapping, shapes and the GroupNorm/BatchNorm renaming are all exercised.
 
-use std::path::Path;
-
 use burn::prelude::*;
-use kiln_models::fcos::{FcosConfig, FcosTargets};
+use kiln_models::boxes::BoxTargets;
+use kiln_models::fcos::FcosConfig;
 use kiln_models::resnet::ResNetKind;
 use serde_json::Value;
 
-fn fnv1a32(name: &str) -> u64 {
-    let mut h: u32 = 0x811C_9DC5;
-    for b in name.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    u64::from(h)
-}
-
-fn unit(name: &str, n: usize) -> impl Iterator<Item = f64> {
-    let h = fnv1a32(name);
-    (0..n as u64).map(move |i| ((i * 2_654_435_761 + h) % (1 << 32)) as f64 / 4_294_967_296.0)
-}
-
-/// The fixture script's `formula`.
-fn formula(name: &str, shape: &[usize]) -> Vec<f32> {
-    let n: usize = shape.iter().product();
-    unit(name, n)
-        .map(|u| {
-            let v = if name.ends_with("running_var") {
-                0.5 + u
-            } else if name.ends_with("running_mean") {
-                0.2 * (2.0 * u - 1.0)
-            } else if shape.len() == 1 && name.ends_with("weight") {
-                1.0 + 0.2 * (2.0 * u - 1.0)
-            } else if shape.len() == 1 {
-                0.1 * (2.0 * u - 1.0)
-            } else {
-                (2.0 * u - 1.0) * (3.0 / (n / shape[0]) as f64).sqrt()
-            };
-            v as f32
-        })
-        .collect()
-}
-
-/// A `.safetensors` file of f32 tensors: an 8-byte header length, the JSON header, the data.
-fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, shape, values) in tensors {
-        let start = data.len();
-        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
-        );
-    }
-    let mut json = serde_json::to_vec(&header).unwrap();
-    while !json.len().is_multiple_of(8) {
-        json.push(b' ');
-    }
-    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(json);
-    bytes.extend(data);
-    std::fs::write(path, bytes).unwrap();
-}
+mod fcos_fixture;
+use fcos_fixture::unit;
 
 /// Images `{prefix}{i}` of `height` × `widths[i]` (the fixture's `unit` values in 0..1),
 /// normalised with ImageNet's statistics as `GeneralizedRCNNTransform` does and padded with zeros
@@ -106,29 +52,13 @@ fn values(v: &Value) -> Vec<f32> {
 fn imported_torchvision_fcos_gives_torchvisions_head_outputs() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fcos/cases.json");
     let fixture: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = fixture["params"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let name = p["name"].as_str().unwrap().to_string();
-            let shape: Vec<usize> = p["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect();
-            let v = formula(&name, &shape);
-            (name, shape, v)
-        })
-        .collect();
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("fcos.safetensors");
-    write_safetensors(&weights, &tensors);
+    fcos_fixture::write_weights(&fixture, &weights);
 
     let device = Device::flex();
     let model = FcosConfig::new(ResNetKind::ResNet18, 3).init(&device).unwrap();
-    let model = kiln_models::import::load_torchvision_fcos(model, &weights).unwrap();
+    let model = kiln_models::import::load_torchvision_detector(model, &weights).unwrap();
     let input: Vec<f32> = unit("input", 2 * 3 * 64 * 96)
         .map(|u| (2.0 * u - 1.0) as f32)
         .collect();
@@ -214,12 +144,12 @@ fn imported_torchvision_fcos_gives_torchvisions_head_outputs() {
     // three sizes, the second with none), padded to 128x160: torchvision's FCOS.compute_loss.
     let loss = &fixture["loss"];
     let batch = normalized_batch("loss_image", 128, &[160, 128], 160);
-    let targets: Vec<FcosTargets> = loss["boxes"]
+    let targets: Vec<BoxTargets> = loss["boxes"]
         .as_array()
         .unwrap()
         .iter()
         .zip(loss["labels"].as_array().unwrap())
-        .map(|(b, l)| FcosTargets {
+        .map(|(b, l)| BoxTargets {
             boxes: b
                 .as_array()
                 .unwrap()
@@ -259,7 +189,7 @@ fn imported_torchvision_fcos_gives_torchvisions_head_outputs() {
 
     // A state dict of another class count does not fit, and the error says which tensors.
     let model = FcosConfig::new(ResNetKind::ResNet18, 5).init(&device).unwrap();
-    let msg = kiln_models::import::load_torchvision_fcos(model, &weights)
+    let msg = kiln_models::import::load_torchvision_detector(model, &weights)
         .unwrap_err()
         .to_string();
     assert!(msg.contains("fcos.safetensors"), "{msg}");

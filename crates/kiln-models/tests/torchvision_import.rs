@@ -82,6 +82,7 @@ fn safetensors_export_has_torchvisions_layout_and_reimports_to_the_same_logits()
         num_classes: 10,
         class_names: (0..10).map(|i| format!("class {i}")).collect(),
         jpeg_draft: false,
+        detector: None,
     };
     export_torchvision_safetensors(&model, &path, Some(&spec)).unwrap();
 

@@ -52,17 +52,20 @@ pub struct Row {
 ///
 /// [`TrainError::InvalidConfig`] for a study the data cannot have (colour on grey images).
 pub fn variants(base: &RunFile, study: Study) -> Result<Vec<(String, RunFile)>, TrainError> {
+    base.classifier("an ablation")?;
     let with = |name: &str, change: &dyn Fn(&mut RunFile)| {
         let mut f = base.clone();
         change(&mut f);
         (name.to_string(), f)
     };
     let set_model = |f: &mut RunFile, bn: Option<bool>, scheme: Option<InitScheme>| {
-        if let Some(b) = bn {
-            f.model.set_batch_norm(b);
-        }
-        if let Some(s) = scheme {
-            f.model.set_init(s);
+        if let Some(model) = f.model.classifier_mut() {
+            if let Some(b) = bn {
+                model.set_batch_norm(b);
+            }
+            if let Some(s) = scheme {
+                model.set_init(s);
+            }
         }
     };
     Ok(match study {

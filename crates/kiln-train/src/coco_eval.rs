@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use kiln_data::{CocoFile, CocoResult, DataError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The names of [`CocoMetrics::stats`], in `COCOeval.stats` order.
 pub const COCO_STAT_NAMES: [&str; 12] = [
@@ -58,7 +58,7 @@ fn linspace<const N: usize>(start: f64, stop: f64) -> [f64; N] {
 }
 
 /// AP of one category (`-1` where it has no ground truth to find).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CategoryAp {
     /// COCO's category id.
     pub id: u64,
@@ -71,7 +71,7 @@ pub struct CategoryAp {
 }
 
 /// What [`coco_evaluate`] measured.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CocoMetrics {
     /// `COCOeval.stats`: the twelve numbers, named by [`COCO_STAT_NAMES`].
     pub stats: [f64; 12],

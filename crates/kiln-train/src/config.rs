@@ -260,7 +260,7 @@ impl TransformsConfig {
 }
 
 /// `[model]`: the model registry's config (re-exported from kiln-models).
-pub use kiln_models::ModelConfig;
+pub use kiln_models::{AnyModel, ModelConfig};
 
 /// `[checkpoints]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -343,7 +343,7 @@ pub struct RunFile {
     /// `[transforms]`.
     pub transforms: TransformsConfig,
     /// `[model]`.
-    pub model: ModelConfig,
+    pub model: AnyModel,
     /// `[train]`: the [`TrainConfig`] fields.
     pub train: TrainConfig,
     /// `[checkpoints]`.
@@ -355,6 +355,20 @@ pub struct RunFile {
 }
 
 impl RunFile {
+    /// `[model]` as a classifier, for what trains or evaluates classifiers only (`what`, e.g.
+    /// `"kiln doctor"`).
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidConfig`] when `[model]` is a detector.
+    pub fn classifier(&self, what: &str) -> Result<&ModelConfig, TrainError> {
+        self.model.classifier().ok_or_else(|| TrainError::InvalidConfig {
+            field: "model.name",
+            value: self.model.id(),
+            reason: format!("{what} works on classifiers; {} is a detector", self.model.id()),
+        })
+    }
+
     /// Checks every setting that can be checked without the data: the `[train]` fields,
     /// the split fractions, and `[finetune]` against `run.init_from`.
     ///
@@ -678,11 +692,11 @@ devices = ["flex", "flex"]
         assert_eq!((aug.erasing, aug.normalization), (0.1, NormalizationSpec::Mnist));
         assert_eq!(
             f.model,
-            ModelConfig::Mlp(kiln_models::mlp::MlpArch {
+            AnyModel::Classifier(ModelConfig::Mlp(kiln_models::mlp::MlpArch {
                 widths: vec![256, 128],
                 batch_norm: false,
                 init: None
-            })
+            }))
         );
         assert_eq!((f.train.epochs, f.train.lr), (3, 0.1));
         assert_eq!(f.train.batch_size, TrainConfig::default().batch_size);
@@ -721,9 +735,28 @@ devices = ["flex", "flex"]
         );
         let err = parse("[model]\nname = \"resnet-19\"\n").unwrap_err().to_string();
         assert!(
-            err.contains("unknown variant `resnet-19`") && err.contains("reference-cnn"),
+            err.contains("unknown variant `resnet-19`")
+                && err.contains("reference-cnn")
+                && err.contains("`fcos`"),
             "{err}"
         );
+        assert!(err.contains("did you mean `resnet`?"), "{err}");
+        // A detector's table is read by its name, its fields checked as a classifier's are.
+        let f = parse("[model]\nname = \"fcos\"\nbackbone = \"resnet18\"\nmin_size = 128\n").unwrap();
+        let d = f.model.detector().unwrap();
+        assert_eq!(d.input_sizes(), [128, 1333]);
+        assert!(
+            f.classifier("kiln doctor")
+                .unwrap_err()
+                .to_string()
+                .contains("detector")
+        );
+        let again = RunFile::parse(&f.to_toml().unwrap(), Path::new("again.toml"), &[]).unwrap();
+        assert_eq!(again, f);
+        let err = parse("[model]\nname = \"fcos\"\nmin_sise = 128\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("min_sise") && err.contains("min_size"), "{err}");
         let err = parse("[train]\noptimizer = { name = \"adamx\" }\n")
             .unwrap_err()
             .to_string();

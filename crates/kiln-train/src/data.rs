@@ -102,6 +102,28 @@ impl RunFile {
             .into());
         }
         let requested = self.data.format;
+        if self.model.detector().is_some() {
+            if !matches!(requested, DataFormat::Auto | DataFormat::Coco) {
+                return Err(TrainError::InvalidConfig {
+                    field: "data.format",
+                    value: format_name(requested),
+                    reason: format!("{} is a detector: it trains on COCO data", self.model.id()),
+                });
+            }
+            let layout = crate::detection_run::DetectionLayout::find(&dir, self.data.annotations.as_deref())?;
+            self.data.format = DataFormat::Coco;
+            let split = |s: &Option<crate::detection_run::CocoSplit>| {
+                s.as_ref()
+                    .map_or("none".to_string(), |s| s.annotations.display().to_string())
+            };
+            return Ok(vec![format!(
+                "found COCO detection data in {}: train {}, val {}, test {}",
+                dir.display(),
+                layout.train.annotations.display(),
+                split(&layout.val),
+                split(&layout.test)
+            )]);
+        }
         let found = match kiln_data::format::detect(&dir) {
             Ok(found) => found,
             // A requested format reports its own missing files (they name what it expects).
@@ -154,7 +176,7 @@ impl RunFile {
         if format == DataFormat::ImageFolder && self.transforms.eval.is_empty() {
             // torchvision's evaluation recipe at the model's input size: the shorter side to
             // size / 0.875, then the centre crop.
-            let [_, h, w] = self.model.default_input();
+            let [_, h, w] = self.classifier("an image folder")?.default_input();
             self.transforms.eval = Stage::torchvision_eval([h, w]);
             let shorter = match self.transforms.eval.first() {
                 Some(Stage::ResizeShorter { size }) => *size,
@@ -237,7 +259,10 @@ impl Splits {
                 return Err(TrainError::InvalidConfig {
                     field: "data.format",
                     value: "coco".into(),
-                    reason: "COCO is detection data: kiln's training loop, eval, doctor and ablations train classifiers so far. Look at it with `kiln inspect` (a sample's boxes and the first padded detection batch); batch it in code as examples/detection.rs does".into(),
+                    reason: format!(
+                        "COCO is detection data and {} is a classifier: train a detector on it ([model] name = \"fcos\", or --model fcos); `kiln inspect` shows a sample's boxes and the first padded batch",
+                        file.model.id()
+                    ),
                 });
             }
             DataFormat::ImageFolder => {
@@ -677,13 +702,17 @@ pub fn coco(file: &RunFile) -> Result<kiln_data::CocoDetection, TrainError> {
         value: "(none)".into(),
         reason: "data.format = \"coco\" needs data.annotations, the instances JSON (e.g. annotations = \"annotations/instances_val2017.json\")".into(),
     })?;
-    // The images sit in the folder itself or in its `images/`.
-    let images = if dir.join("images").is_dir() && !has_images(&dir) {
+    Ok(kiln_data::CocoDetection::new(coco_images(&dir), annotations)?)
+}
+
+/// Where a COCO folder's images are: its `images/` when it has one and no images of its own,
+/// else the folder itself.
+pub(crate) fn coco_images(dir: &Path) -> PathBuf {
+    if dir.join("images").is_dir() && !has_images(dir) {
         dir.join("images")
     } else {
-        dir
-    };
-    Ok(kiln_data::CocoDetection::new(images, annotations)?)
+        dir.to_path_buf()
+    }
 }
 
 fn has_images(dir: &Path) -> bool {
@@ -773,7 +802,7 @@ mod tests {
         let mut file = RunFile::default();
         file.data.path = Some(dir.path().to_path_buf());
         file.data.val_fraction = 0.5;
-        file.model = kiln_models::ModelConfig::from_name("cifar-resnet20").unwrap();
+        file.model = kiln_models::AnyModel::from_name("cifar-resnet20").unwrap();
         file.transforms.eval = vec![
             Stage::ResizeShorter { size: 36 },
             Stage::CenterCrop {

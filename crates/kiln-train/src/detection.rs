@@ -5,24 +5,25 @@
 //!   most `max_size`, aspect kept), flipped at random in training (seeded per sample and epoch),
 //!   normalised, its boxes moved along; batches padded to a multiple of 32 with each image's
 //!   original and resized shape.
-//! * [`FcosDetection`] is the task: FCOS's loss (focal + GIoU + centre-ness, torchvision's) in
-//!   training, without crowd boxes as torchvision's reference scripts drop them; in evaluation
-//!   the same loss and the post-processed detections in the original image's pixels, merged over
-//!   the evaluation and scored by [`coco_evaluate`] against the annotation file: `map`
-//!   (AP@[.5:.95], the primary metric) and `map50`.
+//! * [`DetectionTask`] is the task, for any registered [`Detector`]: the detector's loss (FCOS:
+//!   focal + GIoU + centre-ness, torchvision's) in training, without crowd boxes as torchvision's
+//!   reference scripts drop them; in evaluation the same loss and the post-processed detections
+//!   in the original image's pixels, merged over the evaluation and scored by [`coco_evaluate`]
+//!   against the annotation file: `map` (AP@[.5:.95], the primary metric) and `map50`.
 
 use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use kiln_data::batch::SplitMix64;
 use kiln_data::batcher::{DetBatch, DetSample, DetectionBatcher};
 use kiln_data::{CocoDetection, CocoFile, CocoResult, Collate, Indexed, Rgb};
-use kiln_models::fcos::{Fcos, FcosPostprocess, FcosTargets};
+use kiln_models::boxes::BoxTargets;
+use kiln_models::detector::Detector;
 use kiln_transforms::Normalization;
 use kiln_transforms::augment::resize_detection;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
-use crate::coco_eval::coco_evaluate;
+use crate::coco_eval::{CocoMetrics, coco_evaluate};
 use crate::source::BatchSource;
 use crate::task::{Metric, Task};
 
@@ -145,10 +146,8 @@ pub struct DetectionStats {
     pub images: Vec<u64>,
 }
 
-/// FCOS detection; see the [module docs](self).
-pub struct FcosDetection {
-    /// Post-processing of evaluation outputs.
-    pub postprocess: FcosPostprocess,
+/// Object detection; see the [module docs](self).
+pub struct DetectionTask {
     /// The ground truth evaluation scores against (the validation split's annotation file).
     pub ground_truth: Option<CocoFile>,
     /// COCO image id of each dataset index of the evaluated split.
@@ -157,9 +156,9 @@ pub struct FcosDetection {
     pub category_ids: Vec<u64>,
 }
 
-impl FcosDetection {
-    /// The task for evaluating on `dataset`, whose annotation file `ground_truth` is, with
-    /// torchvision's post-processing.
+impl DetectionTask {
+    /// The task for evaluating on `dataset`, whose annotation file `ground_truth` is (the
+    /// post-processing is the detector's).
     ///
     /// # Errors
     ///
@@ -167,7 +166,6 @@ impl FcosDetection {
     pub fn new(ground_truth: CocoFile, dataset: &CocoDetection) -> Result<Self, TrainError> {
         coco_evaluate(&ground_truth, &[])?;
         Ok(Self {
-            postprocess: FcosPostprocess::new(),
             image_ids: dataset.image_ids(),
             category_ids: dataset.category_ids().to_vec(),
             ground_truth: Some(ground_truth),
@@ -175,8 +173,29 @@ impl FcosDetection {
     }
 }
 
+impl DetectionTask {
+    /// pycocotools' figures of the detections in `stats` against the ground truth, over the
+    /// images evaluated (the whole file in a full evaluation; `None` without ground truth or
+    /// images).
+    pub fn score(&self, stats: &DetectionStats) -> Option<Result<CocoMetrics, TrainError>> {
+        let gt = self.ground_truth.as_ref()?;
+        if stats.images.is_empty() {
+            return None;
+        }
+        let evaluated: std::collections::BTreeSet<u64> = stats.images.iter().copied().collect();
+        Some(if evaluated.len() == gt.images.len() {
+            coco_evaluate(gt, &stats.results).map_err(TrainError::from)
+        } else {
+            let mut subset = gt.clone();
+            subset.images.retain(|i| evaluated.contains(&i.id));
+            subset.annotations.retain(|a| evaluated.contains(&a.image_id));
+            coco_evaluate(&subset, &stats.results).map_err(TrainError::from)
+        })
+    }
+}
+
 /// Each image's targets in the batch's pixels: real, non-crowd boxes.
-fn targets(batch: &DetBatch) -> Vec<FcosTargets> {
+fn targets(batch: &DetBatch) -> Vec<BoxTargets> {
     let [n, m, _] = batch.boxes.dims();
     let boxes: Vec<f32> = batch
         .boxes
@@ -194,7 +213,7 @@ fn targets(batch: &DetBatch) -> Vec<FcosTargets> {
     let crowd: Vec<bool> = batch.crowd.clone().into_data().iter::<bool>().collect();
     (0..n)
         .map(|i| {
-            let mut t = FcosTargets::default();
+            let mut t = BoxTargets::default();
             for j in 0..m {
                 let k = i * m + j;
                 if mask.get(k) == Some(&true) && crowd.get(k) != Some(&true) {
@@ -208,7 +227,7 @@ fn targets(batch: &DetBatch) -> Vec<FcosTargets> {
         .collect()
 }
 
-impl Task<Fcos> for FcosDetection {
+impl<M: Detector> Task<M> for DetectionTask {
     type Batch = DetBatch;
     type Stats = DetectionStats;
 
@@ -222,7 +241,7 @@ impl Task<Fcos> for FcosDetection {
 
     fn check_first_batch(
         &self,
-        model: &Fcos,
+        model: &M,
         batch: &DetBatch,
         _norm: Option<&Normalization>,
     ) -> Result<Vec<String>, TrainError> {
@@ -231,7 +250,7 @@ impl Task<Fcos> for FcosDetection {
             return Err(TrainError::InvalidConfig {
                 field: "data",
                 value: format!("{c} channels"),
-                reason: "FCOS's ResNet takes 3-channel (RGB) images".into(),
+                reason: "the detectors' ResNet backbones take 3-channel (RGB) images".into(),
             });
         }
         let classes = self.category_ids.len();
@@ -247,32 +266,36 @@ impl Task<Fcos> for FcosDetection {
 
     fn train_loss(
         &self,
-        model: &Fcos,
+        model: &M,
         batch: DetBatch,
         _positions: &[usize],
         device: &Device,
         _first: bool,
     ) -> Result<(Tensor<1>, DetectionStats), TrainError> {
-        let [_, _, hp, wp] = batch.images.dims();
         let targets = targets(&batch);
-        let out = model.forward(batch.images.to_device(device));
-        Ok((out.loss([hp, wp], &targets).total(), DetectionStats::default()))
+        Ok((
+            model.loss(batch.images.to_device(device), &targets),
+            DetectionStats::default(),
+        ))
     }
 
     fn eval_batch(
         &self,
-        model: &Fcos,
+        model: &M,
         batch: DetBatch,
         _positions: &[usize],
         device: &Device,
     ) -> Result<(f32, DetectionStats), TrainError> {
-        let [_, _, hp, wp] = batch.images.dims();
         let targets = targets(&batch);
-        let out = model.forward(batch.images.clone().to_device(device));
-        let loss: f32 = out.loss([hp, wp], &targets).total().into_scalar();
         let resized: Vec<[usize; 2]> = batch.meta.iter().map(|m| m.resized_hw).collect();
         let original: Vec<[usize; 2]> = batch.meta.iter().map(|m| m.original_hw).collect();
-        let detections = out.detections([hp, wp], &resized, &original, &self.postprocess);
+        let (loss, detections) = model.detect(
+            batch.images.clone().to_device(device),
+            Some(&targets),
+            &resized,
+            &original,
+        );
+        let loss: f32 = loss.map_or(0.0, |l| l.into_scalar());
         let mut stats = DetectionStats::default();
         for (meta, dets) in batch.meta.iter().zip(detections) {
             let image_id = self
@@ -322,26 +345,9 @@ impl Task<Fcos> for FcosDetection {
     }
 
     fn metrics(&self, stats: &DetectionStats, _seen: usize) -> Vec<(&'static str, f64)> {
-        let Some(gt) = &self.ground_truth else {
-            return Vec::new();
-        };
-        if stats.images.is_empty() {
-            return Vec::new();
-        }
-        // Score the images evaluated: the whole file in a full evaluation, a copy cut to them
-        // otherwise.
-        let evaluated: std::collections::BTreeSet<u64> = stats.images.iter().copied().collect();
-        let scored = if evaluated.len() == gt.images.len() {
-            coco_evaluate(gt, &stats.results)
-        } else {
-            let mut subset = gt.clone();
-            subset.images.retain(|i| evaluated.contains(&i.id));
-            subset.annotations.retain(|a| evaluated.contains(&a.image_id));
-            coco_evaluate(&subset, &stats.results)
-        };
-        match scored {
-            Ok(m) => vec![(MAP.key, m.stats[0].max(0.0)), (MAP50.key, m.stats[1].max(0.0))],
-            Err(_) => Vec::new(),
+        match self.score(stats) {
+            Some(Ok(m)) => vec![(MAP.key, m.stats[0].max(0.0)), (MAP50.key, m.stats[1].max(0.0))],
+            _ => Vec::new(),
         }
     }
 }

@@ -279,7 +279,7 @@ impl Trained {
     pub fn run_file_on(&self, data: &Path) -> crate::config::RunFile {
         let mut file = crate::config::RunFile::default();
         file.data.path = Some(data.to_path_buf());
-        file.model = self.architecture.clone();
+        file.model = kiln_models::AnyModel::Classifier(self.architecture.clone());
         file.transforms.normalization = Some(self.spec.normalization.clone());
         file.transforms.eval = self.spec.eval.clone();
         file.data.jpeg_draft = self.spec.jpeg_draft;

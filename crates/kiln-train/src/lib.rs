@@ -43,6 +43,7 @@ pub mod coco_eval;
 pub mod config;
 pub mod data;
 pub mod detection;
+pub mod detection_run;
 pub mod device;
 pub mod diagnose;
 pub mod ema;

@@ -39,6 +39,9 @@ pub struct Report<'a> {
     pub train_images_per_s: f64,
     /// The averaged weights' test loss and accuracy (`train.ema`).
     pub ema_test: Option<(f64, f64)>,
+    /// The test section as text, for tasks whose results are not an accuracy and a confusion
+    /// matrix (detection: the COCO table), shown as written.
+    pub test_text: Option<String>,
 }
 
 /// The per-step training loss at fractional epochs (step k of n in epoch e at e − 1 + (k+1)/n),
@@ -227,6 +230,9 @@ impl RunDir {
                 m.loss, m.accuracy, m.top5, m.samples
             );
         }
+        if let Some(text) = &r.test_text {
+            let _ = writeln!(md, "## Test\n\n```\n{}\n```\n", text.trim_end());
+        }
         if let Some((loss, acc)) = r.ema_test {
             let _ = writeln!(
                 md,
@@ -367,6 +373,7 @@ mod tests {
                 seconds: 6.5,
                 train_images_per_s: 500.0,
                 ema_test: Some((0.5, 0.8125)),
+                test_text: None,
             })
             .unwrap();
         let md = std::fs::read_to_string(&path).unwrap();
@@ -459,6 +466,7 @@ mod tests {
                 seconds: 1.0,
                 train_images_per_s: 1.0,
                 ema_test: None,
+                test_text: None,
             })
             .unwrap();
         let md = std::fs::read_to_string(&path).unwrap();

@@ -15,7 +15,7 @@
 //!     RunEvent::Epoch(r) => println!("epoch {} val_acc {:?}", r.epoch, r.metric("val_acc")),
 //!     other => println!("{other}"),
 //! })?;
-//! println!("test accuracy {:.4}", outcome.summary.test_acc);
+//! println!("test accuracy {:?}", outcome.summary.test_acc);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -78,8 +78,12 @@ pub struct RunSummary {
     pub final_val_acc: Option<f64>,
     /// Test loss of the final model.
     pub test_loss: f64,
-    /// Test accuracy of the final model.
-    pub test_acc: f64,
+    /// Test accuracy of the final model (classifiers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_acc: Option<f64>,
+    /// A detector's COCO figures of the final model (`test_loss` is that split's loss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coco: Option<CocoSummary>,
     /// Wall time of the whole run.
     pub seconds: f64,
     /// The saved weights.
@@ -87,6 +91,17 @@ pub struct RunSummary {
     /// The averaged weights' test figures and file (`train.ema`): `(loss, accuracy, path)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema: Option<EmaSummary>,
+}
+
+/// A detector's part of [`RunSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CocoSummary {
+    /// The split scored: `test`, or `val` when there is no test split.
+    pub split: String,
+    /// Its detections, as a COCO results file (`kiln score` and pycocotools read it).
+    pub detections: PathBuf,
+    /// pycocotools' figures.
+    pub metrics: crate::coco_eval::CocoMetrics,
 }
 
 /// The averaged weights' part of [`RunSummary`].
@@ -295,6 +310,16 @@ fn train_inner(
     cluster: Option<&dyn Cluster>,
     events: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<Option<RunOutcome>, TrainError> {
+    if file.model.detector().is_some() {
+        if cluster.is_some() {
+            return Err(TrainError::InvalidConfig {
+                field: "model.name",
+                value: file.model.id(),
+                reason: "detectors train in one process so far (not under mpirun)".into(),
+            });
+        }
+        return crate::detection_run::train(file, options, events).map(Some);
+    }
     if let Some(dir) = &options.resume {
         file.run.out = Some(dir.clone());
     }
@@ -311,7 +336,7 @@ fn train_inner(
         events(RunEvent::Warning(w.clone()));
     }
     let start = starting_weights(&file, &data, options, events)?;
-    let model = file.model.clone();
+    let model = file.classifier("kiln train")?.clone();
     devs.1.seed(file.train.seed);
     model.build_with(
         data.chw,
@@ -531,87 +556,7 @@ fn train_model<M: ZooModel>(
     cfg.schedule
         .validate(cfg.lr, steps_per_epoch, steps_per_epoch * cfg.epochs)?;
     let lr_groups = lr_groups(&model, &file)?;
-    let run = match (&options.resume, &file.run.out) {
-        (Some(dir), _) => RunDir::open_existing(dir)?,
-        (None, Some(p)) => RunDir::create(p)?,
-        (None, None) => RunDir::timestamped("runs")?,
-    };
-    file.run.out = Some(run.path().to_path_buf());
-    let run_config = RunConfig {
-        kiln_version: env!("CARGO_PKG_VERSION").into(),
-        config: file.clone(),
-    };
-    let mut log = match &options.resume {
-        Some(dir) => match crate::checkpoint::latest(&run.checkpoints()) {
-            Some(latest) => {
-                let state = crate::checkpoint::read_state(&latest)?;
-                // Nothing left to train in a run that wrote its summary: its figures stay as
-                // they are. (Without a summary, the last epoch's checkpoint was written and the
-                // end of the run was not: the resume finishes it.)
-                let finished = run.path().join("summary.json").is_file();
-                if finished && state.stopped_early() {
-                    return Err(TrainError::Resume {
-                        path: dir.clone(),
-                        reason: format!(
-                            "the run already finished: early stopping ended it after epoch {} (no improvement for {} epochs)",
-                            state.epoch, state.epochs_since_best
-                        ),
-                    });
-                }
-                if finished && state.epoch >= cfg.epochs {
-                    return Err(TrainError::Resume {
-                        path: dir.clone(),
-                        reason: format!(
-                            "the run already finished ({} of {} epochs); `--epochs N` with N above {} trains it further",
-                            state.epoch, cfg.epochs, state.epoch
-                        ),
-                    });
-                }
-                events(RunEvent::Setup(format!(
-                    "kiln train: resuming {} after epoch {} of {}",
-                    run.path().display(),
-                    state.epoch,
-                    cfg.epochs
-                )));
-                if state.config.epochs != cfg.epochs {
-                    events(RunEvent::Note(format!(
-                        "the run was planned for {} epochs and now trains to {}: the learning-rate schedule from here follows the new length",
-                        state.config.epochs, cfg.epochs
-                    )));
-                    // A later resume of this run continues to the new length.
-                    let mut saved = RunConfig::read(run.path())?;
-                    saved.config.train.epochs = cfg.epochs;
-                    run.write_json("config.json", &saved)?;
-                }
-                // The log holds exactly the checkpoint's epochs before new ones are appended.
-                crate::MetricsLog::rewrite(run.path().join("metrics.jsonl"), &state.records)?
-            }
-            None => {
-                // It failed before its first checkpoint: it starts again from its config.
-                events(RunEvent::Setup(format!(
-                    "kiln train: {} has no checkpoint yet; starting it again from epoch 1",
-                    run.path().display()
-                )));
-                crate::MetricsLog::rewrite(run.path().join("metrics.jsonl"), &[])?
-            }
-        },
-        None => {
-            run.write_json("config.json", &run_config)?;
-            // A run file that repeats this run (into another --out).
-            let mut again = file.clone();
-            again.run.out = None;
-            let toml = format!(
-                "# Written by kiln {}: `kiln train --config config.toml --out NEW_DIR` repeats this run.\n{}",
-                env!("CARGO_PKG_VERSION"),
-                again
-                    .to_toml()
-                    .map_err(|e| write_error(run.path().join("config.toml"), e))?
-            );
-            let path = run.path().join("config.toml");
-            crate::run::write_file(&path, toml.as_bytes())?;
-            run.metrics_log()?
-        }
-    };
+    let (run, mut log, run_config) = open_run(&mut file, &cfg, options, events)?;
     let mut on = if file.run.devices.len() > 1 {
         let list: Vec<String> = file.run.devices.iter().map(ToString::to_string).collect();
         format!("{} (data parallel)", list.join(", "))
@@ -626,7 +571,8 @@ fn train_model<M: ZooModel>(
             cfg.batch_size / c.size()
         );
     }
-    let name = file.model.describe(data.chw, data.classes.len());
+    let architecture = file.classifier("kiln train")?.clone();
+    let name = architecture.describe(data.chw, data.classes.len());
     let mut setup = |line: String| events(RunEvent::Setup(line));
     setup(format!("kiln train: {name} on {on}"));
     if let Some(summary) = model.summary(data.chw) {
@@ -748,13 +694,14 @@ fn train_model<M: ZooModel>(
     let class_names = data.classes.clone();
     let spec = PretrainedSpec {
         model: file.model.id(),
-        architecture: Some(file.model.clone()),
+        architecture: Some(architecture),
         normalization: norm_spec,
         input_chw: data.chw,
         num_classes: class_names.len(),
         class_names: class_names.clone(),
         eval: file.transforms.eval.clone(),
         jpeg_draft: file.data.jpeg_draft,
+        detector: None,
     };
     spec.check_normalization(&norm, false)?;
     spec.save_next_to(&model_path)?;
@@ -780,7 +727,8 @@ fn train_model<M: ZooModel>(
         train_images_per_s: result.train_images_per_s,
         final_val_acc: result.epochs.last().and_then(|r| r.metric("val_acc")),
         test_loss: test.loss,
-        test_acc: test.accuracy,
+        test_acc: Some(test.accuracy),
+        coco: None,
         seconds: start.elapsed().as_secs_f64(),
         model: model_path.clone(),
         ema,
@@ -838,6 +786,7 @@ fn train_model<M: ZooModel>(
         seconds: summary.seconds,
         train_images_per_s: result.train_images_per_s,
         ema_test: summary.ema.as_ref().map(|e| (e.test_loss, e.test_acc)),
+        test_text: None,
     })?;
     Ok(RunOutcome {
         run_dir: run.path().to_path_buf(),
@@ -854,6 +803,100 @@ fn train_model<M: ZooModel>(
         best_model: run.checkpoints().join("best.bpk"),
         report,
     })
+}
+
+/// The run folder of `file` (a new one, `run.out` or a timestamped `runs/…`; the resumed one
+/// under `options.resume`, checked against the checkpoint's state), with its metrics log and the
+/// run config it saved. A fresh folder gets `config.json` and `config.toml`; `file.run.out` is set
+/// to it.
+pub(crate) fn open_run(
+    file: &mut RunFile,
+    cfg: &crate::TrainConfig,
+    options: &RunOptions,
+    events: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<(RunDir, crate::MetricsLog, RunConfig), TrainError> {
+    let run = match (&options.resume, &file.run.out) {
+        (Some(dir), _) => RunDir::open_existing(dir)?,
+        (None, Some(p)) => RunDir::create(p)?,
+        (None, None) => RunDir::timestamped("runs")?,
+    };
+    file.run.out = Some(run.path().to_path_buf());
+    let run_config = RunConfig {
+        kiln_version: env!("CARGO_PKG_VERSION").into(),
+        config: file.clone(),
+    };
+    let log = match &options.resume {
+        Some(dir) => match crate::checkpoint::latest(&run.checkpoints()) {
+            Some(latest) => {
+                let state = crate::checkpoint::read_state(&latest)?;
+                // Nothing left to train in a run that wrote its summary: its figures stay as
+                // they are. (Without a summary, the last epoch's checkpoint was written and the
+                // end of the run was not: the resume finishes it.)
+                let finished = run.path().join("summary.json").is_file();
+                if finished && state.stopped_early() {
+                    return Err(TrainError::Resume {
+                        path: dir.clone(),
+                        reason: format!(
+                            "the run already finished: early stopping ended it after epoch {} (no improvement for {} epochs)",
+                            state.epoch, state.epochs_since_best
+                        ),
+                    });
+                }
+                if finished && state.epoch >= cfg.epochs {
+                    return Err(TrainError::Resume {
+                        path: dir.clone(),
+                        reason: format!(
+                            "the run already finished ({} of {} epochs); `--epochs N` with N above {} trains it further",
+                            state.epoch, cfg.epochs, state.epoch
+                        ),
+                    });
+                }
+                events(RunEvent::Setup(format!(
+                    "kiln train: resuming {} after epoch {} of {}",
+                    run.path().display(),
+                    state.epoch,
+                    cfg.epochs
+                )));
+                if state.config.epochs != cfg.epochs {
+                    events(RunEvent::Note(format!(
+                        "the run was planned for {} epochs and now trains to {}: the learning-rate schedule from here follows the new length",
+                        state.config.epochs, cfg.epochs
+                    )));
+                    // A later resume of this run continues to the new length.
+                    let mut saved = RunConfig::read(run.path())?;
+                    saved.config.train.epochs = cfg.epochs;
+                    run.write_json("config.json", &saved)?;
+                }
+                // The log holds exactly the checkpoint's epochs before new ones are appended.
+                crate::MetricsLog::rewrite(run.path().join("metrics.jsonl"), &state.records)?
+            }
+            None => {
+                // It failed before its first checkpoint: it starts again from its config.
+                events(RunEvent::Setup(format!(
+                    "kiln train: {} has no checkpoint yet; starting it again from epoch 1",
+                    run.path().display()
+                )));
+                crate::MetricsLog::rewrite(run.path().join("metrics.jsonl"), &[])?
+            }
+        },
+        None => {
+            run.write_json("config.json", &run_config)?;
+            // A run file that repeats this run (into another --out).
+            let mut again = file.clone();
+            again.run.out = None;
+            let toml = format!(
+                "# Written by kiln {}: `kiln train --config config.toml --out NEW_DIR` repeats this run.\n{}",
+                env!("CARGO_PKG_VERSION"),
+                again
+                    .to_toml()
+                    .map_err(|e| write_error(run.path().join("config.toml"), e))?
+            );
+            let path = run.path().join("config.toml");
+            crate::run::write_file(&path, toml.as_bytes())?;
+            run.metrics_log()?
+        }
+    };
+    Ok((run, log, run_config))
 }
 
 /// The run's event file under `dir/<run folder name>/`, with the config as text and the first
@@ -1057,7 +1100,7 @@ pub fn diagnose(file: &RunFile, what: Diagnosis) -> Result<DiagnosisReport, Trai
     let (_, device, _) = devices(file)?;
     let data = Splits::open(file)?;
     device.seed(file.train.seed);
-    file.model.build_with(
+    file.classifier("kiln doctor")?.build_with(
         data.chw,
         data.classes.len(),
         &device,
@@ -1129,7 +1172,7 @@ impl ModelFn for Diagnose<'_> {
 pub fn fit_only(file: &RunFile, device: &Device) -> Result<Vec<EpochRecord>, TrainError> {
     let data = Splits::open(file)?;
     device.seed(file.train.seed);
-    file.model.build_with(
+    file.classifier("a classifier run")?.build_with(
         data.chw,
         data.classes.len(),
         device,

@@ -206,8 +206,14 @@ pub(crate) struct PredictArgs {
     #[arg(long, default_value_t = 3)]
     pub(crate) top_k: usize,
     /// Also write the predictions: .json (top-k per input) or .npy (all probabilities, [N, classes]).
+    /// Detectors: .json (a COCO results list, `kiln score` reads it), .png (the boxes drawn on the
+    /// one input image) or a folder (one drawing per image).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// Detectors: keep detections scoring at least this (default: all the model keeps in JSON,
+    /// 0.3 in drawings).
+    #[arg(long)]
+    pub(crate) min_score: Option<f64>,
     /// Device to run on.
     #[arg(long, default_value = "flex")]
     pub(crate) device: DeviceSpec,
@@ -290,9 +296,14 @@ pub(crate) struct ImportArgs {
     /// model.bpk already).
     #[arg(long)]
     pub(crate) out: PathBuf,
-    /// Classes the weights were trained for (their classifier's outputs).
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) classes: usize,
+    /// Classes the weights were trained for (their classifier's outputs; default 1000, and 91
+    /// for torchvision's COCO detectors, whose labels are COCO category ids).
+    #[arg(long)]
+    pub(crate) classes: Option<usize>,
+    /// Detectors: the backbone of the weights (resnet18, resnet34, resnet50; default
+    /// torchvision's, resnet50).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) backbone: Option<String>,
     /// The normalization they were trained with (a preset name).
     #[arg(long, default_value = "torch-imagenet")]
     pub(crate) normalization: String,
@@ -369,7 +380,8 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     pub(crate) format: Option<kiln_train::config::DataFormat>,
     /// The model, by name (`kiln models` lists them all): reference-cnn (default), mlp, the
-    /// ResNets, MobileNetV3, EfficientNet, ConvNeXt and ViT, with `cifar-` variants for small images.
+    /// ResNets, MobileNetV3, EfficientNet, ConvNeXt and ViT, with `cifar-` variants for small images;
+    /// the detector fcos (on COCO data; its settings with --set model.backbone=resnet18, …).
     #[arg(long, value_name = "NAME")]
     pub(crate) model: Option<String>,
     /// Passes over the training set.
@@ -567,7 +579,7 @@ pub(crate) fn file_from_flags(args: &TrainArgs) -> anyhow::Result<RunFile> {
         file.data.format = format;
     }
     if let Some(name) = &args.model {
-        file.model = kiln_models::ModelConfig::from_name(name).map_err(|e| Usage(format!("--model: {e}")))?;
+        file.model = kiln_models::AnyModel::from_name(name).map_err(|e| Usage(format!("--model: {e}")))?;
     }
     file.data.val_fraction = args.val_fraction;
     file.train = train_config(args);

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use kiln_data::npy;
 use kiln_models::{ModelConfig, PretrainedSpec};
 use kiln_train::config::{DataFormat, RunFile};
+use kiln_train::detection_run::TrainedDetector;
 use kiln_train::infer::{ImportRequest, Trained};
 use kiln_transforms::NormalizationSpec;
 
@@ -35,7 +36,7 @@ fn run_file_for(weights: &Path, config: Option<&Path>) -> anyhow::Result<Option<
 
 /// The weights with their spec: the architecture recorded in it, or the run file's.
 fn trained(weights: &Path, file: Option<&RunFile>) -> anyhow::Result<Trained> {
-    Ok(Trained::open(weights, file.map(|f| &f.model))?)
+    Ok(Trained::open(weights, file.and_then(|f| f.model.classifier()))?)
 }
 
 /// `kiln eval`: loss, accuracy, per-class accuracy and confusion matrix on the test split of the
@@ -54,6 +55,9 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         .config
         .clone()
         .or_else(|| a.run.as_ref().map(|d| d.join("config.toml")));
+    if let Some(detector) = TrainedDetector::open(&weights)? {
+        return eval_detector(a, &detector, config.as_deref());
+    }
     let run_file = match &a.data {
         Some(_) => None,
         None => run_file_for(&weights, config.as_deref())?,
@@ -89,6 +93,168 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kiln eval` of detector weights: the COCO table of `--data` (or of the run's data: its test
+/// split, else its validation split), and AP per category.
+fn eval_detector(a: &EvalArgs, t: &TrainedDetector, config: Option<&Path>) -> anyhow::Result<()> {
+    if a.confusion.is_some() {
+        return Err(Usage("--confusion is for classifiers; a detector's table is COCO's".into()).into());
+    }
+    let data = match &a.data {
+        Some(d) => d.clone(),
+        None => {
+            let file = run_file_for(&t.path, config)?;
+            file.and_then(|f| f.data.path).ok_or_else(|| {
+                Usage(format!(
+                    "{} has no config.toml next to it to say which data it was trained on; pass --data DIR",
+                    t.path.display()
+                ))
+            })?
+        }
+    };
+    let batch = a.batch_size.unwrap_or(8);
+    let report = t.evaluate(&data, batch, &a.device.device()?)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print!("{report}");
+    print_category_table(&report.metrics);
+    Ok(())
+}
+
+/// AP and AP50 per category, `-` where a category has no ground truth.
+fn print_category_table(metrics: &kiln_train::CocoMetrics) {
+    println!();
+    println!("{:<24} {:>8} {:>8}", "category", "AP", "AP50");
+    for c in &metrics.per_category {
+        let show = |v: f64| {
+            if v < 0.0 {
+                "-".to_string()
+            } else {
+                format!("{v:.3}")
+            }
+        };
+        println!(
+            "{:<24} {:>8} {:>8}",
+            format!("{} ({})", c.name, c.id),
+            show(c.ap),
+            show(c.ap50)
+        );
+    }
+}
+
+/// `kiln predict` of detector weights: each image's detections, printed, written as a COCO
+/// results list or drawn.
+fn predict_detector(a: &PredictArgs, t: &TrainedDetector) -> anyhow::Result<()> {
+    enum Out<'a> {
+        Json(&'a Path),
+        Png(&'a Path),
+        Folder(&'a Path),
+    }
+    let out = match &a.out {
+        None => None,
+        Some(o) if o.is_dir() || o.extension().is_none() => Some(Out::Folder(o)),
+        Some(o) => match o.extension().and_then(|e| e.to_str()) {
+            Some("json") => Some(Out::Json(o)),
+            Some("png") => Some(Out::Png(o)),
+            _ => {
+                return Err(Usage(format!(
+                    "--out {}: for a detector use a .json (COCO results), a .png (one image drawn) or a folder",
+                    o.display()
+                ))
+                .into());
+            }
+        },
+    };
+    let inputs = kiln_train::detection_run::detection_inputs(&a.input)?;
+    if let Some(Out::Png(p)) = &out
+        && inputs.len() != 1
+    {
+        return Err(Usage(format!(
+            "--out {}: a .png draws one image and --input has {}; give a folder to draw each",
+            p.display(),
+            inputs.len()
+        ))
+        .into());
+    }
+    match &out {
+        Some(Out::Json(p) | Out::Png(p)) => writable(p)?,
+        Some(Out::Folder(d)) => {
+            std::fs::create_dir_all(d).with_context(|| format!("--out {}", d.display()))?
+        }
+        None => {}
+    }
+    let drawing = matches!(out, Some(Out::Png(_) | Out::Folder(_)));
+    let min_score = a.min_score.unwrap_or(if drawing { 0.3 } else { 0.0 });
+    let device = a.device.device()?;
+    let found = t.predict(&inputs, min_score, &device)?;
+    match &out {
+        Some(Out::Json(p)) => {
+            let results: Vec<serde_json::Value> = found
+                .iter()
+                .flat_map(|image| {
+                    image.detections.iter().map(|d| {
+                        serde_json::json!({
+                            "image_id": image.image_id,
+                            "category_id": d.category_id,
+                            "bbox": d.bbox,
+                            "score": d.score,
+                            "class": d.class,
+                            "file_name": image.input,
+                        })
+                    })
+                })
+                .collect();
+            kiln_data::paths::write_file(p, serde_json::to_string(&results)?.as_bytes())?;
+        }
+        Some(Out::Png(p)) => {
+            for image in &found {
+                kiln_train::detection_run::draw_detections(image, p)?;
+            }
+        }
+        Some(Out::Folder(d)) => {
+            for image in &found {
+                let stem = image.input.file_stem().unwrap_or_default().to_string_lossy();
+                kiln_train::detection_run::draw_detections(image, &d.join(format!("{stem}.png")))?;
+            }
+        }
+        None => {}
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(());
+    }
+    for image in &found {
+        let shown: Vec<String> = image
+            .detections
+            .iter()
+            .take(a.top_k.max(1))
+            .map(|d| {
+                let [x, y, w, h] = d.bbox;
+                format!("{} {:.2} [{x:.0}, {y:.0}, {w:.0}, {h:.0}]", d.class, d.score)
+            })
+            .collect();
+        let more = image.detections.len().saturating_sub(shown.len());
+        println!(
+            "{} (image id {}): {} detections{}{}{}",
+            image.input.display(),
+            image.image_id,
+            image.detections.len(),
+            if shown.is_empty() { "" } else { ": " },
+            shown.join(", "),
+            if more > 0 {
+                format!(", and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(Out::Json(p) | Out::Png(p) | Out::Folder(p)) = &out {
+        eprintln!("written: {}", p.display());
+    }
+    Ok(())
+}
+
 /// An output file's folder must exist before the work that fills it starts (not after it).
 fn writable(path: &std::path::Path) -> anyhow::Result<()> {
     let dir = path
@@ -111,6 +277,12 @@ fn writable(path: &std::path::Path) -> anyhow::Result<()> {
 /// stages and classes); a run file, when given or next to the weights, supplies its evaluation
 /// stages and must agree on the normalization.
 pub(crate) fn predict(a: &PredictArgs) -> anyhow::Result<()> {
+    if let Some(detector) = TrainedDetector::open(&a.weights)? {
+        return predict_detector(a, &detector);
+    }
+    if a.min_score.is_some() {
+        return Err(Usage("--min-score is for detectors; a classifier shows --top-k classes".into()).into());
+    }
     if let Some(out) = &a.out {
         if !matches!(out.extension().and_then(|e| e.to_str()), Some("npy" | "json")) {
             return Err(Usage(format!("--out {}: use a .json or .npy file", out.display())).into());
@@ -259,7 +431,7 @@ pub(crate) fn inspect(a: &InspectArgs) -> anyhow::Result<()> {
 
 /// `kiln import`: a torchvision state dict as a kiln checkpoint (`OUT/model.bpk` and its spec).
 pub(crate) fn import(a: &ImportArgs) -> anyhow::Result<()> {
-    let arch = ModelConfig::from_name(&a.arch).map_err(|e| Usage(format!("--arch: {e}")))?;
+    let arch = kiln_models::AnyModel::from_name(&a.arch).map_err(|e| Usage(format!("--arch: {e}")))?;
     let normalization: NormalizationSpec = a
         .normalization
         .parse()
@@ -274,11 +446,18 @@ pub(crate) fn import(a: &ImportArgs) -> anyhow::Result<()> {
             .map(str::to_string)
             .collect(),
     };
+    let arch = match arch {
+        kiln_models::AnyModel::Classifier(c) => c,
+        kiln_models::AnyModel::Detector(d) => return import_detector(a, d, normalization, class_names),
+    };
+    if a.backbone.is_some() {
+        return Err(Usage("--backbone is for detectors (--arch fcos)".into()).into());
+    }
     let request = ImportRequest {
         architecture: arch,
         weights: a.weights.clone(),
         out: a.out.clone(),
-        classes: a.classes,
+        classes: a.classes.unwrap_or(1000),
         normalization,
         input_size: a.input_size,
         class_names,
@@ -312,6 +491,65 @@ pub(crate) fn import(a: &ImportArgs) -> anyhow::Result<()> {
         "  use it: kiln predict --weights {} --input IMAGE; kiln train --init-from {} --data DIR",
         path.display(),
         path.display()
+    );
+    Ok(())
+}
+
+/// `kiln import --arch fcos`: torchvision detector weights as kiln detector weights.
+fn import_detector(
+    a: &ImportArgs,
+    mut arch: kiln_models::detector::DetectorConfig,
+    normalization: NormalizationSpec,
+    class_names: Vec<String>,
+) -> anyhow::Result<()> {
+    if a.input_size.is_some() {
+        return Err(Usage(
+            "--input-size is for classifiers; a detector resizes each image by its min_size / max_size (torchvision's 800 / 1333)".into(),
+        )
+        .into());
+    }
+    if let Some(name) = &a.backbone {
+        let kiln_models::detector::DetectorConfig::Fcos(f) = &mut arch;
+        f.backbone = match name.to_ascii_lowercase().as_str() {
+            "resnet18" => kiln_models::ResNetKind::ResNet18,
+            "resnet34" => kiln_models::ResNetKind::ResNet34,
+            "resnet50" => kiln_models::ResNetKind::ResNet50,
+            other => {
+                return Err(Usage(format!("--backbone {other}: resnet18, resnet34 or resnet50")).into());
+            }
+        };
+    }
+    let request = kiln_train::detection_run::DetectorImport {
+        architecture: arch,
+        weights: a.weights.clone(),
+        out: a.out.clone(),
+        classes: a.classes.unwrap_or(91),
+        normalization,
+        class_names,
+    };
+    let t = kiln_train::detection_run::import_torchvision_detector(&request, &Device::flex())?;
+    if a.json {
+        let v = serde_json::json!({
+            "weights": &t.path,
+            "spec": PretrainedSpec::sidecar_path(&t.path),
+            "model": t.spec.model,
+            "num_classes": t.spec.num_classes,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "kiln import: {} -> {} ({}, {} classes, {})",
+        a.weights.display(),
+        t.path.display(),
+        t.spec.model,
+        t.spec.num_classes,
+        a.normalization
+    );
+    println!(
+        "  use it: kiln predict --weights {} --input IMAGE --out boxes.png; kiln eval --weights {} --data COCO_DIR",
+        t.path.display(),
+        t.path.display()
     );
     Ok(())
 }
@@ -371,6 +609,13 @@ pub(crate) fn export(a: &ExportArgs) -> anyhow::Result<()> {
         return Err(Usage(format!("--out {}: name it .{wanted}", a.out.display())).into());
     }
     writable(&a.out)?;
+    if TrainedDetector::open(&weights)?.is_some() {
+        return Err(Usage(format!(
+            "{} are detector weights; kiln exports classifiers so far (a detector's weights are torchvision's layout through `kiln import`'s key map, not yet written back)",
+            weights.display()
+        ))
+        .into());
+    }
     // Specs written before kiln recorded the architecture: the config.toml beside the weights says it.
     let file = run_file_for(&weights, None)?;
     let t = trained(&weights, file.as_ref())?;
@@ -413,7 +658,6 @@ pub(crate) fn export(a: &ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kiln models`: every registered architecture by its `--model` name.
 /// `kiln make-detection`: pasted-item COCO folders for training and validation.
 pub(crate) fn make_detection(a: &MakeDetectionArgs) -> anyhow::Result<()> {
     use kiln_data::{MnistDataset, MnistSplit, PasteConfig, paste_detection_set};
@@ -497,44 +741,45 @@ pub(crate) fn score(a: &ScoreArgs) -> anyhow::Result<()> {
         metrics.per_category.len()
     );
     print!("{metrics}");
-    println!();
-    println!("{:<24} {:>8} {:>8}", "category", "AP", "AP50");
-    for c in &metrics.per_category {
-        let show = |v: f64| {
-            if v < 0.0 {
-                "-".to_string()
-            } else {
-                format!("{v:.3}")
-            }
-        };
-        println!(
-            "{:<24} {:>8} {:>8}",
-            format!("{} ({})", c.name, c.id),
-            show(c.ap),
-            show(c.ap50)
-        );
-    }
+    print_category_table(&metrics);
     Ok(())
 }
 
+/// `kiln models`: every registered architecture by its `--model` name, classifiers then
+/// detectors.
 pub(crate) fn models(json: bool) -> anyhow::Result<()> {
     let presets = ModelConfig::presets();
+    let detectors = kiln_models::detector::DetectorConfig::presets();
     if json {
-        let rows: Vec<serde_json::Value> = presets
+        let mut rows: Vec<serde_json::Value> = presets
             .iter()
             .map(|p| {
                 serde_json::json!({
                     "name": p.name,
+                    "task": "classification",
                     "about": p.about,
                     "default_input_chw": p.config.default_input(),
                     "config": &p.config,
                 })
             })
             .collect();
+        rows.extend(detectors.iter().map(|p| {
+            serde_json::json!({
+                "name": p.name,
+                "task": "detection",
+                "about": p.about,
+                "input_min_max": p.config.input_sizes(),
+                "config": &p.config,
+            })
+        }));
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     for p in &presets {
+        println!("{:<16} {}", p.name, p.about);
+    }
+    println!("detectors (COCO data):");
+    for p in &detectors {
         println!("{:<16} {}", p.name, p.about);
     }
     Ok(())

@@ -333,13 +333,22 @@ fn train(args: &TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     );
     say!(json, "report: {}", out.report.display());
     let s = &out.summary;
+    // Accuracy for a classifier; a detector's first COCO figures (the report has all twelve).
+    let figures = match (s.test_acc, &s.coco) {
+        (Some(acc), _) => format!("test_acc={acc:.4}"),
+        (None, Some(c)) => format!(
+            "{0}_AP={1:.4} {0}_AP50={2:.4}",
+            c.split, c.metrics.stats[0], c.metrics.stats[1]
+        ),
+        (None, None) => String::new(),
+    };
     say!(
         json,
-        "summary: epochs={} train_images_per_s={:.1} test_loss={:.4} test_acc={:.4} seconds={:.1}",
+        "summary: epochs={} train_images_per_s={:.1} test_loss={:.4} {} seconds={:.1}",
         s.epochs,
         s.train_images_per_s,
         s.test_loss,
-        s.test_acc,
+        figures,
         s.seconds
     );
     if let Some(e) = &s.ema {

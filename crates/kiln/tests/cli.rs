@@ -3145,3 +3145,216 @@ fn make_detection_writes_coco_folders_inspect_reads() {
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
 }
+
+#[path = "../../kiln-models/tests/fcos_fixture/mod.rs"]
+mod fcos_fixture;
+
+/// A detector from the command line: `make-detection`, `train --model fcos` (the COCO table at the
+/// end), `eval` printing it again from the weights, `predict` writing COCO results that `score`
+/// reads and drawing boxes, and `import` of a torchvision FCOS state dict.
+#[test]
+fn a_detector_trains_evaluates_predicts_and_imports_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("det");
+    succeeded(
+        &kiln()
+            .args([
+                "make-detection",
+                "--train",
+                "16",
+                "--val",
+                "8",
+                "--size",
+                "64",
+                "--max-objects",
+                "2",
+                "--max-scale",
+                "1.8",
+                "--out",
+            ])
+            .arg(&data)
+            .output()
+            .unwrap(),
+    );
+    let run = dir.path().join("run");
+    let out = kiln()
+        .args([
+            "train",
+            "--model",
+            "fcos",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--lr",
+            "0.01",
+            "--no-progress",
+            "--json",
+        ])
+        .args([
+            "--set",
+            "model.backbone=resnet18",
+            "--set",
+            "model.channels=32",
+            "--set",
+            "model.head_convs=1",
+        ])
+        .args([
+            "--set",
+            "model.min_size=64",
+            "--set",
+            "model.max_size=64",
+            "--set",
+            "model.score_thresh=0.05",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("FCOS(ResNet-18 FPN") && stderr.contains("val_AP="),
+        "{stderr}"
+    );
+    let coco = &v["summary"]["coco"];
+    assert_eq!(coco["split"], "val", "{v}");
+    let trained_stats = coco["metrics"]["stats"].as_array().unwrap().clone();
+
+    // eval from the run folder prints pycocotools' table and the same numbers.
+    let text = succeeded(&kiln().arg("eval").arg("--run").arg(&run).output().unwrap());
+    assert!(
+        text.contains("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"),
+        "{text}"
+    );
+    assert!(text.contains("Ankle boot (10)"), "{text}");
+    let e: serde_json::Value = serde_json::from_str(&succeeded(
+        &kiln()
+            .arg("eval")
+            .arg("--run")
+            .arg(&run)
+            .arg("--json")
+            .output()
+            .unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(e["metrics"]["stats"].as_array().unwrap(), &trained_stats);
+
+    // predict on the validation folder: COCO results with its image ids, scored by `kiln score`.
+    let weights = run.join("model.bpk");
+    let dets = dir.path().join("dets.json");
+    succeeded(
+        &kiln()
+            .args(["predict", "--weights"])
+            .arg(&weights)
+            .arg("--input")
+            .arg(data.join("val"))
+            .arg("--out")
+            .arg(&dets)
+            .output()
+            .unwrap(),
+    );
+    let s: serde_json::Value = serde_json::from_str(&succeeded(
+        &kiln()
+            .arg("score")
+            .arg("--annotations")
+            .arg(data.join("val/annotations.json"))
+            .arg("--detections")
+            .arg(&dets)
+            .arg("--json")
+            .output()
+            .unwrap(),
+    ))
+    .unwrap();
+    let (a, b) = (
+        s["stats"][1].as_f64().unwrap(),
+        trained_stats[1].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-3, "AP50 {a} vs {b}");
+    // One image drawn; an output it cannot write is a usage error.
+    let png = dir.path().join("boxes.png");
+    let image = data.join("val/images/000000.png");
+    succeeded(
+        &kiln()
+            .args(["predict", "--weights"])
+            .arg(&weights)
+            .arg("--input")
+            .arg(&image)
+            .arg("--out")
+            .arg(&png)
+            .output()
+            .unwrap(),
+    );
+    assert!(png.is_file());
+    let bad = kiln()
+        .args(["predict", "--weights"])
+        .arg(&weights)
+        .arg("--input")
+        .arg(data.join("val"))
+        .arg("--out")
+        .arg(dir.path().join("one.png"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    // import: torchvision's FCOS state dict (the fixture's ResNet-18, 3 classes).
+    let fixture: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../kiln-models/tests/fixtures/fcos/cases.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let tv = dir.path().join("fcos.safetensors");
+    fcos_fixture::write_weights(&fixture, &tv);
+    let imported = dir.path().join("imported");
+    let text = succeeded(
+        &kiln()
+            .args([
+                "import",
+                "--arch",
+                "fcos",
+                "--backbone",
+                "resnet18",
+                "--classes",
+                "3",
+                "--weights",
+            ])
+            .arg(&tv)
+            .arg("--out")
+            .arg(&imported)
+            .output()
+            .unwrap(),
+    );
+    assert!(text.contains("fcos, 3 classes"), "{text}");
+    let p: serde_json::Value = serde_json::from_str(&succeeded(
+        &kiln()
+            .args(["predict", "--json", "--weights"])
+            .arg(imported.join("model.bpk"))
+            .arg("--input")
+            .arg(&image)
+            .output()
+            .unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(p[0]["size"], serde_json::json!([64, 64]), "{p}");
+    // The default backbone (ResNet-50) does not fit these weights: the import says which tensors.
+    let wrong = kiln()
+        .args(["import", "--arch", "fcos", "--classes", "3", "--weights"])
+        .arg(&tv)
+        .arg("--out")
+        .arg(dir.path().join("wrong"))
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("fcos.safetensors"), "{err}");
+}
