@@ -58,7 +58,7 @@ pub struct ConvGn {
 
 impl ConvGn {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.gn.forward(self.conv.forward(x)))
+        relu(self.gn.forward(conv(&self.conv, x)))
     }
 }
 
@@ -75,21 +75,21 @@ impl Fpn {
     /// `[C3, C4, C5]` → `[P3, P4, P5, P6, P7]`.
     pub fn forward(&self, c: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
         let n = c.len();
-        let mut last = self.inner[n - 1].forward(c[n - 1].clone());
-        let mut out = vec![self.layer[n - 1].forward(last.clone())];
+        let mut last = conv(&self.inner[n - 1], c[n - 1].clone());
+        let mut out = vec![conv(&self.layer[n - 1], last.clone())];
         for i in (0..n - 1).rev() {
-            let lateral = self.inner[i].forward(c[i].clone());
+            let lateral = conv(&self.inner[i], c[i].clone());
             let [_, _, h, w] = lateral.dims();
             let up = interpolate(
                 last,
                 InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([h, w]),
             );
             last = lateral + up;
-            out.insert(0, self.layer[i].forward(last.clone()));
+            out.insert(0, conv(&self.layer[i], last.clone()));
         }
         // LastLevelP6P7 with in = out channels: from P5.
-        let p6 = self.p6.forward(out[n - 1].clone());
-        let p7 = self.p7.forward(relu(p6.clone()));
+        let p6 = conv(&self.p6, out[n - 1].clone());
+        let p7 = conv(&self.p7, relu(p6.clone()));
         out.push(p6);
         out.push(p7);
         out
@@ -542,10 +542,10 @@ impl Fcos {
         let (mut cls, mut reg, mut ctr) = (Vec::new(), Vec::new(), Vec::new());
         for f in features {
             let t = self.head.cls_tower.iter().fold(f.clone(), |h, b| b.forward(h));
-            cls.push(flatten_level(self.head.cls_logits.forward(t)));
+            cls.push(flatten_level(conv(&self.head.cls_logits, t)));
             let t = self.head.reg_tower.iter().fold(f, |h, b| b.forward(h));
-            reg.push(flatten_level(relu(self.head.bbox_reg.forward(t.clone()))));
-            ctr.push(flatten_level(self.head.bbox_ctrness.forward(t)));
+            reg.push(flatten_level(relu(conv(&self.head.bbox_reg, t.clone()))));
+            ctr.push(flatten_level(conv(&self.head.bbox_ctrness, t)));
         }
         FcosOutput {
             cls_logits: Tensor::cat(cls, 1),
