@@ -322,6 +322,22 @@ pub fn train(
         }
         setup(format!("  run:   {}", run.path().display()));
     }
+    // TensorBoard (optional): the run file as text, then every epoch's figures.
+    let board = match &file.run.tensorboard {
+        Some(dir) => {
+            let name = run.path().file_name().unwrap_or(run.path().as_os_str());
+            let mut tb = crate::tensorboard::EventWriter::create(&dir.join(name))?;
+            tb.text(
+                "config",
+                0,
+                &format!("```toml\n{}\n```", file.to_toml().unwrap_or_default()),
+            )?;
+            tb.flush()?;
+            events(RunEvent::Setup(format!("  tensorboard: {}", tb.path().display())));
+            Some(tb)
+        }
+        None => None,
+    };
     for (split, set) in [
         ("training", Some(&train_set)),
         ("validation", val.as_ref().map(|v| &v.1)),
@@ -397,6 +413,8 @@ pub fn train(
                 on_error: file.checkpoints.on_error,
             },
             events,
+            board,
+            schedule: (steps_per_epoch, steps_per_epoch * cfg.epochs),
             final_eval: final_eval
                 .as_ref()
                 .map(|(n, t, s)| (*n, t, s))
@@ -576,6 +594,8 @@ struct Fit<'a, 'e> {
     options: &'a RunOptions,
     checkpoints: crate::CheckpointOptions,
     events: &'e mut dyn FnMut(RunEvent<'_>),
+    board: Option<crate::tensorboard::EventWriter>,
+    schedule: (usize, usize),
     final_eval: Option<(&'static str, &'a DetectionTask, &'a DetectionSource)>,
     run: &'a crate::RunDir,
 }
@@ -595,6 +615,8 @@ impl DetectorFn for Fit<'_, '_> {
             options,
             checkpoints,
             events,
+            board,
+            schedule,
             final_eval,
             run,
         } = self;
@@ -608,6 +630,7 @@ impl DetectorFn for Fit<'_, '_> {
                 .0;
         }
         let events = std::cell::RefCell::new(events);
+        let board = std::cell::RefCell::new(board);
         let result = crate::fit_task(
             task,
             model,
@@ -618,7 +641,20 @@ impl DetectorFn for Fit<'_, '_> {
             FitOutputs {
                 log: Some(log),
                 progress: options.progress,
-                on_epoch: Some(&mut |r: &EpochRecord| (*events.borrow_mut())(RunEvent::Epoch(r))),
+                on_epoch: Some(&mut |r: &EpochRecord| {
+                    (*events.borrow_mut())(RunEvent::Epoch(r));
+                    // A log that cannot be written is said once; the run goes on without it.
+                    let mut tb = board.borrow_mut();
+                    let failed = tb
+                        .as_mut()
+                        .and_then(|b| crate::runner::board_epoch(b, r, cfg, schedule).err());
+                    if let Some(e) = failed {
+                        (*events.borrow_mut())(RunEvent::Warning(format!(
+                            "TensorBoard logging stopped: {e}"
+                        )));
+                        *tb = None;
+                    }
+                }),
                 on_warning: Some(&mut |w: &str| (*events.borrow_mut())(RunEvent::Warning(w.to_string()))),
                 checkpoints: Some(checkpoints),
                 ..FitOutputs::default()

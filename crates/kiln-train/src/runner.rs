@@ -929,7 +929,7 @@ fn open_board(
 
 /// One epoch in TensorBoard: the loss and learning rate of every step (x: the global step), then
 /// every epoch figure (x: the epoch).
-fn board_epoch(
+pub(crate) fn board_epoch(
     tb: &mut crate::tensorboard::EventWriter,
     r: &EpochRecord,
     cfg: &crate::TrainConfig,

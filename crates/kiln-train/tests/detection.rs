@@ -131,6 +131,7 @@ num_workers = 1
 
 [run]
 out = "run"
+tensorboard = "tb"
 "#;
     let path = dir.path().join("det.toml");
     std::fs::write(&path, text).unwrap();
@@ -159,6 +160,8 @@ out = "run"
         assert!(run.join(name).is_file(), "{name} missing");
     }
     assert!(out.epochs[0].val(&MAP).is_some());
+    let events: Vec<_> = std::fs::read_dir(dir.path().join("tb/run")).unwrap().collect();
+    assert_eq!(events.len(), 1, "one TensorBoard event file");
     let coco = out.summary.coco.clone().unwrap();
     assert_eq!(coco.split, "val");
     assert_eq!(out.summary.test_acc, None);
