@@ -9,6 +9,7 @@
 //! | `train/<class>/<image>` (with `val/` and maybe `test/`) | [`Found::ImageFolder`] with [`FolderLayout::Splits`] |
 //! | `<class>/<image>` | [`Found::ImageFolder`] with [`FolderLayout::Classes`] |
 //! | a `.json` with `images` and `annotations` (here or in `annotations/`) | [`Found::Coco`] |
+//! | such a `.json` in `train/` (or `train/annotations/`) | [`Found::CocoSplits`] |
 //!
 //! The order is the table's: a folder with idx files is idx data even if it also has a `train/`.
 //!
@@ -57,6 +58,12 @@ pub enum Found {
         /// The annotations file.
         annotations: PathBuf,
     },
+    /// COCO folders per split: `train/` (and `val/`, maybe `test/`) each with an instances JSON
+    /// and its images, as `kiln make-detection` writes them.
+    CocoSplits {
+        /// The training split's annotations file.
+        train: PathBuf,
+    },
 }
 
 impl Found {
@@ -75,6 +82,7 @@ impl Found {
                 "an image folder of class folders (no train/val/test split)".into()
             }
             Found::Coco { annotations } => format!("COCO detection annotations ({})", annotations.display()),
+            Found::CocoSplits { train } => format!("COCO detection splits (train: {})", train.display()),
         }
     }
 }
@@ -102,6 +110,10 @@ pub fn detect(dir: &Path) -> Result<Found, DataError> {
     }
     if let Some(annotations) = coco_json(dir)? {
         return Ok(Found::Coco { annotations });
+    }
+    // Before class folders: a split's `images/` would read as a class of its own.
+    if let Some(train) = coco_json(&dir.join("train"))? {
+        return Ok(Found::CocoSplits { train });
     }
     let train = dir.join("train");
     if has_class_folders(&train)? {
@@ -257,6 +269,18 @@ mod tests {
         touch(&p.join("coco/images/0.jpg"));
         assert!(
             matches!(detect(&p.join("coco")).unwrap(), Found::Coco { annotations } if annotations.ends_with("instances.json"))
+        );
+        // COCO folders per split (`kiln make-detection`'s): `train/images/` is not a class.
+        for split in ["train", "val"] {
+            let json = p.join(format!("det/{split}/annotations.json"));
+            std::fs::create_dir_all(json.parent().unwrap()).unwrap();
+            std::fs::write(&json, br#"{"images": [], "annotations": [], "categories": []}"#).unwrap();
+            touch(&p.join(format!("det/{split}/images/000000.png")));
+        }
+        let found = detect(&p.join("det")).unwrap();
+        assert!(
+            matches!(&found, Found::CocoSplits { train } if train.ends_with("train/annotations.json")),
+            "{found:?}"
         );
     }
 

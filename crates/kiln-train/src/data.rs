@@ -138,7 +138,9 @@ impl RunFile {
             Found::ImageFolder(_) if fits(&[DataFormat::Auto, DataFormat::ImageFolder]) => {
                 DataFormat::ImageFolder
             }
-            Found::Coco { .. } if fits(&[DataFormat::Auto, DataFormat::Coco]) => DataFormat::Coco,
+            Found::Coco { .. } | Found::CocoSplits { .. } if fits(&[DataFormat::Auto, DataFormat::Coco]) => {
+                DataFormat::Coco
+            }
             _ => {
                 return Err(TrainError::InvalidConfig {
                     field: "data.format",
@@ -690,19 +692,28 @@ fn image_folder_pool(dir: &Path) -> Result<kiln_data::ImageFolder, TrainError> {
     Ok(kiln_data::ImageFolder::new(root)?)
 }
 
-/// The COCO set of `file`: images in `data.path`, boxes in `data.annotations`.
+/// The COCO set of `file`: images in `data.path`, boxes in `data.annotations`; without
+/// `data.annotations`, the training split of a detection dataset folder
+/// ([`DetectionLayout`](crate::detection_run::DetectionLayout)).
 ///
 /// # Errors
 ///
-/// [`TrainError::InvalidConfig`] without `data.annotations`; the set's own errors.
+/// [`TrainError::InvalidConfig`] without `data.annotations` or splits; the set's own errors.
 pub fn coco(file: &RunFile) -> Result<kiln_data::CocoDetection, TrainError> {
     let dir = file.data.path.clone().unwrap_or_default();
-    let annotations = file.data.annotations.as_ref().ok_or_else(|| TrainError::InvalidConfig {
+    if let Some(annotations) = &file.data.annotations {
+        return Ok(kiln_data::CocoDetection::new(coco_images(&dir), annotations)?);
+    }
+    // A detection dataset folder (train/ + val/, COCO 2017's layout): its training split.
+    let layout = crate::detection_run::DetectionLayout::find(&dir, None).map_err(|_| TrainError::InvalidConfig {
         field: "data.annotations",
         value: "(none)".into(),
-        reason: "data.format = \"coco\" needs data.annotations, the instances JSON (e.g. annotations = \"annotations/instances_val2017.json\")".into(),
+        reason: "data.format = \"coco\" needs data.annotations, the instances JSON (e.g. annotations = \"annotations/instances_val2017.json\"), or a folder with train/ and val/ COCO folders".into(),
     })?;
-    Ok(kiln_data::CocoDetection::new(coco_images(&dir), annotations)?)
+    Ok(kiln_data::CocoDetection::new(
+        layout.train.images,
+        layout.train.annotations,
+    )?)
 }
 
 /// Where a COCO folder's images are: its `images/` when it has one and no images of its own,

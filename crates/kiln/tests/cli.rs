@@ -3176,6 +3176,17 @@ fn a_detector_trains_evaluates_predicts_and_imports_from_the_command_line() {
             .output()
             .unwrap(),
     );
+    // The folder is COCO splits (not an image folder with a class `images`): inspect shows the
+    // training split's boxes; a classifier is pointed to a detector.
+    let text = succeeded(&kiln().arg("inspect").arg("--data").arg(&data).output().unwrap());
+    assert!(text.starts_with("COCO detection: 16 images"), "{text}");
+    let refused = kiln()
+        .args(["train", "--epochs", "1", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--model fcos"));
     let run = dir.path().join("run");
     let out = kiln()
         .args([
