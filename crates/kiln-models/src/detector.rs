@@ -172,16 +172,7 @@ impl DetectorConfig {
     ///
     /// [`ModelError::UnknownModel`] listing the detector names.
     pub fn from_name(name: &str) -> Result<Self, ModelError> {
-        let presets = Self::presets();
-        let key = |s: &str| s.to_ascii_lowercase().replace('_', "-");
-        presets
-            .iter()
-            .find(|p| key(p.name) == key(name))
-            .map(|p| p.config.clone())
-            .ok_or_else(|| ModelError::UnknownModel {
-                name: name.to_string(),
-                known: presets.iter().map(|p| p.name.to_string()).collect(),
-            })
+        crate::zoo::find_preset(Self::presets(), name)
     }
 }
 

@@ -141,6 +141,20 @@ pub trait ModelFn {
     fn call<M: ZooModel>(self, model: M) -> Self::Output;
 }
 
+/// The config of the preset called `name` (`mobilenet-v3-small` finds `mobilenet_v3_small`:
+/// case, `-` and `_` do not matter), else [`ModelError::UnknownModel`] listing the names.
+pub(crate) fn find_preset<A: Clone>(presets: Vec<Preset<A>>, name: &str) -> Result<A, ModelError> {
+    let key = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+    presets
+        .iter()
+        .find(|p| key(p.name) == key(name))
+        .map(|p| p.config.clone())
+        .ok_or_else(|| ModelError::UnknownModel {
+            name: name.to_string(),
+            known: presets.iter().map(|p| p.name.to_string()).collect(),
+        })
+}
+
 /// serde's default for `batch_norm` keys.
 pub(crate) fn yes() -> bool {
     true
@@ -258,17 +272,7 @@ impl ModelConfig {
     ///
     /// [`ModelError::UnknownModel`] listing the names there are.
     pub fn from_name(name: &str) -> Result<Self, ModelError> {
-        let presets = Self::presets();
-        // `mobilenet-v3-small` finds `mobilenet_v3_small`: case, `-` and `_` do not matter.
-        let key = |s: &str| s.to_ascii_lowercase().replace('_', "-");
-        presets
-            .iter()
-            .find(|p| key(p.name) == key(name))
-            .map(|p| p.config.clone())
-            .ok_or_else(|| ModelError::UnknownModel {
-                name: name.to_string(),
-                known: presets.iter().map(|p| p.name.to_string()).collect(),
-            })
+        find_preset(Self::presets(), name)
     }
 
     /// The registry name (`reference-cnn`, `cifar-resnet20`).

@@ -1113,26 +1113,7 @@ pub fn import_torchvision_detector(
     r: &DetectorImport,
     device: &Device,
 ) -> Result<TrainedDetector, TrainError> {
-    let invalid = |field, value: String, reason: String| TrainError::InvalidConfig { field, value, reason };
-    if !r.class_names.is_empty() && r.class_names.len() != r.classes {
-        return Err(invalid(
-            "class_names",
-            format!("{} names", r.class_names.len()),
-            format!("the weights have {} classes", r.classes),
-        ));
-    }
-    let path = r.out.join("model.bpk");
-    if path.exists() {
-        return Err(invalid(
-            "out",
-            path.display().to_string(),
-            "exists already; choose another folder".into(),
-        ));
-    }
-    std::fs::create_dir_all(&r.out).map_err(|e| TrainError::Write {
-        path: r.out.clone(),
-        reason: e.to_string(),
-    })?;
+    let path = crate::infer::import_target(&r.out, r.classes, &r.class_names)?;
     let [min_size, max_size] = r.architecture.input_sizes();
     let spec = PretrainedSpec {
         model: r.architecture.id(),

@@ -163,26 +163,7 @@ pub struct ImportRequest {
 /// [`TrainError::InvalidConfig`] for class names that do not match the classes or an `out`
 /// that holds a `model.bpk`; the import's errors (missing or unused tensors).
 pub fn import_torchvision(r: &ImportRequest, device: &Device) -> Result<Trained, TrainError> {
-    let invalid = |field, value: String, reason: String| TrainError::InvalidConfig { field, value, reason };
-    if !r.class_names.is_empty() && r.class_names.len() != r.classes {
-        return Err(invalid(
-            "class_names",
-            format!("{} names", r.class_names.len()),
-            format!("the weights have {} classes", r.classes),
-        ));
-    }
-    let model_path = r.out.join("model.bpk");
-    if model_path.exists() {
-        return Err(invalid(
-            "out",
-            model_path.display().to_string(),
-            "exists already; choose another folder".into(),
-        ));
-    }
-    std::fs::create_dir_all(&r.out).map_err(|e| TrainError::Write {
-        path: r.out.clone(),
-        reason: e.to_string(),
-    })?;
+    let model_path = import_target(&r.out, r.classes, &r.class_names)?;
     let [c, dh, dw] = r.architecture.default_input();
     let [h, w] = r.input_size.unwrap_or([dh, dw]);
     let spec = PretrainedSpec::torchvision(
@@ -198,6 +179,36 @@ pub fn import_torchvision(r: &ImportRequest, device: &Device) -> Result<Trained,
         architecture: r.architecture.clone(),
         spec,
     })
+}
+
+/// `out/model.bpk` for an import, checked: the class names (if any) one per class, no
+/// `model.bpk` there yet; `out` created.
+pub(crate) fn import_target(
+    out: &Path,
+    classes: usize,
+    class_names: &[String],
+) -> Result<PathBuf, TrainError> {
+    let invalid = |field, value: String, reason: String| TrainError::InvalidConfig { field, value, reason };
+    if !class_names.is_empty() && class_names.len() != classes {
+        return Err(invalid(
+            "class_names",
+            format!("{} names", class_names.len()),
+            format!("the weights have {classes} classes"),
+        ));
+    }
+    let model_path = out.join("model.bpk");
+    if model_path.exists() {
+        return Err(invalid(
+            "out",
+            model_path.display().to_string(),
+            "exists already; choose another folder".into(),
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| TrainError::Write {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(model_path)
 }
 
 /// One input's most probable classes ([`Trained::predict`]).
