@@ -3252,6 +3252,18 @@ fn a_detector_trains_evaluates_predicts_and_imports_from_the_command_line() {
     ))
     .unwrap();
     assert_eq!(e["metrics"]["stats"].as_array().unwrap(), &trained_stats);
+    // The weights alone, on the COCO folder itself: the same figures.
+    let e: serde_json::Value = serde_json::from_str(&succeeded(
+        &kiln()
+            .args(["eval", "--json", "--weights"])
+            .arg(run.join("model.bpk"))
+            .arg("--data")
+            .arg(data.join("val"))
+            .output()
+            .unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(e["metrics"]["stats"].as_array().unwrap(), &trained_stats);
 
     // predict on the validation folder: COCO results with its image ids, scored by `kiln score`.
     let weights = run.join("model.bpk");
