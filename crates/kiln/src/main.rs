@@ -37,6 +37,13 @@ macro_rules! say {
 }
 
 fn main() -> ExitCode {
+    // `kiln score … | head`: a reader that closes the pipe ends the process quietly, as it ends
+    // other Unix tools, instead of `println!` panicking on the broken pipe (Rust ignores SIGPIPE).
+    #[cfg(unix)]
+    // SAFETY: restores SIGPIPE's default disposition before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Keep freed batch memory for reuse instead of page-faulting it back in every batch (glibc;
     // a no-op elsewhere). Measured in docs/data.md.
     kiln_data::alloc::tune_for_loading();

@@ -3381,3 +3381,22 @@ fn a_detector_trains_evaluates_predicts_and_imports_from_the_command_line() {
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(err.contains("fcos.safetensors"), "{err}");
 }
+
+/// Output into a pipe whose reader is gone (`kiln models | head -1` once head has exited) ends
+/// kiln by SIGPIPE, as it ends other Unix tools, not with a panic about a broken pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = kiln()
+        .arg("models")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
