@@ -99,19 +99,23 @@ fn eval_detector(a: &EvalArgs, t: &TrainedDetector, config: Option<&Path>) -> an
     if a.confusion.is_some() {
         return Err(Usage("--confusion is for classifiers; a detector's table is COCO's".into()).into());
     }
-    let data = match &a.data {
-        Some(d) => d.clone(),
-        None => {
-            let file = run_file_for(&t.path, config)?;
-            file.and_then(|f| f.data.path).ok_or_else(|| {
-                Usage(format!(
-                    "{} has no config.toml next to it to say which data it was trained on; pass --data DIR",
-                    t.path.display()
-                ))
-            })?
+    // The run file (given, or beside the weights) says the data and the batch that fitted.
+    let file = run_file_for(&t.path, config)?;
+    let data = match (&a.data, file.as_ref().and_then(|f| f.data.path.clone())) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => d,
+        (None, None) => {
+            return Err(Usage(format!(
+                "{} has no config.toml next to it to say which data it was trained on; pass --data DIR",
+                t.path.display()
+            ))
+            .into());
         }
     };
-    let batch = a.batch_size.unwrap_or(8);
+    let batch = a
+        .batch_size
+        .or_else(|| file.as_ref().map(|f| f.train.batch_size))
+        .unwrap_or(8);
     let report = t.evaluate(&data, batch, &a.device.device()?)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
