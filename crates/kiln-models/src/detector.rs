@@ -174,6 +174,26 @@ impl DetectorConfig {
     pub fn from_name(name: &str) -> Result<Self, ModelError> {
         crate::zoo::find_preset(Self::presets(), name)
     }
+
+    /// The config with one setting changed by its run-file key (`backbone`, `min_size`, …), as
+    /// `--set model.KEY=VALUE` would: without a match on the detector.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidConfig`] for a key the detector does not have or a value it cannot
+    /// take (serde's message, naming the valid ones).
+    pub fn with_setting(&self, key: &'static str, value: serde_json::Value) -> Result<Self, ModelError> {
+        let invalid = |why: String| ModelError::InvalidConfig {
+            field: key,
+            value: format!("{value} ({why})"),
+            reason: "not a setting this detector takes",
+        };
+        let mut json = serde_json::to_value(self).map_err(|e| invalid(e.to_string()))?;
+        if let Some(table) = json.as_object_mut() {
+            table.insert(key.to_string(), value.clone());
+        }
+        serde_json::from_value(json).map_err(|e| invalid(e.to_string()))
+    }
 }
 
 detectors! {
@@ -227,6 +247,13 @@ mod tests {
         let err = bad.build_with(2, &Device::flex(), Keys).unwrap_err().to_string();
         assert!(err.contains("min_size"), "{err}");
         assert!(DetectorConfig::from_name("FCOS").is_ok());
+        let small = c.with_setting("backbone", "resnet34".into()).unwrap();
+        assert!(small.describe(2).contains("ResNet-34"), "{}", small.describe(2));
+        let err = c
+            .with_setting("backbone", "resnet19".into())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("resnet19") && err.contains("resnet18"), "{err}");
         assert!(
             DetectorConfig::from_name("retinanet")
                 .unwrap_err()

@@ -22,6 +22,9 @@
 //! * [`data`] — a run file's data: the format detected from the folder, the three splits.
 //! * [`runner`] — a whole run from a run file (what `kiln train` does), reporting through
 //!   [`runner::RunEvent`]s.
+//! * [`detection`], [`detection_run`] — detection as a task ([`detection::DetectionTask`] for any
+//!   registered detector), a detector's run from a run file, detector weights evaluated with COCO
+//!   AP ([`coco_eval`]) or asked for boxes.
 //! * [`infer`] — trained weights rebuilt from their spec, evaluated or asked for probabilities.
 //! * [`inspect`] — `dataset[N]` and the first batch as the model gets it (what `kiln inspect` shows).
 //! * [`ablation`] — matched short runs that test one claim (what `kiln ablate` runs).

@@ -513,15 +513,9 @@ fn import_detector(
         .into());
     }
     if let Some(name) = &a.backbone {
-        let kiln_models::detector::DetectorConfig::Fcos(f) = &mut arch;
-        f.backbone = match name.to_ascii_lowercase().as_str() {
-            "resnet18" => kiln_models::ResNetKind::ResNet18,
-            "resnet34" => kiln_models::ResNetKind::ResNet34,
-            "resnet50" => kiln_models::ResNetKind::ResNet50,
-            other => {
-                return Err(Usage(format!("--backbone {other}: resnet18, resnet34 or resnet50")).into());
-            }
-        };
+        arch = arch
+            .with_setting("backbone", name.to_ascii_lowercase().into())
+            .map_err(|e| Usage(format!("--backbone: {e}")))?;
     }
     let request = kiln_train::detection_run::DetectorImport {
         architecture: arch,

@@ -3369,6 +3369,15 @@ fn a_detector_trains_evaluates_predicts_and_imports_from_the_command_line() {
     ))
     .unwrap();
     assert_eq!(p[0]["size"], serde_json::json!([64, 64]), "{p}");
+    let bad = kiln()
+        .args(["import", "--arch", "fcos", "--backbone", "vgg16", "--weights"])
+        .arg(&tv)
+        .arg("--out")
+        .arg(dir.path().join("vgg"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("resnet18"));
     // The default backbone (ResNet-50) does not fit these weights: the import says which tensors.
     let wrong = kiln()
         .args(["import", "--arch", "fcos", "--classes", "3", "--weights"])
